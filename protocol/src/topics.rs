@@ -1,0 +1,215 @@
+//! The MQTT topic scheme: `outpost/v1/agents/{agent_id}/{kind}`.
+//!
+//! Each kind has one direction, QoS and retain flag (see [`TopicKind`]); `docs/protocol.md`
+//! has the same table for people.
+
+use core::fmt::{self, Write as _};
+
+use crate::messages::AgentId;
+use crate::text::Text;
+
+/// The prefix every Outpost topic starts with.
+pub const PREFIX: &str = "outpost/v1/agents/";
+
+/// The longest topic: prefix, a 64-byte agent id, `/` and the longest kind.
+pub type TopicName = Text<96>;
+
+/// What travels on a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TopicKind {
+    /// Agent → bridge: [`crate::Hello`]. Retained, so a restarted bridge knows every agent.
+    Hello,
+    /// Agent → bridge: [`crate::Offer`]. Retained: the latest offer is the agent's capacity.
+    Offer,
+    /// Agent (and broker, as the last will) → bridge: [`crate::AgentState`]. Retained.
+    State,
+    /// Agent → bridge: [`crate::TaskStatus`], re-sent until acknowledged.
+    Status,
+    /// Bridge → agent: [`crate::Command`].
+    Cmd,
+    /// Agent → bridge: [`crate::CommandReply`].
+    Reply,
+    /// Bridge → agent: [`crate::StatusAck`].
+    Ack,
+}
+
+impl TopicKind {
+    /// Every kind.
+    pub const ALL: [TopicKind; 7] = [
+        Self::Hello,
+        Self::Offer,
+        Self::State,
+        Self::Status,
+        Self::Cmd,
+        Self::Reply,
+        Self::Ack,
+    ];
+
+    /// The last topic level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hello => "hello",
+            Self::Offer => "offer",
+            Self::State => "state",
+            Self::Status => "status",
+            Self::Cmd => "cmd",
+            Self::Reply => "reply",
+            Self::Ack => "ack",
+        }
+    }
+
+    /// The MQTT QoS to publish and subscribe with. Everything is QoS 1 (at least once):
+    /// receivers drop duplicates by command id or status uuid, and QoS 2's extra round trip
+    /// buys nothing on top of that.
+    pub fn qos(self) -> u8 {
+        1
+    }
+
+    /// Whether messages are published retained: the agent's latest hello, offer and liveness
+    /// are state, the rest are events.
+    pub fn retain(self) -> bool {
+        matches!(self, Self::Hello | Self::Offer | Self::State)
+    }
+
+    /// Whether the agent publishes on it (otherwise the bridge does).
+    pub fn from_agent(self) -> bool {
+        !matches!(self, Self::Cmd | Self::Ack)
+    }
+
+    /// The wildcard filter for this kind across all agents: `outpost/v1/agents/+/offer`.
+    pub fn all_agents_filter(self) -> TopicName {
+        let mut s: heapless::String<96> = heapless::String::new();
+        // Fits: the prefix, `+/` and a kind are far below the limit.
+        let _ = write!(s, "{PREFIX}+/{}", self.as_str());
+        Text::new(&s).unwrap_or_default()
+    }
+}
+
+/// A concrete topic: one agent, one kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topic {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// The kind.
+    pub kind: TopicKind,
+}
+
+/// A topic that is not one of Outpost's, or an agent id unfit for a topic level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicError {
+    /// The topic does not start with [`PREFIX`].
+    NotOutpost,
+    /// The last level is not a known kind.
+    UnknownKind,
+    /// The agent id is empty, too long, or contains a character outside `[A-Za-z0-9._-]`.
+    BadAgentId,
+}
+
+impl fmt::Display for TopicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotOutpost => "topic does not start with outpost/v1/agents/",
+            Self::UnknownKind => "unknown topic kind (expected hello, offer, state, status, cmd, reply or ack)",
+            Self::BadAgentId => "agent id must be 1-64 bytes of [A-Za-z0-9._-]",
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for TopicError {}
+
+/// Whether `id` can be an agent id: 1-64 bytes of `[A-Za-z0-9._-]`, so it is one topic level
+/// with no wildcard.
+pub fn valid_agent_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= AgentId::LIMIT
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl Topic {
+    /// The topic of `kind` for `agent_id`.
+    pub fn new(agent_id: &str, kind: TopicKind) -> Result<Self, TopicError> {
+        if !valid_agent_id(agent_id) {
+            return Err(TopicError::BadAgentId);
+        }
+        let agent_id = AgentId::new(agent_id).map_err(|_| TopicError::BadAgentId)?;
+        Ok(Self { agent_id, kind })
+    }
+
+    /// Parses `outpost/v1/agents/{agent_id}/{kind}`.
+    pub fn parse(topic: &str) -> Result<Self, TopicError> {
+        let rest = topic.strip_prefix(PREFIX).ok_or(TopicError::NotOutpost)?;
+        let (agent, kind) = rest.split_once('/').ok_or(TopicError::UnknownKind)?;
+        let kind = TopicKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+            .ok_or(TopicError::UnknownKind)?;
+        Self::new(agent, kind)
+    }
+
+    /// The topic name.
+    pub fn name(&self) -> TopicName {
+        let mut s: heapless::String<96> = heapless::String::new();
+        // Fits: 18 + 64 + 1 + 6 < 96.
+        let _ = write!(s, "{PREFIX}{}/{}", self.agent_id, self.kind.as_str());
+        Text::new(&s).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{PREFIX}{}/{}", self.agent_id, self.kind.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_name_parses_back_to_its_agent_and_kind() {
+        for kind in TopicKind::ALL {
+            let t = Topic::new("edge-01.rack_2", kind).unwrap();
+            assert_eq!(Topic::parse(&t.name()).unwrap(), t);
+        }
+        assert_eq!(
+            Topic::new("a", TopicKind::Offer).unwrap().name(),
+            "outpost/v1/agents/a/offer"
+        );
+    }
+
+    #[test]
+    fn agent_ids_that_would_break_the_topic_are_refused() {
+        for bad in ["", "a/b", "+", "#", "a b", &"x".repeat(65)] {
+            assert_eq!(
+                Topic::new(bad, TopicKind::Cmd),
+                Err(TopicError::BadAgentId),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Topic::parse("other/v1/agents/a/cmd"),
+            Err(TopicError::NotOutpost)
+        );
+        assert_eq!(
+            Topic::parse("outpost/v1/agents/a/bogus"),
+            Err(TopicError::UnknownKind)
+        );
+    }
+
+    #[test]
+    fn only_state_like_topics_are_retained() {
+        let retained: heapless::Vec<&str, 7> = TopicKind::ALL
+            .into_iter()
+            .filter(|k| k.retain())
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(retained.as_slice(), ["hello", "offer", "state"]);
+        assert_eq!(
+            TopicKind::Status.all_agents_filter(),
+            "outpost/v1/agents/+/status"
+        );
+    }
+}

@@ -1,0 +1,82 @@
+//! Golden bytes: the encoding of each worked example is pinned, so the wire cannot drift
+//! silently. A deliberate change of the format updates `golden.txt` and `docs/protocol.md`
+//! (regenerate both with `cargo run -p outpost-protocol --example diag`).
+
+use outpost_protocol::examples;
+
+const GOLDEN: &str = include_str!("golden.txt");
+const PROTOCOL_DOC: &str = include_str!("../../docs/protocol.md");
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn golden() -> Vec<(String, String)> {
+    GOLDEN
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (name, hex) = l.rsplit_once(' ').expect("`name hex` per line");
+            (name.trim().to_string(), hex.trim().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn every_example_encodes_to_its_golden_bytes() {
+    let golden = golden();
+    let examples = examples::all_encoded();
+    assert_eq!(golden.len(), examples.len(), "one golden line per example");
+    for ((gname, ghex), (name, bytes)) in golden.iter().zip(&examples) {
+        assert_eq!(gname, name);
+        assert_eq!(ghex, &hex(bytes), "the encoding of `{name}` changed");
+    }
+}
+
+#[test]
+fn golden_bytes_decode_to_the_examples() {
+    use outpost_protocol::*;
+    let bytes = |name: &str| -> Vec<u8> {
+        let (_, h) = golden().into_iter().find(|(n, _)| n == name).unwrap();
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    assert_eq!(decode::<Hello>(&bytes("hello")), Ok(examples::hello()));
+    assert_eq!(decode::<Offer>(&bytes("offer")), Ok(examples::offer()));
+    assert_eq!(decode::<Command>(&bytes("command: launch")), Ok(examples::launch()));
+    assert_eq!(decode::<Command>(&bytes("command: kill")), Ok(examples::kill()));
+    assert_eq!(decode::<Command>(&bytes("command: pull")), Ok(examples::pull()));
+    assert_eq!(decode::<Command>(&bytes("command: drain")), Ok(examples::drain()));
+    assert_eq!(decode::<Command>(&bytes("command: reconcile")), Ok(examples::reconcile()));
+    assert_eq!(decode::<CommandReply>(&bytes("reply: accepted")), Ok(examples::reply_accepted()));
+    assert_eq!(decode::<CommandReply>(&bytes("reply: rejected")), Ok(examples::reply_rejected()));
+    assert_eq!(decode::<TaskStatus>(&bytes("status")), Ok(examples::status()));
+    assert_eq!(decode::<StatusAck>(&bytes("ack")), Ok(examples::ack()));
+    assert_eq!(decode::<AgentState>(&bytes("state (last will)")), Ok(examples::last_will()));
+}
+
+#[test]
+fn the_protocol_doc_shows_every_example_as_it_is_encoded() {
+    for (name, bytes) in examples::all_encoded() {
+        let diag = minicbor::display(&bytes).to_string();
+        assert!(
+            PROTOCOL_DOC.contains(&diag),
+            "docs/protocol.md lacks the current diagnostic notation of `{name}`:\n{diag}"
+        );
+        assert!(PROTOCOL_DOC.contains(&hex(&bytes)), "docs/protocol.md lacks the hex of `{name}`");
+    }
+}
+
+#[test]
+fn decoding_a_launch_fits_in_a_small_thread_stack() {
+    // The agent decodes commands on ordinary threads; a launch must not need a huge stack
+    // even in a debug build.
+    let bytes = outpost_protocol::codec::encode_to_vec(&examples::launch());
+    let handle = std::thread::Builder::new()
+        .stack_size(1024 * 1024)
+        .spawn(move || outpost_protocol::decode::<outpost_protocol::Command>(&bytes).is_ok())
+        .unwrap();
+    assert!(handle.join().unwrap());
+}
