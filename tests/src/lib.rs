@@ -1,1 +1,16 @@
+//! The real-service test harness every end-to-end test uses.
+//!
+//! Each helper starts (or reuses) a real service on loopback and cleans up after itself on
+//! drop, also when a test fails: [`docker`] (dockerd, labelled test containers), [`mosquitto`]
+//! (a broker per test), [`registry`] (a Docker registry per test, open or with htpasswd auth),
+//! [`image`] (the busybox-static test image). Tests wait by polling with [`wait::until`], never
+//! by sleeping for a fixed time.
 
+pub mod docker;
+pub mod http;
+pub mod image;
+pub mod mosquitto;
+pub mod net;
+pub mod process;
+pub mod registry;
+pub mod wait;

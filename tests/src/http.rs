@@ -1,0 +1,30 @@
+//! A blocking HTTP GET for tests that returns any status instead of failing on 4xx/5xx.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+/// Status and body of a GET.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// The body as text.
+    pub body: String,
+}
+
+/// GETs `url` with a 5 s timeout.
+pub fn get(url: &str) -> Result<Reply> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().with_context(|| format!("GET {url}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("reading the body of GET {url}"))?;
+    Ok(Reply { status, body })
+}
