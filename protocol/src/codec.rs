@@ -389,7 +389,10 @@ fn read_u64(d: &mut Decoder<'_>) -> Result<u64, DecodeError> {
 }
 
 /// Reads an unsigned integer that must fit `T`.
-fn read_unsigned<T: TryFrom<u64>>(d: &mut Decoder<'_>, what: &'static str) -> Result<T, DecodeError> {
+fn read_unsigned<T: TryFrom<u64>>(
+    d: &mut Decoder<'_>,
+    what: &'static str,
+) -> Result<T, DecodeError> {
     let p = d.position();
     let v = read_u64(d)?;
     T::try_from(v).map_err(|_| DecodeError::new(DecodeErrorKind::OutOfRange { expected: what }, p))
@@ -745,7 +748,10 @@ impl Wire for TaskState {
         u8::try_from(value)
             .ok()
             .and_then(TaskState::from_mesos_number)
-            .ok_or(DecodeError::new(DecodeErrorKind::UnknownVariant { value }, p))
+            .ok_or(DecodeError::new(
+                DecodeErrorKind::UnknownVariant { value },
+                p,
+            ))
     }
 }
 
@@ -914,4 +920,12 @@ wire_struct!(TaskStatus {
 wire_struct!(StatusAck { 0 => version, 1 => task_id, 2 => uuid });
 wire_struct!(AgentState { 0 => version, 1 => agent_id, 2 => liveness, 3 => started_at_ms });
 
-wire_message!(Hello, Offer, Command, CommandReply, TaskStatus, StatusAck, AgentState);
+wire_message!(
+    Hello,
+    Offer,
+    Command,
+    CommandReply,
+    TaskStatus,
+    StatusAck,
+    AgentState
+);

@@ -109,7 +109,9 @@ impl fmt::Display for TopicError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::NotOutpost => "topic does not start with outpost/v1/agents/",
-            Self::UnknownKind => "unknown topic kind (expected hello, offer, state, status, cmd, reply or ack)",
+            Self::UnknownKind => {
+                "unknown topic kind (expected hello, offer, state, status, cmd, reply or ack)"
+            }
             Self::BadAgentId => "agent id must be 1-64 bytes of [A-Za-z0-9._-]",
         })
     }

@@ -38,12 +38,18 @@ fn every_truncation_of_every_example_is_an_error_not_a_panic() {
                 decode::<StatusAck>(part).err(),
                 decode::<AgentState>(part).err(),
             ];
-            assert!(errs.iter().all(Option::is_some), "{name} cut at {cut} decoded");
+            assert!(
+                errs.iter().all(Option::is_some),
+                "{name} cut at {cut} decoded"
+            );
         }
     }
     // A cut inside a field names it.
     let bytes = encode_to_vec(&examples::launch());
-    let image_at = bytes.windows(12).position(|w| w == b"nginx:latest").unwrap();
+    let image_at = bytes
+        .windows(12)
+        .position(|w| w == b"nginx:latest")
+        .unwrap();
     let err = decode::<Command>(&bytes[..image_at + 3]).unwrap_err();
     assert_eq!(err.kind(), DecodeErrorKind::Truncated);
     assert_eq!(err.field(), "kind.launch.image");
@@ -123,7 +129,8 @@ fn a_wrong_typed_field_names_the_field_and_both_types() {
     );
     assert_eq!(err.field(), "kind.kill.grace_period_s");
     assert!(
-        err.to_string().contains("expected unsigned integer, found text string"),
+        err.to_string()
+            .contains("expected unsigned integer, found text string"),
         "{err}"
     );
 }
@@ -171,7 +178,14 @@ fn an_unknown_command_kind_is_refused_with_its_value() {
         e.u8(0).unwrap().u16(1).unwrap();
         e.u8(1).unwrap().str("c-1").unwrap();
         e.u8(2).unwrap().u64(5).unwrap();
-        e.u8(3).unwrap().array(2).unwrap().u8(99).unwrap().map(0).unwrap();
+        e.u8(3)
+            .unwrap()
+            .array(2)
+            .unwrap()
+            .u8(99)
+            .unwrap()
+            .map(0)
+            .unwrap();
     });
     let err = decode::<Command>(&bytes).unwrap_err();
     assert_eq!(err.kind(), DecodeErrorKind::UnknownVariant { value: 99 });
@@ -231,7 +245,14 @@ fn unknown_keys_from_a_newer_peer_are_skipped() {
     let mut bytes = encode_to_vec(&examples::ack());
     bytes[0] += 1;
     let mut e = Encoder::new(&mut bytes);
-    e.u8(40).unwrap().map(1).unwrap().str("future").unwrap().array(2).unwrap();
+    e.u8(40)
+        .unwrap()
+        .map(1)
+        .unwrap()
+        .str("future")
+        .unwrap()
+        .array(2)
+        .unwrap();
     e.u8(1).unwrap().u8(2).unwrap();
     assert_eq!(decode::<StatusAck>(&bytes), Ok(examples::ack()));
 }
@@ -242,7 +263,10 @@ fn a_non_finite_number_is_refused() {
     offer.available.cpus = 0.1; // forces an f64 on the wire
     let mut bytes = encode_to_vec(&offer);
     let nan = f64::NAN.to_be_bytes();
-    let at = bytes.windows(8).position(|w| w == 0.1f64.to_be_bytes()).unwrap();
+    let at = bytes
+        .windows(8)
+        .position(|w| w == 0.1f64.to_be_bytes())
+        .unwrap();
     bytes[at..at + 8].copy_from_slice(&nan);
     let err = decode::<Offer>(&bytes).unwrap_err();
     assert_eq!(

@@ -45,16 +45,43 @@ fn golden_bytes_decode_to_the_examples() {
     };
     assert_eq!(decode::<Hello>(&bytes("hello")), Ok(examples::hello()));
     assert_eq!(decode::<Offer>(&bytes("offer")), Ok(examples::offer()));
-    assert_eq!(decode::<Command>(&bytes("command: launch")), Ok(examples::launch()));
-    assert_eq!(decode::<Command>(&bytes("command: kill")), Ok(examples::kill()));
-    assert_eq!(decode::<Command>(&bytes("command: pull")), Ok(examples::pull()));
-    assert_eq!(decode::<Command>(&bytes("command: drain")), Ok(examples::drain()));
-    assert_eq!(decode::<Command>(&bytes("command: reconcile")), Ok(examples::reconcile()));
-    assert_eq!(decode::<CommandReply>(&bytes("reply: accepted")), Ok(examples::reply_accepted()));
-    assert_eq!(decode::<CommandReply>(&bytes("reply: rejected")), Ok(examples::reply_rejected()));
-    assert_eq!(decode::<TaskStatus>(&bytes("status")), Ok(examples::status()));
+    assert_eq!(
+        decode::<Command>(&bytes("command: launch")),
+        Ok(examples::launch())
+    );
+    assert_eq!(
+        decode::<Command>(&bytes("command: kill")),
+        Ok(examples::kill())
+    );
+    assert_eq!(
+        decode::<Command>(&bytes("command: pull")),
+        Ok(examples::pull())
+    );
+    assert_eq!(
+        decode::<Command>(&bytes("command: drain")),
+        Ok(examples::drain())
+    );
+    assert_eq!(
+        decode::<Command>(&bytes("command: reconcile")),
+        Ok(examples::reconcile())
+    );
+    assert_eq!(
+        decode::<CommandReply>(&bytes("reply: accepted")),
+        Ok(examples::reply_accepted())
+    );
+    assert_eq!(
+        decode::<CommandReply>(&bytes("reply: rejected")),
+        Ok(examples::reply_rejected())
+    );
+    assert_eq!(
+        decode::<TaskStatus>(&bytes("status")),
+        Ok(examples::status())
+    );
     assert_eq!(decode::<StatusAck>(&bytes("ack")), Ok(examples::ack()));
-    assert_eq!(decode::<AgentState>(&bytes("state (last will)")), Ok(examples::last_will()));
+    assert_eq!(
+        decode::<AgentState>(&bytes("state (last will)")),
+        Ok(examples::last_will())
+    );
 }
 
 #[test]
@@ -65,7 +92,10 @@ fn the_protocol_doc_shows_every_example_as_it_is_encoded() {
             PROTOCOL_DOC.contains(&diag),
             "docs/protocol.md lacks the current diagnostic notation of `{name}`:\n{diag}"
         );
-        assert!(PROTOCOL_DOC.contains(&hex(&bytes)), "docs/protocol.md lacks the hex of `{name}`");
+        assert!(
+            PROTOCOL_DOC.contains(&hex(&bytes)),
+            "docs/protocol.md lacks the hex of `{name}`"
+        );
     }
 }
 

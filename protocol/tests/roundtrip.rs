@@ -70,18 +70,20 @@ fn health_check() -> impl Strategy<Value = HealthCheck> {
         proptest::option::of(text()),
         any::<[u32; 5]>(),
     )
-        .prop_map(|(protocol, path, port_index, port, command, n)| HealthCheck {
-            protocol,
-            path,
-            port_index,
-            port,
-            command,
-            grace_period_s: n[0],
-            interval_s: n[1],
-            timeout_s: n[2],
-            max_consecutive_failures: n[3],
-            delay_s: n[4],
-        })
+        .prop_map(
+            |(protocol, path, port_index, port, command, n)| HealthCheck {
+                protocol,
+                path,
+                port_index,
+                port,
+                command,
+                grace_period_s: n[0],
+                interval_s: n[1],
+                timeout_s: n[2],
+                max_consecutive_failures: n[3],
+                delay_s: n[4],
+            },
+        )
 }
 
 fn task_spec() -> impl Strategy<Value = TaskSpec> {
@@ -124,11 +126,13 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
                     name,
                 }),
         ),
-        bounded((text(), text(), any::<bool>()).prop_map(|(h, c, rw)| Volume {
-            host_path: h,
-            container_path: c,
-            mode: if rw { VolumeMode::Rw } else { VolumeMode::Ro },
-        })),
+        bounded(
+            (text(), text(), any::<bool>()).prop_map(|(h, c, rw)| Volume {
+                host_path: h,
+                container_path: c,
+                mode: if rw { VolumeMode::Rw } else { VolumeMode::Ro },
+            }),
+        ),
         bounded(health_check()),
         any::<u32>(),
         (
@@ -141,12 +145,14 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
             number(),
             number(),
         )
-            .prop_map(|(mode, backoff_s, backoff_factor, max_delay_s)| RestartPolicy {
-                mode,
-                backoff_s,
-                backoff_factor,
-                max_delay_s,
-            }),
+            .prop_map(
+                |(mode, backoff_s, backoff_factor, max_delay_s)| RestartPolicy {
+                    mode,
+                    backoff_s,
+                    backoff_factor,
+                    max_delay_s,
+                },
+            ),
     );
     (ids, resources, container).prop_map(
         |(

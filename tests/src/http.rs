@@ -20,7 +20,10 @@ pub fn get(url: &str) -> Result<Reply> {
         .timeout_global(Some(Duration::from_secs(5)))
         .build()
         .into();
-    let mut resp = agent.get(url).call().with_context(|| format!("GET {url}"))?;
+    let mut resp = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
     let status = resp.status().as_u16();
     let body = resp
         .body_mut()

@@ -6,6 +6,7 @@
 //! [`image`] (the busybox-static test image). Tests wait by polling with [`wait::until`], never
 //! by sleeping for a fixed time.
 
+pub mod bin_path;
 pub mod docker;
 pub mod http;
 pub mod image;

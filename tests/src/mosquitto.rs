@@ -129,7 +129,12 @@ impl Broker {
             self.port.to_string(),
         ];
         if let Some(c) = &self.credentials {
-            args.extend(["-u".into(), c.username.clone(), "-P".into(), c.password.clone()]);
+            args.extend([
+                "-u".into(),
+                c.username.clone(),
+                "-P".into(),
+                c.password.clone(),
+            ]);
         }
         args
     }

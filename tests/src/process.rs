@@ -62,9 +62,7 @@ impl Drop for Guarded {
 /// Runs `cmd` to completion; fails with its stderr when it exits non-zero.
 pub fn run(cmd: &mut Command) -> Result<Output> {
     // `output()` closes stdin unless the caller set it (e.g. to a pipe).
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}{}",
@@ -78,5 +76,7 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
 
 /// Runs `cmd` and returns its trimmed stdout.
 pub fn stdout(cmd: &mut Command) -> Result<String> {
-    Ok(String::from_utf8_lossy(&run(cmd)?.stdout).trim().to_string())
+    Ok(String::from_utf8_lossy(&run(cmd)?.stdout)
+        .trim()
+        .to_string())
 }

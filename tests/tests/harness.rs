@@ -14,23 +14,31 @@ use outpost_tests::{http, net, wait};
 /// Subscribes with `mosquitto_sub` and publishes with `mosquitto_pub` until the subscriber has
 /// the message (a publish before the subscription is live would be lost, so it repeats);
 /// returns what the subscriber printed, or the publisher's error.
-fn publish_and_receive(broker: &Broker, pub_args: &[String], topic: &str) -> anyhow::Result<String> {
+fn publish_and_receive(
+    broker: &Broker,
+    pub_args: &[String],
+    topic: &str,
+) -> anyhow::Result<String> {
     let mut sub = Command::new("mosquitto_sub");
     sub.args(broker.client_args())
         .args(["-C", "1", "-W", "20", "-q", "1", "-t", topic])
         .stdout(Stdio::piped());
     let mut sub = Guarded::spawn("mosquitto_sub", &mut sub)?;
     let mut stdout = sub_stdout(&mut sub)?;
-    wait::until("the subscriber to get the message", Duration::from_secs(15), || {
-        let published = Command::new("mosquitto_pub")
-            .args(pub_args)
-            .args(["-q", "1", "-t", topic, "-m", "hello outpost"])
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        (published && !sub.is_running()).then_some(())
-    })?;
+    wait::until(
+        "the subscriber to get the message",
+        Duration::from_secs(15),
+        || {
+            let published = Command::new("mosquitto_pub")
+                .args(pub_args)
+                .args(["-q", "1", "-t", topic, "-m", "hello outpost"])
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            (published && !sub.is_running()).then_some(())
+        },
+    )?;
     let mut got = String::new();
     stdout.read_to_string(&mut got)?;
     Ok(got)
@@ -97,9 +105,11 @@ fn a_stopped_broker_refuses_and_restarts_on_the_same_port() {
     let mut broker = Broker::start().unwrap();
     let port = broker.port();
     broker.stop();
-    wait::until("the broker to stop listening", Duration::from_secs(5), || {
-        (!net::accepts(port)).then_some(())
-    })
+    wait::until(
+        "the broker to stop listening",
+        Duration::from_secs(5),
+        || (!net::accepts(port)).then_some(()),
+    )
     .unwrap();
     broker.restart().unwrap();
     assert_eq!(broker.port(), port);
@@ -154,9 +164,15 @@ fn the_test_image_serves_its_page_through_a_nat_port_and_its_health_can_be_faile
     let id = scope.run_detached(&["-p", "127.0.0.1::80", img]).unwrap();
     let port = scope.host_port(&id, 80).unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let page = wait::until("the page through the NAT port", Duration::from_secs(15), || {
-        http::get(&format!("{base}/")).ok().filter(|r| r.status == 200)
-    })
+    let page = wait::until(
+        "the page through the NAT port",
+        Duration::from_secs(15),
+        || {
+            http::get(&format!("{base}/"))
+                .ok()
+                .filter(|r| r.status == 200)
+        },
+    )
     .unwrap();
     assert_eq!(page.body, INDEX_BODY);
     assert_eq!(http::get(&format!("{base}/health")).unwrap().status, 200);

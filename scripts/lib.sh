@@ -1,0 +1,50 @@
+# Shared by scripts/test and scripts/demo: install what is missing, start what is not running.
+# Every function is idempotent: what is there is reused.
+
+# Debian packages the tests and the demo need.
+OUTPOST_PACKAGES=(docker.io mosquitto mosquitto-clients docker-registry busybox-static
+  apache2-utils file tar ca-certificates iproute2 iptables curl)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs the packages that are not installed yet, running `apt-get update` once first.
+ensure_packages() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+docker_ping() {
+  curl -fsS --max-time 2 --unix-socket /var/run/docker.sock http://docker/_ping >/dev/null 2>&1
+}
+
+# Reuses a running dockerd, else starts Debian's and waits (bounded) until /_ping answers.
+ensure_dockerd() {
+  docker_ping && return 0
+  log "starting dockerd (log: /var/log/outpost-dockerd.log)"
+  as_root setsid nohup dockerd >/var/log/outpost-dockerd.log 2>&1 < /dev/null &
+  for _ in $(seq 1 120); do
+    docker_ping && return 0
+    sleep 0.5
+  done
+  echo "dockerd did not answer /_ping within 60 s; see /var/log/outpost-dockerd.log" >&2
+  tail -20 /var/log/outpost-dockerd.log >&2 || true
+  return 1
+}
+
+# Installs a cargo subcommand from crates.io when it is missing.
+ensure_cargo_tool() {
+  local tool=$1 crate=${2:-$1}
+  command -v "$tool" >/dev/null 2>&1 && return 0
+  log "installing $crate (cargo install, a few minutes once)"
+  cargo install --locked --quiet "$crate"
+}

@@ -1,0 +1,39 @@
+//! The workspace's binaries, built on demand, for end-to-end tests to start.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+
+use crate::process;
+
+/// Builds `package`'s binary of the same name (debug profile) unless this process already
+/// did, and returns its path. Cargo's own freshness check makes a repeat build instant.
+pub fn path(package: &str) -> Result<PathBuf> {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let root = workspace_root();
+    if !built.iter().any(|b| b == package) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        process::run(
+            Command::new(cargo)
+                .current_dir(&root)
+                .args(["build", "--quiet", "-p", package, "--bin", package]),
+        )
+        .with_context(|| format!("building {package}"))?;
+        built.push(package.to_string());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("debug").join(package))
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
