@@ -312,6 +312,20 @@ pub fn decode_into<M: Message>(bytes: &[u8], msg: &mut M) -> Result<(), DecodeEr
     Ok(())
 }
 
+/// The `command_id` (key 1) of a command too broken to decode, so its rejection can still be
+/// correlated; `None` when even that cannot be found.
+pub fn command_id_of(bytes: &[u8]) -> Option<&str> {
+    let mut d = Decoder::new(bytes);
+    let n = d.map().ok()??;
+    for _ in 0..n {
+        if d.u8().ok()? == 1 {
+            return d.str().ok();
+        }
+        d.skip().ok()?;
+    }
+    None
+}
+
 /// The version of a message whose first map entry is key 0 (as every encoder here writes).
 fn peek_version(bytes: &[u8]) -> Option<u64> {
     let mut d = Decoder::new(bytes);

@@ -1,0 +1,199 @@
+//! The core's vocabulary: the events the drivers feed in and the actions they carry out.
+
+use outpost_protocol::{ImageRef, TaskId, TaskSpec, TopicKind};
+
+use super::Capacity;
+
+/// Something that happened.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Time passed; the driver sends this at [`Supervisor::next_deadline`].
+    Tick,
+    /// The broker connection is up (subscriptions in place).
+    BrokerConnected,
+    /// The broker connection is down.
+    BrokerDisconnected,
+    /// A payload arrived on the command topic.
+    CommandReceived(Vec<u8>),
+    /// A payload arrived on the ack topic.
+    AckReceived(Vec<u8>),
+    /// A new sample of the host's capacity.
+    CapacityChanged(Capacity),
+    /// The image of a launch attempt is present.
+    ImageReady {
+        /// Task.
+        task_id: TaskId,
+        /// Launch attempt the result belongs to.
+        attempt: u32,
+    },
+    /// The image could not be pulled.
+    ImageFailed {
+        /// Task.
+        task_id: TaskId,
+        /// Launch attempt.
+        attempt: u32,
+        /// Why.
+        message: String,
+    },
+    /// The container of a launch attempt was created.
+    ContainerCreated {
+        /// Task.
+        task_id: TaskId,
+        /// Launch attempt.
+        attempt: u32,
+        /// Docker's container id.
+        container_id: String,
+    },
+    /// The container of a launch attempt started.
+    ContainerStarted {
+        /// Task.
+        task_id: TaskId,
+        /// Launch attempt.
+        attempt: u32,
+        /// The container's IP on its network.
+        container_ip: Option<String>,
+    },
+    /// Creating or starting the container failed.
+    LaunchFailed {
+        /// Task.
+        task_id: TaskId,
+        /// Launch attempt.
+        attempt: u32,
+        /// Why.
+        message: String,
+    },
+    /// A container ended (Docker's `die`).
+    ContainerExited {
+        /// Docker's container id.
+        container_id: String,
+        /// Its exit code.
+        exit_code: i64,
+        /// Whether the kernel OOM-killed it.
+        oom_killed: bool,
+    },
+    /// A health probe reported.
+    ProbeResult {
+        /// Task.
+        task_id: TaskId,
+        /// Launch attempt the probe was for.
+        attempt: u32,
+        /// Index of the check.
+        check: usize,
+        /// Whether it passed.
+        healthy: bool,
+    },
+    /// dockerd is (again) reachable: its containers must be re-listed.
+    DockerConnected,
+    /// The Outpost-labelled containers dockerd has.
+    ContainersListed(Vec<ObservedContainer>),
+}
+
+/// A container as dockerd reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedContainer {
+    /// Docker's id.
+    pub container_id: String,
+    /// The task id from its label.
+    pub task_id: String,
+    /// Whether it runs.
+    pub running: bool,
+    /// Its exit code, when it does not run.
+    pub exit_code: i64,
+}
+
+/// What a probe connects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeTarget {
+    /// HTTP(S) GET `http(s)://127.0.0.1:port{path}`; 200-399 passes.
+    Http {
+        /// HTTPS instead of HTTP.
+        tls: bool,
+        /// Host port.
+        port: u16,
+        /// Path.
+        path: String,
+    },
+    /// TCP connect to 127.0.0.1:port.
+    Tcp {
+        /// Host port.
+        port: u16,
+    },
+    /// `sh -c command` inside the container; exit 0 passes.
+    Command {
+        /// The container.
+        container_id: String,
+        /// The command.
+        command: String,
+    },
+}
+
+/// Something the drivers must do.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Publish `payload` on this agent's topic of `kind` (QoS and retain per kind).
+    Publish {
+        /// Topic kind.
+        kind: TopicKind,
+        /// CBOR message.
+        payload: Vec<u8>,
+    },
+    /// Make sure the image is present (pull when missing, or always when `force`); answer
+    /// with [`Event::ImageReady`] or [`Event::ImageFailed`]. Without a task: a pull command.
+    EnsureImage {
+        /// The launch it is for, if any.
+        launch: Option<(TaskId, u32)>,
+        /// Image reference.
+        image: ImageRef,
+        /// Pull even if present.
+        force: bool,
+    },
+    /// Create the container; answer with [`Event::ContainerCreated`] or
+    /// [`Event::LaunchFailed`].
+    Create {
+        /// Task.
+        task_id: TaskId,
+        /// Launch attempt.
+        attempt: u32,
+        /// What to run.
+        spec: Box<TaskSpec>,
+        /// Host ports, one per port mapping.
+        host_ports: Vec<u16>,
+    },
+    /// Start the created container; answer with [`Event::ContainerStarted`] or
+    /// [`Event::LaunchFailed`].
+    Start {
+        /// Task.
+        task_id: TaskId,
+        /// Launch attempt.
+        attempt: u32,
+        /// Container.
+        container_id: String,
+    },
+    /// SIGTERM, then SIGKILL after `grace_s`; the exit arrives as [`Event::ContainerExited`].
+    Stop {
+        /// Container.
+        container_id: String,
+        /// Seconds between SIGTERM and SIGKILL.
+        grace_s: u32,
+    },
+    /// Remove the container (forced) and its anonymous volumes.
+    Remove {
+        /// Container.
+        container_id: String,
+    },
+    /// Probe a task's health within `timeout_ms`; answer with [`Event::ProbeResult`].
+    Probe {
+        /// Task.
+        task_id: TaskId,
+        /// Launch attempt.
+        attempt: u32,
+        /// Check index.
+        check: usize,
+        /// What to probe.
+        target: ProbeTarget,
+        /// Deadline for the probe.
+        timeout_ms: u64,
+    },
+    /// List the Outpost-labelled containers; answer with [`Event::ContainersListed`].
+    ListContainers,
+}

@@ -1,0 +1,867 @@
+//! The supervisor core: all of the agent's decisions, with no I/O.
+//!
+//! State goes in at construction; [`Event`]s go in through [`Supervisor::handle`] together with
+//! the current time; [`Action`]s come out. The core never reads a clock, a socket or a file, so
+//! every behaviour is testable under virtual time (`core::tests`). The drivers in
+//! `crate::driver` turn the world into events and actions into calls.
+
+mod events;
+mod health;
+mod outbox;
+mod ports;
+mod task;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use outpost_protocol::codec::encode_to_vec;
+use outpost_protocol::{
+    AgentId, AgentState, Command, CommandKind, CommandReply, DrainPolicy, Hello, KeyValue,
+    Liveness, MAX_ATTRIBUTES, Offer, Outcome, PROTOCOL_VERSION, PortRange, Reason, RejectCode,
+    Rejection, Resources, StatusAck, TaskId, TaskSpec, TaskState, TaskStatus, TopicKind,
+    VersionText, codec, decode,
+};
+
+pub use events::{Action, Event, ObservedContainer, ProbeTarget};
+pub use health::{CheckState, Verdict};
+pub use outbox::Outbox;
+pub use ports::{PortError, Ports};
+pub use task::{AfterKill, Phase, Task};
+use validate::reject;
+
+/// Milliseconds since the Unix epoch: the core's only notion of time.
+pub type Millis = u64;
+
+/// How many command ids are remembered for exactly-once execution.
+const SEEN_COMMANDS: usize = 4096;
+/// A task that ran this long (healthy, when it has checks) starts its backoff afresh.
+pub const BACKOFF_RESET_MS: Millis = 60_000;
+/// How long past its grace period a kill may take before the container is presumed gone.
+const KILL_SLACK_MS: Millis = 30_000;
+
+/// Resources the host gives to tasks (its total minus the configured reservation).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Capacity {
+    /// CPUs.
+    pub cpus: f64,
+    /// Memory in MiB.
+    pub mem_mib: f64,
+    /// Disk in MiB.
+    pub disk_mib: f64,
+}
+
+/// What the core is told at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This agent's id.
+    pub agent_id: AgentId,
+    /// The host's name.
+    pub hostname: outpost_protocol::Hostname,
+    /// Attributes for placement constraints.
+    pub attributes: heapless::Vec<KeyValue, MAX_ATTRIBUTES>,
+    /// The host port range tasks get their ports from.
+    pub port_range: PortRange,
+    /// Resources for tasks.
+    pub capacity: Capacity,
+    /// A random number drawn once per process; status uuids are made from it and a counter.
+    pub incarnation: u64,
+    /// When this process started.
+    pub started_at_ms: Millis,
+    /// How often to re-publish the offer without a change.
+    pub offer_interval_ms: Millis,
+    /// Most unacknowledged status updates kept.
+    pub outbox_capacity: usize,
+}
+
+/// The agent's decisions and state.
+#[derive(Debug)]
+pub struct Supervisor {
+    settings: Settings,
+    capacity: Capacity,
+    tasks: BTreeMap<TaskId, Task>,
+    ports: Ports,
+    outbox: Outbox,
+    connected: bool,
+    draining: bool,
+    offer_seq: u64,
+    next_offer_at: Millis,
+    status_counter: u64,
+    seen_commands: HashMap<String, Vec<u8>>,
+    seen_order: VecDeque<String>,
+    actions: Vec<Action>,
+}
+
+impl Supervisor {
+    /// A supervisor with no tasks.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            capacity: settings.capacity,
+            ports: Ports::new(settings.port_range),
+            outbox: Outbox::new(settings.outbox_capacity),
+            tasks: BTreeMap::new(),
+            connected: false,
+            draining: false,
+            offer_seq: 0,
+            next_offer_at: 0,
+            status_counter: 0,
+            seen_commands: HashMap::new(),
+            seen_order: VecDeque::new(),
+            actions: Vec::new(),
+            settings,
+        }
+    }
+
+    /// Applies `event` at `now` and returns what to do.
+    pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Action> {
+        match event {
+            Event::Tick => {}
+            Event::BrokerConnected => self.on_connected(now),
+            Event::BrokerDisconnected => self.connected = false,
+            Event::CommandReceived(bytes) => self.on_command(now, &bytes),
+            Event::AckReceived(bytes) => self.on_ack(&bytes),
+            Event::CapacityChanged(c) => {
+                if c != self.capacity {
+                    self.capacity = c;
+                    self.publish_offer(now);
+                }
+            }
+            Event::ImageReady { task_id, attempt } => self.on_image_ready(&task_id, attempt),
+            Event::ImageFailed {
+                task_id,
+                attempt,
+                message,
+            } => self.on_launch_failed(now, &task_id, attempt, Reason::ImagePullFailed, &message),
+            Event::ContainerCreated {
+                task_id,
+                attempt,
+                container_id,
+            } => self.on_created(now, &task_id, attempt, container_id),
+            Event::ContainerStarted {
+                task_id,
+                attempt,
+                container_ip,
+            } => self.on_started(now, &task_id, attempt, container_ip),
+            Event::LaunchFailed {
+                task_id,
+                attempt,
+                message,
+            } => self.on_launch_failed(
+                now,
+                &task_id,
+                attempt,
+                Reason::ContainerLaunchFailed,
+                &message,
+            ),
+            Event::ContainerExited {
+                container_id,
+                exit_code,
+                oom_killed,
+            } => self.on_exited(now, &container_id, exit_code, oom_killed),
+            Event::ProbeResult {
+                task_id,
+                attempt,
+                check,
+                healthy,
+            } => self.on_probe(now, &task_id, attempt, check, healthy),
+            Event::DockerConnected => self.actions.push(Action::ListContainers),
+            Event::ContainersListed(observed) => self.on_listed(now, &observed),
+        }
+        self.on_time(now);
+        std::mem::take(&mut self.actions)
+    }
+
+    /// When [`Event::Tick`] must come next at the latest.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        let tasks = self.tasks.values().filter_map(Task::next_deadline);
+        let outbox = self
+            .connected
+            .then(|| self.outbox.next_deadline())
+            .flatten();
+        let offer = self.connected.then_some(self.next_offer_at);
+        tasks.chain(outbox).chain(offer).min()
+    }
+
+    /// The tasks, by id.
+    pub fn tasks(&self) -> &BTreeMap<TaskId, Task> {
+        &self.tasks
+    }
+
+    /// The host ports.
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    /// The status updates not yet acknowledged.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Whether the agent refuses launches.
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Resources the tasks use.
+    pub fn used(&self) -> Capacity {
+        self.tasks
+            .values()
+            .fold(Capacity::default(), |acc, t| Capacity {
+                cpus: acc.cpus + t.spec.cpus,
+                mem_mib: acc.mem_mib + t.spec.mem_mib,
+                disk_mib: acc.disk_mib + t.spec.disk_mib,
+            })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Broker and offers.
+
+    fn on_connected(&mut self, now: Millis) {
+        self.connected = true;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            agent_id: self.settings.agent_id.clone(),
+            hostname: self.settings.hostname.clone(),
+            agent_version: VersionText::new(env!("CARGO_PKG_VERSION")).unwrap_or_default(),
+            attributes: self.settings.attributes.clone(),
+            started_at_ms: self.settings.started_at_ms,
+        };
+        self.publish(TopicKind::Hello, encode_to_vec(&hello));
+        self.publish_state();
+        self.publish_offer(now);
+        self.outbox.reset_backoff();
+    }
+
+    fn publish(&mut self, kind: TopicKind, payload: Vec<u8>) {
+        self.actions.push(Action::Publish { kind, payload });
+    }
+
+    fn publish_state(&mut self) {
+        let state = AgentState {
+            version: PROTOCOL_VERSION,
+            agent_id: self.settings.agent_id.clone(),
+            liveness: if self.draining {
+                Liveness::Draining
+            } else {
+                Liveness::Online
+            },
+            started_at_ms: self.settings.started_at_ms,
+        };
+        self.publish(TopicKind::State, encode_to_vec(&state));
+    }
+
+    /// The offer as it stands.
+    pub fn offer(&self) -> Offer {
+        let used = self.used();
+        Offer {
+            version: PROTOCOL_VERSION,
+            agent_id: self.settings.agent_id.clone(),
+            seq: self.offer_seq,
+            available: Resources {
+                cpus: round3((self.capacity.cpus - used.cpus).max(0.0)),
+                mem_mib: round3((self.capacity.mem_mib - used.mem_mib).max(0.0)),
+                disk_mib: round3((self.capacity.disk_mib - used.disk_mib).max(0.0)),
+                ports: if self.draining {
+                    heapless::Vec::new()
+                } else {
+                    self.ports.free_ranges()
+                },
+            },
+            used: Resources {
+                cpus: round3(used.cpus),
+                mem_mib: round3(used.mem_mib),
+                disk_mib: round3(used.disk_mib),
+                ports: self.ports.used_ranges(),
+            },
+            attributes: self.settings.attributes.clone(),
+        }
+    }
+
+    fn publish_offer(&mut self, now: Millis) {
+        self.next_offer_at = now + self.settings.offer_interval_ms;
+        if !self.connected {
+            return;
+        }
+        self.offer_seq += 1;
+        let offer = self.offer();
+        self.publish(TopicKind::Offer, encode_to_vec(&offer));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Commands.
+
+    fn on_command(&mut self, now: Millis, bytes: &[u8]) {
+        let mut cmd = Box::<Command>::default();
+        if let Err(e) = codec::decode_into(bytes, cmd.as_mut()) {
+            let code = match e.kind() {
+                outpost_protocol::DecodeErrorKind::TooLong { .. } => RejectCode::FieldTooLong,
+                outpost_protocol::DecodeErrorKind::UnsupportedVersion { .. } => {
+                    RejectCode::UnsupportedVersion
+                }
+                _ => RejectCode::Undecodable,
+            };
+            let id = codec::command_id_of(bytes).unwrap_or_default().to_string();
+            self.reply(&id, Outcome::Rejected(reject(code, format_args!("{e}"))));
+            return;
+        }
+        let id = cmd.command_id.to_string();
+        if let Some(previous) = self.seen_commands.get(&id) {
+            // QoS 1 redelivery: answer again, do not execute again.
+            let payload = previous.clone();
+            self.publish(TopicKind::Reply, payload);
+            return;
+        }
+        let outcome = match std::mem::take(&mut cmd.kind) {
+            CommandKind::Launch(spec) => self.launch(now, Box::new(spec)),
+            CommandKind::Kill(k) => self.kill(now, &k.task_id, k.grace_period_s, AfterKill::Forget),
+            CommandKind::Pull(p) => {
+                self.actions.push(Action::EnsureImage {
+                    launch: None,
+                    image: p.image,
+                    force: p.force,
+                });
+                Ok(())
+            }
+            CommandKind::Drain(d) => {
+                self.drain(now, d.policy);
+                Ok(())
+            }
+            CommandKind::Reconcile(r) => {
+                self.reconcile(now, &r.task_ids);
+                Ok(())
+            }
+        };
+        let outcome = match outcome {
+            Ok(()) => Outcome::Accepted,
+            Err(r) => Outcome::Rejected(r),
+        };
+        let payload = self.reply(&id, outcome);
+        self.remember(id, payload);
+    }
+
+    fn reply(&mut self, command_id: &str, outcome: Outcome) -> Vec<u8> {
+        let reply = CommandReply {
+            version: PROTOCOL_VERSION,
+            command_id: outpost_protocol::CommandId::new(command_id).unwrap_or_default(),
+            outcome,
+        };
+        let payload = encode_to_vec(&reply);
+        self.publish(TopicKind::Reply, payload.clone());
+        payload
+    }
+
+    fn remember(&mut self, id: String, reply: Vec<u8>) {
+        if self.seen_order.len() >= SEEN_COMMANDS
+            && let Some(old) = self.seen_order.pop_front()
+        {
+            self.seen_commands.remove(&old);
+        }
+        self.seen_order.push_back(id.clone());
+        self.seen_commands.insert(id, reply);
+    }
+
+    fn launch(&mut self, now: Millis, spec: Box<TaskSpec>) -> Result<(), Rejection> {
+        if self.draining {
+            return Err(reject(
+                RejectCode::Draining,
+                format_args!("the agent is draining and accepts no launches"),
+            ));
+        }
+        validate::spec(&spec)?;
+        if self.tasks.contains_key(&spec.task_id) {
+            return Err(reject(
+                RejectCode::DuplicateTask,
+                format_args!("task_id: {:?} already runs here", spec.task_id.as_str()),
+            ));
+        }
+        let used = self.used();
+        for (name, want, have) in [
+            ("cpus", spec.cpus, self.capacity.cpus - used.cpus),
+            ("mem", spec.mem_mib, self.capacity.mem_mib - used.mem_mib),
+            (
+                "disk",
+                spec.disk_mib,
+                self.capacity.disk_mib - used.disk_mib,
+            ),
+        ] {
+            if want > have + 1e-9 {
+                return Err(reject(
+                    RejectCode::InsufficientResources,
+                    format_args!(
+                        "{name}: {want} requested, {} offered",
+                        round3(have.max(0.0))
+                    ),
+                ));
+            }
+        }
+        let wanted: Vec<u16> = spec.port_mappings.iter().map(|m| m.host_port).collect();
+        let host_ports = self.ports.allocate(&spec.task_id, &wanted).map_err(|e| {
+            let i = |p: u16| wanted.iter().position(|&w| w == p).unwrap_or(0);
+            match e {
+                PortError::OutOfRange(p) => reject(
+                    RejectCode::PortUnavailable,
+                    format_args!(
+                        "port_mappings[{}].host_port: {p} is outside the agent's range {}-{}",
+                        i(p),
+                        self.ports.range().begin,
+                        self.ports.range().end
+                    ),
+                ),
+                PortError::InUse(p, holder) => reject(
+                    RejectCode::PortUnavailable,
+                    format_args!(
+                        "port_mappings[{}].host_port: {p} is in use by task {:?}",
+                        i(p),
+                        holder.as_str()
+                    ),
+                ),
+                PortError::Exhausted => reject(
+                    RejectCode::PortUnavailable,
+                    format_args!("port_mappings: no free host port left in the agent's range"),
+                ),
+            }
+        })?;
+        let task = Task::new(spec, host_ports);
+        let id = task.spec.task_id.clone();
+        self.tasks.insert(id.clone(), task);
+        self.status(now, &id, TaskState::Staging, None, None);
+        self.begin_attempt(&id);
+        self.publish_offer(now);
+        Ok(())
+    }
+
+    fn begin_attempt(&mut self, id: &TaskId) {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        t.attempt += 1;
+        t.phase = Phase::Pulling;
+        t.container_ip = None;
+        t.checks.clear();
+        t.healthy = None;
+        self.actions.push(Action::EnsureImage {
+            launch: Some((id.clone(), t.attempt)),
+            image: t.spec.image.clone(),
+            force: t.spec.force_pull,
+        });
+    }
+
+    fn kill(
+        &mut self,
+        now: Millis,
+        id: &TaskId,
+        grace: Option<u32>,
+        after: AfterKill,
+    ) -> Result<(), Rejection> {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return Err(reject(
+                RejectCode::UnknownTask,
+                format_args!("task_id: no task {:?} on this agent", id.as_str()),
+            ));
+        };
+        let grace_s = grace.unwrap_or(t.spec.kill_grace_period_s);
+        match t.phase.container().map(str::to_string) {
+            Some(container_id) => {
+                if matches!(t.phase, Phase::Killing { .. }) {
+                    // Already on its way out; a second kill changes only what follows.
+                    if let Phase::Killing { then, .. } = &mut t.phase {
+                        *then = after.max(*then);
+                    }
+                    return Ok(());
+                }
+                t.phase = Phase::Killing {
+                    container_id: container_id.clone(),
+                    then: after,
+                    deadline: now + u64::from(grace_s) * 1000 + KILL_SLACK_MS,
+                };
+                self.status(now, id, TaskState::Killing, None, None);
+                self.actions.push(Action::Stop {
+                    container_id,
+                    grace_s,
+                });
+            }
+            None => {
+                // Nothing runs (pulling, creating, or waiting to restart): done at once. A
+                // container created meanwhile is removed when its creation reports.
+                let reason = matches!(t.phase, Phase::Pulling | Phase::Creating)
+                    .then_some(Reason::TaskKilledDuringLaunch);
+                self.status(now, id, TaskState::Killed, reason, None);
+                self.forget(now, id);
+            }
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self, now: Millis, policy: DrainPolicy) {
+        let was = self.draining;
+        self.draining = true;
+        if !was {
+            self.publish_state();
+        }
+        if policy == DrainPolicy::KillAll {
+            let ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
+            for id in ids {
+                let _ = self.kill(now, &id, None, AfterKill::Forget);
+            }
+        }
+        self.publish_offer(now);
+    }
+
+    fn reconcile(&mut self, now: Millis, ids: &[TaskId]) {
+        let all: Vec<TaskId> = if ids.is_empty() {
+            self.tasks.keys().cloned().collect()
+        } else {
+            ids.to_vec()
+        };
+        for id in all {
+            let status = match self.tasks.get(&id) {
+                Some(t) => {
+                    self.make_status(now, &id, t.last_state, Some(Reason::Reconciliation), None)
+                }
+                None => self.make_status(
+                    now,
+                    &id,
+                    TaskState::Unknown,
+                    Some(Reason::Reconciliation),
+                    None,
+                ),
+            };
+            // Reconciliation answers are not queued for acknowledgement (as in Mesos): the
+            // bridge asks again if it missed them.
+            self.publish(TopicKind::Status, encode_to_vec(&status));
+        }
+    }
+
+    fn on_ack(&mut self, bytes: &[u8]) {
+        // An undecodable ack is dropped: the status is re-sent and acknowledged again.
+        if let Ok(ack) = decode::<StatusAck>(bytes) {
+            self.outbox.ack(&ack.uuid);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Status updates.
+
+    fn make_status(
+        &mut self,
+        now: Millis,
+        id: &TaskId,
+        state: TaskState,
+        reason: Option<Reason>,
+        message: Option<&str>,
+    ) -> TaskStatus {
+        self.status_counter += 1;
+        let mut uuid = [0u8; 16];
+        uuid[..8].copy_from_slice(&self.settings.incarnation.to_be_bytes());
+        uuid[8..].copy_from_slice(&self.status_counter.to_be_bytes());
+        let task = self.tasks.get(id);
+        TaskStatus {
+            version: PROTOCOL_VERSION,
+            agent_id: self.settings.agent_id.clone(),
+            task_id: id.clone(),
+            uuid,
+            state,
+            reason,
+            message: message
+                .map(|m| validate::reject(RejectCode::InvalidField, format_args!("{m}")).message),
+            healthy: task.and_then(|t| t.healthy),
+            timestamp_ms: now,
+            exit_code: None,
+            host_ports: task
+                .map(|t| t.host_ports.iter().copied().collect())
+                .unwrap_or_default(),
+            container_ip: task.and_then(|t| t.container_ip.clone()),
+        }
+    }
+
+    /// Records and queues a status update of task `id`.
+    fn status(
+        &mut self,
+        now: Millis,
+        id: &TaskId,
+        state: TaskState,
+        reason: Option<Reason>,
+        message: Option<&str>,
+    ) {
+        let s = self.make_status(now, id, state, reason, message);
+        self.queue_status(s);
+    }
+
+    fn queue_status(&mut self, s: TaskStatus) {
+        if let Some(t) = self.tasks.get_mut(&s.task_id) {
+            t.last_state = s.state;
+        }
+        self.outbox.push(s);
+    }
+
+    /// Drops a task for good: its ports and resources return to the offer.
+    fn forget(&mut self, now: Millis, id: &TaskId) {
+        self.tasks.remove(id);
+        self.ports.release(id);
+        self.publish_offer(now);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Launch progress.
+
+    fn current(&mut self, id: &TaskId, attempt: u32) -> Option<&mut Task> {
+        self.tasks.get_mut(id).filter(|t| t.attempt == attempt)
+    }
+
+    fn on_image_ready(&mut self, id: &TaskId, attempt: u32) {
+        let Some(t) = self.current(id, attempt) else {
+            return;
+        };
+        if t.phase != Phase::Pulling {
+            return;
+        }
+        t.phase = Phase::Creating;
+        let action = Action::Create {
+            task_id: id.clone(),
+            attempt,
+            spec: t.spec.clone(),
+            host_ports: t.host_ports.to_vec(),
+        };
+        self.actions.push(action);
+    }
+
+    fn on_created(&mut self, now: Millis, id: &TaskId, attempt: u32, container_id: String) {
+        let live = self
+            .current(id, attempt)
+            .filter(|t| t.phase == Phase::Creating);
+        let Some(t) = live else {
+            // The task was killed or moved on while its container was being created.
+            self.actions.push(Action::Remove { container_id });
+            return;
+        };
+        t.phase = Phase::Starting {
+            container_id: container_id.clone(),
+        };
+        self.status(now, id, TaskState::Starting, None, None);
+        self.actions.push(Action::Start {
+            task_id: id.clone(),
+            attempt,
+            container_id,
+        });
+    }
+
+    fn on_started(&mut self, now: Millis, id: &TaskId, attempt: u32, ip: Option<String>) {
+        let Some(t) = self.current(id, attempt) else {
+            return;
+        };
+        let Phase::Starting { container_id } = &t.phase else {
+            return;
+        };
+        t.phase = Phase::Running {
+            container_id: container_id.clone(),
+            since: now,
+        };
+        t.container_ip = ip.and_then(|ip| outpost_protocol::IpText::new(&ip).ok());
+        t.checks = t
+            .spec
+            .health_checks
+            .iter()
+            .map(|c| CheckState::new(c, now))
+            .collect();
+        self.status(now, id, TaskState::Running, None, None);
+    }
+
+    fn on_launch_failed(
+        &mut self,
+        now: Millis,
+        id: &TaskId,
+        attempt: u32,
+        reason: Reason,
+        msg: &str,
+    ) {
+        let Some(t) = self.current(id, attempt) else {
+            return;
+        };
+        if let Some(container_id) = t.phase.container().map(str::to_string) {
+            self.actions.push(Action::Remove { container_id });
+        }
+        self.status(now, id, TaskState::Failed, Some(reason), Some(msg));
+        self.after_end(now, id, false);
+    }
+
+    fn on_exited(&mut self, now: Millis, container_id: &str, exit_code: i64, oom: bool) {
+        let Some((id, t)) = self
+            .tasks
+            .iter_mut()
+            .find(|(_, t)| t.phase.container() == Some(container_id))
+        else {
+            return;
+        };
+        let id = id.clone();
+        let killing = match &t.phase {
+            Phase::Killing { then, .. } => Some(*then),
+            _ => None,
+        };
+        self.actions.push(Action::Remove {
+            container_id: container_id.to_string(),
+        });
+        let code = i32::try_from(exit_code).unwrap_or(i32::MIN);
+        let mut s = match killing {
+            Some(then) => {
+                let reason = (then == AfterKill::Restart).then_some(Reason::TaskUnhealthyCheck);
+                self.make_status(now, &id, TaskState::Killed, reason, None)
+            }
+            None if exit_code == 0 => self.make_status(now, &id, TaskState::Finished, None, None),
+            None => {
+                let reason = if oom {
+                    Reason::ContainerLimitationMemory
+                } else {
+                    Reason::CommandExecutorFailed
+                };
+                let msg = format!("container exited with code {exit_code}");
+                self.make_status(now, &id, TaskState::Failed, Some(reason), Some(&msg))
+            }
+        };
+        s.exit_code = Some(code);
+        self.queue_status(s);
+        match killing {
+            Some(AfterKill::Forget) => self.forget(now, &id),
+            Some(AfterKill::Restart) => self.after_end(now, &id, false),
+            None => self.after_end(now, &id, exit_code == 0),
+        }
+    }
+
+    /// After the container of `id` ended: restart it after its backoff, or forget it.
+    fn after_end(&mut self, now: Millis, id: &TaskId, success: bool) {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        if !t.should_restart(success) || self.draining {
+            self.forget(now, id);
+            return;
+        }
+        let delay = t.backoff_delay_ms();
+        t.restarts += 1;
+        t.phase = Phase::Backoff { until: now + delay };
+        t.checks.clear();
+        t.healthy = None;
+    }
+
+    fn on_probe(&mut self, now: Millis, id: &TaskId, attempt: u32, check: usize, ok: bool) {
+        let Some(t) = self.current(id, attempt) else {
+            return;
+        };
+        let (Some(spec), Some(state)) = (t.spec.health_checks.get(check), t.checks.get_mut(check))
+        else {
+            return;
+        };
+        if !matches!(t.phase, Phase::Running { .. }) {
+            state.in_flight = false;
+            return;
+        }
+        match state.result(spec, now, ok) {
+            Verdict::Unchanged => {}
+            Verdict::Changed(_) => {
+                let overall = health::overall(&t.checks);
+                if overall != t.healthy {
+                    t.healthy = overall;
+                    self.status(
+                        now,
+                        id,
+                        TaskState::Running,
+                        Some(Reason::HealthCheckStatusUpdated),
+                        None,
+                    );
+                }
+            }
+            Verdict::Kill => {
+                if t.healthy != Some(false) {
+                    t.healthy = Some(false);
+                    self.status(
+                        now,
+                        id,
+                        TaskState::Running,
+                        Some(Reason::HealthCheckStatusUpdated),
+                        None,
+                    );
+                }
+                let _ = self.kill(now, id, None, AfterKill::Restart);
+            }
+        }
+    }
+
+    fn on_listed(&mut self, now: Millis, observed: &[ObservedContainer]) {
+        let known: Vec<(TaskId, String)> = self
+            .tasks
+            .iter()
+            .filter_map(|(id, t)| t.phase.container().map(|c| (id.clone(), c.to_string())))
+            .collect();
+        for (_, container_id) in &known {
+            match observed.iter().find(|o| &o.container_id == container_id) {
+                Some(o) if o.running => {}
+                Some(o) => self.on_exited(now, container_id, o.exit_code, false),
+                // Gone without a trace (removed by hand, or dockerd lost it).
+                None => self.on_exited(now, container_id, 137, false),
+            }
+        }
+        // Labelled containers no task owns (e.g. left by a crash): remove them.
+        for o in observed {
+            let owned = known.iter().any(|(_, c)| c == &o.container_id);
+            let creating = self
+                .tasks
+                .iter()
+                .any(|(id, t)| id.as_str() == o.task_id && t.phase == Phase::Creating);
+            if !owned && !creating {
+                self.actions.push(Action::Remove {
+                    container_id: o.container_id.clone(),
+                });
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Time.
+
+    fn on_time(&mut self, now: Millis) {
+        let ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
+        for id in ids {
+            self.task_time(now, &id);
+        }
+        if self.connected {
+            for s in self.outbox.due(now) {
+                self.publish(TopicKind::Status, encode_to_vec(&s));
+            }
+            if now >= self.next_offer_at {
+                self.publish_offer(now);
+            }
+        }
+    }
+
+    fn task_time(&mut self, now: Millis, id: &TaskId) {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        match &t.phase {
+            Phase::Backoff { until } if *until <= now => self.begin_attempt(id),
+            Phase::Killing {
+                container_id,
+                deadline,
+                ..
+            } if *deadline <= now => {
+                // The exit never came (dockerd lost it): presume the container gone.
+                let container_id = container_id.clone();
+                self.on_exited(now, &container_id, 137, false);
+            }
+            Phase::Running { since, .. } => {
+                if now >= since + BACKOFF_RESET_MS && t.healthy != Some(false) {
+                    t.restarts = 0;
+                }
+                let probes = t.due_probes(now);
+                self.actions.extend(probes);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Rounds to 3 decimals, so offers do not show float noise such as 0.30000000000000004.
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,201 @@
+//! Host ports of the offered range: which are free, which task holds which.
+
+use std::collections::BTreeMap;
+
+use outpost_protocol::{MAX_PORT_RANGES, PortRange, TaskId};
+
+/// The agent's host port range and who holds each allocated port.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    range: PortRange,
+    held: BTreeMap<u16, TaskId>,
+}
+
+/// A fixed host port that cannot be given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortError {
+    /// Outside the agent's range.
+    OutOfRange(u16),
+    /// Held by another task.
+    InUse(u16, TaskId),
+    /// The range has no free port left.
+    Exhausted,
+}
+
+impl Ports {
+    /// All of `range` free.
+    pub fn new(range: PortRange) -> Self {
+        Self {
+            range,
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// The configured range.
+    pub fn range(&self) -> PortRange {
+        self.range
+    }
+
+    /// The task holding `port`, if any.
+    pub fn holder(&self, port: u16) -> Option<&TaskId> {
+        self.held.get(&port)
+    }
+
+    /// Checks that every fixed port in `wanted` (0 = any) could be given, and that the range has
+    /// room for the rest; gives nothing.
+    pub fn check(&self, wanted: &[u16]) -> Result<(), PortError> {
+        let mut any = 0usize;
+        for (i, &p) in wanted.iter().enumerate() {
+            if p == 0 {
+                any += 1;
+                continue;
+            }
+            if p < self.range.begin || p > self.range.end {
+                return Err(PortError::OutOfRange(p));
+            }
+            if let Some(holder) = self.held.get(&p) {
+                return Err(PortError::InUse(p, holder.clone()));
+            }
+            if wanted[..i].contains(&p) {
+                return Err(PortError::InUse(p, TaskId::default()));
+            }
+        }
+        let fixed_free = wanted.iter().filter(|&&p| p != 0).count();
+        let free = self.free_count().saturating_sub(fixed_free);
+        if any > free {
+            return Err(PortError::Exhausted);
+        }
+        Ok(())
+    }
+
+    /// Gives `task` the ports it asks for (0 = the lowest free port), in order.
+    pub fn allocate(&mut self, task: &TaskId, wanted: &[u16]) -> Result<Vec<u16>, PortError> {
+        self.check(wanted)?;
+        let mut given = Vec::with_capacity(wanted.len());
+        for &p in wanted.iter().filter(|&&p| p != 0) {
+            self.held.insert(p, task.clone());
+        }
+        for &p in wanted {
+            let port = if p == 0 {
+                let free = (self.range.begin..=self.range.end)
+                    .find(|q| !self.held.contains_key(q))
+                    .ok_or(PortError::Exhausted)?;
+                self.held.insert(free, task.clone());
+                free
+            } else {
+                p
+            };
+            given.push(port);
+        }
+        Ok(given)
+    }
+
+    /// Frees every port `task` holds.
+    pub fn release(&mut self, task: &TaskId) {
+        self.held.retain(|_, holder| holder != task);
+    }
+
+    /// Number of free ports.
+    pub fn free_count(&self) -> usize {
+        usize::from(self.range.end - self.range.begin) + 1 - self.held.len()
+    }
+
+    /// The free ports as ranges (at most [`MAX_PORT_RANGES`]; a very fragmented range reports
+    /// its lowest runs), for the offer.
+    pub fn free_ranges(&self) -> heapless::Vec<PortRange, MAX_PORT_RANGES> {
+        self.runs(|p| !self.held.contains_key(&p))
+    }
+
+    /// The held ports as ranges, for the offer's `used`.
+    pub fn used_ranges(&self) -> heapless::Vec<PortRange, MAX_PORT_RANGES> {
+        self.runs(|p| self.held.contains_key(&p))
+    }
+
+    fn runs(&self, keep: impl Fn(u16) -> bool) -> heapless::Vec<PortRange, MAX_PORT_RANGES> {
+        let mut out = heapless::Vec::new();
+        let mut start: Option<u16> = None;
+        for p in self.range.begin..=self.range.end {
+            match (keep(p), start) {
+                (true, None) => start = Some(p),
+                (false, Some(s)) => {
+                    if out
+                        .push(PortRange {
+                            begin: s,
+                            end: p - 1,
+                        })
+                        .is_err()
+                    {
+                        return out;
+                    }
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            let _ = out.push(PortRange {
+                begin: s,
+                end: self.range.end,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> TaskId {
+        TaskId::new(s).unwrap()
+    }
+
+    #[test]
+    fn port_zero_takes_the_lowest_free_port_and_release_gives_it_back() {
+        let mut p = Ports::new(PortRange {
+            begin: 31000,
+            end: 31003,
+        });
+        assert_eq!(p.allocate(&id("a"), &[0, 0]).unwrap(), vec![31000, 31001]);
+        assert_eq!(p.allocate(&id("b"), &[0]).unwrap(), vec![31002]);
+        assert_eq!(
+            p.free_ranges().as_slice(),
+            [PortRange {
+                begin: 31003,
+                end: 31003
+            }]
+        );
+        p.release(&id("a"));
+        assert_eq!(p.free_count(), 3);
+        assert_eq!(p.allocate(&id("c"), &[0]).unwrap(), vec![31000]);
+    }
+
+    #[test]
+    fn a_fixed_port_must_be_in_range_and_free() {
+        let mut p = Ports::new(PortRange {
+            begin: 31000,
+            end: 31010,
+        });
+        p.allocate(&id("a"), &[31005]).unwrap();
+        assert_eq!(p.check(&[31005]), Err(PortError::InUse(31005, id("a"))));
+        assert_eq!(p.check(&[80]), Err(PortError::OutOfRange(80)));
+        assert_eq!(
+            p.used_ranges().as_slice(),
+            [PortRange {
+                begin: 31005,
+                end: 31005
+            }]
+        );
+    }
+
+    #[test]
+    fn an_exhausted_range_refuses_without_giving_anything() {
+        let mut p = Ports::new(PortRange {
+            begin: 31000,
+            end: 31001,
+        });
+        p.allocate(&id("a"), &[0]).unwrap();
+        assert_eq!(p.allocate(&id("b"), &[0, 0]), Err(PortError::Exhausted));
+        assert_eq!(p.free_count(), 1);
+    }
+}

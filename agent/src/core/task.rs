@@ -1,0 +1,190 @@
+//! One task on this agent: its spec, where it is in its life, its ports and health.
+
+use outpost_protocol::{
+    HealthProtocol, IpText, MAX_PORTS, NetworkMode, RestartMode, TaskSpec, TaskState,
+};
+
+use super::health::CheckState;
+use super::{Action, Millis, ProbeTarget};
+
+/// What follows a kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AfterKill {
+    /// Restart after the backoff (a health kill).
+    Restart,
+    /// Drop the task (a kill command or a drain). Wins over `Restart`.
+    Forget,
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for its image.
+    Pulling,
+    /// Its container is being created.
+    Creating,
+    /// Created, being started.
+    Starting {
+        /// Container.
+        container_id: String,
+    },
+    /// Running.
+    Running {
+        /// Container.
+        container_id: String,
+        /// Since when.
+        since: Millis,
+    },
+    /// Being stopped.
+    Killing {
+        /// Container.
+        container_id: String,
+        /// What follows.
+        then: AfterKill,
+        /// When to presume the container gone if no exit is reported.
+        deadline: Millis,
+    },
+    /// Ended; waiting out the backoff before the next attempt.
+    Backoff {
+        /// When the next attempt starts.
+        until: Millis,
+    },
+}
+
+impl Phase {
+    /// The container of this phase, if one exists.
+    pub fn container(&self) -> Option<&str> {
+        match self {
+            Self::Starting { container_id }
+            | Self::Running { container_id, .. }
+            | Self::Killing { container_id, .. } => Some(container_id),
+            _ => None,
+        }
+    }
+}
+
+/// A task the agent has accepted.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// What it asks for.
+    pub spec: Box<TaskSpec>,
+    /// Where it is.
+    pub phase: Phase,
+    /// Launch attempts so far (1 for the first); results of older attempts are ignored.
+    pub attempt: u32,
+    /// Restarts since the backoff was last reset (the backoff's exponent).
+    pub restarts: u32,
+    /// Host ports, one per port mapping, kept across restarts.
+    pub host_ports: heapless::Vec<u16, MAX_PORTS>,
+    /// The container's IP.
+    pub container_ip: Option<IpText>,
+    /// Health check states of the current container.
+    pub checks: Vec<CheckState>,
+    /// Overall health of the current container.
+    pub healthy: Option<bool>,
+    /// The last state reported.
+    pub last_state: TaskState,
+}
+
+impl Task {
+    /// A new task holding `host_ports`.
+    pub fn new(spec: Box<TaskSpec>, host_ports: Vec<u16>) -> Self {
+        Self {
+            spec,
+            phase: Phase::Pulling,
+            attempt: 0,
+            restarts: 0,
+            host_ports: host_ports.into_iter().collect(),
+            container_ip: None,
+            checks: Vec::new(),
+            healthy: None,
+            last_state: TaskState::Staging,
+        }
+    }
+
+    /// Whether the restart policy restarts a container that ended (`success`: exit 0).
+    pub fn should_restart(&self, success: bool) -> bool {
+        match self.spec.restart.mode {
+            RestartMode::Always => true,
+            RestartMode::OnFailure => !success,
+            RestartMode::Never => false,
+        }
+    }
+
+    /// The delay before the next restart: `backoff * factor^restarts`, at most the maximum.
+    pub fn backoff_delay_ms(&self) -> Millis {
+        let r = &self.spec.restart;
+        let exp = i32::try_from(self.restarts).unwrap_or(i32::MAX);
+        let secs = (r.backoff_s * r.backoff_factor.powi(exp)).min(r.max_delay_s);
+        // Non-negative and bounded by max_delay_s: the cast does not wrap.
+        (secs.max(0.0) * 1000.0) as Millis
+    }
+
+    /// The next time this task needs the clock.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        match &self.phase {
+            Phase::Backoff { until } => Some(*until),
+            Phase::Killing { deadline, .. } => Some(*deadline),
+            Phase::Running { since, .. } => {
+                let probe = self
+                    .checks
+                    .iter()
+                    .filter(|c| !c.in_flight)
+                    .map(|c| c.next_probe_at)
+                    .min();
+                let reset = (self.restarts > 0).then_some(since + super::BACKOFF_RESET_MS);
+                probe.into_iter().chain(reset).min()
+            }
+            _ => None,
+        }
+    }
+
+    /// The probes due at `now`, marked as sent.
+    pub fn due_probes(&mut self, now: Millis) -> Vec<Action> {
+        let Phase::Running { container_id, .. } = &self.phase else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, (check, state)) in self
+            .spec
+            .health_checks
+            .iter()
+            .zip(self.checks.iter_mut())
+            .enumerate()
+        {
+            if !state.due(now) {
+                continue;
+            }
+            let port = check.port.unwrap_or_else(|| {
+                let idx = usize::from(check.port_index);
+                match self.spec.network {
+                    // HOST: the task listens on its host port directly, as with BRIDGE's NAT.
+                    NetworkMode::Bridge | NetworkMode::Host | NetworkMode::None => {
+                        self.host_ports.get(idx).copied().unwrap_or(0)
+                    }
+                }
+            });
+            let target = match check.protocol {
+                HealthProtocol::Http | HealthProtocol::Https => ProbeTarget::Http {
+                    tls: check.protocol == HealthProtocol::Https,
+                    port,
+                    path: check.path.as_deref().unwrap_or("/").to_string(),
+                },
+                HealthProtocol::Tcp => ProbeTarget::Tcp { port },
+                HealthProtocol::Command => ProbeTarget::Command {
+                    container_id: container_id.clone(),
+                    command: check.command.as_deref().unwrap_or("true").to_string(),
+                },
+            };
+            state.sent();
+            out.push(Action::Probe {
+                task_id: self.spec.task_id.clone(),
+                attempt: self.attempt,
+                check: i,
+                target,
+                timeout_ms: u64::from(check.timeout_s.max(1)) * 1000,
+            });
+        }
+        out
+    }
+}

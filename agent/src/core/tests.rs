@@ -1,0 +1,902 @@
+//! The supervisor under virtual time: every behaviour driven by events, checked by actions.
+
+use outpost_protocol::codec::encode_to_vec;
+use outpost_protocol::*;
+use proptest::prelude::*;
+
+use super::*;
+
+const T0: Millis = 1_764_000_000_000;
+
+fn settings() -> Settings {
+    Settings {
+        agent_id: AgentId::new("edge-1").unwrap(),
+        hostname: Hostname::new("edge-1.test").unwrap(),
+        attributes: heapless::Vec::new(),
+        port_range: PortRange {
+            begin: 31000,
+            end: 31009,
+        },
+        capacity: Capacity {
+            cpus: 2.0,
+            mem_mib: 1024.0,
+            disk_mib: 10_000.0,
+        },
+        incarnation: 7,
+        started_at_ms: T0,
+        offer_interval_ms: 30_000,
+        outbox_capacity: 1000,
+    }
+}
+
+/// A supervisor, a clock, and everything it published.
+struct Sim {
+    sup: Supervisor,
+    now: Millis,
+    statuses: Vec<TaskStatus>,
+    replies: Vec<CommandReply>,
+    offers: Vec<Offer>,
+    actions: Vec<Action>,
+    next_cmd: u32,
+}
+
+impl Sim {
+    fn new() -> Self {
+        let mut sim = Self {
+            sup: Supervisor::new(settings()),
+            now: T0,
+            statuses: Vec::new(),
+            replies: Vec::new(),
+            offers: Vec::new(),
+            actions: Vec::new(),
+            next_cmd: 0,
+        };
+        sim.ev(Event::BrokerConnected);
+        sim
+    }
+
+    fn ev(&mut self, e: Event) -> Vec<Action> {
+        let out = self.sup.handle(self.now, e);
+        let mut rest = Vec::new();
+        for a in out {
+            match &a {
+                Action::Publish { kind, payload } => match kind {
+                    TopicKind::Status => self.statuses.push(decode(payload).unwrap()),
+                    TopicKind::Reply => self.replies.push(decode(payload).unwrap()),
+                    TopicKind::Offer => self.offers.push(decode(payload).unwrap()),
+                    _ => {}
+                },
+                _ => rest.push(a.clone()),
+            }
+        }
+        self.actions.extend(rest.clone());
+        rest
+    }
+
+    fn advance(&mut self, ms: Millis) -> Vec<Action> {
+        self.now += ms;
+        self.ev(Event::Tick)
+    }
+
+    fn command(&mut self, kind: CommandKind) -> CommandReply {
+        self.next_cmd += 1;
+        let cmd = Command {
+            version: PROTOCOL_VERSION,
+            command_id: CommandId::new(&format!("c-{}", self.next_cmd)).unwrap(),
+            issued_at_ms: self.now,
+            kind,
+        };
+        self.ev(Event::CommandReceived(encode_to_vec(&cmd)));
+        self.replies.last().cloned().unwrap()
+    }
+
+    /// Launches `spec` and answers the driver's actions until RUNNING; returns the container id.
+    fn launch_running(&mut self, spec: TaskSpec) -> String {
+        let id = spec.task_id.clone();
+        let reply = self.command(CommandKind::Launch(spec));
+        assert_eq!(reply.outcome, Outcome::Accepted, "{reply:?}");
+        self.bring_up(&id)
+    }
+
+    /// Answers the image, create and start actions of the task's current attempt.
+    fn bring_up(&mut self, id: &TaskId) -> String {
+        let attempt = self.sup.tasks()[id].attempt;
+        self.ev(Event::ImageReady {
+            task_id: id.clone(),
+            attempt,
+        });
+        let container_id = format!("ctr-{id}-{attempt}");
+        self.ev(Event::ContainerCreated {
+            task_id: id.clone(),
+            attempt,
+            container_id: container_id.clone(),
+        });
+        self.ev(Event::ContainerStarted {
+            task_id: id.clone(),
+            attempt,
+            container_ip: Some("172.17.0.9".into()),
+        });
+        container_id
+    }
+
+    /// The states reported for task `id`, re-sends dropped by uuid (as the bridge does).
+    fn states(&self, id: &str) -> Vec<TaskState> {
+        let mut seen = std::collections::HashSet::new();
+        self.statuses
+            .iter()
+            .filter(|s| s.task_id == id && seen.insert(s.uuid))
+            .map(|s| s.state)
+            .collect()
+    }
+
+    fn ack_all(&mut self) {
+        let uuids: Vec<_> = self
+            .statuses
+            .iter()
+            .map(|s| (s.task_id.clone(), s.uuid))
+            .collect();
+        for (task_id, uuid) in uuids {
+            let ack = StatusAck {
+                version: PROTOCOL_VERSION,
+                task_id,
+                uuid,
+            };
+            self.ev(Event::AckReceived(encode_to_vec(&ack)));
+        }
+    }
+}
+
+fn spec(id: &str) -> TaskSpec {
+    TaskSpec {
+        task_id: TaskId::new(id).unwrap(),
+        image: ImageRef::new("127.0.0.1:5000/web:1").unwrap(),
+        cpus: 0.1,
+        mem_mib: 64.0,
+        network: NetworkMode::Bridge,
+        port_mappings: heapless::Vec::from_slice(&[PortMapping {
+            container_port: 80,
+            host_port: 0,
+            protocol: PortProtocol::Tcp,
+            name: None,
+        }])
+        .unwrap(),
+        kill_grace_period_s: 3,
+        restart: RestartPolicy::default(),
+        ..Default::default()
+    }
+}
+
+fn with_http_check(mut s: TaskSpec, grace: u32, max_failures: u32) -> TaskSpec {
+    s.health_checks
+        .push(HealthCheck {
+            protocol: HealthProtocol::Http,
+            path: Some(UrlPath::new("/health").unwrap()),
+            port_index: 0,
+            grace_period_s: grace,
+            interval_s: 1,
+            timeout_s: 1,
+            max_consecutive_failures: max_failures,
+            delay_s: 0,
+            ..Default::default()
+        })
+        .unwrap();
+    s
+}
+
+fn rejection(reply: &CommandReply) -> (RejectCode, String) {
+    match &reply.outcome {
+        Outcome::Rejected(r) => (r.code, r.message.to_string()),
+        Outcome::Accepted => panic!("accepted: {reply:?}"),
+    }
+}
+
+#[test]
+fn a_launch_goes_staging_starting_running_with_its_host_port_and_ip() {
+    let mut sim = Sim::new();
+    let reply = sim.command(CommandKind::Launch(spec("web.1")));
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    assert!(matches!(
+        sim.actions.last(),
+        Some(Action::EnsureImage { force: false, .. })
+    ));
+    sim.bring_up(&TaskId::new("web.1").unwrap());
+    assert_eq!(
+        sim.states("web.1"),
+        [TaskState::Staging, TaskState::Starting, TaskState::Running]
+    );
+    let running = sim.statuses.last().unwrap();
+    assert_eq!(running.host_ports.as_slice(), [31000]);
+    assert_eq!(running.container_ip.as_deref(), Some("172.17.0.9"));
+    let create = sim
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Create { host_ports, .. } => Some(host_ports.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(create, vec![31000]);
+    let offer = sim.offers.last().unwrap();
+    assert_eq!(offer.available.cpus, 1.9);
+    assert_eq!(
+        offer.used.ports.as_slice(),
+        [PortRange {
+            begin: 31000,
+            end: 31000
+        }]
+    );
+}
+
+#[test]
+fn two_tasks_asking_for_port_zero_get_different_ports() {
+    let mut sim = Sim::new();
+    sim.launch_running(spec("a"));
+    sim.launch_running(spec("b"));
+    let a = sim.statuses.iter().rfind(|s| s.task_id == "a").unwrap();
+    let b = sim.statuses.iter().rfind(|s| s.task_id == "b").unwrap();
+    assert_ne!(a.host_ports, b.host_ports);
+}
+
+#[test]
+fn a_fixed_host_port_in_use_is_refused_naming_the_field_port_and_holder() {
+    let mut sim = Sim::new();
+    let mut a = spec("a");
+    a.port_mappings[0].host_port = 31005;
+    sim.launch_running(a);
+    let mut b = spec("b");
+    b.port_mappings[0].host_port = 31005;
+    let (code, msg) = rejection(&sim.command(CommandKind::Launch(b)));
+    assert_eq!(code, RejectCode::PortUnavailable);
+    assert_eq!(
+        msg,
+        r#"port_mappings[0].host_port: 31005 is in use by task "a""#
+    );
+    let mut c = spec("c");
+    c.port_mappings[0].host_port = 8080;
+    let (_, msg) = rejection(&sim.command(CommandKind::Launch(c)));
+    assert!(
+        msg.contains("8080 is outside the agent's range 31000-31009"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_launch_beyond_the_offer_is_refused_naming_the_resource() {
+    let mut sim = Sim::new();
+    let mut big = spec("big");
+    big.mem_mib = 2048.0;
+    let (code, msg) = rejection(&sim.command(CommandKind::Launch(big)));
+    assert_eq!(code, RejectCode::InsufficientResources);
+    assert_eq!(msg, "mem: 2048 requested, 1024 offered");
+    assert!(sim.sup.tasks().is_empty());
+}
+
+#[test]
+fn invalid_specs_are_refused_naming_the_field_and_value() {
+    let mut sim = Sim::new();
+    let mut bad = spec("x");
+    bad.image = ImageRef::new("Not A Ref").unwrap();
+    let (code, msg) = rejection(&sim.command(CommandKind::Launch(bad)));
+    assert_eq!(code, RejectCode::InvalidField);
+    assert!(
+        msg.starts_with(r#"image: "Not A Ref" is not an image reference"#),
+        "{msg}"
+    );
+    let mut bad = spec("x");
+    bad.health_checks
+        .push(HealthCheck {
+            protocol: HealthProtocol::Tcp,
+            port_index: 3,
+            interval_s: 1,
+            timeout_s: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    let (_, msg) = rejection(&sim.command(CommandKind::Launch(bad)));
+    assert_eq!(
+        msg,
+        "health_checks[0].port_index: 3 but the task has 1 port mappings"
+    );
+}
+
+#[test]
+fn undecodable_and_over_long_commands_are_refused_with_the_decoder_message() {
+    let mut sim = Sim::new();
+    sim.ev(Event::CommandReceived(vec![0xff, 0x00]));
+    let (code, _) = rejection(sim.replies.last().unwrap());
+    assert_eq!(code, RejectCode::Undecodable);
+    // A kill whose task id is 200 bytes: the id of the command is still found and answered.
+    let mut bytes = Vec::new();
+    let mut e = minicbor::Encoder::new(&mut bytes);
+    e.map(4).unwrap();
+    e.u8(0).unwrap().u8(1).unwrap();
+    e.u8(1).unwrap().str("c-long").unwrap();
+    e.u8(2).unwrap().u8(0).unwrap();
+    e.u8(3).unwrap().array(2).unwrap().u8(1).unwrap();
+    e.map(1)
+        .unwrap()
+        .u8(0)
+        .unwrap()
+        .str(&"t".repeat(200))
+        .unwrap();
+    sim.ev(Event::CommandReceived(bytes));
+    let reply = sim.replies.last().unwrap();
+    assert_eq!(reply.command_id, "c-long");
+    let (code, msg) = rejection(reply);
+    assert_eq!(code, RejectCode::FieldTooLong);
+    assert!(
+        msg.starts_with("field `kind.kill.task_id`: length 200 exceeds the limit of 128"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_command_delivered_twice_is_executed_once_and_answered_twice() {
+    let mut sim = Sim::new();
+    let cmd = Command {
+        version: PROTOCOL_VERSION,
+        command_id: CommandId::new("dup-1").unwrap(),
+        issued_at_ms: T0,
+        kind: CommandKind::Launch(spec("once")),
+    };
+    let bytes = encode_to_vec(&cmd);
+    sim.ev(Event::CommandReceived(bytes.clone()));
+    let pulls_before = sim.actions.len();
+    sim.ev(Event::CommandReceived(bytes));
+    assert_eq!(sim.replies.len(), 2);
+    assert_eq!(sim.replies[0], sim.replies[1]);
+    assert_eq!(
+        sim.actions.len(),
+        pulls_before,
+        "the second delivery did something"
+    );
+    assert_eq!(sim.states("once"), [TaskState::Staging]);
+}
+
+#[test]
+fn a_kill_goes_killing_killed_removes_the_container_and_frees_the_port() {
+    let mut sim = Sim::new();
+    let ctr = sim.launch_running(spec("k"));
+    let before = sim.offers.last().unwrap().available.ports.clone();
+    let reply = sim.command(CommandKind::Kill(KillTask {
+        task_id: TaskId::new("k").unwrap(),
+        grace_period_s: Some(5),
+    }));
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    assert!(matches!(
+        sim.actions.last(),
+        Some(Action::Stop { grace_s: 5, .. })
+    ));
+    sim.ev(Event::ContainerExited {
+        container_id: ctr.clone(),
+        exit_code: 143,
+        oom_killed: false,
+    });
+    assert_eq!(
+        sim.states("k"),
+        [
+            TaskState::Staging,
+            TaskState::Starting,
+            TaskState::Running,
+            TaskState::Killing,
+            TaskState::Killed
+        ]
+    );
+    assert!(
+        sim.actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { container_id } if *container_id == ctr))
+    );
+    assert!(sim.sup.tasks().is_empty());
+    assert_eq!(sim.sup.ports().free_count(), 10);
+    let after = sim.offers.last().unwrap();
+    assert_ne!(after.available.ports, before);
+    assert_eq!(after.available.cpus, 2.0);
+    let (code, _) = rejection(&sim.command(CommandKind::Kill(KillTask {
+        task_id: TaskId::new("k").unwrap(),
+        grace_period_s: None,
+    })));
+    assert_eq!(code, RejectCode::UnknownTask);
+}
+
+#[test]
+fn a_failing_health_check_kills_and_relaunches_after_the_backoff() {
+    let mut sim = Sim::new();
+    let ctr = sim.launch_running(with_http_check(spec("h"), 0, 2));
+    let id = TaskId::new("h").unwrap();
+    // With no delay, the first probe goes out as soon as the container runs.
+    assert!(matches!(
+        sim.actions.last(),
+        Some(Action::Probe {
+            target: ProbeTarget::Http { port: 31000, .. },
+            ..
+        })
+    ));
+    sim.ev(Event::ProbeResult {
+        task_id: id.clone(),
+        attempt: 1,
+        check: 0,
+        healthy: true,
+    });
+    assert_eq!(sim.statuses.last().unwrap().healthy, Some(true));
+    for _ in 0..2 {
+        sim.advance(1_000);
+        sim.ev(Event::ProbeResult {
+            task_id: id.clone(),
+            attempt: 1,
+            check: 0,
+            healthy: false,
+        });
+    }
+    assert!(matches!(sim.actions.last(), Some(Action::Stop { .. })));
+    sim.ev(Event::ContainerExited {
+        container_id: ctr,
+        exit_code: 137,
+        oom_killed: false,
+    });
+    let killed = sim.statuses.last().unwrap();
+    assert_eq!(killed.state, TaskState::Killed);
+    assert_eq!(killed.reason, Some(Reason::TaskUnhealthyCheck));
+    // The first backoff is 1 s: nothing before it, a new attempt at it.
+    assert!(
+        !sim.advance(999)
+            .iter()
+            .any(|a| matches!(a, Action::EnsureImage { .. }))
+    );
+    assert!(
+        sim.advance(1)
+            .iter()
+            .any(|a| matches!(a, Action::EnsureImage { .. }))
+    );
+    sim.bring_up(&id);
+    assert_eq!(
+        sim.states("h"),
+        [
+            TaskState::Staging,
+            TaskState::Starting,
+            TaskState::Running,
+            TaskState::Running,
+            TaskState::Running,
+            TaskState::Killing,
+            TaskState::Killed,
+            TaskState::Starting,
+            TaskState::Running
+        ]
+    );
+    // Same host port across the local restart.
+    assert_eq!(sim.statuses.last().unwrap().host_ports.as_slice(), [31000]);
+}
+
+#[test]
+fn health_failures_inside_the_grace_period_are_ignored() {
+    let mut sim = Sim::new();
+    sim.launch_running(with_http_check(spec("g"), 10, 1));
+    let id = TaskId::new("g").unwrap();
+    for _ in 0..5 {
+        sim.advance(1_000);
+        sim.ev(Event::ProbeResult {
+            task_id: id.clone(),
+            attempt: 1,
+            check: 0,
+            healthy: false,
+        });
+    }
+    assert!(matches!(sim.sup.tasks()[&id].phase, Phase::Running { .. }));
+    assert!(!sim.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
+}
+
+#[test]
+fn restarts_back_off_by_the_factor_up_to_the_maximum_and_reset_after_a_healthy_run() {
+    let mut sim = Sim::new();
+    let mut s = spec("r");
+    s.restart = RestartPolicy {
+        mode: RestartMode::Always,
+        backoff_s: 1.0,
+        backoff_factor: 2.0,
+        max_delay_s: 5.0,
+    };
+    let mut ctr = sim.launch_running(s);
+    let id = TaskId::new("r").unwrap();
+    let mut delays = Vec::new();
+    for _ in 0..5 {
+        sim.ev(Event::ContainerExited {
+            container_id: ctr.clone(),
+            exit_code: 1,
+            oom_killed: false,
+        });
+        let start = sim.now;
+        let mut waited = 0;
+        while !sim
+            .advance(100)
+            .iter()
+            .any(|a| matches!(a, Action::EnsureImage { .. }))
+        {
+            waited += 100;
+            assert!(waited < 10_000);
+        }
+        delays.push(sim.now - start);
+        ctr = sim.bring_up(&id);
+    }
+    assert_eq!(delays, [1_000, 2_000, 4_000, 5_000, 5_000]);
+    sim.advance(BACKOFF_RESET_MS);
+    assert_eq!(sim.sup.tasks()[&id].restarts, 0);
+    let failed = sim
+        .statuses
+        .iter()
+        .find(|s| s.state == TaskState::Failed)
+        .unwrap();
+    assert_eq!(failed.exit_code, Some(1));
+    assert_eq!(
+        failed.message.as_deref(),
+        Some("container exited with code 1")
+    );
+}
+
+#[test]
+fn a_task_that_must_not_restart_is_forgotten_after_it_finishes() {
+    let mut sim = Sim::new();
+    let mut s = spec("once");
+    s.restart.mode = RestartMode::OnFailure;
+    let ctr = sim.launch_running(s);
+    sim.ev(Event::ContainerExited {
+        container_id: ctr,
+        exit_code: 0,
+        oom_killed: false,
+    });
+    assert_eq!(sim.statuses.last().unwrap().state, TaskState::Finished);
+    assert!(sim.sup.tasks().is_empty());
+    assert_eq!(sim.sup.ports().free_count(), 10);
+}
+
+#[test]
+fn statuses_wait_while_disconnected_and_are_resent_until_acknowledged() {
+    let mut sim = Sim::new();
+    sim.ev(Event::BrokerDisconnected);
+    sim.launch_running(spec("w"));
+    assert!(sim.statuses.is_empty(), "published while disconnected");
+    assert_eq!(sim.sup.outbox().len(), 3);
+    sim.ev(Event::BrokerConnected);
+    assert_eq!(
+        sim.states("w"),
+        [TaskState::Staging, TaskState::Starting, TaskState::Running]
+    );
+    sim.advance(1_000);
+    assert_eq!(sim.statuses.len(), 6, "not re-sent after 1 s");
+    sim.ack_all();
+    assert!(sim.sup.outbox().is_empty());
+    sim.advance(60_000);
+    assert_eq!(sim.statuses.len(), 6);
+}
+
+#[test]
+fn a_drain_refuses_launches_and_kill_all_kills_every_task() {
+    let mut sim = Sim::new();
+    let ctr = sim.launch_running(spec("d"));
+    let reply = sim.command(CommandKind::Drain(Drain {
+        policy: DrainPolicy::KillAll,
+    }));
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    assert!(sim.sup.draining());
+    assert!(matches!(sim.actions.last(), Some(Action::Stop { .. })));
+    sim.ev(Event::ContainerExited {
+        container_id: ctr,
+        exit_code: 0,
+        oom_killed: false,
+    });
+    assert!(sim.sup.tasks().is_empty());
+    let (code, _) = rejection(&sim.command(CommandKind::Launch(spec("e"))));
+    assert_eq!(code, RejectCode::Draining);
+    assert!(sim.offers.last().unwrap().available.ports.is_empty());
+}
+
+#[test]
+fn after_dockerd_comes_back_vanished_containers_restart_and_orphans_are_removed() {
+    let mut sim = Sim::new();
+    let ctr = sim.launch_running(spec("v"));
+    let acts = sim.ev(Event::DockerConnected);
+    assert!(matches!(&acts[..], [Action::ListContainers]));
+    sim.ev(Event::ContainersListed(vec![ObservedContainer {
+        container_id: "stray".into(),
+        task_id: "nobody".into(),
+        running: true,
+        exit_code: 0,
+    }]));
+    assert!(
+        sim.actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { container_id } if container_id == "stray"))
+    );
+    assert!(
+        sim.actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { container_id } if *container_id == ctr))
+    );
+    assert_eq!(sim.statuses.last().unwrap().state, TaskState::Failed);
+    assert!(
+        sim.advance(1_000)
+            .iter()
+            .any(|a| matches!(a, Action::EnsureImage { .. }))
+    );
+}
+
+#[test]
+fn a_container_created_after_its_task_was_killed_is_removed() {
+    let mut sim = Sim::new();
+    sim.command(CommandKind::Launch(spec("late")));
+    let id = TaskId::new("late").unwrap();
+    sim.ev(Event::ImageReady {
+        task_id: id.clone(),
+        attempt: 1,
+    });
+    sim.command(CommandKind::Kill(KillTask {
+        task_id: id.clone(),
+        grace_period_s: None,
+    }));
+    assert_eq!(
+        sim.statuses.last().unwrap().reason,
+        Some(Reason::TaskKilledDuringLaunch)
+    );
+    sim.ev(Event::ContainerCreated {
+        task_id: id,
+        attempt: 1,
+        container_id: "late-ctr".into(),
+    });
+    assert!(
+        matches!(sim.actions.last(), Some(Action::Remove { container_id }) if container_id == "late-ctr")
+    );
+}
+
+#[test]
+fn reconcile_reports_every_task_or_the_listed_ones_including_unknown() {
+    let mut sim = Sim::new();
+    sim.launch_running(spec("a"));
+    sim.launch_running(spec("b"));
+    let before = sim.statuses.len();
+    sim.command(CommandKind::Reconcile(Reconcile::default()));
+    let answers: Vec<_> = sim.statuses[before..]
+        .iter()
+        .map(|s| (s.task_id.to_string(), s.state, s.reason))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            ("a".into(), TaskState::Running, Some(Reason::Reconciliation)),
+            ("b".into(), TaskState::Running, Some(Reason::Reconciliation))
+        ]
+    );
+    let before = sim.statuses.len();
+    let ids = heapless::Vec::from_slice(&[TaskId::new("zz").unwrap()]).unwrap();
+    sim.command(CommandKind::Reconcile(Reconcile { task_ids: ids }));
+    assert_eq!(sim.statuses[before].state, TaskState::Unknown);
+}
+
+#[test]
+fn a_failed_pull_is_a_failed_status_with_the_message_then_a_retry() {
+    let mut sim = Sim::new();
+    sim.command(CommandKind::Launch(spec("p")));
+    let id = TaskId::new("p").unwrap();
+    sim.ev(Event::ImageFailed {
+        task_id: id,
+        attempt: 1,
+        message: "pull 127.0.0.1:5000/web:1: unauthorized".into(),
+    });
+    let failed = sim.statuses.last().unwrap();
+    assert_eq!(failed.state, TaskState::Failed);
+    assert_eq!(failed.reason, Some(Reason::ImagePullFailed));
+    assert_eq!(
+        failed.message.as_deref(),
+        Some("pull 127.0.0.1:5000/web:1: unauthorized")
+    );
+    assert!(
+        sim.advance(1_000)
+            .iter()
+            .any(|a| matches!(a, Action::EnsureImage { .. }))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invariants under random event sequences, against a model of dockerd.
+
+#[derive(Debug, Clone)]
+enum Step {
+    Launch {
+        n: u8,
+        fixed_port: Option<u16>,
+        cpus10: u8,
+    },
+    Kill {
+        n: u8,
+    },
+    Exit {
+        n: u8,
+        code: i64,
+    },
+    Probe {
+        n: u8,
+        ok: bool,
+    },
+    Wait {
+        ms: u32,
+    },
+    Docker,
+    Disconnect,
+    Connect,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0u8..6, proptest::option::of(31000u16..31012), 1u8..12).prop_map(
+            |(n, fixed_port, cpus10)| Step::Launch {
+                n,
+                fixed_port,
+                cpus10
+            }
+        ),
+        (0u8..6).prop_map(|n| Step::Kill { n }),
+        (0u8..6, prop_oneof![Just(0i64), Just(1), Just(137)])
+            .prop_map(|(n, code)| Step::Exit { n, code }),
+        (0u8..6, any::<bool>()).prop_map(|(n, ok)| Step::Probe { n, ok }),
+        (0u32..70_000).prop_map(|ms| Step::Wait { ms }),
+        Just(Step::Docker),
+        Just(Step::Disconnect),
+        Just(Step::Connect),
+    ]
+}
+
+/// dockerd as a model: containers by id, each with its task and whether it runs.
+#[derive(Default)]
+struct Dockerd {
+    containers: Vec<(String, String, bool)>,
+    next: u32,
+}
+
+impl Dockerd {
+    /// Carries out the actions, feeding results back until none are left.
+    fn serve(&mut self, sim: &mut Sim, mut pending: Vec<Action>) {
+        while let Some(a) = pending.pop() {
+            let reply = match a {
+                Action::EnsureImage {
+                    launch: Some((task_id, attempt)),
+                    ..
+                } => Some(Event::ImageReady { task_id, attempt }),
+                Action::Create {
+                    task_id, attempt, ..
+                } => {
+                    self.next += 1;
+                    let id = format!("c{}", self.next);
+                    self.containers
+                        .push((id.clone(), task_id.to_string(), false));
+                    Some(Event::ContainerCreated {
+                        task_id,
+                        attempt,
+                        container_id: id,
+                    })
+                }
+                Action::Start {
+                    task_id,
+                    attempt,
+                    container_id,
+                } => {
+                    if let Some(c) = self.containers.iter_mut().find(|c| c.0 == container_id) {
+                        c.2 = true;
+                    }
+                    Some(Event::ContainerStarted {
+                        task_id,
+                        attempt,
+                        container_ip: None,
+                    })
+                }
+                Action::Stop { container_id, .. } => self.exit(&container_id, 143),
+                Action::Remove { container_id } => {
+                    self.containers.retain(|c| c.0 != container_id);
+                    None
+                }
+                Action::ListContainers => Some(Event::ContainersListed(
+                    self.containers
+                        .iter()
+                        .map(|(id, task, running)| ObservedContainer {
+                            container_id: id.clone(),
+                            task_id: task.clone(),
+                            running: *running,
+                            exit_code: 0,
+                        })
+                        .collect(),
+                )),
+                _ => None,
+            };
+            if let Some(e) = reply {
+                pending.extend(sim.ev(e));
+            }
+        }
+    }
+
+    fn exit(&mut self, container_id: &str, code: i64) -> Option<Event> {
+        let c = self
+            .containers
+            .iter_mut()
+            .find(|c| c.0 == container_id && c.2)?;
+        c.2 = false;
+        Some(Event::ContainerExited {
+            container_id: container_id.into(),
+            exit_code: code,
+            oom_killed: false,
+        })
+    }
+}
+
+fn check_invariants(sim: &Sim, dockerd: &Dockerd) {
+    let tasks = sim.sup.tasks();
+    // A host port is never given to two tasks.
+    let mut ports: Vec<u16> = tasks
+        .values()
+        .flat_map(|t| t.host_ports.iter().copied())
+        .collect();
+    let n = ports.len();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), n, "a host port is held twice");
+    // Resources are never over-committed.
+    let used = sim.sup.used();
+    assert!(
+        used.cpus <= 2.0 + 1e-9 && used.mem_mib <= 1024.0 + 1e-9,
+        "over-committed: {used:?}"
+    );
+    // One live container per task.
+    for id in tasks.keys() {
+        let running = dockerd
+            .containers
+            .iter()
+            .filter(|c| c.1 == id.as_str() && c.2)
+            .count();
+        assert!(running <= 1, "task {id} has {running} running containers");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn invariants_hold_for_any_sequence_of_commands_and_events(steps in proptest::collection::vec(step(), 1..80)) {
+        let mut sim = Sim::new();
+        let mut dockerd = Dockerd::default();
+        for s in steps {
+            let name = |n: u8| TaskId::new(&format!("t{n}")).unwrap();
+            let acts = match s {
+                Step::Launch { n, fixed_port, cpus10 } => {
+                    let mut sp = with_http_check(spec(&format!("t{n}")), 2, 2);
+                    sp.cpus = f64::from(cpus10) / 10.0;
+                    sp.mem_mib = 200.0;
+                    if let Some(p) = fixed_port { sp.port_mappings[0].host_port = p; }
+                    let before = sim.actions.len();
+                    sim.command(CommandKind::Launch(sp));
+                    sim.actions[before..].to_vec()
+                }
+                Step::Kill { n } => {
+                    let before = sim.actions.len();
+                    sim.command(CommandKind::Kill(KillTask { task_id: name(n), grace_period_s: None }));
+                    sim.actions[before..].to_vec()
+                }
+                Step::Exit { n, code } => {
+                    let ctr = sim.sup.tasks().get(&name(n)).and_then(|t| t.phase.container().map(str::to_string));
+                    match ctr.and_then(|c| dockerd.exit(&c, code)) {
+                        Some(e) => sim.ev(e),
+                        None => Vec::new(),
+                    }
+                }
+                Step::Probe { n, ok } => match sim.sup.tasks().get(&name(n)) {
+                    Some(t) => {
+                        let attempt = t.attempt;
+                        sim.ev(Event::ProbeResult { task_id: name(n), attempt, check: 0, healthy: ok })
+                    }
+                    None => Vec::new(),
+                },
+                Step::Wait { ms } => sim.advance(u64::from(ms)),
+                Step::Docker => sim.ev(Event::DockerConnected),
+                Step::Disconnect => sim.ev(Event::BrokerDisconnected),
+                Step::Connect => sim.ev(Event::BrokerConnected),
+            };
+            dockerd.serve(&mut sim, acts);
+            check_invariants(&sim, &dockerd);
+        }
+    }
+}

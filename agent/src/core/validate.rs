@@ -1,0 +1,229 @@
+//! Checks a launch before it is accepted. Every refusal names the field and the value.
+
+use std::fmt::Write as _;
+
+use outpost_protocol::{HealthProtocol, NetworkMode, Note, RejectCode, Rejection, TaskSpec, Text};
+
+/// Docker refuses memory limits below 6 MiB.
+pub const MIN_MEM_MIB: f64 = 6.0;
+
+/// A rejection with `code` and a formatted message (cut to the message limit).
+pub fn reject(code: RejectCode, message: std::fmt::Arguments<'_>) -> Rejection {
+    let mut s = String::new();
+    let _ = s.write_fmt(message);
+    let mut end = s.len().min(Note::LIMIT);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Rejection {
+        code,
+        message: Text::new(&s[..end]).unwrap_or_default(),
+    }
+}
+
+/// Checks what a spec says on its own (not whether the host has room for it).
+pub fn spec(spec: &TaskSpec) -> Result<(), Rejection> {
+    let invalid = |m: std::fmt::Arguments<'_>| Err(reject(RejectCode::InvalidField, m));
+    if spec.task_id.is_empty() {
+        return invalid(format_args!("task_id: must not be empty"));
+    }
+    if let Err(why) = image_reference(&spec.image) {
+        return invalid(format_args!(
+            "image: {:?} is not an image reference: {why}",
+            spec.image.as_str()
+        ));
+    }
+    // The decoder refuses NaN and infinities, so plain comparisons suffice.
+    if spec.cpus <= 0.0 {
+        return invalid(format_args!("cpus: {} must be greater than 0", spec.cpus));
+    }
+    if spec.mem_mib < MIN_MEM_MIB {
+        return invalid(format_args!(
+            "mem: {} MiB is below Docker's minimum of {MIN_MEM_MIB} MiB",
+            spec.mem_mib
+        ));
+    }
+    if spec.disk_mib < 0.0 {
+        return invalid(format_args!("disk: {} must not be negative", spec.disk_mib));
+    }
+    for (i, m) in spec.port_mappings.iter().enumerate() {
+        if spec.network == NetworkMode::Bridge && m.container_port == 0 {
+            return invalid(format_args!(
+                "port_mappings[{i}].container_port: 0 is not a port (BRIDGE needs the container's port)"
+            ));
+        }
+    }
+    if spec.network == NetworkMode::None && !spec.port_mappings.is_empty() {
+        return invalid(format_args!(
+            "port_mappings: a task on network NONE cannot publish ports"
+        ));
+    }
+    for (i, v) in spec.volumes.iter().enumerate() {
+        if !v.host_path.starts_with('/') {
+            return invalid(format_args!(
+                "volumes[{i}].host_path: {:?} must be an absolute path",
+                v.host_path.as_str()
+            ));
+        }
+        if !v.container_path.starts_with('/') {
+            return invalid(format_args!(
+                "volumes[{i}].container_path: {:?} must be an absolute path",
+                v.container_path.as_str()
+            ));
+        }
+    }
+    for (i, hc) in spec.health_checks.iter().enumerate() {
+        match hc.protocol {
+            HealthProtocol::Http | HealthProtocol::Https | HealthProtocol::Tcp => {
+                if hc.port.is_none() && usize::from(hc.port_index) >= spec.port_mappings.len() {
+                    return invalid(format_args!(
+                        "health_checks[{i}].port_index: {} but the task has {} port mappings",
+                        hc.port_index,
+                        spec.port_mappings.len()
+                    ));
+                }
+                if let Some(path) = &hc.path
+                    && !path.starts_with('/')
+                {
+                    return invalid(format_args!(
+                        "health_checks[{i}].path: {:?} must start with /",
+                        path.as_str()
+                    ));
+                }
+            }
+            HealthProtocol::Command => {
+                if hc.command.as_ref().is_none_or(|c| c.trim().is_empty()) {
+                    return invalid(format_args!(
+                        "health_checks[{i}].command: a COMMAND check needs a command"
+                    ));
+                }
+            }
+        }
+        if hc.timeout_s == 0 || hc.interval_s == 0 {
+            return invalid(format_args!(
+                "health_checks[{i}]: interval ({}) and timeout ({}) must be at least 1 second",
+                hc.interval_s, hc.timeout_s
+            ));
+        }
+    }
+    let r = &spec.restart;
+    if r.backoff_s < 0.0 || r.backoff_factor < 1.0 || r.max_delay_s < 0.0 {
+        return invalid(format_args!(
+            "restart: backoff {} s, factor {}, max {} s (need backoff >= 0, factor >= 1, max >= 0)",
+            r.backoff_s, r.backoff_factor, r.max_delay_s
+        ));
+    }
+    Ok(())
+}
+
+/// Checks Docker's image reference grammar: `[host[:port]/]path[:tag][@digest]`.
+pub fn image_reference(image: &str) -> Result<(), &'static str> {
+    if image.is_empty() {
+        return Err("it is empty");
+    }
+    if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("it contains whitespace");
+    }
+    let (name, digest) = match image.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (image, None),
+    };
+    if let Some(d) = digest {
+        let (algo, hex) = d.split_once(':').ok_or("the digest lacks `algorithm:`")?;
+        if algo.is_empty() || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("the digest is not `algorithm:hex`");
+        }
+    }
+    // A tag is a `:` after the last `/`.
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    let (path, tag) = match name[last_slash..].rfind(':') {
+        Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
+        None => (name, None),
+    };
+    if let Some(tag) = tag {
+        let ok = !tag.is_empty()
+            && tag.len() <= 128
+            && tag
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !ok {
+            return Err("the tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -");
+        }
+    }
+    let mut parts: Vec<&str> = path.split('/').collect();
+    // The first part is a registry host when it has a `.` or `:`, or is `localhost`.
+    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+        let host = parts.remove(0);
+        let (h, port) = match host.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host, None),
+        };
+        if h.is_empty()
+            || !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+        {
+            return Err("the registry host is not a host name");
+        }
+        if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+            return Err("the registry port is not a number");
+        }
+    }
+    for part in parts {
+        let ok = !part.is_empty()
+            && part.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            })
+            && part
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && part
+                .bytes()
+                .last()
+                .is_some_and(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            return Err("a path component must be lowercase [a-z0-9] joined by . _ or -");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_image_references_are_accepted() {
+        for ok in [
+            "nginx",
+            "nginx:latest",
+            "library/nginx:1.25-alpine",
+            "127.0.0.1:5000/outpost/web:1",
+            "localhost/app",
+            "registry.example.com/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(image_reference(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn malformed_image_references_are_refused_with_a_reason() {
+        for bad in [
+            "",
+            "Nginx",
+            "nginx:",
+            "nginx:-x",
+            "a b",
+            "web//x",
+            "host:port/x",
+            "x@sha256:zz",
+        ] {
+            assert!(image_reference(bad).is_err(), "{bad}");
+        }
+    }
+}
