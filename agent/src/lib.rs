@@ -5,4 +5,7 @@
 // design; they are the cold path or moved once.
 #![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
+pub mod config;
 pub mod core;
+pub mod driver;
+pub mod runtime;

@@ -6,7 +6,9 @@
 //! [`image`] (the busybox-static test image). Tests wait by polling with [`wait::until`], never
 //! by sleeping for a fixed time.
 
+pub mod agent;
 pub mod bin_path;
+pub mod bridge_sim;
 pub mod docker;
 pub mod http;
 pub mod image;

@@ -1,0 +1,548 @@
+//! The agent's configuration: TOML, unknown keys refused, every value checked once here and
+//! turned into [`Config`]. Errors name the key and the value.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use outpost_protocol::topics::valid_agent_id;
+use outpost_protocol::{PortRange, Value};
+
+/// The file as written.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    agent_id: Option<String>,
+    brokers: Option<Vec<String>>,
+    broker_auth: Option<BrokerAuth>,
+    state_dir: Option<PathBuf>,
+    docker: Option<String>,
+    port_range: Option<String>,
+    offer_interval_seconds: Option<u64>,
+    outbox_capacity: Option<usize>,
+    reserved: Option<Reserved>,
+    attributes: Option<BTreeMap<String, String>>,
+    registries: Option<Vec<RegistryFile>>,
+}
+
+/// Username and password for the broker.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerAuth {
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Reserved {
+    cpus: Option<f64>,
+    mem_mib: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    host: String,
+    username: Option<String>,
+    password: Option<String>,
+    docker_config: Option<PathBuf>,
+}
+
+/// A broker to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// Where dockerd listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerEndpoint {
+    /// A unix socket path.
+    Unix(PathBuf),
+    /// `tcp://host:port` (plain HTTP).
+    Tcp(String),
+}
+
+/// Credentials for one registry host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// `host[:port]` as it appears in image references.
+    pub host: String,
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This agent's id.
+    pub agent_id: String,
+    /// Brokers, tried in order.
+    pub brokers: Vec<BrokerUrl>,
+    /// Broker credentials.
+    pub broker_auth: Option<BrokerAuth>,
+    /// Where the agent keeps its state (and whose filesystem's free space is offered as disk).
+    pub state_dir: PathBuf,
+    /// dockerd.
+    pub docker: DockerEndpoint,
+    /// Host ports for tasks.
+    pub port_range: PortRange,
+    /// Seconds between unchanged offers.
+    pub offer_interval_s: u64,
+    /// Most unacknowledged status updates kept.
+    pub outbox_capacity: usize,
+    /// CPUs kept for the host.
+    pub reserved_cpus: f64,
+    /// Memory (MiB) kept for the host.
+    pub reserved_mem_mib: f64,
+    /// Attributes for placement.
+    pub attributes: Vec<(String, String)>,
+    /// Registry credentials.
+    pub registries: Vec<RegistryAuth>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not TOML, or a key that does not exist, or a value of the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// TOML's message (it names the key and the line).
+        message: String,
+    },
+    /// A value that is not allowed.
+    #[error("{key} = {value:?}: {reason}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is expected.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates TOML `text` (`path` is only for messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        Self::validate(file)
+    }
+
+    fn validate(f: File) -> Result<Self, ConfigError> {
+        let agent_id = match f.agent_id {
+            Some(id) => id,
+            None => default_agent_id(),
+        };
+        if !valid_agent_id(&agent_id) {
+            return Err(invalid(
+                "agent_id",
+                &agent_id,
+                "must be 1-64 characters of [A-Za-z0-9._-]",
+            ));
+        }
+        let urls = f
+            .brokers
+            .unwrap_or_else(|| vec!["mqtt://127.0.0.1:1883".into()]);
+        if urls.is_empty() {
+            return Err(invalid("brokers", "[]", "list at least one broker URL"));
+        }
+        let brokers = urls
+            .iter()
+            .map(|u| parse_broker(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let docker = parse_docker(f.docker.as_deref().unwrap_or("unix:///var/run/docker.sock"))?;
+        let port_range = parse_port_range(f.port_range.as_deref().unwrap_or("31000-32000"))?;
+        let offer_interval_s = f.offer_interval_seconds.unwrap_or(30);
+        if offer_interval_s == 0 {
+            return Err(invalid("offer_interval_seconds", 0, "must be at least 1"));
+        }
+        // A week of one status a minute for ~16 tasks by default.
+        let outbox_capacity = f.outbox_capacity.unwrap_or(7 * 24 * 60 * 16);
+        if outbox_capacity == 0 {
+            return Err(invalid("outbox_capacity", 0, "must be at least 1"));
+        }
+        let reserved = f.reserved.unwrap_or_default();
+        let reserved_cpus = reserved.cpus.unwrap_or(0.0);
+        let reserved_mem_mib = reserved.mem_mib.unwrap_or(0.0);
+        if !(reserved_cpus >= 0.0 && reserved_cpus.is_finite()) {
+            return Err(invalid("reserved.cpus", reserved_cpus, "must be 0 or more"));
+        }
+        if !(reserved_mem_mib >= 0.0 && reserved_mem_mib.is_finite()) {
+            return Err(invalid(
+                "reserved.mem_mib",
+                reserved_mem_mib,
+                "must be 0 or more",
+            ));
+        }
+        let attributes: Vec<(String, String)> =
+            f.attributes.unwrap_or_default().into_iter().collect();
+        if attributes.len() > outpost_protocol::MAX_ATTRIBUTES {
+            return Err(invalid(
+                "attributes",
+                attributes.len(),
+                &format!("at most {} attributes", outpost_protocol::MAX_ATTRIBUTES),
+            ));
+        }
+        for (k, v) in &attributes {
+            if k.is_empty() || k.len() > outpost_protocol::Name::LIMIT {
+                return Err(invalid(
+                    &format!("attributes.{k}"),
+                    k,
+                    "names are 1-64 bytes",
+                ));
+            }
+            if v.len() > Value::LIMIT {
+                return Err(invalid(
+                    &format!("attributes.{k}"),
+                    v,
+                    "values are at most 256 bytes",
+                ));
+            }
+        }
+        let registries = f
+            .registries
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| registry_auth(i, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            agent_id,
+            brokers,
+            broker_auth: f.broker_auth,
+            state_dir: f.state_dir.unwrap_or_else(|| "/var/lib/outpost".into()),
+            docker,
+            port_range,
+            offer_interval_s,
+            outbox_capacity,
+            reserved_cpus,
+            reserved_mem_mib,
+            attributes,
+            registries,
+        })
+    }
+
+    /// The credentials for the registry of `image`, if configured.
+    pub fn registry_auth(&self, image: &str) -> Option<&RegistryAuth> {
+        let first = image.split('/').next()?;
+        let is_host = image.contains('/') && (first.contains(['.', ':']) || first == "localhost");
+        let host = if is_host { first } else { "docker.io" };
+        self.registries.iter().find(|r| r.host == host)
+    }
+}
+
+fn parse_broker(url: &str) -> Result<BrokerUrl, ConfigError> {
+    let bad = |reason: &str| invalid("brokers", url, reason);
+    let rest = if let Some(r) = url.strip_prefix("mqtt://") {
+        r
+    } else if url.starts_with("mqtts://") {
+        return Err(bad(
+            "mqtts:// (TLS) is not supported by this build yet; use mqtt://",
+        ));
+    } else {
+        return Err(bad("must start with mqtt://"));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| bad("the port is not a number 1-65535"))?,
+        ),
+        None => (rest, 1883),
+    };
+    if host.is_empty() || port == 0 {
+        return Err(bad("needs a host (and a port other than 0)"));
+    }
+    Ok(BrokerUrl {
+        host: host.trim_start_matches('[').trim_end_matches(']').into(),
+        port,
+    })
+}
+
+fn parse_docker(s: &str) -> Result<DockerEndpoint, ConfigError> {
+    if let Some(p) = s.strip_prefix("unix://") {
+        if p.starts_with('/') {
+            return Ok(DockerEndpoint::Unix(p.into()));
+        }
+    } else if let Some(h) = s.strip_prefix("tcp://")
+        && h.contains(':')
+    {
+        return Ok(DockerEndpoint::Tcp(h.into()));
+    }
+    Err(invalid(
+        "docker",
+        s,
+        "expected unix:///path/to/docker.sock or tcp://host:port",
+    ))
+}
+
+fn parse_port_range(s: &str) -> Result<PortRange, ConfigError> {
+    let bad = || {
+        invalid(
+            "port_range",
+            s,
+            "expected BEGIN-END with 1 <= BEGIN <= END <= 65535",
+        )
+    };
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let begin: u16 = a.trim().parse().map_err(|_| bad())?;
+    let end: u16 = b.trim().parse().map_err(|_| bad())?;
+    if begin == 0 || begin > end {
+        return Err(bad());
+    }
+    Ok(PortRange { begin, end })
+}
+
+fn registry_auth(i: usize, r: RegistryFile) -> Result<RegistryAuth, ConfigError> {
+    let key = |k: &str| format!("registries[{i}].{k}");
+    if r.host.is_empty() || r.host.contains('/') {
+        return Err(invalid(
+            &key("host"),
+            &r.host,
+            "a registry host such as 127.0.0.1:5000",
+        ));
+    }
+    match (r.username, r.password, r.docker_config) {
+        (Some(username), Some(password), None) => Ok(RegistryAuth {
+            host: r.host,
+            username,
+            password,
+        }),
+        (None, None, Some(path)) => {
+            let (username, password) = from_docker_config(&path, &r.host)
+                .map_err(|reason| invalid(&key("docker_config"), path.display(), &reason))?;
+            Ok(RegistryAuth {
+                host: r.host,
+                username,
+                password,
+            })
+        }
+        _ => Err(invalid(
+            &key("host"),
+            &r.host,
+            "give either username and password, or docker_config",
+        )),
+    }
+}
+
+/// The `user:password` of `host` in a Docker `config.json` (`auths.<host>.auth`, base64).
+fn from_docker_config(path: &Path, host: &str) -> Result<(String, String), String> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    let auth = json["auths"][host]["auth"]
+        .as_str()
+        .ok_or_else(|| format!("has no auths.{host:?}.auth"))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(auth)
+        .map_err(|e| format!("auths.{host:?}.auth is not base64: {e}"))?;
+    let pair = String::from_utf8(raw).map_err(|_| "the auth is not UTF-8".to_string())?;
+    let (u, p) = pair
+        .split_once(':')
+        .ok_or_else(|| "the auth is not user:password".to_string())?;
+    Ok((u.into(), p.into()))
+}
+
+/// `/etc/machine-id` (first 32 characters), else the host name.
+fn default_agent_id() -> String {
+    if let Ok(id) = std::fs::read_to_string("/etc/machine-id") {
+        let id = id.trim();
+        if valid_agent_id(id) {
+            return id.into();
+        }
+    }
+    hostname()
+}
+
+/// The host's name (kernel node name).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("agent.toml"))
+    }
+
+    #[test]
+    fn a_full_config_is_read() {
+        let c = parse(
+            r#"
+            agent_id = "edge-7"
+            brokers = ["mqtt://10.0.0.1:1884", "mqtt://broker2"]
+            state_dir = "/srv/outpost"
+            docker = "tcp://127.0.0.1:2375"
+            port_range = "20000-20100"
+            [broker_auth]
+            username = "a"
+            password = "b"
+            [reserved]
+            cpus = 0.5
+            mem_mib = 256
+            [attributes]
+            rack = "r1"
+            [[registries]]
+            host = "127.0.0.1:5000"
+            username = "u"
+            password = "p"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.agent_id, "edge-7");
+        assert_eq!(
+            c.brokers[1],
+            BrokerUrl {
+                host: "broker2".into(),
+                port: 1883
+            }
+        );
+        assert_eq!(
+            c.port_range,
+            PortRange {
+                begin: 20000,
+                end: 20100
+            }
+        );
+        assert_eq!(c.docker, DockerEndpoint::Tcp("127.0.0.1:2375".into()));
+        assert_eq!(
+            c.registry_auth("127.0.0.1:5000/x/y:1").unwrap().username,
+            "u"
+        );
+        assert!(c.registry_auth("nginx:latest").is_none());
+    }
+
+    #[test]
+    fn an_empty_file_takes_every_default() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.brokers,
+            vec![BrokerUrl {
+                host: "127.0.0.1".into(),
+                port: 1883
+            }]
+        );
+        assert_eq!(
+            c.port_range,
+            PortRange {
+                begin: 31000,
+                end: 32000
+            }
+        );
+        assert_eq!(
+            c.docker,
+            DockerEndpoint::Unix("/var/run/docker.sock".into())
+        );
+        assert!(valid_agent_id(&c.agent_id));
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let e = parse("agent_idd = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("unknown field `agent_idd`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_key_and_value() {
+        for (text, want) in [
+            (
+                "port_range = \"32000-31000\"",
+                "port_range = \"32000-31000\": expected BEGIN-END",
+            ),
+            (
+                "brokers = [\"http://x\"]",
+                "brokers = \"http://x\": must start with mqtt://",
+            ),
+            (
+                "agent_id = \"a/b\"",
+                "agent_id = \"a/b\": must be 1-64 characters",
+            ),
+            (
+                "docker = \"/var/run/docker.sock\"",
+                "docker = \"/var/run/docker.sock\": expected unix://",
+            ),
+            (
+                "[reserved]\ncpus = -1",
+                "reserved.cpus = \"-1\": must be 0 or more",
+            ),
+            (
+                "[[registries]]\nhost = \"r:5000\"\nusername = \"u\"",
+                "registries[0].host = \"r:5000\": give either",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{text}: {e}");
+        }
+        let e = parse("port_range = 5").unwrap_err().to_string();
+        assert!(e.contains("port_range"), "{e}");
+    }
+
+    #[test]
+    fn registry_credentials_come_from_a_docker_config_json() {
+        let dir = std::env::temp_dir().join(format!("outpost-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.json");
+        // base64("puller:pa55")
+        std::fs::write(
+            &path,
+            r#"{"auths":{"127.0.0.1:5000":{"auth":"cHVsbGVyOnBhNTU="}}}"#,
+        )
+        .unwrap();
+        let c = parse(&format!(
+            "[[registries]]\nhost = \"127.0.0.1:5000\"\ndocker_config = \"{}\"",
+            path.display()
+        ))
+        .unwrap();
+        assert_eq!(c.registries[0].username, "puller");
+        assert_eq!(c.registries[0].password, "pa55");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,460 @@
+//! dockerd through bollard: images, containers, the events stream and exec for COMMAND checks.
+//! Always negotiates the API version (Debian's dockerd 20.10 speaks 1.41).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
+    RemoveContainerOptions, StopContainerOptions,
+};
+use futures_util::StreamExt;
+use tokio::sync::mpsc::UnboundedSender;
+
+use outpost_protocol::{NetworkMode, PortProtocol, TaskSpec, VolumeMode};
+
+use super::{Jitter, backoff};
+use crate::config::{Config, DockerEndpoint};
+use crate::core::{Event, ObservedContainer};
+
+/// Label: the container belongs to Outpost's agent with this id.
+pub const LABEL_AGENT: &str = "outpost.agent-id";
+/// Label: the task the container runs.
+pub const LABEL_TASK: &str = "outpost.task-id";
+/// Label: a hash of the task spec, telling apart containers of a changed spec.
+pub const LABEL_SPEC_HASH: &str = "outpost.spec-hash";
+
+/// Connects to dockerd and negotiates the API version.
+pub async fn connect(endpoint: &DockerEndpoint) -> Result<Docker, bollard::errors::Error> {
+    let docker = match endpoint {
+        DockerEndpoint::Unix(path) => {
+            Docker::connect_with_unix(&path.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)?
+        }
+        DockerEndpoint::Tcp(addr) => {
+            Docker::connect_with_http(addr, 120, bollard::API_DEFAULT_VERSION)?
+        }
+    };
+    docker.negotiate_version().await
+}
+
+/// Makes sure `image` is present, pulling it when missing or when `force` is set.
+pub async fn ensure_image(
+    docker: &Docker,
+    config: &Config,
+    image: &str,
+    force: bool,
+) -> Result<(), String> {
+    if !force && docker.inspect_image(image).await.is_ok() {
+        return Ok(());
+    }
+    let credentials = config.registry_auth(image).map(|r| DockerCredentials {
+        username: Some(r.username.clone()),
+        password: Some(r.password.clone()),
+        serveraddress: Some(r.host.clone()),
+        ..Default::default()
+    });
+    let (from_image, tag) = split_tag(image);
+    let options = CreateImageOptions {
+        from_image: Some(from_image.to_string()),
+        tag: Some(tag.to_string()),
+        ..Default::default()
+    };
+    let mut pull = docker.create_image(Some(options), None, credentials);
+    while let Some(progress) = pull.next().await {
+        match progress {
+            Ok(info) => {
+                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                    return Err(format!("pull {image}: {detail}"));
+                }
+            }
+            Err(e) => return Err(format!("pull {image}: {}", docker_message(&e))),
+        }
+    }
+    Ok(())
+}
+
+/// `repo[:tag]` → (`repo`, `tag`), with `latest` when no tag is given; a digest stays whole.
+fn split_tag(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
+        None => (image, "latest"),
+    }
+}
+
+/// The message of a bollard error, without its Rust type noise.
+fn docker_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A stable hash of the spec (FNV-1a over its CBOR), for the spec-hash label.
+fn spec_hash(spec: &TaskSpec) -> String {
+    let cmd = outpost_protocol::Command {
+        kind: outpost_protocol::CommandKind::Launch(spec.clone()),
+        ..Default::default()
+    };
+    let bytes = outpost_protocol::codec::encode_to_vec(&cmd);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Creates the task's container: labels, networking with port NAT, volumes, env, limits.
+/// Docker's own restart policy stays off: the agent supervises.
+pub async fn create(
+    docker: &Docker,
+    agent_id: &str,
+    spec: &TaskSpec,
+    host_ports: &[u16],
+) -> Result<String, String> {
+    let mut labels: HashMap<String, String> = spec
+        .labels
+        .iter()
+        .map(|kv| (kv.name.to_string(), kv.value.to_string()))
+        .collect();
+    labels.insert(LABEL_AGENT.into(), agent_id.into());
+    labels.insert(LABEL_TASK.into(), spec.task_id.to_string());
+    labels.insert(LABEL_SPEC_HASH.into(), spec_hash(spec));
+
+    // Marathon's environment: PORT0.., PORT_<containerPort>, PORTS, HOST.
+    let mut env: Vec<String> = spec
+        .env
+        .iter()
+        .map(|kv| format!("{}={}", kv.name, kv.value))
+        .collect();
+    for (i, (m, hp)) in spec.port_mappings.iter().zip(host_ports).enumerate() {
+        env.push(format!("PORT{i}={hp}"));
+        env.push(format!("PORT_{}={hp}", m.container_port));
+    }
+    if !host_ports.is_empty() {
+        let ports: Vec<String> = host_ports.iter().map(u16::to_string).collect();
+        env.push(format!("PORTS={}", ports.join(",")));
+        env.push(format!("PORT={}", host_ports[0]));
+    }
+    env.push(format!("HOST={}", crate::config::hostname()));
+
+    let mut exposed: Vec<String> = Vec::new();
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    if spec.network == NetworkMode::Bridge {
+        for (m, hp) in spec.port_mappings.iter().zip(host_ports) {
+            let proto = match m.protocol {
+                PortProtocol::Tcp => "tcp",
+                PortProtocol::Udp => "udp",
+            };
+            let key = format!("{}/{proto}", m.container_port);
+            exposed.push(key.clone());
+            bindings.insert(
+                key,
+                Some(vec![PortBinding {
+                    host_ip: None,
+                    host_port: Some(hp.to_string()),
+                }]),
+            );
+        }
+    }
+    let binds: Vec<String> = spec
+        .volumes
+        .iter()
+        .map(|v| {
+            let mode = match v.mode {
+                VolumeMode::Ro => "ro",
+                VolumeMode::Rw => "rw",
+            };
+            format!("{}:{}:{mode}", v.host_path, v.container_path)
+        })
+        .collect();
+    let (entrypoint, cmd) = match (&spec.cmd, spec.args.is_empty()) {
+        // Marathon `cmd` runs through a shell, replacing the image's entrypoint.
+        (Some(cmd), _) => (
+            Some(vec!["/bin/sh".to_string(), "-c".to_string()]),
+            Some(vec![cmd.to_string()]),
+        ),
+        (None, false) => (
+            None,
+            Some(spec.args.iter().map(|a| a.to_string()).collect()),
+        ),
+        (None, true) => (None, None),
+    };
+    let network_mode = match spec.network {
+        NetworkMode::Bridge => "bridge",
+        NetworkMode::Host => "host",
+        NetworkMode::None => "none",
+    };
+    let body = ContainerCreateBody {
+        image: Some(spec.image.to_string()),
+        entrypoint,
+        cmd,
+        env: Some(env),
+        labels: Some(labels),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        host_config: Some(HostConfig {
+            network_mode: Some(network_mode.into()),
+            port_bindings: (!bindings.is_empty()).then_some(bindings),
+            binds: (!binds.is_empty()).then_some(binds),
+            // Whole numbers well inside i64: the casts cannot wrap.
+            cpu_shares: Some(((spec.cpus * 1024.0) as i64).max(2)),
+            nano_cpus: Some((spec.cpus * 1e9) as i64),
+            memory: Some((spec.mem_mib * 1024.0 * 1024.0) as i64),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    docker
+        .create_container(None::<CreateContainerOptions>, body)
+        .await
+        .map(|r| r.id)
+        .map_err(|e| {
+            format!(
+                "create container for {}: {}",
+                spec.task_id,
+                docker_message(&e)
+            )
+        })
+}
+
+/// Starts a created container and returns its IP on its network.
+pub async fn start(docker: &Docker, container_id: &str) -> Result<Option<String>, String> {
+    docker
+        .start_container(container_id, None)
+        .await
+        .map_err(|e| format!("start container {container_id}: {}", docker_message(&e)))?;
+    let inspect = docker
+        .inspect_container(container_id, None)
+        .await
+        .map_err(|e| format!("inspect container {container_id}: {}", docker_message(&e)))?;
+    let ip = inspect.network_settings.and_then(|n| {
+        n.networks
+            .into_iter()
+            .flat_map(|m| m.into_values())
+            .filter_map(|e| e.ip_address)
+            .find(|ip| !ip.is_empty())
+    });
+    Ok(ip)
+}
+
+/// SIGTERM, then SIGKILL after `grace_s`.
+pub async fn stop(docker: &Docker, container_id: &str, grace_s: u32) -> Result<(), String> {
+    let options = StopContainerOptions {
+        t: Some(i32::try_from(grace_s).unwrap_or(i32::MAX)),
+        signal: None,
+    };
+    docker
+        .stop_container(container_id, Some(options))
+        .await
+        .map_err(|e| format!("stop container {container_id}: {}", docker_message(&e)))
+}
+
+/// Removes a container (forced) with its anonymous volumes.
+pub async fn remove(docker: &Docker, container_id: &str) -> Result<(), String> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        link: false,
+    };
+    match docker.remove_container(container_id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(format!(
+            "remove container {container_id}: {}",
+            docker_message(&e)
+        )),
+    }
+}
+
+/// This agent's labelled containers, running or not.
+pub async fn list(docker: &Docker, agent_id: &str) -> Result<Vec<ObservedContainer>, String> {
+    let mut filters = HashMap::new();
+    filters.insert(
+        "label".to_string(),
+        vec![format!("{LABEL_AGENT}={agent_id}")],
+    );
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let summaries = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| format!("list containers: {}", docker_message(&e)))?;
+    let mut out = Vec::new();
+    for s in summaries {
+        let Some(id) = s.id else { continue };
+        let task_id = s
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_TASK).cloned())
+            .unwrap_or_default();
+        let running = s
+            .state
+            .map(|st| st.to_string() == "running")
+            .unwrap_or(false);
+        let exit_code = if running {
+            0
+        } else {
+            docker
+                .inspect_container(&id, None)
+                .await
+                .ok()
+                .and_then(|i| i.state.and_then(|st| st.exit_code))
+                .unwrap_or(-1)
+        };
+        out.push(ObservedContainer {
+            container_id: id,
+            task_id,
+            running,
+            exit_code,
+        });
+    }
+    Ok(out)
+}
+
+/// Runs `sh -c command` in the container; whether it exited 0 before `timeout`.
+pub async fn exec_ok(
+    docker: &Docker,
+    container_id: &str,
+    command: &str,
+    timeout: Duration,
+) -> bool {
+    use bollard::exec::{CreateExecOptions, StartExecOptions};
+    let create = CreateExecOptions {
+        cmd: Some(vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            command.to_string(),
+        ]),
+        attach_stdout: Some(false),
+        attach_stderr: Some(false),
+        ..Default::default()
+    };
+    let Ok(exec) = docker.create_exec(container_id, create).await else {
+        return false;
+    };
+    let detached = StartExecOptions {
+        detach: true,
+        ..Default::default()
+    };
+    if docker.start_exec(&exec.id, Some(detached)).await.is_err() {
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        match docker.inspect_exec(&exec.id).await {
+            Ok(i) if i.running == Some(false) => return i.exit_code == Some(0),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Follows dockerd's events for this agent's containers (`die`, `oom`) and turns them into
+/// [`Event::ContainerExited`]. When the stream breaks (dockerd restarted), waits for dockerd
+/// with backoff and sends [`Event::DockerConnected`] so the core re-lists its containers.
+pub async fn follow_events(docker: Docker, agent_id: String, events: UnboundedSender<Event>) {
+    let mut jitter = Jitter::new();
+    let mut failures = 0u32;
+    let mut oom: std::collections::HashSet<String> = Default::default();
+    loop {
+        let mut filters = HashMap::new();
+        filters.insert("type".to_string(), vec!["container".to_string()]);
+        filters.insert(
+            "event".to_string(),
+            vec!["die".to_string(), "oom".to_string()],
+        );
+        filters.insert(
+            "label".to_string(),
+            vec![format!("{LABEL_AGENT}={agent_id}")],
+        );
+        let options = EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let mut stream = docker.events(Some(options));
+        // Anything that died while the stream was down is found by re-listing.
+        if events.send(Event::DockerConnected).is_err() {
+            return;
+        }
+        while let Some(item) = stream.next().await {
+            let msg = match item {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "docker events stream failed");
+                    break;
+                }
+            };
+            failures = 0;
+            let actor = msg.actor.unwrap_or_default();
+            let Some(id) = actor.id else { continue };
+            match msg.action.as_deref() {
+                Some("oom") => {
+                    oom.insert(id);
+                }
+                Some("die") => {
+                    let exit_code = actor
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.get("exitCode"))
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(-1);
+                    let oom_killed = oom.remove(&id);
+                    if events
+                        .send(Event::ContainerExited {
+                            container_id: id,
+                            exit_code,
+                            oom_killed,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // The stream ended: dockerd went away. Wait until it answers again.
+        loop {
+            tokio::time::sleep(backoff(failures, 500, 10_000, &mut jitter)).await;
+            failures = failures.saturating_add(1);
+            if docker.ping().await.is_ok() {
+                tracing::info!("dockerd answers again");
+                break;
+            }
+            if failures % 10 == 1 {
+                tracing::warn!("dockerd does not answer; still trying");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_without_a_tag_pulls_latest() {
+        assert_eq!(split_tag("nginx"), ("nginx", "latest"));
+        assert_eq!(
+            split_tag("127.0.0.1:5000/a/b:1"),
+            ("127.0.0.1:5000/a/b", "1")
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:5000/a/b"),
+            ("127.0.0.1:5000/a/b", "latest")
+        );
+    }
+}

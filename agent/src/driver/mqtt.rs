@@ -1,0 +1,155 @@
+//! The broker connection through rumqttc. Subscribes to this agent's `cmd` and `ack` topics at
+//! QoS 1 with a persistent session (commands queued while the agent was away are delivered),
+//! registers the offline state as its last will, reconnects with backoff and jitter, and moves
+//! to the next broker URL after repeated failures.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use outpost_protocol::codec::{MAX_MESSAGE_BYTES, encode_to_vec};
+use outpost_protocol::{AgentState, Liveness, PROTOCOL_VERSION, Topic, TopicKind};
+
+use super::{Jitter, backoff};
+use crate::config::Config;
+use crate::core::Event;
+
+/// Failures on one broker before the next URL is tried.
+const FAILURES_BEFORE_SWITCH: u32 = 3;
+
+/// A message for the broker: this agent's topic of `kind`.
+pub type Outgoing = (TopicKind, Vec<u8>);
+
+/// Starts the connection task; returns the sender for outgoing messages.
+pub fn spawn(
+    config: &Config,
+    started_at_ms: u64,
+    events: UnboundedSender<Event>,
+) -> UnboundedSender<Outgoing> {
+    let (tx, rx) = unbounded_channel();
+    let config = config.clone();
+    tokio::spawn(async move { run(config, started_at_ms, events, rx).await });
+    tx
+}
+
+fn topic(agent_id: &str, kind: TopicKind) -> String {
+    Topic::new(agent_id, kind)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn qos(kind: TopicKind) -> QoS {
+    match kind.qos() {
+        0 => QoS::AtMostOnce,
+        2 => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+fn options(config: &Config, index: usize, started_at_ms: u64) -> MqttOptions {
+    let broker = &config.brokers[index];
+    let mut o = MqttOptions::new(
+        format!("outpost-agent-{}", config.agent_id),
+        broker.host.clone(),
+        broker.port,
+    );
+    o.set_keep_alive(Duration::from_secs(15));
+    // A persistent session: QoS 1 commands published while we are away wait at the broker.
+    o.set_clean_session(false);
+    o.set_max_packet_size(MAX_MESSAGE_BYTES + 1024, MAX_MESSAGE_BYTES + 1024);
+    if let Some(auth) = &config.broker_auth {
+        o.set_credentials(auth.username.clone(), auth.password.clone());
+    }
+    let will = AgentState {
+        version: PROTOCOL_VERSION,
+        agent_id: outpost_protocol::AgentId::new(&config.agent_id).unwrap_or_default(),
+        liveness: Liveness::Offline,
+        started_at_ms,
+    };
+    o.set_last_will(LastWill::new(
+        topic(&config.agent_id, TopicKind::State),
+        encode_to_vec(&will),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    o
+}
+
+async fn run(
+    config: Config,
+    started_at_ms: u64,
+    events: UnboundedSender<Event>,
+    mut outgoing: UnboundedReceiver<Outgoing>,
+) {
+    let mut jitter = Jitter::new();
+    let cmd_topic = topic(&config.agent_id, TopicKind::Cmd);
+    let ack_topic = topic(&config.agent_id, TopicKind::Ack);
+    let mut index = 0usize;
+    loop {
+        let broker = &config.brokers[index];
+        tracing::info!(host = %broker.host, port = broker.port, "connecting to the broker");
+        let (client, mut eventloop) =
+            AsyncClient::new(options(&config, index, started_at_ms), 1024);
+        let mut failures = 0u32;
+        let mut connected = false;
+        loop {
+            tokio::select! {
+                polled = eventloop.poll() => match polled {
+                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                        failures = 0;
+                        for t in [&cmd_topic, &ack_topic] {
+                            let _ = client.try_subscribe(t.clone(), QoS::AtLeastOnce);
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                        // Both subscriptions are in one flight; the second SubAck is harmless.
+                        if !connected {
+                            connected = true;
+                            tracing::info!(host = %broker.host, port = broker.port, "connected to the broker");
+                            let _ = events.send(Event::BrokerConnected);
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                        let event = if p.topic == cmd_topic {
+                            Event::CommandReceived(p.payload.to_vec())
+                        } else if p.topic == ack_topic {
+                            Event::AckReceived(p.payload.to_vec())
+                        } else {
+                            continue;
+                        };
+                        if events.send(event).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if connected {
+                            connected = false;
+                            let _ = events.send(Event::BrokerDisconnected);
+                        }
+                        failures += 1;
+                        tracing::warn!(error = %e, host = %broker.host, port = broker.port, failures, "broker connection failed");
+                        if failures >= FAILURES_BEFORE_SWITCH && config.brokers.len() > 1 {
+                            index = (index + 1) % config.brokers.len();
+                            break;
+                        }
+                        tokio::time::sleep(backoff(failures - 1, 250, 30_000, &mut jitter)).await;
+                    }
+                },
+                out = outgoing.recv() => match out {
+                    Some((kind, payload)) => {
+                        let t = topic(&config.agent_id, kind);
+                        if let Err(e) = client.try_publish(t, qos(kind), kind.retain(), payload) {
+                            tracing::warn!(error = %e, ?kind, "could not queue a publish");
+                        }
+                    }
+                    None => {
+                        let _ = client.try_disconnect();
+                        return;
+                    }
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The agent's main loop: feeds events and time to the core and hands each action to its
+//! driver. Docker calls and probes run as their own tasks and report back as events, so the
+//! loop never waits on I/O.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+
+use outpost_protocol::{KeyValue, TaskStatus, TopicKind, decode};
+
+use crate::config::Config;
+use crate::core::{Action, Capacity, Event, Millis, Settings, Supervisor};
+use crate::driver::{Jitter, backoff, docker, host, mqtt, probe, systemd};
+
+/// How often the host's resources are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(30);
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// A random 64-bit number from the kernel (for status uuids), falling back to the clock.
+fn incarnation() -> u64 {
+    let mut buf = [0u8; 8];
+    match std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+    {
+        Ok(()) => u64::from_le_bytes(buf),
+        Err(_) => now_ms() ^ u64::from(std::process::id()),
+    }
+}
+
+fn settings(config: &Config, capacity: Capacity, started_at_ms: Millis) -> Settings {
+    let attributes = config
+        .attributes
+        .iter()
+        .filter_map(|(k, v)| {
+            Some(KeyValue {
+                name: outpost_protocol::Name::new(k).ok()?,
+                value: outpost_protocol::Value::new(v).ok()?,
+            })
+        })
+        .collect();
+    Settings {
+        agent_id: outpost_protocol::AgentId::new(&config.agent_id).unwrap_or_default(),
+        hostname: outpost_protocol::Hostname::new(&crate::config::hostname()).unwrap_or_default(),
+        attributes,
+        port_range: config.port_range,
+        capacity,
+        incarnation: incarnation(),
+        started_at_ms,
+        offer_interval_ms: config.offer_interval_s * 1000,
+        outbox_capacity: config.outbox_capacity,
+    }
+}
+
+/// Connects to dockerd, retrying with backoff until it answers (a cold boot may start the
+/// agent before dockerd).
+async fn connect_docker(config: &Config) -> Docker {
+    let mut jitter = Jitter::new();
+    let mut failures = 0;
+    loop {
+        match docker::connect(&config.docker).await {
+            Ok(d) => return d,
+            Err(e) => {
+                if failures % 10 == 0 {
+                    tracing::warn!(error = %e, "dockerd is not reachable yet; retrying");
+                }
+                tokio::time::sleep(backoff(failures, 250, 5_000, &mut jitter)).await;
+                failures += 1;
+            }
+        }
+    }
+}
+
+/// Everything an action's task needs.
+struct Ctx {
+    docker: Docker,
+    config: Config,
+    events: UnboundedSender<Event>,
+    mqtt: UnboundedSender<mqtt::Outgoing>,
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> std::io::Result<()> {
+    let started_at_ms = now_ms();
+    let docker = connect_docker(&config).await;
+    tracing::info!(agent_id = %config.agent_id, "connected to dockerd");
+    let (events_tx, mut events) = unbounded_channel();
+    let capacity = host::sample(&config);
+    let mut sup = Supervisor::new(settings(&config, capacity, started_at_ms));
+    let mqtt_tx = mqtt::spawn(&config, started_at_ms, events_tx.clone());
+    tokio::spawn(docker::follow_events(
+        docker.clone(),
+        config.agent_id.clone(),
+        events_tx.clone(),
+    ));
+    tokio::spawn(sample_host(config.clone(), capacity, events_tx.clone()));
+    let ctx = Arc::new(Ctx {
+        docker,
+        config,
+        events: events_tx,
+        mqtt: mqtt_tx,
+    });
+    systemd::ready();
+    let mut watchdog =
+        tokio::time::interval(systemd::watchdog_period().unwrap_or(Duration::from_secs(3600)));
+    let mut logged = std::collections::HashSet::new();
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let sleep = match sup.next_deadline() {
+            Some(at) => Duration::from_millis(at.saturating_sub(now_ms())),
+            None => Duration::from_secs(3600),
+        };
+        let event = tokio::select! {
+            Some(e) = events.recv() => e,
+            () = tokio::time::sleep(sleep) => Event::Tick,
+            _ = watchdog.tick() => {
+                systemd::watchdog();
+                continue;
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        };
+        for action in sup.handle(now_ms(), event) {
+            dispatch(&ctx, &mut logged, action);
+        }
+    }
+    tracing::info!("stopping; containers keep running");
+    Ok(())
+}
+
+async fn sample_host(config: Config, mut last: Capacity, events: UnboundedSender<Event>) {
+    loop {
+        tokio::time::sleep(SAMPLE_EVERY).await;
+        let cfg = config.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || host::sample(&cfg)).await else {
+            continue;
+        };
+        if host::changed(&last, &now) {
+            last = now;
+            if events.send(Event::CapacityChanged(now)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Logs status updates (once each, not their re-sends) and rejected commands.
+fn log_publish(logged: &mut std::collections::HashSet<[u8; 16]>, kind: TopicKind, payload: &[u8]) {
+    match kind {
+        TopicKind::Status => {
+            if let Ok(s) = decode::<TaskStatus>(payload) {
+                if logged.len() > 10_000 {
+                    logged.clear();
+                }
+                if !logged.insert(s.uuid) {
+                    return;
+                }
+                tracing::info!(
+                    task = %s.task_id,
+                    state = s.state.mesos_name(),
+                    healthy = ?s.healthy,
+                    message = s.message.as_deref().unwrap_or(""),
+                    "status update"
+                );
+            }
+        }
+        TopicKind::Reply => {
+            if let Ok(r) = decode::<outpost_protocol::CommandReply>(payload)
+                && let outpost_protocol::Outcome::Rejected(rej) = r.outcome
+            {
+                tracing::warn!(command = %r.command_id, code = ?rej.code, reason = %rej.message, "command rejected");
+            }
+        }
+        _ => {}
+    }
+}
+
+fn dispatch(ctx: &Arc<Ctx>, logged: &mut std::collections::HashSet<[u8; 16]>, action: Action) {
+    match action {
+        Action::Publish { kind, payload } => {
+            log_publish(logged, kind, &payload);
+            let _ = ctx.mqtt.send((kind, payload));
+        }
+        Action::EnsureImage {
+            launch,
+            image,
+            force,
+        } => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let result = docker::ensure_image(&ctx.docker, &ctx.config, &image, force).await;
+                match (launch, result) {
+                    (Some((task_id, attempt)), Ok(())) => {
+                        let _ = ctx.events.send(Event::ImageReady { task_id, attempt });
+                    }
+                    (Some((task_id, attempt)), Err(message)) => {
+                        let _ = ctx.events.send(Event::ImageFailed {
+                            task_id,
+                            attempt,
+                            message,
+                        });
+                    }
+                    (None, Ok(())) => tracing::info!(%image, "image pulled"),
+                    (None, Err(e)) => tracing::warn!(%image, error = %e, "pull failed"),
+                }
+            });
+        }
+        Action::Create {
+            task_id,
+            attempt,
+            spec,
+            host_ports,
+        } => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let agent = ctx.config.agent_id.clone();
+                let event = match docker::create(&ctx.docker, &agent, &spec, &host_ports).await {
+                    Ok(container_id) => Event::ContainerCreated {
+                        task_id,
+                        attempt,
+                        container_id,
+                    },
+                    Err(message) => Event::LaunchFailed {
+                        task_id,
+                        attempt,
+                        message,
+                    },
+                };
+                let _ = ctx.events.send(event);
+            });
+        }
+        Action::Start {
+            task_id,
+            attempt,
+            container_id,
+        } => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let event = match docker::start(&ctx.docker, &container_id).await {
+                    Ok(container_ip) => Event::ContainerStarted {
+                        task_id,
+                        attempt,
+                        container_ip,
+                    },
+                    Err(message) => Event::LaunchFailed {
+                        task_id,
+                        attempt,
+                        message,
+                    },
+                };
+                let _ = ctx.events.send(event);
+            });
+        }
+        Action::Stop {
+            container_id,
+            grace_s,
+        } => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = docker::stop(&ctx.docker, &container_id, grace_s).await {
+                    tracing::warn!(error = %e, "stop failed");
+                }
+            });
+        }
+        Action::Remove { container_id } => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = docker::remove(&ctx.docker, &container_id).await {
+                    tracing::warn!(error = %e, "remove failed");
+                }
+            });
+        }
+        Action::Probe {
+            task_id,
+            attempt,
+            check,
+            target,
+            timeout_ms,
+        } => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let healthy =
+                    probe::run(&ctx.docker, &target, Duration::from_millis(timeout_ms)).await;
+                let _ = ctx.events.send(Event::ProbeResult {
+                    task_id,
+                    attempt,
+                    check,
+                    healthy,
+                });
+            });
+        }
+        Action::ListContainers => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                match docker::list(&ctx.docker, &ctx.config.agent_id).await {
+                    Ok(list) => {
+                        let _ = ctx.events.send(Event::ContainersListed(list));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "listing containers failed"),
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! An `outpost-agent` process for end-to-end tests: its config written to a temp dir, its log
+//! kept in a file (printed when a test fails), and its containers removed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use tempfile::TempDir;
+
+use crate::bin_path;
+use crate::docker::docker;
+use crate::process::Guarded;
+
+/// A running agent.
+pub struct Agent {
+    id: String,
+    process: Guarded,
+    dir: TempDir,
+}
+
+impl Agent {
+    /// A unique agent id for a test (`name` plus the process id).
+    pub fn unique_id(name: &str) -> String {
+        format!("{name}-{}", std::process::id())
+    }
+
+    /// Starts the agent `id` with `extra_toml` appended to a config that points it at
+    /// `broker_url` and a port range of its own.
+    pub fn start(
+        id: &str,
+        broker_url: &str,
+        port_range: (u16, u16),
+        extra_toml: &str,
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config = format!(
+            "agent_id = \"{id}\"\nbrokers = [\"{broker_url}\"]\nstate_dir = \"{}\"\n\
+             port_range = \"{}-{}\"\noffer_interval_seconds = 5\n{extra_toml}\n",
+            dir.path().display(),
+            port_range.0,
+            port_range.1
+        );
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, config)?;
+        let process = spawn(&path, dir.path())?;
+        Ok(Self {
+            id: id.into(),
+            process,
+            dir,
+        })
+    }
+
+    /// The agent's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// SIGKILLs the agent (its containers stay).
+    pub fn kill(&mut self) {
+        self.process.stop();
+    }
+
+    /// Starts the agent again with the same config.
+    pub fn restart(&mut self) -> Result<()> {
+        self.process.stop();
+        self.process = spawn(&self.dir.path().join("agent.toml"), self.dir.path())?;
+        Ok(())
+    }
+
+    /// Ids of this agent's containers, running or not.
+    pub fn containers(&self) -> Result<Vec<String>> {
+        let filter = format!("label=outpost.agent-id={}", self.id);
+        Ok(docker(&["ps", "-aq", "--filter", &filter])?
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+}
+
+fn spawn(config: &Path, dir: &Path) -> Result<Guarded> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("agent.log"))
+        .context("opening the agent log")?;
+    let bin: PathBuf = bin_path::path("outpost-agent")?;
+    Guarded::spawn(
+        "outpost-agent",
+        Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(log),
+    )
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.process.stop();
+        if std::thread::panicking() {
+            eprintln!("---- log of agent {} ----\n{}", self.id, self.log());
+        }
+        if let Ok(ids) = self.containers()
+            && !ids.is_empty()
+        {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = docker(&args);
+        }
+    }
+}

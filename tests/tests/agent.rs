@@ -1,0 +1,446 @@
+//! outpost-agent end to end: the real binary, real mosquitto, real dockerd and registry; the
+//! test plays the bridge over MQTT.
+
+use std::time::Duration;
+
+use outpost_protocol::*;
+use outpost_tests::agent::Agent;
+use outpost_tests::bridge_sim::BridgeSim;
+use outpost_tests::docker::docker;
+use outpost_tests::image::{self, INDEX_BODY};
+use outpost_tests::mosquitto::Broker;
+use outpost_tests::registry::Registry;
+use outpost_tests::{http, wait};
+
+const SHORT: Duration = Duration::from_secs(20);
+const LONG: Duration = Duration::from_secs(60);
+
+fn t<const N: usize>(s: &str) -> Text<N> {
+    Text::new(s).unwrap()
+}
+
+/// A task of the test image: httpd on container port 80, published on host port 0.
+fn web_task(id: &str, image: &str) -> TaskSpec {
+    TaskSpec {
+        task_id: t(id),
+        image: t(image),
+        cpus: 0.1,
+        mem_mib: 32.0,
+        network: NetworkMode::Bridge,
+        port_mappings: heapless::Vec::from_slice(&[PortMapping {
+            container_port: 80,
+            host_port: 0,
+            protocol: PortProtocol::Tcp,
+            name: None,
+        }])
+        .unwrap(),
+        kill_grace_period_s: 2,
+        restart: RestartPolicy::default(),
+        ..Default::default()
+    }
+}
+
+fn http_check(max_failures: u32) -> HealthCheck {
+    HealthCheck {
+        protocol: HealthProtocol::Http,
+        path: Some(t("/health")),
+        port_index: 0,
+        grace_period_s: 0,
+        interval_s: 1,
+        timeout_s: 1,
+        max_consecutive_failures: max_failures,
+        delay_s: 0,
+        ..Default::default()
+    }
+}
+
+fn page(port: u16, path: &str) -> Option<http::Reply> {
+    http::get(&format!("http://127.0.0.1:{port}{path}")).ok()
+}
+
+fn rejected(reply: &CommandReply) -> (RejectCode, String) {
+    match &reply.outcome {
+        Outcome::Rejected(r) => (r.code, r.message.to_string()),
+        Outcome::Accepted => panic!("accepted: {reply:?}"),
+    }
+}
+
+#[test]
+fn a_task_from_an_auth_registry_serves_its_page_through_a_nat_port() {
+    let img = image::ensure().unwrap();
+    let mut registry = Registry::start_with_auth("puller", "pa55word").unwrap();
+    let remote = registry.push(img, "outpost/auth-web:1").unwrap();
+    // Make the agent pull it: the pushed tag must not be present locally.
+    docker(&["rmi", &remote]).unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("auth");
+    let creds = format!(
+        "[[registries]]\nhost = \"{}\"\nusername = \"puller\"\npassword = \"pa55word\"",
+        registry.host()
+    );
+    let _agent = Agent::start(&id, &broker.url(), (21000, 21009), &creds).unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+
+    let reply = bridge
+        .call(&id, CommandKind::Launch(web_task("auth.1", &remote)))
+        .unwrap();
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    let running = bridge.state("auth.1", TaskState::Running, LONG).unwrap();
+    assert_eq!(
+        bridge.states("auth.1"),
+        [TaskState::Staging, TaskState::Starting, TaskState::Running]
+    );
+    let port = running.host_ports[0];
+    assert!((21000..=21009).contains(&port), "{port}");
+    assert!(running.container_ip.is_some());
+    let reply = wait::until("the page through the NAT'ed port", SHORT, || {
+        page(port, "/").filter(|r| r.status == 200)
+    })
+    .unwrap();
+    assert_eq!(reply.body, INDEX_BODY);
+}
+
+#[test]
+fn a_pull_with_wrong_credentials_is_a_failed_status_naming_the_image() {
+    let img = image::ensure().unwrap();
+    let mut registry = Registry::start_with_auth("puller", "right").unwrap();
+    let remote = registry.push(img, "outpost/locked:1").unwrap();
+    docker(&["rmi", &remote]).unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("badcreds");
+    let creds = format!(
+        "[[registries]]\nhost = \"{}\"\nusername = \"puller\"\npassword = \"wrong\"",
+        registry.host()
+    );
+    let _agent = Agent::start(&id, &broker.url(), (21010, 21019), &creds).unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let reply = bridge
+        .call(&id, CommandKind::Launch(web_task("locked.1", &remote)))
+        .unwrap();
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    let failed = bridge.state("locked.1", TaskState::Failed, LONG).unwrap();
+    assert_eq!(failed.reason, Some(Reason::ImagePullFailed));
+    let msg = failed.message.unwrap().to_string();
+    assert!(msg.starts_with(&format!("pull {remote}")), "{msg}");
+}
+
+#[test]
+fn two_tasks_asking_for_port_zero_get_different_ports_and_both_serve() {
+    let img = image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("two");
+    let _agent = Agent::start(&id, &broker.url(), (21020, 21029), "").unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    for task in ["two.a", "two.b"] {
+        let reply = bridge
+            .call(&id, CommandKind::Launch(web_task(task, img)))
+            .unwrap();
+        assert_eq!(reply.outcome, Outcome::Accepted);
+    }
+    let a = bridge
+        .state("two.a", TaskState::Running, LONG)
+        .unwrap()
+        .host_ports[0];
+    let b = bridge
+        .state("two.b", TaskState::Running, LONG)
+        .unwrap()
+        .host_ports[0];
+    assert_ne!(a, b);
+    for port in [a, b] {
+        wait::until("each task's page", SHORT, || {
+            page(port, "/").filter(|r| r.status == 200)
+        })
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_failing_health_check_makes_the_agent_kill_and_relaunch_the_task() {
+    let img = image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("health");
+    let agent = Agent::start(&id, &broker.url(), (21030, 21039), "").unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let mut spec = web_task("sick.1", img);
+    spec.health_checks.push(http_check(2)).unwrap();
+    bridge.call(&id, CommandKind::Launch(spec)).unwrap();
+    bridge
+        .status("sick.1", LONG, |s| s.healthy == Some(true))
+        .unwrap();
+    let first = agent.containers().unwrap();
+    assert_eq!(first.len(), 1);
+
+    image::fail_health(&first[0]).unwrap();
+    bridge
+        .status("sick.1", LONG, |s| s.healthy == Some(false))
+        .unwrap();
+    let killed = bridge.state("sick.1", TaskState::Killed, LONG).unwrap();
+    assert_eq!(killed.reason, Some(Reason::TaskUnhealthyCheck));
+    // Relaunched with the same host port, healthy again (a fresh container has /health).
+    bridge
+        .status("sick.1", LONG, |s| {
+            s.state == TaskState::Running
+                && s.healthy == Some(true)
+                && s.timestamp_ms > killed.timestamp_ms
+        })
+        .unwrap();
+    assert_eq!(
+        bridge.states("sick.1"),
+        [
+            TaskState::Staging,
+            TaskState::Starting,
+            TaskState::Running,
+            TaskState::Running,
+            TaskState::Running,
+            TaskState::Killing,
+            TaskState::Killed,
+            TaskState::Starting,
+            TaskState::Running,
+            TaskState::Running,
+        ]
+    );
+    let now = agent.containers().unwrap();
+    assert_eq!(now.len(), 1, "one live container per task: {now:?}");
+    assert_ne!(now, first);
+}
+
+#[test]
+fn a_killed_task_frees_its_port_and_the_offer_grows_back() {
+    let img = image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("kill");
+    let agent = Agent::start(&id, &broker.url(), (21040, 21049), "").unwrap();
+    let empty = wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let mut spec = web_task("kill.1", img);
+    spec.port_mappings[0].host_port = 21045;
+    bridge.call(&id, CommandKind::Launch(spec)).unwrap();
+    bridge.state("kill.1", TaskState::Running, LONG).unwrap();
+    let busy = wait::until("an offer without port 21045", SHORT, || {
+        bridge.offer(&id).filter(|o| {
+            o.used
+                .ports
+                .iter()
+                .any(|r| r.begin <= 21045 && 21045 <= r.end)
+        })
+    })
+    .unwrap();
+    assert!(busy.available.cpus < empty.available.cpus);
+    wait::until("port 21045 to serve", SHORT, || {
+        page(21045, "/").filter(|r| r.status == 200)
+    })
+    .unwrap();
+
+    let reply = bridge
+        .call(
+            &id,
+            CommandKind::Kill(KillTask {
+                task_id: t("kill.1"),
+                grace_period_s: Some(1),
+            }),
+        )
+        .unwrap();
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    bridge.state("kill.1", TaskState::Killed, LONG).unwrap();
+    assert_eq!(
+        bridge.states("kill.1")[3..],
+        [TaskState::Killing, TaskState::Killed]
+    );
+    let after = wait::until("the offer to grow back", SHORT, || {
+        bridge
+            .offer(&id)
+            .filter(|o| o.used.ports.is_empty() && o.seq > busy.seq)
+    })
+    .unwrap();
+    assert_eq!(after.available.cpus, empty.available.cpus);
+    assert_eq!(after.available.ports, empty.available.ports);
+    wait::until("the container to be removed", SHORT, || {
+        agent.containers().ok().filter(Vec::is_empty)
+    })
+    .unwrap();
+    wait::until("port 21045 to close", SHORT, || {
+        page(21045, "/").is_none().then_some(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn bad_commands_are_rejected_with_their_reason_and_the_agent_keeps_running() {
+    let img = image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("bad");
+    let mut agent = Agent::start(&id, &broker.url(), (21050, 21059), "").unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+
+    // Undecodable CBOR.
+    bridge.send_raw(&id, b"\xff\xfe not cbor".to_vec()).unwrap();
+    let r = wait::until("a reply to garbage", SHORT, || {
+        bridge.with(|r| r.replies.iter().find(|x| x.command_id.is_empty()).cloned())
+    })
+    .unwrap();
+    assert_eq!(rejected(&r).0, RejectCode::Undecodable);
+
+    // Bad image reference syntax.
+    let (code, msg) = rejected(
+        &bridge
+            .call(
+                &id,
+                CommandKind::Launch(web_task("bad.1", "UPPER/Case:x y")),
+            )
+            .unwrap(),
+    );
+    assert_eq!(code, RejectCode::InvalidField);
+    assert!(msg.starts_with("image: \"UPPER/Case:x y\""), "{msg}");
+
+    // More memory than the host has.
+    let mut huge = web_task("bad.2", img);
+    huge.mem_mib = 1e9;
+    let (code, msg) = rejected(&bridge.call(&id, CommandKind::Launch(huge)).unwrap());
+    assert_eq!(code, RejectCode::InsufficientResources);
+    assert!(msg.starts_with("mem: 1000000000 requested"), "{msg}");
+
+    // A port that is taken.
+    let mut a = web_task("bad.3", img);
+    a.port_mappings[0].host_port = 21055;
+    assert_eq!(
+        bridge.call(&id, CommandKind::Launch(a)).unwrap().outcome,
+        Outcome::Accepted
+    );
+    let mut b = web_task("bad.4", img);
+    b.port_mappings[0].host_port = 21055;
+    let (code, msg) = rejected(&bridge.call(&id, CommandKind::Launch(b)).unwrap());
+    assert_eq!(code, RejectCode::PortUnavailable);
+    assert_eq!(
+        msg,
+        "port_mappings[0].host_port: 21055 is in use by task \"bad.3\""
+    );
+
+    // An over-long field, built by hand past the encoder's limits.
+    let mut bytes = Vec::new();
+    let mut e = minicbor::Encoder::new(&mut bytes);
+    e.map(4).unwrap();
+    e.u8(0).unwrap().u8(1).unwrap();
+    e.u8(1).unwrap().str("too-long-1").unwrap();
+    e.u8(2).unwrap().u8(0).unwrap();
+    e.u8(3).unwrap().array(2).unwrap().u8(1).unwrap();
+    e.map(1)
+        .unwrap()
+        .u8(0)
+        .unwrap()
+        .str(&"x".repeat(300))
+        .unwrap();
+    bridge.send_raw(&id, bytes).unwrap();
+    let (code, msg) = rejected(&bridge.reply("too-long-1", SHORT).unwrap());
+    assert_eq!(code, RejectCode::FieldTooLong);
+    assert!(msg.contains("kind.kill.task_id"), "{msg}");
+
+    // Kill of a task that does not exist.
+    let (code, _) = rejected(
+        &bridge
+            .call(
+                &id,
+                CommandKind::Kill(KillTask {
+                    task_id: t("nope"),
+                    grace_period_s: None,
+                }),
+            )
+            .unwrap(),
+    );
+    assert_eq!(code, RejectCode::UnknownTask);
+
+    // Still alive, and what it accepted still runs.
+    assert!(agent.is_running());
+    bridge.state("bad.3", TaskState::Running, LONG).unwrap();
+}
+
+#[test]
+fn a_command_delivered_twice_runs_once() {
+    let img = image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("twice");
+    let agent = Agent::start(&id, &broker.url(), (21060, 21069), "").unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let cmd = Command {
+        version: PROTOCOL_VERSION,
+        command_id: t("same-id"),
+        issued_at_ms: 0,
+        kind: CommandKind::Launch(web_task("twice.1", img)),
+    };
+    let bytes = codec::encode_to_vec(&cmd);
+    bridge.send_raw(&id, bytes.clone()).unwrap();
+    bridge.send_raw(&id, bytes).unwrap();
+    bridge.state("twice.1", TaskState::Running, LONG).unwrap();
+    wait::until("two replies", SHORT, || {
+        bridge.with(|r| {
+            (r.replies
+                .iter()
+                .filter(|x| x.command_id == "same-id")
+                .count()
+                == 2)
+                .then_some(())
+        })
+    })
+    .unwrap();
+    assert_eq!(agent.containers().unwrap().len(), 1);
+    assert_eq!(
+        bridge.states("twice.1"),
+        [TaskState::Staging, TaskState::Starting, TaskState::Running]
+    );
+}
+
+#[test]
+fn a_crashing_container_is_restarted_with_backoff_and_reports_its_exit_code() {
+    let img = image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("crash");
+    let _agent = Agent::start(&id, &broker.url(), (21070, 21079), "").unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let mut spec = web_task("crash.1", img);
+    spec.port_mappings.clear();
+    spec.cmd = Some(t("sleep 1; exit 3"));
+    spec.restart.backoff_s = 0.5;
+    bridge.call(&id, CommandKind::Launch(spec)).unwrap();
+    let failed = bridge.state("crash.1", TaskState::Failed, LONG).unwrap();
+    assert_eq!(failed.exit_code, Some(3));
+    assert_eq!(failed.reason, Some(Reason::CommandExecutorFailed));
+    wait::until("a second failure after a restart", LONG, || {
+        let n = bridge
+            .states("crash.1")
+            .iter()
+            .filter(|s| **s == TaskState::Failed)
+            .count();
+        (n >= 2).then_some(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_agent_rides_out_a_broker_restart_and_reconnects() {
+    let img = image::ensure().unwrap();
+    let mut broker = Broker::start().unwrap();
+    let bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("brk");
+    let _agent = Agent::start(&id, &broker.url(), (21080, 21089), "").unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    broker.stop();
+    broker.restart().unwrap();
+    drop(bridge);
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    // The restarted broker kept nothing (no persistence): an offer means the agent is back.
+    wait::until("the agent's offer on the new broker", SHORT, || {
+        bridge.offer(&id)
+    })
+    .unwrap();
+    let reply = bridge
+        .call(&id, CommandKind::Launch(web_task("brk.1", img)))
+        .unwrap();
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    bridge.state("brk.1", TaskState::Running, LONG).unwrap();
+}
