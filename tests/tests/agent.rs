@@ -444,3 +444,137 @@ fn the_agent_rides_out_a_broker_restart_and_reconnects() {
     assert_eq!(reply.outcome, Outcome::Accepted);
     bridge.state("brk.1", TaskState::Running, LONG).unwrap();
 }
+
+#[test]
+fn a_task_gets_its_volume_env_cmd_and_resource_limits() {
+    let img = image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("shape");
+    let agent = Agent::start(&id, &broker.url(), (21090, 21099), "").unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("in.txt"), "from the volume\n").unwrap();
+    let mut spec = web_task("shape.1", img);
+    spec.cpus = 0.25;
+    spec.mem_mib = 48.0;
+    spec.env.push(KeyValue { name: t("GREETING"), value: t("hello from env") }).unwrap();
+    spec.volumes
+        .push(Volume {
+            host_path: t(&data.path().display().to_string()),
+            container_path: t("/data"),
+            mode: VolumeMode::Ro,
+        })
+        .unwrap();
+    spec.cmd = Some(t(
+        "cat /data/in.txt > /www/index.html; echo \"$GREETING port $PORT0\" >> /www/index.html; \
+         touch /data/written 2>/dev/null && echo rw >> /www/index.html; exec httpd -f -p 80 -h /www",
+    ));
+    bridge.call(&id, CommandKind::Launch(spec)).unwrap();
+    let running = bridge.state("shape.1", TaskState::Running, LONG).unwrap();
+    let port = running.host_ports[0];
+    let body = wait::until("the page", SHORT, || page(port, "/").filter(|r| r.status == 200)).unwrap().body;
+    assert_eq!(body, format!("from the volume\nhello from env port {port}\n"), "a RO volume was written");
+    let ctr = &agent.containers().unwrap()[0];
+    let limits = docker(&["inspect", "--format", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} [{{.HostConfig.RestartPolicy.Name}}]", ctr]).unwrap();
+    // Docker's restart policy stays off ("" or "no"): the agent supervises.
+    assert!(
+        [format!("{} 250000000 []", 48 * 1024 * 1024), format!("{} 250000000 [no]", 48 * 1024 * 1024)].contains(&limits),
+        "{limits}"
+    );
+    let labels = docker(&["inspect", "--format", "{{index .Config.Labels \"outpost.task-id\"}} {{index .Config.Labels \"outpost.agent-id\"}}", ctr]).unwrap();
+    assert_eq!(labels, format!("shape.1 {id}"));
+}
+
+#[test]
+fn tcp_and_command_health_checks_run_in_the_container_and_fail_from_outside() {
+    let img = image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("checks");
+    let agent = Agent::start(&id, &broker.url(), (21100, 21109), "").unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let mut spec = web_task("checks.1", img);
+    spec.health_checks
+        .push(HealthCheck { protocol: HealthProtocol::Tcp, interval_s: 1, timeout_s: 1, ..Default::default() })
+        .unwrap();
+    spec.health_checks
+        .push(HealthCheck {
+            protocol: HealthProtocol::Command,
+            command: Some(t("test -f /www/health")),
+            interval_s: 1,
+            timeout_s: 2,
+            max_consecutive_failures: 0,
+            ..Default::default()
+        })
+        .unwrap();
+    bridge.call(&id, CommandKind::Launch(spec)).unwrap();
+    bridge.status("checks.1", LONG, |s| s.healthy == Some(true)).unwrap();
+    image::fail_health(&agent.containers().unwrap()[0]).unwrap();
+    let sick = bridge.status("checks.1", LONG, |s| s.healthy == Some(false)).unwrap();
+    assert_eq!(sick.state, TaskState::Running, "max_consecutive_failures 0 never kills");
+    image::heal(&agent.containers().unwrap()[0]).unwrap();
+    bridge
+        .status("checks.1", LONG, |s| s.healthy == Some(true) && s.timestamp_ms > sick.timestamp_ms)
+        .unwrap();
+}
+
+#[test]
+fn a_hung_health_endpoint_does_not_delay_another_tasks_checks() {
+    let img = image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("hung");
+    let agent = Agent::start(&id, &broker.url(), (21110, 21119), "").unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    // `nc -l` fed by a sleeping pipe accepts the probe and never answers: it hangs to its timeout.
+    let mut hung = web_task("hung.1", img);
+    hung.cmd = Some(t("sleep 3600 | nc -l -p 80"));
+    let mut check = http_check(0);
+    // Early refusals (before nc listens) fall in the grace period; then a probe hangs 30 s.
+    check.grace_period_s = 120;
+    check.timeout_s = 30;
+    hung.health_checks.push(check).unwrap();
+    bridge.call(&id, CommandKind::Launch(hung)).unwrap();
+    bridge.state("hung.1", TaskState::Running, LONG).unwrap();
+    let ctr = agent.containers().unwrap()[0].clone();
+    wait::until("a probe to hang in nc", SHORT, || {
+        docker(&["logs", &ctr]).ok().filter(|l| l.contains("GET /health"))
+    })
+    .unwrap();
+    let mut fine = web_task("fine.1", img);
+    fine.health_checks.push(http_check(3)).unwrap();
+    let sent = std::time::Instant::now();
+    bridge.call(&id, CommandKind::Launch(fine)).unwrap();
+    bridge.status("fine.1", SHORT, |s| s.healthy == Some(true)).unwrap();
+    assert!(sent.elapsed() < Duration::from_secs(15), "took {:?}", sent.elapsed());
+    assert!(bridge.with(|r| r.statuses.iter().all(|s| s.task_id != "hung.1" || s.healthy.is_none())));
+}
+
+#[test]
+fn drain_kills_every_task_and_refuses_launches_and_reconcile_reports_tasks() {
+    let img = image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("drain");
+    let agent = Agent::start(&id, &broker.url(), (21120, 21129), "").unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    bridge.call(&id, CommandKind::Launch(web_task("drain.1", img))).unwrap();
+    bridge.state("drain.1", TaskState::Running, LONG).unwrap();
+    let before = bridge.with(|r| r.statuses.len());
+    bridge.call(&id, CommandKind::Reconcile(Reconcile::default())).unwrap();
+    let answer = bridge.status("drain.1", SHORT, |s| s.reason == Some(Reason::Reconciliation)).unwrap();
+    assert_eq!(answer.state, TaskState::Running);
+    assert!(bridge.with(|r| r.statuses.len()) > before);
+
+    let reply = bridge.call(&id, CommandKind::Drain(Drain { policy: DrainPolicy::KillAll })).unwrap();
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    bridge.state("drain.1", TaskState::Killed, LONG).unwrap();
+    wait::until("the draining state", SHORT, || {
+        bridge.with(|r| r.states.iter().any(|s| s.liveness == Liveness::Draining).then_some(()))
+    })
+    .unwrap();
+    let (code, _) = rejected(&bridge.call(&id, CommandKind::Launch(web_task("drain.2", img))).unwrap());
+    assert_eq!(code, RejectCode::Draining);
+    wait::until("no containers left", SHORT, || agent.containers().ok().filter(Vec::is_empty)).unwrap();
+}
