@@ -130,3 +130,134 @@ impl Drop for Scope {
         }
     }
 }
+
+/// A dockerd of a test's own (own socket, data and exec roots, no bridge network), for tests
+/// that stop and restart dockerd without disturbing the tests that share the system one.
+#[derive(Debug)]
+pub struct PrivateDockerd {
+    dir: tempfile::TempDir,
+    process: Option<crate::process::Guarded>,
+}
+
+impl PrivateDockerd {
+    /// Starts it and waits until it answers.
+    pub fn start() -> Result<Self> {
+        ensure_dockerd()?;
+        // Short paths: containerd's sockets live under the exec root and unix socket paths are
+        // limited to 108 bytes.
+        let dir = tempfile::Builder::new().prefix("od").tempdir_in("/tmp")?;
+        let mut d = Self { dir, process: None };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let p = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p.join("dockerd.log"))?;
+        let mut cmd = Command::new("dockerd");
+        cmd.arg("--host")
+            .arg(format!("unix://{}", self.socket().display()))
+            .arg("--data-root")
+            .arg(p.join("data"))
+            .arg("--exec-root")
+            .arg(p.join("x"))
+            .arg("--pidfile")
+            .arg(p.join("docker.pid"))
+            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.process = Some(crate::process::Guarded::spawn("private dockerd", &mut cmd)?);
+        wait::until(
+            "the private dockerd to answer",
+            Duration::from_secs(60),
+            || {
+                self.cli(&["version", "--format", "{{.Server.Version}}"])
+                    .ok()
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Its socket.
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
+    /// `unix://<socket>`, for an agent's `docker` setting.
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// Runs the docker CLI against it.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        crate::process::stdout(Command::new("docker").arg("-H").arg(self.url()).args(args))
+    }
+
+    /// Copies an image of the system dockerd into this one.
+    pub fn load(&self, image: &str) -> Result<()> {
+        let mut save = Command::new("docker")
+            .args(["save", image])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("docker save")?;
+        let out = save.stdout.take().context("docker save's stdout")?;
+        crate::process::run(
+            Command::new("docker")
+                .arg("-H")
+                .arg(self.url())
+                .arg("load")
+                .stdin(out),
+        )?;
+        save.wait()?;
+        Ok(())
+    }
+
+    /// Stops dockerd (SIGTERM, as a service stop does; its containers stop with it) and waits
+    /// until it is gone.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut p) = self.process.take() {
+            if let Some(pid) = p.pid() {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+            wait::until(
+                "the private dockerd to exit",
+                Duration::from_secs(60),
+                || (!p.is_running()).then_some(()),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again on the same socket and data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.spawn()
+    }
+}
+
+impl Drop for PrivateDockerd {
+    fn drop(&mut self) {
+        if let Ok(ids) = self.cli(&["ps", "-aq"]) {
+            for id in ids.lines() {
+                let _ = self.cli(&["rm", "-f", id]);
+            }
+        }
+        let _ = self.stop();
+        // dockerd leaves mounts under its roots (a netns, overlays): unmount them, deepest
+        // first, so the temp dir can go.
+        let root = self.dir.path().to_string_lossy().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&root))
+            .collect();
+        points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in points {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+}

@@ -458,7 +458,12 @@ fn a_task_gets_its_volume_env_cmd_and_resource_limits() {
     let mut spec = web_task("shape.1", img);
     spec.cpus = 0.25;
     spec.mem_mib = 48.0;
-    spec.env.push(KeyValue { name: t("GREETING"), value: t("hello from env") }).unwrap();
+    spec.env
+        .push(KeyValue {
+            name: t("GREETING"),
+            value: t("hello from env"),
+        })
+        .unwrap();
     spec.volumes
         .push(Volume {
             host_path: t(&data.path().display().to_string()),
@@ -473,13 +478,31 @@ fn a_task_gets_its_volume_env_cmd_and_resource_limits() {
     bridge.call(&id, CommandKind::Launch(spec)).unwrap();
     let running = bridge.state("shape.1", TaskState::Running, LONG).unwrap();
     let port = running.host_ports[0];
-    let body = wait::until("the page", SHORT, || page(port, "/").filter(|r| r.status == 200)).unwrap().body;
-    assert_eq!(body, format!("from the volume\nhello from env port {port}\n"), "a RO volume was written");
+    let body = wait::until("the page", SHORT, || {
+        page(port, "/").filter(|r| r.status == 200)
+    })
+    .unwrap()
+    .body;
+    assert_eq!(
+        body,
+        format!("from the volume\nhello from env port {port}\n"),
+        "a RO volume was written"
+    );
     let ctr = &agent.containers().unwrap()[0];
-    let limits = docker(&["inspect", "--format", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} [{{.HostConfig.RestartPolicy.Name}}]", ctr]).unwrap();
+    let limits = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} [{{.HostConfig.RestartPolicy.Name}}]",
+        ctr,
+    ])
+    .unwrap();
     // Docker's restart policy stays off ("" or "no"): the agent supervises.
     assert!(
-        [format!("{} 250000000 []", 48 * 1024 * 1024), format!("{} 250000000 [no]", 48 * 1024 * 1024)].contains(&limits),
+        [
+            format!("{} 250000000 []", 48 * 1024 * 1024),
+            format!("{} 250000000 [no]", 48 * 1024 * 1024)
+        ]
+        .contains(&limits),
         "{limits}"
     );
     let labels = docker(&["inspect", "--format", "{{index .Config.Labels \"outpost.task-id\"}} {{index .Config.Labels \"outpost.agent-id\"}}", ctr]).unwrap();
@@ -496,7 +519,12 @@ fn tcp_and_command_health_checks_run_in_the_container_and_fail_from_outside() {
     wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
     let mut spec = web_task("checks.1", img);
     spec.health_checks
-        .push(HealthCheck { protocol: HealthProtocol::Tcp, interval_s: 1, timeout_s: 1, ..Default::default() })
+        .push(HealthCheck {
+            protocol: HealthProtocol::Tcp,
+            interval_s: 1,
+            timeout_s: 1,
+            ..Default::default()
+        })
         .unwrap();
     spec.health_checks
         .push(HealthCheck {
@@ -509,13 +537,23 @@ fn tcp_and_command_health_checks_run_in_the_container_and_fail_from_outside() {
         })
         .unwrap();
     bridge.call(&id, CommandKind::Launch(spec)).unwrap();
-    bridge.status("checks.1", LONG, |s| s.healthy == Some(true)).unwrap();
+    bridge
+        .status("checks.1", LONG, |s| s.healthy == Some(true))
+        .unwrap();
     image::fail_health(&agent.containers().unwrap()[0]).unwrap();
-    let sick = bridge.status("checks.1", LONG, |s| s.healthy == Some(false)).unwrap();
-    assert_eq!(sick.state, TaskState::Running, "max_consecutive_failures 0 never kills");
+    let sick = bridge
+        .status("checks.1", LONG, |s| s.healthy == Some(false))
+        .unwrap();
+    assert_eq!(
+        sick.state,
+        TaskState::Running,
+        "max_consecutive_failures 0 never kills"
+    );
     image::heal(&agent.containers().unwrap()[0]).unwrap();
     bridge
-        .status("checks.1", LONG, |s| s.healthy == Some(true) && s.timestamp_ms > sick.timestamp_ms)
+        .status("checks.1", LONG, |s| {
+            s.healthy == Some(true) && s.timestamp_ms > sick.timestamp_ms
+        })
         .unwrap();
 }
 
@@ -539,16 +577,28 @@ fn a_hung_health_endpoint_does_not_delay_another_tasks_checks() {
     bridge.state("hung.1", TaskState::Running, LONG).unwrap();
     let ctr = agent.containers().unwrap()[0].clone();
     wait::until("a probe to hang in nc", SHORT, || {
-        docker(&["logs", &ctr]).ok().filter(|l| l.contains("GET /health"))
+        docker(&["logs", &ctr])
+            .ok()
+            .filter(|l| l.contains("GET /health"))
     })
     .unwrap();
     let mut fine = web_task("fine.1", img);
     fine.health_checks.push(http_check(3)).unwrap();
     let sent = std::time::Instant::now();
     bridge.call(&id, CommandKind::Launch(fine)).unwrap();
-    bridge.status("fine.1", SHORT, |s| s.healthy == Some(true)).unwrap();
-    assert!(sent.elapsed() < Duration::from_secs(15), "took {:?}", sent.elapsed());
-    assert!(bridge.with(|r| r.statuses.iter().all(|s| s.task_id != "hung.1" || s.healthy.is_none())));
+    bridge
+        .status("fine.1", SHORT, |s| s.healthy == Some(true))
+        .unwrap();
+    assert!(
+        sent.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert!(bridge.with(|r| {
+        r.statuses
+            .iter()
+            .all(|s| s.task_id != "hung.1" || s.healthy.is_none())
+    }));
 }
 
 #[test]
@@ -559,22 +609,102 @@ fn drain_kills_every_task_and_refuses_launches_and_reconcile_reports_tasks() {
     let id = Agent::unique_id("drain");
     let agent = Agent::start(&id, &broker.url(), (21120, 21129), "").unwrap();
     wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
-    bridge.call(&id, CommandKind::Launch(web_task("drain.1", img))).unwrap();
+    bridge
+        .call(&id, CommandKind::Launch(web_task("drain.1", img)))
+        .unwrap();
     bridge.state("drain.1", TaskState::Running, LONG).unwrap();
     let before = bridge.with(|r| r.statuses.len());
-    bridge.call(&id, CommandKind::Reconcile(Reconcile::default())).unwrap();
-    let answer = bridge.status("drain.1", SHORT, |s| s.reason == Some(Reason::Reconciliation)).unwrap();
+    bridge
+        .call(&id, CommandKind::Reconcile(Reconcile::default()))
+        .unwrap();
+    let answer = bridge
+        .status("drain.1", SHORT, |s| {
+            s.reason == Some(Reason::Reconciliation)
+        })
+        .unwrap();
     assert_eq!(answer.state, TaskState::Running);
     assert!(bridge.with(|r| r.statuses.len()) > before);
 
-    let reply = bridge.call(&id, CommandKind::Drain(Drain { policy: DrainPolicy::KillAll })).unwrap();
+    let reply = bridge
+        .call(
+            &id,
+            CommandKind::Drain(Drain {
+                policy: DrainPolicy::KillAll,
+            }),
+        )
+        .unwrap();
     assert_eq!(reply.outcome, Outcome::Accepted);
     bridge.state("drain.1", TaskState::Killed, LONG).unwrap();
     wait::until("the draining state", SHORT, || {
-        bridge.with(|r| r.states.iter().any(|s| s.liveness == Liveness::Draining).then_some(()))
+        bridge.with(|r| {
+            r.states
+                .iter()
+                .any(|s| s.liveness == Liveness::Draining)
+                .then_some(())
+        })
     })
     .unwrap();
-    let (code, _) = rejected(&bridge.call(&id, CommandKind::Launch(web_task("drain.2", img))).unwrap());
+    let (code, _) = rejected(
+        &bridge
+            .call(&id, CommandKind::Launch(web_task("drain.2", img)))
+            .unwrap(),
+    );
     assert_eq!(code, RejectCode::Draining);
-    wait::until("no containers left", SHORT, || agent.containers().ok().filter(Vec::is_empty)).unwrap();
+    wait::until("no containers left", SHORT, || {
+        agent.containers().ok().filter(Vec::is_empty)
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_agent_rides_out_a_dockerd_restart_and_brings_its_task_back() {
+    let img = image::ensure().unwrap();
+    let mut dockerd = outpost_tests::docker::PrivateDockerd::start().unwrap();
+    dockerd.load(img).unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("dockerd");
+    let docker_setting = format!("docker = \"{}\"", dockerd.url());
+    let _agent = Agent::start(&id, &broker.url(), (21130, 21139), &docker_setting).unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    // The private dockerd has no bridge network: a HOST task checked by a command.
+    let mut spec = web_task("dockerd.1", img);
+    spec.network = NetworkMode::Host;
+    spec.port_mappings.clear();
+    spec.cmd = Some(t("sleep 3600"));
+    spec.restart.backoff_s = 0.2;
+    spec.health_checks
+        .push(HealthCheck {
+            protocol: HealthProtocol::Command,
+            command: Some(t("true")),
+            interval_s: 1,
+            timeout_s: 5,
+            max_consecutive_failures: 3,
+            ..Default::default()
+        })
+        .unwrap();
+    bridge.call(&id, CommandKind::Launch(spec)).unwrap();
+    let first = bridge
+        .status("dockerd.1", LONG, |s| s.healthy == Some(true))
+        .unwrap();
+
+    dockerd.restart().unwrap();
+    // Its container died with dockerd; the agent notices, restarts it, and checks it again.
+    bridge.state("dockerd.1", TaskState::Failed, LONG).unwrap();
+    bridge
+        .status("dockerd.1", LONG, |s| {
+            s.state == TaskState::Running
+                && s.healthy == Some(true)
+                && s.timestamp_ms > first.timestamp_ms
+        })
+        .unwrap();
+    let running = dockerd
+        .cli(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=outpost.agent-id={id}"),
+        ])
+        .unwrap();
+    assert_eq!(running.lines().count(), 1, "{running}");
 }

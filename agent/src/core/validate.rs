@@ -73,6 +73,11 @@ pub fn spec(spec: &TaskSpec) -> Result<(), Rejection> {
         }
     }
     for (i, hc) in spec.health_checks.iter().enumerate() {
+        if hc.protocol == HealthProtocol::Https {
+            return invalid(format_args!(
+                "health_checks[{i}].protocol: HTTPS checks need TLS, which this agent build does not carry yet; use HTTP or TCP"
+            ));
+        }
         match hc.protocol {
             HealthProtocol::Http | HealthProtocol::Https | HealthProtocol::Tcp => {
                 if hc.port.is_none() && usize::from(hc.port_index) >= spec.port_mappings.len() {
@@ -209,6 +214,38 @@ mod tests {
         ] {
             assert_eq!(image_reference(ok), Ok(()), "{ok}");
         }
+    }
+
+    #[test]
+    fn an_https_health_check_is_refused_until_the_agent_has_tls() {
+        let mut s = TaskSpec {
+            task_id: Text::new("t").unwrap(),
+            image: Text::new("web").unwrap(),
+            cpus: 0.1,
+            mem_mib: 32.0,
+            ..Default::default()
+        };
+        s.port_mappings
+            .push(outpost_protocol::PortMapping {
+                container_port: 80,
+                ..Default::default()
+            })
+            .unwrap();
+        s.health_checks
+            .push(outpost_protocol::HealthCheck {
+                protocol: HealthProtocol::Https,
+                interval_s: 1,
+                timeout_s: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        let r = spec(&s).unwrap_err();
+        assert!(
+            r.message
+                .starts_with("health_checks[0].protocol: HTTPS checks need TLS"),
+            "{}",
+            r.message
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use bollard::auth::DockerCredentials;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
-    RemoveContainerOptions, StopContainerOptions,
+    ListImagesOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use futures_util::StreamExt;
 use tokio::sync::mpsc::UnboundedSender;
@@ -47,7 +47,7 @@ pub async fn ensure_image(
     image: &str,
     force: bool,
 ) -> Result<(), String> {
-    if !force && docker.inspect_image(image).await.is_ok() {
+    if !force && image_present(docker, image).await {
         return Ok(());
     }
     let credentials = config.registry_auth(image).map(|r| DockerCredentials {
@@ -74,6 +74,53 @@ pub async fn ensure_image(
         }
     }
     Ok(())
+}
+
+/// Whether dockerd has `image` (untagged means `:latest`, as Docker pulls it). Lists images
+/// by reference rather than inspecting one: the summary is much smaller to decode, which keeps
+/// the static binary small.
+async fn image_present(docker: &Docker, image: &str) -> bool {
+    let (repo, tag) = split_tag(image);
+    let reference = if tag.is_empty() {
+        repo.to_string()
+    } else {
+        format!("{repo}:{tag}")
+    };
+    let mut filters = HashMap::new();
+    filters.insert("reference".to_string(), vec![reference]);
+    let options = ListImagesOptions {
+        filters: Some(filters),
+        ..Default::default()
+    };
+    docker
+        .list_images(Some(options))
+        .await
+        .is_ok_and(|images| !images.is_empty())
+}
+
+/// One container's summary (state, status line, networks), found by id.
+async fn summary(
+    docker: &Docker,
+    container_id: &str,
+) -> Result<Option<bollard::models::ContainerSummary>, bollard::errors::Error> {
+    let mut filters = HashMap::new();
+    filters.insert("id".to_string(), vec![container_id.to_string()]);
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    Ok(docker
+        .list_containers(Some(options))
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// The exit code in a status line such as `Exited (3) 2 seconds ago`.
+fn exit_code_of(status: &str) -> Option<i64> {
+    let rest = status.strip_prefix("Exited (")?;
+    rest.split(')').next()?.parse().ok()
 }
 
 /// `repo[:tag]` → (`repo`, `tag`), with `latest` when no tag is given; a digest stays whole.
@@ -230,11 +277,10 @@ pub async fn start(docker: &Docker, container_id: &str) -> Result<Option<String>
         .start_container(container_id, None)
         .await
         .map_err(|e| format!("start container {container_id}: {}", docker_message(&e)))?;
-    let inspect = docker
-        .inspect_container(container_id, None)
+    let found = summary(docker, container_id)
         .await
-        .map_err(|e| format!("inspect container {container_id}: {}", docker_message(&e)))?;
-    let ip = inspect.network_settings.and_then(|n| {
+        .map_err(|e| format!("list container {container_id}: {}", docker_message(&e)))?;
+    let ip = found.and_then(|c| c.network_settings).and_then(|n| {
         n.networks
             .into_iter()
             .flat_map(|m| m.into_values())
@@ -306,12 +352,7 @@ pub async fn list(docker: &Docker, agent_id: &str) -> Result<Vec<ObservedContain
         let exit_code = if running {
             0
         } else {
-            docker
-                .inspect_container(&id, None)
-                .await
-                .ok()
-                .and_then(|i| i.state.and_then(|st| st.exit_code))
-                .unwrap_or(-1)
+            s.status.as_deref().and_then(exit_code_of).unwrap_or(-1)
         };
         out.push(ObservedContainer {
             container_id: id,
