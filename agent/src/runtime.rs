@@ -14,6 +14,36 @@ use crate::config::Config;
 use crate::core::{Action, Capacity, Event, Millis, Settings, Supervisor};
 use crate::driver::{Jitter, backoff, docker, host, mqtt, probe, systemd};
 
+/// How often the number of health probes run is logged.
+const PROBE_REPORT_EVERY: Duration = Duration::from_secs(30);
+
+/// Health probes completed since the last report.
+#[derive(Debug, Default)]
+struct ProbeCounter {
+    done: u64,
+    failed: u64,
+}
+
+impl ProbeCounter {
+    fn count(&mut self, healthy: bool) {
+        self.done += 1;
+        self.failed += u64::from(!healthy);
+    }
+
+    fn report(&mut self) {
+        if self.done > 0 {
+            let per_s = self.done as f64 / PROBE_REPORT_EVERY.as_secs_f64();
+            tracing::info!(
+                probes = self.done,
+                failed = self.failed,
+                per_second = per_s,
+                "health probes in the last 30 s"
+            );
+        }
+        *self = Self::default();
+    }
+}
+
 /// How often the host's resources are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(30);
 
@@ -111,6 +141,8 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let mut watchdog =
         tokio::time::interval(systemd::watchdog_period().unwrap_or(Duration::from_secs(3600)));
     let mut logged = std::collections::HashSet::new();
+    let mut probes = ProbeCounter::default();
+    let mut probe_report = tokio::time::interval(PROBE_REPORT_EVERY);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         let sleep = match sup.next_deadline() {
@@ -124,9 +156,16 @@ pub async fn run(config: Config) -> std::io::Result<()> {
                 systemd::watchdog();
                 continue;
             }
+            _ = probe_report.tick() => {
+                probes.report();
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         };
+        if let Event::ProbeResult { healthy, .. } = &event {
+            probes.count(*healthy);
+        }
         for action in sup.handle(now_ms(), event) {
             dispatch(&ctx, &mut logged, action);
         }

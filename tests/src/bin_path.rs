@@ -10,7 +10,14 @@ use crate::process;
 
 /// Builds `package`'s binary of the same name (debug profile) unless this process already
 /// did, and returns its path. Cargo's own freshness check makes a repeat build instant.
+///
+/// `OUTPOST_AGENT_BIN` (or `OUTPOST_BRIDGE_BIN`) names a prebuilt binary instead, e.g. the
+/// static release build for benchmarks.
 pub fn path(package: &str) -> Result<PathBuf> {
+    let var = format!("{}_BIN", package.to_uppercase().replace('-', "_"));
+    if let Some(p) = std::env::var_os(&var) {
+        return Ok(PathBuf::from(p));
+    }
     static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     let root = workspace_root();

@@ -131,11 +131,14 @@ impl Drop for Scope {
     }
 }
 
-/// A dockerd of a test's own (own socket, data and exec roots, no bridge network), for tests
-/// that stop and restart dockerd without disturbing the tests that share the system one.
+/// A dockerd of a test's own, for tests that stop and restart dockerd without disturbing the
+/// tests that share the system one: its own socket, data and exec roots, and its own network
+/// namespace (a second dockerd in the host's namespace would fight the first over `docker0` and
+/// iptables). Clients reach it through its unix socket.
 #[derive(Debug)]
 pub struct PrivateDockerd {
     dir: tempfile::TempDir,
+    netns: String,
     process: Option<crate::process::Guarded>,
 }
 
@@ -146,7 +149,21 @@ impl PrivateDockerd {
         // Short paths: containerd's sockets live under the exec root and unix socket paths are
         // limited to 108 bytes.
         let dir = tempfile::Builder::new().prefix("od").tempdir_in("/tmp")?;
-        let mut d = Self { dir, process: None };
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let netns = format!(
+            "outpost-d{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        crate::process::run(Command::new("ip").args(["netns", "add", &netns]))?;
+        let mut d = Self {
+            dir,
+            netns,
+            process: None,
+        };
+        crate::process::run(
+            Command::new("ip").args(["netns", "exec", &d.netns, "ip", "link", "set", "lo", "up"]),
+        )?;
         d.spawn()?;
         Ok(d)
     }
@@ -157,8 +174,12 @@ impl PrivateDockerd {
             .create(true)
             .append(true)
             .open(p.join("dockerd.log"))?;
-        let mut cmd = Command::new("dockerd");
-        cmd.arg("--host")
+        // nsenter enters only the network namespace; `ip netns exec` would also remount /sys,
+        // hiding the cgroup mounts dockerd needs.
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg("dockerd")
+            .arg("--host")
             .arg(format!("unix://{}", self.socket().display()))
             .arg("--data-root")
             .arg(p.join("data"))
@@ -166,7 +187,6 @@ impl PrivateDockerd {
             .arg(p.join("x"))
             .arg("--pidfile")
             .arg(p.join("docker.pid"))
-            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
             .stdout(log.try_clone()?)
             .stderr(log);
         self.process = Some(crate::process::Guarded::spawn("private dockerd", &mut cmd)?);
@@ -259,5 +279,8 @@ impl Drop for PrivateDockerd {
         for m in points {
             let _ = Command::new("umount").arg("-l").arg(m).status();
         }
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.netns])
+            .status();
     }
 }

@@ -667,7 +667,8 @@ fn the_agent_rides_out_a_dockerd_restart_and_brings_its_task_back() {
     let docker_setting = format!("docker = \"{}\"", dockerd.url());
     let _agent = Agent::start(&id, &broker.url(), (21130, 21139), &docker_setting).unwrap();
     wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
-    // The private dockerd has no bridge network: a HOST task checked by a command.
+    // The private dockerd lives in its own network namespace: its ports are not on this
+    // loopback, so the task is checked by a command.
     let mut spec = web_task("dockerd.1", img);
     spec.network = NetworkMode::Host;
     spec.port_mappings.clear();
