@@ -68,6 +68,12 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -127,10 +133,14 @@ fn measure(bridge: &mut BridgeSim, agent: &Agent, id: &str, img: &str) -> Result
     let mut agent_times = Vec::new();
     for i in 0..LAUNCHES {
         let name = format!("lat.{i}");
-        let start = Instant::now();
+        let sent_ms = now_ms();
         bridge.send(&id, CommandKind::Launch(task(&name, img, false)))?;
-        bridge.state(&name, TaskState::Running, Duration::from_secs(60))?;
-        agent_times.push(start.elapsed());
+        // The agent's own timestamp of RUNNING (same host clock): the test's polling interval
+        // is not part of the figure.
+        let running = bridge.state(&name, TaskState::Running, Duration::from_secs(60))?;
+        agent_times.push(Duration::from_millis(
+            running.timestamp_ms.saturating_sub(sent_ms),
+        ));
         bridge.call(
             &id,
             CommandKind::Kill(KillTask {
@@ -139,6 +149,9 @@ fn measure(bridge: &mut BridgeSim, agent: &Agent, id: &str, img: &str) -> Result
             }),
         )?;
         bridge.state(&name, TaskState::Killed, Duration::from_secs(60))?;
+    }
+    if std::env::var_os("BENCH_SHOW_LOG").is_some() {
+        eprintln!("{}", agent.log());
     }
     let scope = Scope::new()?;
     let mut docker_times = Vec::new();
@@ -149,6 +162,14 @@ fn measure(bridge: &mut BridgeSim, agent: &Agent, id: &str, img: &str) -> Result
         docker(&["rm", "-f", &ctr])?;
     }
 
+    if std::env::var_os("BENCH_LAUNCH_ONLY").is_some() {
+        println!(
+            "launch medians: agent {:?}, docker {:?}",
+            median(agent_times),
+            median(docker_times)
+        );
+        return Ok(());
+    }
     launch_healthy(bridge, &id, img, "h20", 20)?;
     let wait_rss = Instant::now();
     wait::until(

@@ -683,7 +683,30 @@ impl Supervisor {
             self.actions.push(Action::Remove { container_id });
         }
         self.status(now, id, TaskState::Failed, Some(reason), Some(msg));
+        self.move_dynamic_ports(id);
         self.after_end(now, id, false);
+    }
+
+    /// After a failed launch, gives the task's host-port-0 mappings other ports: the failure
+    /// may be a port something outside the agent holds, and the next attempt should not hit it
+    /// again. Ports never seen running are nobody's promise yet.
+    fn move_dynamic_ports(&mut self, id: &TaskId) {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        for (i, m) in t.spec.port_mappings.iter().enumerate() {
+            if m.host_port != 0 {
+                continue;
+            }
+            let Some(old) = t.host_ports.get(i).copied() else {
+                continue;
+            };
+            // Round-robin: the new port is another one whenever the range has another free.
+            if let Ok(new) = self.ports.allocate(id, &[0]) {
+                self.ports.release_port(old);
+                t.host_ports[i] = new[0];
+            }
+        }
     }
 
     fn on_exited(&mut self, now: Millis, container_id: &str, exit_code: i64, oom: bool) {

@@ -9,6 +9,9 @@ use outpost_protocol::{MAX_PORT_RANGES, PortRange, TaskId};
 pub struct Ports {
     range: PortRange,
     held: BTreeMap<u16, TaskId>,
+    /// Where the search for the next free port starts: ports are handed out round-robin, so a
+    /// port just freed is not given again while dockerd may still be releasing it.
+    cursor: u16,
 }
 
 /// A fixed host port that cannot be given.
@@ -28,6 +31,7 @@ impl Ports {
         Self {
             range,
             held: BTreeMap::new(),
+            cursor: range.begin,
         }
     }
 
@@ -68,7 +72,8 @@ impl Ports {
         Ok(())
     }
 
-    /// Gives `task` the ports it asks for (0 = the lowest free port), in order.
+    /// Gives `task` the ports it asks for (0 = the next free port after the last one given,
+    /// wrapping around the range), in order.
     pub fn allocate(&mut self, task: &TaskId, wanted: &[u16]) -> Result<Vec<u16>, PortError> {
         self.check(wanted)?;
         let mut given = Vec::with_capacity(wanted.len());
@@ -77,10 +82,16 @@ impl Ports {
         }
         for &p in wanted {
             let port = if p == 0 {
-                let free = (self.range.begin..=self.range.end)
+                let free = (self.cursor..=self.range.end)
+                    .chain(self.range.begin..self.cursor)
                     .find(|q| !self.held.contains_key(q))
                     .ok_or(PortError::Exhausted)?;
                 self.held.insert(free, task.clone());
+                self.cursor = if free >= self.range.end {
+                    self.range.begin
+                } else {
+                    free + 1
+                };
                 free
             } else {
                 p
@@ -88,6 +99,11 @@ impl Ports {
             given.push(port);
         }
         Ok(given)
+    }
+
+    /// Frees one port.
+    pub fn release_port(&mut self, port: u16) {
+        self.held.remove(&port);
     }
 
     /// Frees every port `task` holds.
@@ -151,7 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn port_zero_takes_the_lowest_free_port_and_release_gives_it_back() {
+    fn port_zero_goes_round_robin_so_a_freed_port_is_not_reused_at_once() {
         let mut p = Ports::new(PortRange {
             begin: 31000,
             end: 31003,
@@ -167,7 +183,9 @@ mod tests {
         );
         p.release(&id("a"));
         assert_eq!(p.free_count(), 3);
-        assert_eq!(p.allocate(&id("c"), &[0]).unwrap(), vec![31000]);
+        assert_eq!(p.allocate(&id("c"), &[0]).unwrap(), vec![31003]);
+        // Then it wraps around to the ports freed first.
+        assert_eq!(p.allocate(&id("d"), &[0]).unwrap(), vec![31000]);
     }
 
     #[test]

@@ -671,6 +671,34 @@ fn reconcile_reports_every_task_or_the_listed_ones_including_unknown() {
 }
 
 #[test]
+fn a_launch_that_fails_moves_its_dynamic_port_for_the_next_attempt() {
+    let mut sim = Sim::new();
+    sim.command(CommandKind::Launch(spec("m")));
+    let id = TaskId::new("m").unwrap();
+    sim.ev(Event::ImageReady {
+        task_id: id.clone(),
+        attempt: 1,
+    });
+    sim.ev(Event::ContainerCreated {
+        task_id: id.clone(),
+        attempt: 1,
+        container_id: "c1".into(),
+    });
+    sim.ev(Event::LaunchFailed {
+        task_id: id.clone(),
+        attempt: 1,
+        message: "driver failed programming external connectivity: port is already allocated"
+            .into(),
+    });
+    assert_eq!(sim.sup.tasks()[&id].host_ports.as_slice(), [31001]);
+    assert_eq!(sim.sup.ports().holder(31000), None);
+    sim.advance(1_000);
+    let id2 = id.clone();
+    sim.bring_up(&id2);
+    assert_eq!(sim.statuses.last().unwrap().host_ports.as_slice(), [31001]);
+}
+
+#[test]
 fn a_failed_pull_is_a_failed_status_with_the_message_then_a_retry() {
     let mut sim = Sim::new();
     sim.command(CommandKind::Launch(spec("p")));

@@ -250,9 +250,10 @@ pub async fn create(
             network_mode: Some(network_mode.into()),
             port_bindings: (!bindings.is_empty()).then_some(bindings),
             binds: (!binds.is_empty()).then_some(binds),
-            // Whole numbers well inside i64: the casts cannot wrap.
+            // As Mesos's Docker containerizer by default: CPU shares (a weight under
+            // contention, 1024 per CPU), no CFS quota, which would throttle even the start of a
+            // 0.01-CPU task; memory is a hard limit. Whole numbers well inside i64.
             cpu_shares: Some(((spec.cpus * 1024.0) as i64).max(2)),
-            nano_cpus: Some((spec.cpus * 1e9) as i64),
             memory: Some((spec.mem_mib * 1024.0 * 1024.0) as i64),
             ..Default::default()
         }),
