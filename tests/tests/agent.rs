@@ -54,6 +54,31 @@ fn http_check(max_failures: u32) -> HealthCheck {
     }
 }
 
+/// A broker, the simulated bridge, and an agent that has published its first offer.
+struct Rig {
+    bridge: BridgeSim,
+    agent: Agent,
+    id: String,
+    // Dropped last: the agent and the bridge need it until then.
+    _broker: Broker,
+}
+
+impl Rig {
+    fn start(name: &str, ports: (u16, u16), extra_toml: &str) -> Self {
+        let broker = Broker::start().unwrap();
+        let bridge = BridgeSim::connect(&broker).unwrap();
+        let id = Agent::unique_id(name);
+        let agent = Agent::start(&id, &broker.url(), ports, extra_toml).unwrap();
+        wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+        Self {
+            bridge,
+            agent,
+            id,
+            _broker: broker,
+        }
+    }
+}
+
 fn page(port: u16, path: &str) -> Option<http::Reply> {
     http::get(&format!("http://127.0.0.1:{port}{path}")).ok()
 }
@@ -129,14 +154,11 @@ fn a_pull_with_wrong_credentials_is_a_failed_status_naming_the_image() {
 #[test]
 fn two_tasks_asking_for_port_zero_get_different_ports_and_both_serve() {
     let img = image::ensure().unwrap();
-    let broker = Broker::start().unwrap();
-    let mut bridge = BridgeSim::connect(&broker).unwrap();
-    let id = Agent::unique_id("two");
-    let _agent = Agent::start(&id, &broker.url(), (21020, 21029), "").unwrap();
-    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let mut rig = Rig::start("two", (21020, 21029), "");
+    let Rig { bridge, id, .. } = &mut rig;
     for task in ["two.a", "two.b"] {
         let reply = bridge
-            .call(&id, CommandKind::Launch(web_task(task, img)))
+            .call(id, CommandKind::Launch(web_task(task, img)))
             .unwrap();
         assert_eq!(reply.outcome, Outcome::Accepted);
     }
@@ -160,14 +182,13 @@ fn two_tasks_asking_for_port_zero_get_different_ports_and_both_serve() {
 #[test]
 fn a_failing_health_check_makes_the_agent_kill_and_relaunch_the_task() {
     let img = image::ensure().unwrap();
-    let broker = Broker::start().unwrap();
-    let mut bridge = BridgeSim::connect(&broker).unwrap();
-    let id = Agent::unique_id("health");
-    let agent = Agent::start(&id, &broker.url(), (21030, 21039), "").unwrap();
-    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let mut rig = Rig::start("health", (21030, 21039), "");
+    let Rig {
+        bridge, agent, id, ..
+    } = &mut rig;
     let mut spec = web_task("sick.1", img);
     spec.health_checks.push(http_check(2)).unwrap();
-    bridge.call(&id, CommandKind::Launch(spec)).unwrap();
+    bridge.call(id, CommandKind::Launch(spec)).unwrap();
     bridge
         .status("sick.1", LONG, |s| s.healthy == Some(true))
         .unwrap();
@@ -271,14 +292,13 @@ fn a_killed_task_frees_its_port_and_the_offer_grows_back() {
 #[test]
 fn bad_commands_are_rejected_with_their_reason_and_the_agent_keeps_running() {
     let img = image::ensure().unwrap();
-    let broker = Broker::start().unwrap();
-    let mut bridge = BridgeSim::connect(&broker).unwrap();
-    let id = Agent::unique_id("bad");
-    let mut agent = Agent::start(&id, &broker.url(), (21050, 21059), "").unwrap();
-    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let mut rig = Rig::start("bad", (21050, 21059), "");
+    let Rig {
+        bridge, agent, id, ..
+    } = &mut rig;
 
     // Undecodable CBOR.
-    bridge.send_raw(&id, b"\xff\xfe not cbor".to_vec()).unwrap();
+    bridge.send_raw(id, b"\xff\xfe not cbor".to_vec()).unwrap();
     let r = wait::until("a reply to garbage", SHORT, || {
         bridge.with(|r| r.replies.iter().find(|x| x.command_id.is_empty()).cloned())
     })
@@ -288,10 +308,7 @@ fn bad_commands_are_rejected_with_their_reason_and_the_agent_keeps_running() {
     // Bad image reference syntax.
     let (code, msg) = rejected(
         &bridge
-            .call(
-                &id,
-                CommandKind::Launch(web_task("bad.1", "UPPER/Case:x y")),
-            )
+            .call(id, CommandKind::Launch(web_task("bad.1", "UPPER/Case:x y")))
             .unwrap(),
     );
     assert_eq!(code, RejectCode::InvalidField);
@@ -300,7 +317,7 @@ fn bad_commands_are_rejected_with_their_reason_and_the_agent_keeps_running() {
     // More memory than the host has.
     let mut huge = web_task("bad.2", img);
     huge.mem_mib = 1e9;
-    let (code, msg) = rejected(&bridge.call(&id, CommandKind::Launch(huge)).unwrap());
+    let (code, msg) = rejected(&bridge.call(id, CommandKind::Launch(huge)).unwrap());
     assert_eq!(code, RejectCode::InsufficientResources);
     assert!(msg.starts_with("mem: 1000000000 requested"), "{msg}");
 
@@ -308,12 +325,12 @@ fn bad_commands_are_rejected_with_their_reason_and_the_agent_keeps_running() {
     let mut a = web_task("bad.3", img);
     a.port_mappings[0].host_port = 21055;
     assert_eq!(
-        bridge.call(&id, CommandKind::Launch(a)).unwrap().outcome,
+        bridge.call(id, CommandKind::Launch(a)).unwrap().outcome,
         Outcome::Accepted
     );
     let mut b = web_task("bad.4", img);
     b.port_mappings[0].host_port = 21055;
-    let (code, msg) = rejected(&bridge.call(&id, CommandKind::Launch(b)).unwrap());
+    let (code, msg) = rejected(&bridge.call(id, CommandKind::Launch(b)).unwrap());
     assert_eq!(code, RejectCode::PortUnavailable);
     assert_eq!(
         msg,
@@ -334,7 +351,7 @@ fn bad_commands_are_rejected_with_their_reason_and_the_agent_keeps_running() {
         .unwrap()
         .str(&"x".repeat(300))
         .unwrap();
-    bridge.send_raw(&id, bytes).unwrap();
+    bridge.send_raw(id, bytes).unwrap();
     let (code, msg) = rejected(&bridge.reply("too-long-1", SHORT).unwrap());
     assert_eq!(code, RejectCode::FieldTooLong);
     assert!(msg.contains("kind.kill.task_id"), "{msg}");
@@ -343,7 +360,7 @@ fn bad_commands_are_rejected_with_their_reason_and_the_agent_keeps_running() {
     let (code, _) = rejected(
         &bridge
             .call(
-                &id,
+                id,
                 CommandKind::Kill(KillTask {
                     task_id: t("nope"),
                     grace_period_s: None,
@@ -397,16 +414,13 @@ fn a_command_delivered_twice_runs_once() {
 #[test]
 fn a_crashing_container_is_restarted_with_backoff_and_reports_its_exit_code() {
     let img = image::ensure().unwrap();
-    let broker = Broker::start().unwrap();
-    let mut bridge = BridgeSim::connect(&broker).unwrap();
-    let id = Agent::unique_id("crash");
-    let _agent = Agent::start(&id, &broker.url(), (21070, 21079), "").unwrap();
-    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let mut rig = Rig::start("crash", (21070, 21079), "");
+    let Rig { bridge, id, .. } = &mut rig;
     let mut spec = web_task("crash.1", img);
     spec.port_mappings.clear();
     spec.cmd = Some(t("sleep 1; exit 3"));
     spec.restart.backoff_s = 0.5;
-    bridge.call(&id, CommandKind::Launch(spec)).unwrap();
+    bridge.call(id, CommandKind::Launch(spec)).unwrap();
     let failed = bridge.state("crash.1", TaskState::Failed, LONG).unwrap();
     assert_eq!(failed.exit_code, Some(3));
     assert_eq!(failed.reason, Some(Reason::CommandExecutorFailed));
@@ -448,11 +462,10 @@ fn the_agent_rides_out_a_broker_restart_and_reconnects() {
 #[test]
 fn a_task_gets_its_volume_env_cmd_and_resource_limits() {
     let img = image::ensure().unwrap();
-    let broker = Broker::start().unwrap();
-    let mut bridge = BridgeSim::connect(&broker).unwrap();
-    let id = Agent::unique_id("shape");
-    let agent = Agent::start(&id, &broker.url(), (21090, 21099), "").unwrap();
-    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let mut rig = Rig::start("shape", (21090, 21099), "");
+    let Rig {
+        bridge, agent, id, ..
+    } = &mut rig;
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("in.txt"), "from the volume\n").unwrap();
     let mut spec = web_task("shape.1", img);
@@ -475,7 +488,7 @@ fn a_task_gets_its_volume_env_cmd_and_resource_limits() {
         "cat /data/in.txt > /www/index.html; echo \"$GREETING port $PORT0\" >> /www/index.html; \
          touch /data/written 2>/dev/null && echo rw >> /www/index.html; exec httpd -f -p 80 -h /www",
     ));
-    bridge.call(&id, CommandKind::Launch(spec)).unwrap();
+    bridge.call(id, CommandKind::Launch(spec)).unwrap();
     let running = bridge.state("shape.1", TaskState::Running, LONG).unwrap();
     let port = running.host_ports[0];
     let body = wait::until("the page", SHORT, || {
@@ -492,15 +505,16 @@ fn a_task_gets_its_volume_env_cmd_and_resource_limits() {
     let limits = docker(&[
         "inspect",
         "--format",
-        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} [{{.HostConfig.RestartPolicy.Name}}]",
+        "{{.HostConfig.Memory}} {{.HostConfig.CpuShares}} {{.HostConfig.NanoCpus}} [{{.HostConfig.RestartPolicy.Name}}]",
         ctr,
     ])
     .unwrap();
-    // Docker's restart policy stays off ("" or "no"): the agent supervises.
+    // Memory is a hard limit; CPU is shares (1024 per CPU) without a CFS quota; Docker's
+    // restart policy stays off ("" or "no"): the agent supervises.
     assert!(
         [
-            format!("{} 250000000 []", 48 * 1024 * 1024),
-            format!("{} 250000000 [no]", 48 * 1024 * 1024)
+            format!("{} 256 0 []", 48 * 1024 * 1024),
+            format!("{} 256 0 [no]", 48 * 1024 * 1024)
         ]
         .contains(&limits),
         "{limits}"
@@ -512,11 +526,10 @@ fn a_task_gets_its_volume_env_cmd_and_resource_limits() {
 #[test]
 fn tcp_and_command_health_checks_run_in_the_container_and_fail_from_outside() {
     let img = image::ensure().unwrap();
-    let broker = Broker::start().unwrap();
-    let mut bridge = BridgeSim::connect(&broker).unwrap();
-    let id = Agent::unique_id("checks");
-    let agent = Agent::start(&id, &broker.url(), (21100, 21109), "").unwrap();
-    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let mut rig = Rig::start("checks", (21100, 21109), "");
+    let Rig {
+        bridge, agent, id, ..
+    } = &mut rig;
     let mut spec = web_task("checks.1", img);
     spec.health_checks
         .push(HealthCheck {
@@ -536,7 +549,7 @@ fn tcp_and_command_health_checks_run_in_the_container_and_fail_from_outside() {
             ..Default::default()
         })
         .unwrap();
-    bridge.call(&id, CommandKind::Launch(spec)).unwrap();
+    bridge.call(id, CommandKind::Launch(spec)).unwrap();
     bridge
         .status("checks.1", LONG, |s| s.healthy == Some(true))
         .unwrap();
@@ -560,11 +573,10 @@ fn tcp_and_command_health_checks_run_in_the_container_and_fail_from_outside() {
 #[test]
 fn a_hung_health_endpoint_does_not_delay_another_tasks_checks() {
     let img = image::ensure().unwrap();
-    let broker = Broker::start().unwrap();
-    let mut bridge = BridgeSim::connect(&broker).unwrap();
-    let id = Agent::unique_id("hung");
-    let agent = Agent::start(&id, &broker.url(), (21110, 21119), "").unwrap();
-    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let mut rig = Rig::start("hung", (21110, 21119), "");
+    let Rig {
+        bridge, agent, id, ..
+    } = &mut rig;
     // `nc -l` fed by a sleeping pipe accepts the probe and never answers: it hangs to its timeout.
     let mut hung = web_task("hung.1", img);
     hung.cmd = Some(t("sleep 3600 | nc -l -p 80"));
@@ -573,7 +585,7 @@ fn a_hung_health_endpoint_does_not_delay_another_tasks_checks() {
     check.grace_period_s = 120;
     check.timeout_s = 30;
     hung.health_checks.push(check).unwrap();
-    bridge.call(&id, CommandKind::Launch(hung)).unwrap();
+    bridge.call(id, CommandKind::Launch(hung)).unwrap();
     bridge.state("hung.1", TaskState::Running, LONG).unwrap();
     let ctr = agent.containers().unwrap()[0].clone();
     wait::until("a probe to hang in nc", SHORT, || {
@@ -585,7 +597,7 @@ fn a_hung_health_endpoint_does_not_delay_another_tasks_checks() {
     let mut fine = web_task("fine.1", img);
     fine.health_checks.push(http_check(3)).unwrap();
     let sent = std::time::Instant::now();
-    bridge.call(&id, CommandKind::Launch(fine)).unwrap();
+    bridge.call(id, CommandKind::Launch(fine)).unwrap();
     bridge
         .status("fine.1", SHORT, |s| s.healthy == Some(true))
         .unwrap();
@@ -604,18 +616,17 @@ fn a_hung_health_endpoint_does_not_delay_another_tasks_checks() {
 #[test]
 fn drain_kills_every_task_and_refuses_launches_and_reconcile_reports_tasks() {
     let img = image::ensure().unwrap();
-    let broker = Broker::start().unwrap();
-    let mut bridge = BridgeSim::connect(&broker).unwrap();
-    let id = Agent::unique_id("drain");
-    let agent = Agent::start(&id, &broker.url(), (21120, 21129), "").unwrap();
-    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let mut rig = Rig::start("drain", (21120, 21129), "");
+    let Rig {
+        bridge, agent, id, ..
+    } = &mut rig;
     bridge
-        .call(&id, CommandKind::Launch(web_task("drain.1", img)))
+        .call(id, CommandKind::Launch(web_task("drain.1", img)))
         .unwrap();
     bridge.state("drain.1", TaskState::Running, LONG).unwrap();
     let before = bridge.with(|r| r.statuses.len());
     bridge
-        .call(&id, CommandKind::Reconcile(Reconcile::default()))
+        .call(id, CommandKind::Reconcile(Reconcile::default()))
         .unwrap();
     let answer = bridge
         .status("drain.1", SHORT, |s| {
@@ -627,7 +638,7 @@ fn drain_kills_every_task_and_refuses_launches_and_reconcile_reports_tasks() {
 
     let reply = bridge
         .call(
-            &id,
+            id,
             CommandKind::Drain(Drain {
                 policy: DrainPolicy::KillAll,
             }),
@@ -646,7 +657,7 @@ fn drain_kills_every_task_and_refuses_launches_and_reconcile_reports_tasks() {
     .unwrap();
     let (code, _) = rejected(
         &bridge
-            .call(&id, CommandKind::Launch(web_task("drain.2", img)))
+            .call(id, CommandKind::Launch(web_task("drain.2", img)))
             .unwrap(),
     );
     assert_eq!(code, RejectCode::Draining);

@@ -564,8 +564,7 @@ impl Supervisor {
             uuid,
             state,
             reason,
-            message: message
-                .map(|m| validate::reject(RejectCode::InvalidField, format_args!("{m}")).message),
+            message: message.map(validate::note),
             healthy: task.and_then(|t| t.healthy),
             timestamp_ms: now,
             exit_code: None,

@@ -11,14 +11,19 @@ pub const MIN_MEM_MIB: f64 = 6.0;
 pub fn reject(code: RejectCode, message: std::fmt::Arguments<'_>) -> Rejection {
     let mut s = String::new();
     let _ = s.write_fmt(message);
+    Rejection {
+        code,
+        message: note(&s),
+    }
+}
+
+/// `s` as a wire message, cut at a character boundary to the message limit.
+pub fn note(s: &str) -> Note {
     let mut end = s.len().min(Note::LIMIT);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    Rejection {
-        code,
-        message: Text::new(&s[..end]).unwrap_or_default(),
-    }
+    Text::new(&s[..end]).unwrap_or_default()
 }
 
 /// Checks what a spec says on its own (not whether the host has room for it).
