@@ -284,3 +284,73 @@ impl Drop for PrivateDockerd {
             .status();
     }
 }
+
+/// dockerd's API on a loopback TCP port, forwarded to its unix socket, for testing clients
+/// configured with `tcp://` against the real dockerd (which listens only on its socket here).
+#[derive(Debug)]
+pub struct TcpDockerProxy {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<AtomicU32>,
+}
+
+impl TcpDockerProxy {
+    /// Listens on a free loopback port and forwards each connection to [`SOCKET`].
+    pub fn start() -> Result<Self> {
+        use std::sync::atomic::AtomicBool;
+        ensure_dockerd()?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let connections = std::sync::Arc::new(AtomicU32::new(0));
+        let counted = connections.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                counted.fetch_add(1, Ordering::Relaxed);
+                let Ok(tcp) = conn else { continue };
+                let Ok(unix) = UnixStream::connect(SOCKET) else {
+                    continue;
+                };
+                let (Ok(mut tcp_r), Ok(mut unix_w)) = (tcp.try_clone(), unix.try_clone()) else {
+                    continue;
+                };
+                let (mut tcp_w, mut unix_r) = (tcp, unix);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut tcp_r, &mut unix_w);
+                    let _ = unix_w.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut unix_r, &mut tcp_w);
+                    let _ = tcp_w.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Ok(Self {
+            port,
+            stop,
+            connections,
+        })
+    }
+
+    /// How many connections it forwarded.
+    pub fn connections(&self) -> u32 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// `tcp://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TcpDockerProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}

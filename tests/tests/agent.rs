@@ -720,3 +720,50 @@ fn the_agent_rides_out_a_dockerd_restart_and_brings_its_task_back() {
         .unwrap();
     assert_eq!(running.lines().count(), 1, "{running}");
 }
+
+#[test]
+fn args_replace_the_image_command_and_network_none_has_no_network() {
+    let img = image::ensure().unwrap();
+    let mut rig = Rig::start("none", (21140, 21149), "");
+    let Rig {
+        bridge, agent, id, ..
+    } = &mut rig;
+    let mut spec = web_task("none.1", img);
+    spec.network = NetworkMode::None;
+    spec.port_mappings.clear();
+    for a in ["sleep", "3600"] {
+        spec.args.push(t(a)).unwrap();
+    }
+    bridge.call(id, CommandKind::Launch(spec)).unwrap();
+    let running = bridge.state("none.1", TaskState::Running, LONG).unwrap();
+    assert!(running.host_ports.is_empty());
+    let ctr = &agent.containers().unwrap()[0];
+    let shape = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.NetworkMode}} {{json .Config.Cmd}}",
+        ctr,
+    ])
+    .unwrap();
+    assert_eq!(shape, r#"none ["sleep","3600"]"#);
+}
+
+#[test]
+fn the_agent_reaches_dockerd_over_tcp_too() {
+    let img = image::ensure().unwrap();
+    let proxy = outpost_tests::docker::TcpDockerProxy::start().unwrap();
+    let setting = format!("docker = \"{}\"", proxy.url());
+    let mut rig = Rig::start("tcpdocker", (21150, 21159), &setting);
+    let Rig { bridge, id, .. } = &mut rig;
+    bridge
+        .call(id, CommandKind::Launch(web_task("tcpdocker.1", img)))
+        .unwrap();
+    let running = bridge
+        .state("tcpdocker.1", TaskState::Running, LONG)
+        .unwrap();
+    let port = running.host_ports[0];
+    wait::until("the page", SHORT, || {
+        page(port, "/").filter(|r| r.status == 200)
+    })
+    .unwrap();
+}
