@@ -266,6 +266,29 @@ pub fn encode_to_vec<M: Message>(msg: &M) -> std::vec::Vec<u8> {
     out
 }
 
+/// Encodes any part of a message (e.g. a [`TaskSpec`] to keep it compactly).
+#[cfg(feature = "std")]
+pub fn encode_part_to_vec<T: Wire>(part: &T) -> std::vec::Vec<u8> {
+    let mut out = std::vec::Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = part.encode(&mut Encoder::new(&mut out));
+    out
+}
+
+/// Decodes a part written by [`encode_part_to_vec`] into `part`, in place.
+pub fn decode_part_into<T: Wire>(bytes: &[u8], part: &mut T) -> Result<(), DecodeError> {
+    let mut d = Decoder::new(bytes);
+    part.decode_in(&mut d)?;
+    if d.position() != bytes.len() {
+        let count = bytes.len() - d.position();
+        return Err(DecodeError::new(
+            DecodeErrorKind::TrailingBytes { count },
+            d.position(),
+        ));
+    }
+    Ok(())
+}
+
 /// Decodes one message from the whole of `bytes`: no more, no fewer, and only of this
 /// protocol version.
 pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {

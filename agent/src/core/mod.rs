@@ -209,9 +209,9 @@ impl Supervisor {
         self.tasks
             .values()
             .fold(Capacity::default(), |acc, t| Capacity {
-                cpus: acc.cpus + t.spec.cpus,
-                mem_mib: acc.mem_mib + t.spec.mem_mib,
-                disk_mib: acc.disk_mib + t.spec.disk_mib,
+                cpus: acc.cpus + t.cpus,
+                mem_mib: acc.mem_mib + t.mem_mib,
+                disk_mib: acc.disk_mib + t.disk_mib,
             })
     }
 
@@ -423,8 +423,8 @@ impl Supervisor {
                 ),
             }
         })?;
-        let task = Task::new(spec, host_ports);
-        let id = task.spec.task_id.clone();
+        let task = Task::new(&spec, host_ports);
+        let id = task.task_id.clone();
         self.tasks.insert(id.clone(), task);
         self.status(now, &id, TaskState::Staging, None, None);
         self.begin_attempt(&id);
@@ -441,10 +441,11 @@ impl Supervisor {
         t.container_ip = None;
         t.checks.clear();
         t.healthy = None;
+        let spec = t.spec();
         self.actions.push(Action::EnsureImage {
             launch: Some((id.clone(), t.attempt)),
-            image: t.spec.image.clone(),
-            force: t.spec.force_pull,
+            image: spec.image.clone(),
+            force: spec.force_pull,
         });
     }
 
@@ -461,7 +462,7 @@ impl Supervisor {
                 format_args!("task_id: no task {:?} on this agent", id.as_str()),
             ));
         };
-        let grace_s = grace.unwrap_or(t.spec.kill_grace_period_s);
+        let grace_s = grace.unwrap_or(t.kill_grace_period_s);
         match t.phase.container().map(str::to_string) {
             Some(container_id) => {
                 if matches!(t.phase, Phase::Killing { .. }) {
@@ -620,7 +621,7 @@ impl Supervisor {
         let action = Action::Create {
             task_id: id.clone(),
             attempt,
-            spec: t.spec.clone(),
+            spec: t.spec(),
             host_ports: t.host_ports.to_vec(),
         };
         self.actions.push(action);
@@ -659,7 +660,6 @@ impl Supervisor {
         };
         t.container_ip = ip.and_then(|ip| outpost_protocol::IpText::new(&ip).ok());
         t.checks = t
-            .spec
             .health_checks
             .iter()
             .map(|c| CheckState::new(c, now))
@@ -693,8 +693,8 @@ impl Supervisor {
         let Some(t) = self.tasks.get_mut(id) else {
             return;
         };
-        for (i, m) in t.spec.port_mappings.iter().enumerate() {
-            if m.host_port != 0 {
+        for (i, &wanted) in t.wanted_ports.iter().enumerate() {
+            if wanted != 0 {
                 continue;
             }
             let Some(old) = t.host_ports.get(i).copied() else {
@@ -770,7 +770,7 @@ impl Supervisor {
         let Some(t) = self.current(id, attempt) else {
             return;
         };
-        let (Some(spec), Some(state)) = (t.spec.health_checks.get(check), t.checks.get_mut(check))
+        let (Some(spec), Some(state)) = (t.health_checks.get(check), t.checks.get_mut(check))
         else {
             return;
         };

@@ -1,7 +1,9 @@
 //! One task on this agent: its spec, where it is in its life, its ports and health.
 
+use outpost_protocol::codec::{decode_part_into, encode_part_to_vec};
 use outpost_protocol::{
-    HealthProtocol, IpText, MAX_PORTS, NetworkMode, RestartMode, TaskSpec, TaskState,
+    HealthCheck, HealthProtocol, IpText, MAX_PORTS, NetworkMode, RestartMode, RestartPolicy,
+    TaskId, TaskSpec, TaskState,
 };
 
 use super::health::CheckState;
@@ -64,10 +66,32 @@ impl Phase {
 }
 
 /// A task the agent has accepted.
+///
+/// Its spec is kept in wire form: a `TaskSpec` holds its bounded fields inline (~36 KiB), its
+/// CBOR a few hundred bytes, and it is only needed whole to (re)create the container. What the
+/// core reads all the time is kept decoded beside it.
 #[derive(Debug, Clone)]
 pub struct Task {
-    /// What it asks for.
-    pub spec: Box<TaskSpec>,
+    /// The spec's CBOR; see [`Task::spec`].
+    wire: Box<[u8]>,
+    /// The task's id.
+    pub task_id: TaskId,
+    /// CPUs it uses.
+    pub cpus: f64,
+    /// Memory (MiB) it uses.
+    pub mem_mib: f64,
+    /// Disk (MiB) it uses.
+    pub disk_mib: f64,
+    /// Its health checks.
+    pub health_checks: Vec<HealthCheck>,
+    /// Its restart policy.
+    pub restart: RestartPolicy,
+    /// Seconds between SIGTERM and SIGKILL.
+    pub kill_grace_period_s: u32,
+    /// Its network mode.
+    pub network: NetworkMode,
+    /// The host port each mapping asked for (0: any).
+    pub wanted_ports: Vec<u16>,
     /// Where it is.
     pub phase: Phase,
     /// Launch attempts so far (1 for the first); results of older attempts are ignored.
@@ -88,9 +112,18 @@ pub struct Task {
 
 impl Task {
     /// A new task holding `host_ports`.
-    pub fn new(spec: Box<TaskSpec>, host_ports: Vec<u16>) -> Self {
+    pub fn new(spec: &TaskSpec, host_ports: Vec<u16>) -> Self {
         Self {
-            spec,
+            wire: encode_part_to_vec(spec).into_boxed_slice(),
+            task_id: spec.task_id.clone(),
+            cpus: spec.cpus,
+            mem_mib: spec.mem_mib,
+            disk_mib: spec.disk_mib,
+            health_checks: spec.health_checks.iter().cloned().collect(),
+            restart: spec.restart.clone(),
+            kill_grace_period_s: spec.kill_grace_period_s,
+            network: spec.network,
+            wanted_ports: spec.port_mappings.iter().map(|m| m.host_port).collect(),
             phase: Phase::Pulling,
             attempt: 0,
             restarts: 0,
@@ -102,9 +135,18 @@ impl Task {
         }
     }
 
+    /// The whole spec, decoded from its wire form.
+    pub fn spec(&self) -> Box<TaskSpec> {
+        let mut spec = Box::<TaskSpec>::default();
+        // The bytes were encoded by `new` from a valid spec; decoding them back cannot fail.
+        // Were it to, the empty spec's launch fails with a clear status instead of a panic.
+        let _ = decode_part_into(&self.wire, spec.as_mut());
+        spec
+    }
+
     /// Whether the restart policy restarts a container that ended (`success`: exit 0).
     pub fn should_restart(&self, success: bool) -> bool {
-        match self.spec.restart.mode {
+        match self.restart.mode {
             RestartMode::Always => true,
             RestartMode::OnFailure => !success,
             RestartMode::Never => false,
@@ -113,7 +155,7 @@ impl Task {
 
     /// The delay before the next restart: `backoff * factor^restarts`, at most the maximum.
     pub fn backoff_delay_ms(&self) -> Millis {
-        let r = &self.spec.restart;
+        let r = &self.restart;
         let exp = i32::try_from(self.restarts).unwrap_or(i32::MAX);
         let secs = (r.backoff_s * r.backoff_factor.powi(exp)).min(r.max_delay_s);
         // Non-negative and bounded by max_delay_s: the cast does not wrap.
@@ -146,7 +188,6 @@ impl Task {
         };
         let mut out = Vec::new();
         for (i, (check, state)) in self
-            .spec
             .health_checks
             .iter()
             .zip(self.checks.iter_mut())
@@ -157,7 +198,7 @@ impl Task {
             }
             let port = check.port.unwrap_or_else(|| {
                 let idx = usize::from(check.port_index);
-                match self.spec.network {
+                match self.network {
                     // HOST: the task listens on its host port directly, as with BRIDGE's NAT.
                     NetworkMode::Bridge | NetworkMode::Host | NetworkMode::None => {
                         self.host_ports.get(idx).copied().unwrap_or(0)
@@ -178,7 +219,7 @@ impl Task {
             };
             state.sent();
             out.push(Action::Probe {
-                task_id: self.spec.task_id.clone(),
+                task_id: self.task_id.clone(),
                 attempt: self.attempt,
                 check: i,
                 target,
@@ -186,5 +227,25 @@ impl Task {
             });
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_keeps_its_spec_compactly_and_gives_it_back_whole() {
+        let spec = outpost_protocol::examples::task_spec();
+        let task = Task::new(&spec, vec![31000]);
+        assert_eq!(*task.spec(), spec);
+        // The inline TaskSpec is ~36 KiB; the task with its CBOR stays a small fraction of it.
+        let footprint = std::mem::size_of::<Task>()
+            + task.wire.len()
+            + task.health_checks.len() * std::mem::size_of::<HealthCheck>();
+        assert!(
+            footprint < std::mem::size_of::<TaskSpec>() / 8,
+            "{footprint} bytes"
+        );
     }
 }
