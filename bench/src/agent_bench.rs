@@ -149,6 +149,13 @@ fn measure(bridge: &mut BridgeSim, agent: &Agent, id: &str, img: &str) -> Result
             }),
         )?;
         bridge.state(&name, TaskState::Killed, Duration::from_secs(60))?;
+        // Like the baseline's synchronous `docker rm -f`: the next launch starts on a quiet
+        // dockerd, not while it still removes this container.
+        wait::until(
+            "the container to be removed",
+            Duration::from_secs(30),
+            || agent.containers().ok().filter(Vec::is_empty),
+        )?;
     }
     if std::env::var_os("BENCH_SHOW_LOG").is_some() {
         eprintln!("{}", agent.log());
@@ -204,8 +211,8 @@ fn measure(bridge: &mut BridgeSim, agent: &Agent, id: &str, img: &str) -> Result
         .split("per_second=")
         .nth(1)
         .and_then(|v| v.split_whitespace().next())
-        .unwrap_or("?")
-        .to_string();
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or_else(|| "?".to_string(), |v| format!("{v:.1}"));
     drop(baseline);
 
     let a = median(agent_times);
