@@ -1,29 +1,70 @@
-//! `outpost-bridge`: the central side. It will speak MQTT to the agents and the Marathon and
-//! Mesos HTTP APIs to the rest of the world.
-//!
-//! This build has the command line only; the service arrives with issue 5.
+//! `outpost-bridge`: the Marathon API over a fleet of Outpost agents.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+use outpost_bridge::config::Config;
 
 /// The Outpost bridge: Marathon and Mesos APIs over a fleet of Outpost agents.
 #[derive(Debug, Parser)]
 #[command(name = "outpost-bridge", version, about)]
 struct Cli {
-    /// The bridge's configuration file (TOML).
-    #[arg(long, default_value = "/etc/outpost/bridge.toml")]
-    config: PathBuf,
+    /// The bridge's configuration file (TOML). Without it, the built-in defaults: API on
+    /// 127.0.0.1:8080, broker mqtt://127.0.0.1:1883, state in /var/lib/outpost-bridge.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Validate the configuration, print it, and exit (1 if invalid).
+    CheckConfig,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    eprintln!(
-        "outpost-bridge {}: the service is not built yet (config {} not read); \
-         this binary only answers --help and --version",
-        env!("CARGO_PKG_VERSION"),
-        cli.config.display()
-    );
-    ExitCode::from(2)
+    let config = match &cli.config {
+        Some(path) => Config::load(path),
+        None => Config::parse("", std::path::Path::new("(defaults)")),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("outpost-bridge: invalid configuration: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(Cmd::CheckConfig) = cli.command {
+        println!("{config:#?}");
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("outpost-bridge: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(outpost_bridge::runtime::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("outpost-bridge: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

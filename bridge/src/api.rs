@@ -1,0 +1,765 @@
+//! The Marathon REST API over the core: routes, query parameters as Marathon reads them
+//! (`force=True`, repeated `embed`), and the JSON shapes Marathon clients parse.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::{Stream, StreamExt};
+use serde_json::{Value, json};
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::app::{AppDefinition, Invalid, normalize_id};
+use crate::core::{ApiError, AppRecord, Core, TaskRecord, deployment_json, ip_addresses};
+use crate::runtime::Shared;
+use crate::time::rfc3339;
+
+type S = State<Arc<Shared>>;
+
+/// The version of Marathon whose API this is.
+pub const MARATHON_VERSION: &str = "1.11.0";
+
+/// The Marathon API's routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v2/apps", get(list_apps).post(create_app))
+        .route("/v2/apps/", get(list_apps).post(create_app))
+        .route("/v2/apps/{*rest}", axum::routing::any(app_route))
+        .route("/v2/tasks", get(list_tasks))
+        .route("/v2/tasks/delete", post(delete_tasks))
+        .route("/v2/deployments", get(list_deployments))
+        .route(
+            "/v2/deployments/{id}",
+            axum::routing::delete(cancel_deployment),
+        )
+        .route("/v2/queue", get(queue))
+        .route("/v2/info", get(info))
+        .route("/v2/leader", get(leader))
+        .route("/v2/events", get(events))
+        .route("/ping", get(|| async { "pong" }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(404, json!({ "message": "not found" })) })
+        .with_state(shared)
+}
+
+fn error(status: u16, body: Value) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.status, self.body)
+    }
+}
+
+fn stored(e: crate::store::StoreError) -> Response {
+    error(
+        503,
+        json!({ "message": format!("the bridge could not store the change: {e}") }),
+    )
+}
+
+/// Query parameters, repeated keys kept (`embed=a&embed=b`).
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn new(q: Option<String>) -> Self {
+        Self(
+            form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+    fn all(&self, key: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+    /// Marathon's boolean parameters: `true`, `True`, `1`.
+    fn flag(&self, key: &str) -> Result<bool, Response> {
+        match self.get(key).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") | Some("") => Ok(true),
+            Some(other) => Err(error(
+                400,
+                json!({ "message": format!("query parameter {key}={other:?} is not a boolean (true or false)") }),
+            )),
+        }
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            400,
+            json!({ "message": "Invalid JSON", "details": [{ "path": "/", "errors": [e.to_string()] }] }),
+        )
+    })
+}
+
+fn invalid(i: Invalid) -> Response {
+    match i {
+        Invalid::Syntax(m) => error(400, json!({ "message": m })),
+        Invalid::Violations(v) => {
+            ApiError::invalid(serde_json::to_value(v).expect("json")).into_response()
+        }
+    }
+}
+
+// ------------------------------------------------------------------ JSON shapes
+
+/// What to embed in an app.
+#[derive(Default, Clone, Copy)]
+struct Embed {
+    tasks: bool,
+    counts: bool,
+    deployments: bool,
+    last_task_failure: bool,
+}
+
+impl Embed {
+    fn all() -> Self {
+        Self {
+            tasks: true,
+            counts: true,
+            deployments: true,
+            last_task_failure: true,
+        }
+    }
+    fn from(params: &Params, prefix: &str) -> Self {
+        let mut e = Self::default();
+        for v in params.all("embed") {
+            let v = v.strip_prefix(prefix).unwrap_or(v);
+            match v {
+                "tasks" => e.tasks = true,
+                "counts" => e.counts = true,
+                "deployments" => e.deployments = true,
+                "lastTaskFailure" => e.last_task_failure = true,
+                "failures" => {
+                    e.tasks = true;
+                    e.last_task_failure = true;
+                }
+                _ => {}
+            }
+        }
+        e
+    }
+}
+
+fn ms_time(ms: Option<u64>) -> Value {
+    ms.map(|m| json!(rfc3339(m))).unwrap_or(Value::Null)
+}
+
+/// A task as Marathon shows it.
+pub fn task_json(t: &TaskRecord, app: Option<&AppRecord>) -> Value {
+    let state = if t.unreachable_since_ms.is_some() {
+        "TASK_UNREACHABLE"
+    } else {
+        t.state().mesos_name()
+    };
+    let mut v = json!({
+        "appId": t.app_id,
+        "id": t.id,
+        "host": t.host,
+        "ports": t.host_ports,
+        "servicePorts": t.service_ports,
+        "slaveId": t.agent_id,
+        "state": state,
+        "stagedAt": rfc3339(t.staged_at_ms),
+        "startedAt": ms_time(t.started_at_ms),
+        "version": t.version,
+        "ipAddresses": ip_addresses(t),
+    });
+    if let Some(app) = app
+        && !app.def.health_checks.is_empty()
+        && t.health.alive.is_some()
+    {
+        let h = &t.health;
+        let result = json!({
+            "alive": h.alive == Some(true),
+            "consecutiveFailures": h.consecutive_failures,
+            "firstSuccess": ms_time(h.first_success_ms),
+            "lastSuccess": ms_time(h.last_success_ms),
+            "lastFailure": ms_time(h.last_failure_ms),
+            "lastFailureCause": h.last_failure_cause,
+            "taskId": t.id,
+            "instanceId": t.id,
+        });
+        v["healthCheckResults"] = json!([result]);
+    }
+    v
+}
+
+fn app_json(core: &Core, app: &AppRecord, embed: Embed) -> Value {
+    let mut v = serde_json::to_value(&app.def).expect("json");
+    v["version"] = json!(app.version);
+    v["versionInfo"] = json!({
+        "lastScalingAt": app.last_scaling_at,
+        "lastConfigChangeAt": app.last_config_change_at,
+    });
+    let tasks: Vec<&TaskRecord> = core.tasks(Some(&app.def.id)).collect();
+    if embed.counts {
+        let running = |t: &&&TaskRecord| t.state() == outpost_protocol::TaskState::Running;
+        let staged = tasks
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t.state(),
+                    outpost_protocol::TaskState::Staging | outpost_protocol::TaskState::Starting
+                )
+            })
+            .count();
+        v["tasksStaged"] = json!(staged);
+        v["tasksRunning"] = json!(tasks.iter().filter(running).count());
+        v["tasksHealthy"] = json!(
+            tasks
+                .iter()
+                .filter(running)
+                .filter(|t| t.health.alive == Some(true))
+                .count()
+        );
+        v["tasksUnhealthy"] = json!(
+            tasks
+                .iter()
+                .filter(running)
+                .filter(|t| t.health.alive == Some(false))
+                .count()
+        );
+    }
+    if embed.deployments {
+        v["deployments"] = json!(
+            app.deployment
+                .iter()
+                .map(|d| json!({ "id": d.id }))
+                .collect::<Vec<_>>()
+        );
+    }
+    if embed.tasks {
+        v["tasks"] = json!(
+            tasks
+                .iter()
+                .map(|t| task_json(t, Some(app)))
+                .collect::<Vec<_>>()
+        );
+    }
+    if embed.last_task_failure
+        && let Some(f) = &app.last_failure
+    {
+        v["lastTaskFailure"] = json!({
+            "appId": app.def.id,
+            "host": f.host,
+            "message": f.message,
+            "state": f.state,
+            "taskId": f.task_id,
+            "timestamp": rfc3339(f.at_ms),
+            "version": f.version,
+            "slaveId": f.agent_id,
+        });
+    }
+    v
+}
+
+// ------------------------------------------------------------------ apps
+
+async fn list_apps(State(s): S, RawQuery(q): RawQuery) -> Response {
+    let p = Params::new(q);
+    let mut embed = Embed::from(&p, "apps.");
+    embed.counts = true;
+    embed.deployments = true;
+    let id_filter = p.get("id").map(str::to_string);
+    let cmd_filter = p.get("cmd").map(str::to_string);
+    let label_filter = p.get("label").map(str::to_string);
+    let apps = s.read(|core| {
+        core.apps()
+            .filter(|a| !a.deleting)
+            .filter(|a| id_filter.as_deref().is_none_or(|f| a.def.id.contains(f)))
+            .filter(|a| {
+                cmd_filter
+                    .as_deref()
+                    .is_none_or(|f| a.def.cmd.as_deref().is_some_and(|c| c.contains(f)))
+            })
+            .filter(|a| {
+                label_filter
+                    .as_deref()
+                    .is_none_or(|f| match f.split_once("==") {
+                        Some((k, v)) => a.def.labels.get(k.trim()).is_some_and(|x| x == v.trim()),
+                        None => a.def.labels.contains_key(f.trim()),
+                    })
+            })
+            .map(|a| app_json(core, a, embed))
+            .collect::<Vec<_>>()
+    });
+    axum::Json(json!({ "apps": apps })).into_response()
+}
+
+fn client_ip(headers: &HeaderMap, addr: Option<SocketAddr>) -> String {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(addr.map(|a| a.ip().to_string()))
+        .unwrap_or_default()
+}
+
+async fn create_app(
+    State(s): S,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let v = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let def = match AppDefinition::from_value(v, None) {
+        Ok(d) => d,
+        Err(i) => return invalid(i),
+    };
+    let ip = client_ip(&headers, Some(addr));
+    let result = s.apply(|core, now| {
+        let r = core.create_app(now, def);
+        if let Ok((app, _)) = &r {
+            core.api_post_event(now, &ip, "/v2/apps", &app.def);
+        }
+        r.map(|(app, d)| (app_json(core, &app, Embed::all()), d, app.def.id.clone()))
+    });
+    match result {
+        Err(e) => stored(e),
+        Ok(Err(e)) => e.into_response(),
+        Ok(Ok((mut body, d, id))) => {
+            body["deployments"] = json!([{ "id": d.id }]);
+            let mut r = (StatusCode::CREATED, axum::Json(body)).into_response();
+            let h = r.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&format!("/v2/apps{id}")) {
+                h.insert(header::LOCATION, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&d.id) {
+                h.insert("Marathon-Deployment-Id", v);
+            }
+            r
+        }
+    }
+}
+
+fn deployment_result(d: &crate::core::Deployment) -> Response {
+    let mut r = axum::Json(json!({ "deploymentId": d.id, "version": d.version })).into_response();
+    if let Ok(v) = HeaderValue::from_str(&d.id) {
+        r.headers_mut().insert("Marathon-Deployment-Id", v);
+    }
+    r
+}
+
+/// `/v2/apps/{id}`, `/v2/apps/{id}/restart`, `/v2/apps/{id}/tasks[/{task}]`: app ids hold
+/// slashes, so one route takes the rest of the path and picks the action.
+async fn app_route(
+    State(s): S,
+    method: Method,
+    Path(rest): Path<String>,
+    RawQuery(q): RawQuery,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = Params::new(q);
+    let path = normalize_id(&rest);
+    if let Some(id) = path.strip_suffix("/restart") {
+        if method != Method::POST {
+            return error(405, json!({ "message": "use POST" }));
+        }
+        let force = match p.flag("force") {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        return match s.apply(|c, now| c.restart_app(now, id, force)) {
+            Err(e) => stored(e),
+            Ok(Err(e)) => e.into_response(),
+            Ok(Ok(d)) => deployment_result(&d),
+        };
+    }
+    if let Some(id) = path.strip_suffix("/tasks") {
+        return app_tasks(&s, &method, &normalize_id(id), None, &p);
+    }
+    if let Some((id, task)) = path.rsplit_once("/tasks/") {
+        return app_tasks(&s, &method, &normalize_id(id), Some(task), &p);
+    }
+    let id = path;
+    match method {
+        Method::GET => {
+            let embed = if p.all("embed").is_empty() {
+                Embed::all()
+            } else {
+                let mut e = Embed::from(&p, "app.");
+                e.counts = true;
+                e.deployments = true;
+                e
+            };
+            s.read(|core| match core.app(&id).filter(|a| !a.deleting) {
+                Some(a) => axum::Json(json!({ "app": app_json(core, a, embed) })).into_response(),
+                None => error(
+                    404,
+                    json!({ "message": format!("App '{id}' does not exist") }),
+                ),
+            })
+        }
+        Method::PUT => {
+            let force = match p.flag("force") {
+                Ok(f) => f,
+                Err(r) => return r,
+            };
+            let patch = match parse_body(&body) {
+                Ok(v) => v,
+                Err(r) => return r,
+            };
+            let Some(patch_obj) = patch.as_object() else {
+                return invalid(Invalid::Violations(vec![crate::app::Violation {
+                    path: "/".into(),
+                    errors: vec!["error.expected.jsobject".into()],
+                }]));
+            };
+            // Marathon's PUT is a partial update: the given fields over the current app.
+            let mut merged = s
+                .read(|core| {
+                    core.app(&id)
+                        .map(|a| serde_json::to_value(&a.def).expect("json"))
+                })
+                .unwrap_or_else(|| json!({}));
+            for (k, v) in patch_obj {
+                merged[k] = v.clone();
+            }
+            if patch_obj.contains_key("container")
+                && let Some(c) = merged.get_mut("container").and_then(Value::as_object_mut)
+                && c.get("docker")
+                    .and_then(|d| d.get("portMappings"))
+                    .is_some()
+            {
+                // New legacy mappings replace the current ones.
+                c.remove("portMappings");
+            }
+            let def = match AppDefinition::from_value(merged, Some(&id)) {
+                Ok(d) => d,
+                Err(i) => return invalid(i),
+            };
+            let ip = client_ip(&headers, Some(addr));
+            match s.apply(|c, now| {
+                let r = c.update_app(now, def.clone(), force);
+                if r.is_ok() {
+                    c.api_post_event(now, &ip, &format!("/v2/apps{id}"), &def);
+                }
+                r
+            }) {
+                Err(e) => stored(e),
+                Ok(Err(e)) => e.into_response(),
+                Ok(Ok(d)) => deployment_result(&d),
+            }
+        }
+        Method::DELETE => {
+            let force = match p.flag("force") {
+                Ok(f) => f,
+                Err(r) => return r,
+            };
+            match s.apply(|c, now| c.delete_app(now, &id, force)) {
+                Err(e) => stored(e),
+                Ok(Err(e)) => e.into_response(),
+                Ok(Ok(d)) => deployment_result(&d),
+            }
+        }
+        _ => error(
+            405,
+            json!({ "message": format!("{method} is not allowed on an app") }),
+        ),
+    }
+}
+
+fn app_tasks(s: &Shared, method: &Method, id: &str, task: Option<&str>, p: &Params) -> Response {
+    if !s.read(|c| c.app(id).is_some_and(|a| !a.deleting)) {
+        return error(
+            404,
+            json!({ "message": format!("App '{id}' does not exist") }),
+        );
+    }
+    match *method {
+        Method::GET => s.read(|core| {
+            let app = core.app(id);
+            let tasks: Vec<Value> = core
+                .tasks(Some(id))
+                .filter(|t| task.is_none_or(|x| t.id == x))
+                .map(|t| task_json(t, app))
+                .collect();
+            axum::Json(json!({ "tasks": tasks })).into_response()
+        }),
+        Method::DELETE => {
+            let (scale, wipe) = match (p.flag("scale"), p.flag("wipe")) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(r), _) | (_, Err(r)) => return r,
+            };
+            let host = p.get("host").map(str::to_string);
+            let ids: Vec<String> = s.read(|core| {
+                core.tasks(Some(id))
+                    .filter(|t| task.is_none_or(|x| t.id == x))
+                    .filter(|t| host.as_deref().is_none_or(|h| t.host == h))
+                    .map(|t| t.id.clone())
+                    .collect()
+            });
+            if let Some(tid) = task
+                && ids.is_empty()
+            {
+                return error(
+                    404,
+                    json!({ "message": format!("Task '{tid}' does not exist") }),
+                );
+            }
+            match s.apply(|c, now| {
+                let killed = c.kill_tasks(now, &ids, scale, wipe)?;
+                let app = c.app(id).cloned();
+                Ok::<_, ApiError>(
+                    killed
+                        .iter()
+                        .map(|t| task_json(t, app.as_ref()))
+                        .collect::<Vec<_>>(),
+                )
+            }) {
+                Err(e) => stored(e),
+                Ok(Err(e)) => e.into_response(),
+                Ok(Ok(tasks)) => {
+                    if scale {
+                        // Marathon answers a scaling kill with the deployment.
+                        let v = s.read(|c| c.app(id).map(|a| a.version.clone()));
+                        axum::Json(json!({ "deploymentId": uuid::Uuid::new_v4().to_string(), "version": v })).into_response()
+                    } else if task.is_some() {
+                        axum::Json(json!({ "task": tasks.first() })).into_response()
+                    } else {
+                        axum::Json(json!({ "tasks": tasks })).into_response()
+                    }
+                }
+            }
+        }
+        _ => error(
+            405,
+            json!({ "message": format!("{method} is not allowed on tasks") }),
+        ),
+    }
+}
+
+// ------------------------------------------------------------------ tasks, deployments, queue
+
+async fn list_tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
+    let p = Params::new(q);
+    let wanted: Vec<String> = p
+        .all("status")
+        .iter()
+        .map(|x| format!("TASK_{}", x.to_ascii_uppercase()))
+        .collect();
+    s.read(|core| {
+        let tasks: Vec<Value> = core
+            .tasks(None)
+            .map(|t| task_json(t, core.app(&t.app_id)))
+            .filter(|t| wanted.is_empty() || wanted.iter().any(|w| t["state"] == *w))
+            .collect();
+        axum::Json(json!({ "tasks": tasks })).into_response()
+    })
+}
+
+async fn delete_tasks(State(s): S, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    let p = Params::new(q);
+    let (scale, wipe) = match (p.flag("scale"), p.flag("wipe")) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let v = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(ids) = v.get("ids").and_then(Value::as_array) else {
+        return ApiError::invalid(
+            json!([{ "path": "/ids", "errors": ["a list of task ids is required"] }]),
+        )
+        .into_response();
+    };
+    let Some(ids) = ids
+        .iter()
+        .map(|x| x.as_str().map(str::to_string))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return ApiError::invalid(json!([{ "path": "/ids", "errors": ["task ids are strings"] }]))
+            .into_response();
+    };
+    match s.apply(|c, now| c.kill_tasks(now, &ids, scale, wipe)) {
+        Err(e) => stored(e),
+        Ok(Err(e)) => e.into_response(),
+        Ok(Ok(_)) => StatusCode::OK.into_response(),
+    }
+}
+
+async fn list_deployments(State(s): S) -> Response {
+    s.read(|core| {
+        let list: Vec<Value> = core
+            .apps()
+            .filter_map(|a| a.deployment.as_ref().map(|d| deployment_json(d, &a.def.id)))
+            .collect();
+        axum::Json(list).into_response()
+    })
+}
+
+async fn cancel_deployment(State(s): S, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
+    let force = match Params::new(q).flag("force") {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match s.apply(|c, now| c.cancel_deployment(now, &id, force)) {
+        Err(e) => stored(e),
+        Ok(Err(e)) => e.into_response(),
+        Ok(Ok(None)) => StatusCode::ACCEPTED.into_response(),
+        Ok(Ok(Some(d))) => deployment_result(&d),
+    }
+}
+
+async fn queue(State(s): S) -> Response {
+    let now = crate::time::now_ms();
+    s.read(|core| {
+        let items: Vec<Value> = core
+            .apps()
+            .filter(|a| !a.deleting)
+            .filter_map(|a| {
+                let live = core
+                    .tasks(Some(&a.def.id))
+                    .filter(|t| !t.killing && !t.inactive)
+                    .count();
+                let missing = (a.def.instances as usize).saturating_sub(live);
+                (missing > 0).then(|| {
+                    let left = a.delay_until_ms.saturating_sub(now);
+                    json!({
+                        "app": app_json(core, a, Embed::default()),
+                        "count": missing,
+                        "delay": { "timeLeftSeconds": left.div_ceil(1000), "overdue": left == 0 },
+                        "since": a.version,
+                    })
+                })
+            })
+            .collect();
+        axum::Json(json!({ "queue": items })).into_response()
+    })
+}
+
+// ------------------------------------------------------------------ info, metrics, events
+
+async fn info(State(s): S) -> Response {
+    let c = &s.config;
+    let leader = format!("{}:{}", c.advertised_host, c.listen.port());
+    axum::Json(json!({
+        "name": "marathon",
+        "version": MARATHON_VERSION,
+        "buildref": concat!("outpost-bridge ", env!("CARGO_PKG_VERSION")),
+        "elected": true,
+        "leader": leader,
+        "frameworkId": "outpost",
+        "marathon_config": {
+            "master": c.brokers.iter().map(|b| format!("mqtt://{}:{}", b.host, b.port)).collect::<Vec<_>>().join(","),
+            "hostname": c.advertised_host,
+            "http_port": c.listen.port(),
+        },
+        "zookeeper_config": {},
+        "http_config": { "http_port": c.listen.port(), "https_port": 8443 },
+        "event_subscriber": null,
+    }))
+    .into_response()
+}
+
+async fn leader(State(s): S) -> Response {
+    let c = &s.config;
+    axum::Json(json!({ "leader": format!("{}:{}", c.advertised_host, c.listen.port()) }))
+        .into_response()
+}
+
+async fn metrics(State(s): S) -> Response {
+    let (apps, tasks, agents, online, updates) = s.read(|c| {
+        (
+            c.apps().count(),
+            c.tasks(None).count(),
+            c.agents().count(),
+            c.agents().filter(|a| a.online()).count(),
+            c.status_updates,
+        )
+    });
+    let uptime = crate::time::now_ms().saturating_sub(s.started_at_ms);
+    let g = |v: u64| json!({ "value": v });
+    axum::Json(json!({
+        "version": "4.0.0",
+        "gauges": {
+            "service.mesosphere.marathon.app.count": g(apps as u64),
+            "service.mesosphere.marathon.task.running.count": g(tasks as u64),
+            "service.mesosphere.marathon.uptime": g(uptime),
+            "outpost.agents.count": g(agents as u64),
+            "outpost.agents.online.count": g(online as u64),
+        },
+        "counters": { "outpost.status_updates": { "count": updates } },
+        "histograms": {},
+        "meters": {},
+        "timers": {},
+    }))
+    .into_response()
+}
+
+async fn events(
+    State(s): S,
+    RawQuery(q): RawQuery,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let accepts = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if !accepts {
+        return error(
+            406,
+            json!({ "message": "the event stream needs the header Accept: text/event-stream" }),
+        );
+    }
+    let p = Params::new(q);
+    let filter: Vec<String> = p.all("event_type").iter().map(|s| s.to_string()).collect();
+    let rx = s.events.subscribe();
+    let attached = json!({
+        "eventType": "event_stream_attached",
+        "timestamp": rfc3339(crate::time::now_ms()),
+        "remoteAddress": addr.ip().to_string(),
+    });
+    let wanted = move |v: &Value| {
+        let t = v["eventType"].as_str().unwrap_or_default();
+        filter.is_empty() || filter.iter().any(|f| f == t)
+    };
+    let first = wanted(&attached).then_some(attached);
+    let stream = futures_util::stream::iter(first)
+        .chain(BroadcastStream::new(rx).filter_map(|r| async move { r.ok() }))
+        .filter(move |v| futures_util::future::ready(wanted(v)))
+        .map(|v| {
+            let kind = v["eventType"].as_str().unwrap_or("event").to_string();
+            Ok::<_, Infallible>(SseEvent::default().event(kind).data(v.to_string()))
+        });
+    sse(stream)
+}
+
+fn sse(stream: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static) -> Response {
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}

@@ -1,0 +1,214 @@
+//! The bridge's configuration: TOML, unknown keys refused, every value checked here once.
+//! Errors name the key and the value. Every key has a default, so an empty file (or none,
+//! with `--config` left out) runs a bridge on loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<String>,
+    brokers: Option<Vec<String>>,
+    broker_auth: Option<BrokerAuth>,
+    state_dir: Option<PathBuf>,
+    client_id: Option<String>,
+    advertised_host: Option<String>,
+}
+
+/// Username and password for the broker.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerAuth {
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A broker to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the Marathon API listens (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// Brokers, tried in order.
+    pub brokers: Vec<BrokerUrl>,
+    /// Broker credentials.
+    pub broker_auth: Option<BrokerAuth>,
+    /// Where the state database lives (default `/var/lib/outpost-bridge`).
+    pub state_dir: PathBuf,
+    /// The MQTT client id (default `outpost-bridge`).
+    pub client_id: String,
+    /// The host name the bridge names itself by in `/v2/leader` and `/v2/info`.
+    pub advertised_host: String,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not TOML, an unknown key, or a value of the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// TOML's message (it names the key and the line).
+        message: String,
+    },
+    /// A value that is not allowed.
+    #[error("{key} = {value:?}: {reason}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is expected.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates TOML `text` (`path` is only for messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        let listen_text = file.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            invalid(
+                "listen",
+                &listen_text,
+                "expected ADDRESS:PORT, e.g. 127.0.0.1:8080",
+            )
+        })?;
+        let urls = file
+            .brokers
+            .unwrap_or_else(|| vec!["mqtt://127.0.0.1:1883".into()]);
+        if urls.is_empty() {
+            return Err(invalid("brokers", "[]", "list at least one broker URL"));
+        }
+        let brokers = urls
+            .iter()
+            .map(|u| parse_broker(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let client_id = file.client_id.unwrap_or_else(|| "outpost-bridge".into());
+        if client_id.is_empty() || client_id.len() > 64 {
+            return Err(invalid("client_id", &client_id, "must be 1-64 bytes"));
+        }
+        let advertised_host = file.advertised_host.unwrap_or_else(|| {
+            if listen.ip().is_unspecified() {
+                "127.0.0.1".into()
+            } else {
+                listen.ip().to_string()
+            }
+        });
+        Ok(Self {
+            listen,
+            brokers,
+            broker_auth: file.broker_auth,
+            state_dir: file
+                .state_dir
+                .unwrap_or_else(|| "/var/lib/outpost-bridge".into()),
+            client_id,
+            advertised_host,
+        })
+    }
+}
+
+fn parse_broker(url: &str) -> Result<BrokerUrl, ConfigError> {
+    let bad = |reason: &str| invalid("brokers", url, reason);
+    let rest = if let Some(r) = url.strip_prefix("mqtt://") {
+        r
+    } else if url.starts_with("mqtts://") {
+        return Err(bad(
+            "mqtts:// (TLS) is not supported by this build yet; use mqtt://",
+        ));
+    } else {
+        return Err(bad("must start with mqtt://"));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| bad("the port is not a number 1-65535"))?,
+        ),
+        None => (rest, 1883),
+    };
+    if host.is_empty() || port == 0 {
+        return Err(bad("needs a host (and a port other than 0)"));
+    }
+    Ok(BrokerUrl {
+        host: host.trim_start_matches('[').trim_end_matches(']').into(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("bridge.toml"))
+    }
+
+    #[test]
+    fn an_empty_file_is_a_loopback_bridge() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            c.brokers,
+            vec![BrokerUrl {
+                host: "127.0.0.1".into(),
+                port: 1883
+            }]
+        );
+        assert_eq!(c.advertised_host, "127.0.0.1");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_value() {
+        let e = parse("listen = \"nowhere\"").unwrap_err().to_string();
+        assert!(e.contains("listen") && e.contains("nowhere"), "{e}");
+        let e = parse("brokers = [\"http://x\"]").unwrap_err().to_string();
+        assert!(e.contains("brokers") && e.contains("http://x"), "{e}");
+        let e = parse("colour = 1").unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+}

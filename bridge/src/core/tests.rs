@@ -1,0 +1,407 @@
+//! Unit tests of the core under virtual time: agents are messages, time is a number.
+
+use outpost_protocol::codec::decode;
+use outpost_protocol::{
+    AgentId, AgentState, Command, CommandKind, Hello, KeyValue, Liveness, Offer, PortRange,
+    Resources, TaskState, TaskStatus, Text,
+};
+
+use super::*;
+
+const NGINX: &str = include_str!("../../../docs/examples/nginx.json");
+
+struct World {
+    core: Core,
+    now: Millis,
+    uuid: u64,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            core: Core::default(),
+            now: 1_000_000,
+            uuid: 0,
+        }
+    }
+
+    fn agent(&mut self, id: &str, zone: &str) {
+        let mut attributes = heapless::Vec::new();
+        let _ = attributes.push(KeyValue {
+            name: Text::new("zone").unwrap(),
+            value: Text::new(zone).unwrap(),
+        });
+        let hello = Hello {
+            version: 1,
+            agent_id: AgentId::new(id).unwrap(),
+            hostname: Text::new(&format!("{id}.host")).unwrap(),
+            attributes: attributes.clone(),
+            ..Default::default()
+        };
+        self.core.on_hello(self.now, &hello);
+        let mut ports = heapless::Vec::new();
+        let _ = ports.push(PortRange {
+            begin: 31000,
+            end: 31099,
+        });
+        let offer = Offer {
+            version: 1,
+            agent_id: AgentId::new(id).unwrap(),
+            seq: 1,
+            available: Resources {
+                cpus: 2.0,
+                mem_mib: 1024.0,
+                disk_mib: 1000.0,
+                ports,
+            },
+            used: Resources::default(),
+            attributes,
+        };
+        self.core.on_offer(self.now, &offer);
+        self.liveness(id, Liveness::Online, 1);
+    }
+
+    fn liveness(&mut self, id: &str, liveness: Liveness, started: u64) {
+        let s = AgentState {
+            version: 1,
+            agent_id: AgentId::new(id).unwrap(),
+            liveness,
+            started_at_ms: started,
+        };
+        self.core.on_state(self.now, &s);
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += ms;
+        self.core.tick(self.now);
+    }
+
+    /// Commands published since the last call, with their agent.
+    fn commands(&mut self) -> Vec<(String, Command)> {
+        self.core
+            .take_effects()
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Publish { topic, payload } if topic.ends_with("/cmd") => {
+                    let agent = topic.split('/').nth(3).unwrap().to_string();
+                    Some((agent, decode::<Command>(&payload).unwrap()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn launches(&mut self) -> Vec<(String, String)> {
+        self.commands()
+            .into_iter()
+            .filter_map(|(a, c)| match c.kind {
+                CommandKind::Launch(spec) => Some((a, spec.task_id.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn status(
+        &mut self,
+        agent: &str,
+        task: &str,
+        state: TaskState,
+        healthy: Option<bool>,
+    ) -> [u8; 16] {
+        self.uuid += 1;
+        let mut uuid = [0u8; 16];
+        uuid[..8].copy_from_slice(&self.uuid.to_be_bytes());
+        let mut host_ports = heapless::Vec::new();
+        let _ = host_ports.push(31000 + self.uuid as u16);
+        let s = TaskStatus {
+            version: 1,
+            agent_id: AgentId::new(agent).unwrap(),
+            task_id: Text::new(task).unwrap(),
+            uuid,
+            state,
+            healthy,
+            timestamp_ms: self.now,
+            host_ports,
+            ..Default::default()
+        };
+        self.core.on_status(self.now, &s);
+        uuid
+    }
+
+    fn create(&mut self, json: &str) {
+        let def = AppDefinition::parse(json.as_bytes(), None).unwrap();
+        self.core.create_app(self.now, def).unwrap();
+    }
+
+    fn run(&mut self, agent: &str, task: &str) {
+        self.status(agent, task, TaskState::Starting, None);
+        self.status(agent, task, TaskState::Running, None);
+        self.status(agent, task, TaskState::Running, Some(true));
+    }
+}
+
+fn simple_app(instances: u32) -> String {
+    format!(
+        r#"{{"id":"/web","instances":{instances},"cpus":0.5,"mem":64,
+            "container":{{"type":"DOCKER","docker":{{"image":"busybox","network":"BRIDGE"}},
+            "portMappings":[{{"containerPort":80,"hostPort":0}}]}},
+            "unreachableStrategy":{{"inactiveAfterSeconds":60,"expungeAfterSeconds":120}}}}"#
+    )
+}
+
+#[test]
+fn the_readme_example_spreads_two_instances_and_its_deployment_finishes() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.agent("a2", "south");
+    w.create(NGINX);
+    let launches = w.launches();
+    assert_eq!(launches.len(), 2);
+    assert_ne!(launches[0].0, launches[1].0, "spread over both agents");
+    assert!(w.core.app("/demo-nginx").unwrap().deployment.is_some());
+    for (agent, task) in &launches {
+        w.run(agent, task);
+    }
+    w.advance(1000);
+    assert!(
+        w.core.app("/demo-nginx").unwrap().deployment.is_none(),
+        "healthy: deployment done"
+    );
+    assert!(w.core.tasks(None).all(|t| t.ready(true)));
+    assert!(w.core.task(&launches[0].1).unwrap().host_ports[0] > 31000);
+}
+
+#[test]
+fn nothing_launches_where_it_does_not_fit() {
+    let mut w = World::new();
+    w.agent("a1", "north"); // 2 cpus
+    w.create(&simple_app(5)); // 0.5 cpus each: 4 fit
+    assert_eq!(w.launches().len(), 4);
+    w.advance(1000);
+    assert!(w.launches().is_empty(), "the fifth waits for room");
+    w.agent("a2", "south");
+    w.advance(1000);
+    assert_eq!(
+        w.launches(),
+        vec![(
+            "a2".to_string(),
+            w.core
+                .tasks(None)
+                .find(|t| t.agent_id == "a2")
+                .unwrap()
+                .id
+                .clone()
+        )]
+    );
+}
+
+#[test]
+fn constraints_limit_placement() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.agent("a2", "south");
+    let app = simple_app(2).replace(
+        r#""instances":2"#,
+        r#""instances":2,"constraints":[["zone","CLUSTER","south"]]"#,
+    );
+    w.create(&app);
+    let l = w.launches();
+    assert_eq!(l.len(), 2);
+    assert!(l.iter().all(|(a, _)| a == "a2"));
+}
+
+#[test]
+fn duplicate_statuses_are_acknowledged_and_dropped() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(1));
+    let (_, task) = w.launches().remove(0);
+    let uuid = w.status("a1", &task, TaskState::Running, None);
+    let events_before = w.core.take_effects();
+    assert!(
+        events_before
+            .iter()
+            .any(|e| matches!(e, Effect::Event(v) if v["taskStatus"] == "TASK_RUNNING"))
+    );
+    // The same update again (the agent re-sent it): acknowledged, no event.
+    let s = TaskStatus {
+        version: 1,
+        agent_id: AgentId::new("a1").unwrap(),
+        task_id: Text::new(&task).unwrap(),
+        uuid,
+        state: TaskState::Running,
+        ..Default::default()
+    };
+    w.core.on_status(w.now, &s);
+    let effects = w.core.take_effects();
+    assert_eq!(effects.len(), 1, "{effects:?}");
+    assert!(matches!(&effects[0], Effect::Publish { topic, .. } if topic.ends_with("/ack")));
+}
+
+#[test]
+fn a_task_the_agent_does_not_know_is_replaced_after_backoff() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(1));
+    let (_, task) = w.launches().remove(0);
+    w.status("a1", &task, TaskState::Unknown, None);
+    assert!(w.core.task(&task).is_none());
+    assert!(w.core.app("/web").unwrap().last_failure.is_some());
+    w.core.tick(w.now);
+    assert!(w.launches().is_empty(), "backoff: 1 s");
+    w.advance(1000);
+    assert_eq!(w.launches().len(), 1);
+}
+
+#[test]
+fn unreachable_tasks_are_kept_then_replaced_and_the_stale_one_killed_on_return() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(1));
+    let (_, task) = w.launches().remove(0);
+    w.run("a1", &task);
+    w.agent("a2", "south");
+    w.liveness("a1", Liveness::Offline, 1);
+    assert!(w.core.task(&task).unwrap().unreachable_since_ms.is_some());
+    w.advance(59_000);
+    assert!(w.launches().is_empty(), "kept within inactiveAfterSeconds");
+    w.advance(2_000);
+    let l = w.launches();
+    assert_eq!(l.len(), 1, "replaced after inactiveAfterSeconds");
+    assert_eq!(l[0].0, "a2");
+    // a1 comes back and reports the old task: it is killed.
+    w.liveness("a1", Liveness::Online, 1);
+    let reconciles = w.commands();
+    assert!(
+        reconciles
+            .iter()
+            .any(|(a, c)| a == "a1" && matches!(c.kind, CommandKind::Reconcile(_)))
+    );
+    w.status("a1", &task, TaskState::Running, Some(true));
+    let kills = w.commands();
+    assert!(
+        kills.iter().any(|(a, c)| a == "a1"
+            && matches!(&c.kind, CommandKind::Kill(k) if k.task_id == task.as_str()))
+    );
+}
+
+#[test]
+fn an_agent_back_within_inactive_after_keeps_its_tasks() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(1));
+    let (_, task) = w.launches().remove(0);
+    w.run("a1", &task);
+    w.liveness("a1", Liveness::Offline, 1);
+    w.advance(30_000);
+    w.liveness("a1", Liveness::Online, 1);
+    w.status("a1", &task, TaskState::Running, Some(true));
+    w.advance(60_000);
+    assert!(w.launches().is_empty());
+    let t = w.core.task(&task).unwrap();
+    assert!(t.unreachable_since_ms.is_none() && !t.inactive && !t.killing);
+}
+
+#[test]
+fn scaling_down_kills_the_youngest() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(2));
+    let l = w.launches();
+    for (a, t) in &l {
+        w.run(a, t);
+    }
+    w.advance(1000);
+    let mut def = w.core.app("/web").unwrap().def.clone();
+    def.instances = 1;
+    let d = w.core.update_app(w.now, def, false).unwrap();
+    assert_eq!(d.action, "ScaleApplication");
+    let kills: Vec<String> = w
+        .commands()
+        .into_iter()
+        .filter_map(|(_, c)| match c.kind {
+            CommandKind::Kill(k) => Some(k.task_id.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kills.len(), 1);
+}
+
+#[test]
+fn a_config_change_replaces_tasks_within_the_upgrade_strategy() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(2).replace(
+        r#""instances":2"#,
+        r#""instances":2,"upgradeStrategy":{"minimumHealthCapacity":0.5,"maximumOverCapacity":0}"#,
+    ));
+    let old = w.launches();
+    for (a, t) in &old {
+        w.run(a, t);
+    }
+    w.advance(1000);
+    let mut def = w.core.app("/web").unwrap().def.clone();
+    def.cmd = Some("sleep 1000".into());
+    w.advance(1000);
+    assert!(
+        matches!(w.core.update_app(w.now, def.clone(), false), Ok(d) if d.action == "RestartApplication")
+    );
+    // One old task goes first (min health 0.5 of 2 = 1 stays), no extra capacity.
+    let cmds = w.commands();
+    let kills = cmds
+        .iter()
+        .filter(|(_, c)| matches!(c.kind, CommandKind::Kill(_)))
+        .count();
+    let launches = cmds
+        .iter()
+        .filter(|(_, c)| matches!(c.kind, CommandKind::Launch(_)))
+        .count();
+    assert_eq!((kills, launches), (1, 0));
+    // A second update while the deployment runs is refused without force.
+    assert_eq!(
+        w.core.update_app(w.now, def, false).unwrap_err().status,
+        409
+    );
+}
+
+#[test]
+fn deleting_an_app_kills_its_tasks_then_forgets_it() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(1));
+    let (_, task) = w.launches().remove(0);
+    w.run("a1", &task);
+    w.advance(1000);
+    w.core.delete_app(w.now, "/web", false).unwrap();
+    assert!(w.core.app("/web").is_some(), "until its task is gone");
+    w.status("a1", &task, TaskState::Killed, None);
+    w.advance(1000);
+    assert!(w.core.app("/web").is_none());
+}
+
+#[test]
+fn writes_cover_every_change_so_a_restored_core_has_the_same_tasks() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(2));
+    for (a, t) in w.launches() {
+        w.run(&a, &t);
+    }
+    let store = crate::store::Store::in_memory();
+    store.commit(&w.core.take_writes()).unwrap();
+    let restored = Core::restore(
+        store.load(Table::Apps).unwrap(),
+        store.load(Table::Tasks).unwrap(),
+        store.load(Table::Agents).unwrap(),
+    );
+    let ids = |c: &Core| {
+        c.tasks(None)
+            .map(|t| (t.id.clone(), t.state))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&restored), ids(&w.core));
+    assert_eq!(
+        restored.app("/web").unwrap().def,
+        w.core.app("/web").unwrap().def
+    );
+}

@@ -1,0 +1,283 @@
+//! Where an instance may run: Marathon's constraints over agent attributes, and whether an
+//! agent's offer fits the instance's resources. Pure functions; the scheduler in
+//! [`crate::core`] calls them.
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+
+/// One Marathon constraint, `[field, operator, value?]`.
+#[derive(Debug, Clone)]
+pub enum Constraint {
+    /// `UNIQUE`: at most one instance per value of `field`.
+    Unique(String),
+    /// `CLUSTER value`: only where `field` equals `value`.
+    Cluster(String, String),
+    /// `GROUP_BY [n]`: spread evenly over the values of `field`.
+    GroupBy(String),
+    /// `LIKE regex`: only where `field` matches.
+    Like(String, Regex),
+    /// `UNLIKE regex`: only where `field` does not match.
+    Unlike(String, Regex),
+    /// `MAX_PER n`: at most `n` instances per value of `field`.
+    MaxPer(String, usize),
+}
+
+impl Constraint {
+    /// Parses `["hostname", "UNIQUE"]` and friends; the error names the operator and value.
+    pub fn parse(c: &[String]) -> Result<Self, String> {
+        let field = c.first().ok_or("a constraint needs a field")?.clone();
+        let op = c
+            .get(1)
+            .ok_or_else(|| format!("constraint on {field:?} needs an operator"))?;
+        let value = c.get(2);
+        let need = |what: &str| {
+            value
+                .cloned()
+                .ok_or_else(|| format!("{op} on {field:?} needs {what}"))
+        };
+        let regex = |s: String| {
+            Regex::new(&format!("^(?:{s})$"))
+                .map_err(|e| format!("{op} value {s:?} is not a regex: {e}"))
+        };
+        Ok(match op.as_str() {
+            "UNIQUE" => Self::Unique(field),
+            "CLUSTER" => Self::Cluster(field.clone(), need("a value")?),
+            "GROUP_BY" => Self::GroupBy(field),
+            "LIKE" => Self::Like(field.clone(), regex(need("a regex")?)?),
+            "UNLIKE" => Self::Unlike(field.clone(), regex(need("a regex")?)?),
+            "MAX_PER" => {
+                let n = need("a number")?;
+                Self::MaxPer(
+                    field.clone(),
+                    n.parse()
+                        .map_err(|_| format!("MAX_PER value {n:?} is not a number"))?,
+                )
+            }
+            other => {
+                return Err(format!(
+                    "operator {other:?} is not one of UNIQUE, CLUSTER, GROUP_BY, LIKE, UNLIKE, MAX_PER"
+                ));
+            }
+        })
+    }
+
+    fn field(&self) -> &str {
+        match self {
+            Self::Unique(f)
+            | Self::Cluster(f, _)
+            | Self::GroupBy(f)
+            | Self::Like(f, _)
+            | Self::Unlike(f, _)
+            | Self::MaxPer(f, _) => f,
+        }
+    }
+}
+
+/// What placement knows of an agent.
+#[derive(Debug, Clone)]
+pub struct Candidate<'a> {
+    /// Agent id.
+    pub agent_id: &'a str,
+    /// Host name (the `hostname` field of constraints).
+    pub hostname: &'a str,
+    /// Attributes.
+    pub attributes: &'a BTreeMap<String, String>,
+}
+
+impl Candidate<'_> {
+    fn value(&self, field: &str) -> Option<&str> {
+        match field {
+            "hostname" => Some(self.hostname),
+            "@hostname" => Some(self.hostname),
+            _ => self.attributes.get(field).map(String::as_str),
+        }
+    }
+}
+
+/// Whether `c` may take one more instance, given where the app's instances run now (`peers`).
+/// `all` lists every agent, for GROUP_BY's count of values.
+pub fn allowed(
+    constraints: &[Constraint],
+    c: &Candidate,
+    peers: &[Candidate],
+    all: &[Candidate],
+) -> bool {
+    constraints.iter().all(|k| {
+        let here = c.value(k.field());
+        let same = || {
+            peers
+                .iter()
+                .filter(|p| p.value(k.field()) == here && here.is_some())
+                .count()
+        };
+        match k {
+            Constraint::Unique(_) => here.is_some() && same() == 0,
+            Constraint::Cluster(_, v) => here == Some(v.as_str()),
+            Constraint::Like(_, re) => here.is_some_and(|h| re.is_match(h)),
+            Constraint::Unlike(_, re) => here.is_none_or(|h| !re.is_match(h)),
+            Constraint::MaxPer(_, n) => here.is_some() && same() < *n,
+            Constraint::GroupBy(f) => {
+                // Only where the count of this value is the lowest of all values.
+                let Some(here) = here else { return false };
+                let mut values: Vec<&str> = all.iter().filter_map(|a| a.value(f)).collect();
+                values.sort_unstable();
+                values.dedup();
+                let count = |v: &str| peers.iter().filter(|p| p.value(f) == Some(v)).count();
+                let min = values.iter().map(|v| count(v)).min().unwrap_or(0);
+                count(here) == min
+            }
+        }
+    })
+}
+
+/// Resources one instance needs and an agent has left.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Amount {
+    /// CPUs.
+    pub cpus: f64,
+    /// MiB of memory.
+    pub mem: f64,
+    /// MiB of disk.
+    pub disk: f64,
+}
+
+impl Amount {
+    /// Whether `need` fits into `self`.
+    pub fn fits(&self, need: &Amount) -> bool {
+        // A little slack for float sums such as 0.1 + 0.2.
+        const EPS: f64 = 1e-9;
+        need.cpus <= self.cpus + EPS && need.mem <= self.mem + EPS && need.disk <= self.disk + EPS
+    }
+}
+
+/// Whether every fixed host port is inside `ranges` and not in `taken`, and enough ports for
+/// the dynamic ones (host port 0) remain.
+pub fn ports_fit(ranges: &[(u16, u16)], taken: &[u16], fixed: &[u16], dynamic: usize) -> bool {
+    let inside = |p: u16| ranges.iter().any(|&(b, e)| (b..=e).contains(&p));
+    if fixed.iter().any(|&p| !inside(p) || taken.contains(&p)) {
+        return false;
+    }
+    let total: usize = ranges.iter().map(|&(b, e)| (e - b) as usize + 1).sum();
+    let used = taken.iter().filter(|&&p| inside(p)).count() + fixed.len();
+    total.saturating_sub(used) >= dynamic
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(c: &[&str]) -> Constraint {
+        Constraint::parse(&c.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn unique_hostname_refuses_a_second_instance_on_one_host() {
+        let a = BTreeMap::new();
+        let h1 = Candidate {
+            agent_id: "a1",
+            hostname: "h1",
+            attributes: &a,
+        };
+        let h2 = Candidate {
+            agent_id: "a2",
+            hostname: "h2",
+            attributes: &a,
+        };
+        let k = [parse(&["hostname", "UNIQUE"])];
+        let all = [h1.clone(), h2.clone()];
+        assert!(allowed(&k, &h1, &[], &all));
+        assert!(!allowed(&k, &h1, std::slice::from_ref(&h1), &all));
+        assert!(allowed(&k, &h2, std::slice::from_ref(&h1), &all));
+    }
+
+    #[test]
+    fn cluster_like_unlike_and_max_per_read_attributes() {
+        let north = attrs(&[("zone", "north"), ("rack", "r1")]);
+        let south = attrs(&[("zone", "south"), ("rack", "r2")]);
+        let n = Candidate {
+            agent_id: "n",
+            hostname: "n",
+            attributes: &north,
+        };
+        let s = Candidate {
+            agent_id: "s",
+            hostname: "s",
+            attributes: &south,
+        };
+        let all = [n.clone(), s.clone()];
+        let cluster = [parse(&["zone", "CLUSTER", "north"])];
+        assert!(allowed(&cluster, &n, &[], &all) && !allowed(&cluster, &s, &[], &all));
+        let like = [parse(&["rack", "LIKE", "r[12]"])];
+        assert!(allowed(&like, &n, &[], &all) && allowed(&like, &s, &[], &all));
+        let unlike = [parse(&["rack", "UNLIKE", "r1"])];
+        assert!(!allowed(&unlike, &n, &[], &all) && allowed(&unlike, &s, &[], &all));
+        let max = [parse(&["zone", "MAX_PER", "2"])];
+        assert!(allowed(&max, &n, std::slice::from_ref(&n), &all));
+        assert!(!allowed(&max, &n, &[n.clone(), n.clone()], &all));
+    }
+
+    #[test]
+    fn group_by_spreads_over_values() {
+        let north = attrs(&[("zone", "north")]);
+        let south = attrs(&[("zone", "south")]);
+        let n = Candidate {
+            agent_id: "n",
+            hostname: "n",
+            attributes: &north,
+        };
+        let s = Candidate {
+            agent_id: "s",
+            hostname: "s",
+            attributes: &south,
+        };
+        let all = [n.clone(), s.clone()];
+        let k = [parse(&["zone", "GROUP_BY"])];
+        assert!(!allowed(&k, &n, std::slice::from_ref(&n), &all));
+        assert!(allowed(&k, &s, std::slice::from_ref(&n), &all));
+    }
+
+    #[test]
+    fn bad_constraints_name_the_operator_and_value() {
+        let e = Constraint::parse(&["zone".into(), "NEAR".into()]).unwrap_err();
+        assert!(e.contains("NEAR"), "{e}");
+        let e = Constraint::parse(&["zone".into(), "MAX_PER".into(), "x".into()]).unwrap_err();
+        assert!(e.contains("\"x\""), "{e}");
+    }
+
+    #[test]
+    fn ports_fit_counts_fixed_and_dynamic_ports() {
+        let r = [(31000, 31002)];
+        assert!(ports_fit(&r, &[], &[31000], 2));
+        assert!(!ports_fit(&r, &[], &[31000], 3));
+        assert!(!ports_fit(&r, &[31000], &[31000], 0), "taken");
+        assert!(!ports_fit(&r, &[], &[80], 0), "outside the range");
+        assert!(ports_fit(&r, &[31001], &[], 2));
+    }
+
+    #[test]
+    fn fits_compares_every_resource() {
+        let have = Amount {
+            cpus: 1.0,
+            mem: 128.0,
+            disk: 0.0,
+        };
+        assert!(have.fits(&Amount {
+            cpus: 0.3,
+            mem: 64.0,
+            disk: 0.0
+        }));
+        assert!(!have.fits(&Amount {
+            cpus: 0.3,
+            mem: 256.0,
+            disk: 0.0
+        }));
+    }
+}

@@ -1,0 +1,215 @@
+//! Wiring: the core behind a mutex, the store it commits to, the MQTT client its effects go
+//! out through, and the broadcast channel of Marathon events. Every change goes through
+//! [`Shared::apply`]: run the core, commit its writes, then publish and broadcast.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use outpost_protocol::codec::MAX_MESSAGE_BYTES;
+use outpost_protocol::{
+    AgentState, CommandReply, Hello, Offer, TaskStatus, Topic, TopicKind, decode,
+};
+
+use crate::config::Config;
+use crate::core::{Core, Effect};
+use crate::store::{Store, StoreError, Table};
+use crate::time::now_ms;
+
+/// What the HTTP handlers and the MQTT loop share.
+pub struct Shared {
+    core: Mutex<Core>,
+    store: Store,
+    /// The MQTT client; replaced when the loop moves to the next broker URL.
+    mqtt: Mutex<AsyncClient>,
+    /// Marathon events, for `/v2/events`.
+    pub events: broadcast::Sender<Value>,
+    /// The configuration.
+    pub config: Config,
+    /// When the bridge started.
+    pub started_at_ms: u64,
+}
+
+impl Shared {
+    /// Runs `f` on the core, stores what it changed, then sends what it produced. Nothing is
+    /// sent (no acknowledgement, no command) unless the store committed first.
+    pub fn apply<T>(&self, f: impl FnOnce(&mut Core, u64) -> T) -> Result<T, StoreError> {
+        let mut core = self.core.lock().expect("core lock");
+        let out = f(&mut core, now_ms());
+        let writes = core.take_writes();
+        let effects = core.take_effects();
+        if let Err(e) = self.store.commit(&writes) {
+            tracing::error!(error = %e, "could not store the bridge's state; nothing is sent");
+            return Err(e);
+        }
+        let mqtt = self.mqtt.lock().expect("mqtt lock").clone();
+        for effect in effects {
+            match effect {
+                Effect::Publish { topic, payload } => {
+                    if let Err(e) = mqtt.try_publish(topic, QoS::AtLeastOnce, false, payload) {
+                        tracing::warn!(error = %e, "could not queue an MQTT publish");
+                    }
+                }
+                Effect::Event(v) => {
+                    let _ = self.events.send(v);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the core.
+    pub fn read<T>(&self, f: impl FnOnce(&Core) -> T) -> T {
+        f(&self.core.lock().expect("core lock"))
+    }
+}
+
+/// Opens the store, restores the core, connects to the broker, and serves the API until
+/// SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), String> {
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|e| format!("state_dir = {:?}: {e}", config.state_dir))?;
+    let path = config.state_dir.join("bridge.redb");
+    let store = Store::open(&path).map_err(|e| e.to_string())?;
+    let core = Core::restore(
+        store.load(Table::Apps).map_err(|e| e.to_string())?,
+        store.load(Table::Tasks).map_err(|e| e.to_string())?,
+        store.load(Table::Agents).map_err(|e| e.to_string())?,
+    );
+    tracing::info!(
+        path = %path.display(),
+        apps = core.apps().count(),
+        tasks = core.tasks(None).count(),
+        "state loaded"
+    );
+    let (mqtt, eventloop) = AsyncClient::new(mqtt_options(&config, 0), 65536);
+    let (events, _) = broadcast::channel(4096);
+    let shared = Arc::new(Shared {
+        core: Mutex::new(core),
+        store,
+        mqtt: Mutex::new(mqtt.clone()),
+        events,
+        config: config.clone(),
+        started_at_ms: now_ms(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("listen = \"{}\": {e}", config.listen))?;
+    tracing::info!(listen = %config.listen, "Marathon API listening");
+    tokio::spawn(mqtt_loop(shared.clone(), mqtt, eventloop));
+    tokio::spawn(ticker(shared.clone()));
+    let app = crate::api::router(shared.clone());
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await
+    .map_err(|e| e.to_string())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping");
+}
+
+async fn ticker(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        let _ = shared.apply(|core, now| core.tick(now));
+    }
+}
+
+fn mqtt_options(config: &Config, index: usize) -> MqttOptions {
+    let b = &config.brokers[index];
+    let mut o = MqttOptions::new(config.client_id.clone(), b.host.clone(), b.port);
+    o.set_keep_alive(Duration::from_secs(15));
+    // A persistent session: statuses published while the bridge was down wait at the broker.
+    o.set_clean_session(false);
+    o.set_max_packet_size(MAX_MESSAGE_BYTES + 1024, MAX_MESSAGE_BYTES + 1024);
+    if let Some(a) = &config.broker_auth {
+        o.set_credentials(a.username.clone(), a.password.clone());
+    }
+    o
+}
+
+async fn mqtt_loop(
+    shared: Arc<Shared>,
+    mut client: AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+) {
+    let mut failures = 0u32;
+    let mut index = 0usize;
+    loop {
+        match eventloop.poll().await {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                failures = 0;
+                tracing::info!(broker = %shared.config.brokers[index].host, "connected to the broker");
+                for kind in TopicKind::ALL.into_iter().filter(|k| k.from_agent()) {
+                    let _ = client
+                        .try_subscribe(kind.all_agents_filter().to_string(), QoS::AtLeastOnce);
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => handle(&shared, &p.topic, &p.payload),
+            Ok(_) => {}
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "broker connection failed");
+                if failures >= 3 && shared.config.brokers.len() > 1 {
+                    index = (index + 1) % shared.config.brokers.len();
+                    let (c, el) = AsyncClient::new(mqtt_options(&shared.config, index), 65536);
+                    *shared.mqtt.lock().expect("mqtt lock") = c.clone();
+                    client = c;
+                    eventloop = el;
+                    failures = 0;
+                }
+                tokio::time::sleep(Duration::from_millis(
+                    (250u64 << failures.min(7)).min(30_000),
+                ))
+                .await;
+            }
+        }
+    }
+}
+
+fn handle(shared: &Shared, topic: &str, payload: &[u8]) {
+    let Ok(t) = Topic::parse(topic) else {
+        tracing::warn!(topic, "a message on a topic that is not Outpost's");
+        return;
+    };
+    if payload.is_empty() {
+        return; // a cleared retained message
+    }
+    let result = match t.kind {
+        TopicKind::Hello => {
+            decode::<Hello>(payload).map(|m| shared.apply(|c, now| c.on_hello(now, &m)))
+        }
+        TopicKind::Offer => {
+            decode::<Offer>(payload).map(|m| shared.apply(|c, now| c.on_offer(now, &m)))
+        }
+        TopicKind::State => {
+            decode::<AgentState>(payload).map(|m| shared.apply(|c, now| c.on_state(now, &m)))
+        }
+        TopicKind::Status => {
+            decode::<TaskStatus>(payload).map(|m| shared.apply(|c, now| c.on_status(now, &m)))
+        }
+        TopicKind::Reply => {
+            decode::<CommandReply>(payload).map(|m| shared.apply(|c, now| c.on_reply(now, &m)))
+        }
+        _ => return,
+    };
+    match result {
+        Err(e) => tracing::warn!(topic, error = %e, "dropping an undecodable message"),
+        Ok(Err(e)) => tracing::error!(topic, error = %e, "message not stored"),
+        Ok(Ok(())) => {}
+    }
+}
