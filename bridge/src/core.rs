@@ -660,17 +660,19 @@ impl Core {
                 self.task_ended(now, &tid, state, &message, true);
                 return;
             }
-            TaskState::Failed | TaskState::Killed | TaskState::Finished => {
+            TaskState::Failed | TaskState::Killed => {
                 // The agent restarts the task itself (same id, its backoff): remember the
                 // failure, keep the task.
-                if state != TaskState::Finished {
-                    self.record_failure(now, &tid, state, &message);
-                }
+                self.record_failure(now, &tid, state, &message);
             }
             _ => {}
         }
         if self.tasks.contains_key(&tid) {
             self.save_task(&tid);
+        }
+        // A task became ready or went away: the app's deployment may be done, or need more.
+        if prev != state || health_changed {
+            self.schedule_app(now, &app_id);
         }
     }
 
@@ -965,7 +967,7 @@ impl Core {
         id: &str,
         force: bool,
     ) -> Result<Deployment, ApiError> {
-        if !self.apps.get(id).is_some_and(|a| !a.deleting) {
+        if self.apps.get(id).is_none_or(|a| a.deleting) {
             return Err(ApiError::not_found(&format!("App '{id}'")));
         }
         self.check_lock(id, force)?;
@@ -1091,7 +1093,7 @@ impl Core {
     }
 
     fn schedule_app(&mut self, now: Millis, id: &str) {
-        let app = &self.apps[id];
+        let Some(app) = self.apps.get(id) else { return };
         let has_checks = !app.def.health_checks.is_empty();
         let live: Vec<&TaskRecord> = self
             .tasks

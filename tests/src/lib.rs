@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod bin_path;
+pub mod bridge;
 pub mod bridge_sim;
 pub mod docker;
 pub mod http;

@@ -1,0 +1,187 @@
+//! An `outpost-bridge` process for end-to-end tests: its own loopback port, MQTT client id and
+//! state directory (kept across [`Bridge::restart`]), its log in a file printed when a test
+//! fails, and a small JSON client for its Marathon API.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::bin_path;
+use crate::net::free_port;
+use crate::process::Guarded;
+use crate::wait;
+
+/// A running bridge.
+pub struct Bridge {
+    port: u16,
+    process: Guarded,
+    dir: TempDir,
+}
+
+/// An HTTP answer: status, headers, body (JSON when it parses).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Headers, lower-cased names.
+    pub headers: Vec<(String, String)>,
+    /// The body as text.
+    pub text: String,
+}
+
+impl Answer {
+    /// The body as JSON (`Null` if it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Bridge {
+    /// Starts a bridge connected to `broker_url`, with `extra_toml` appended to its config;
+    /// returns once `/ping` answers.
+    pub fn start(broker_url: &str, extra_toml: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let config = format!(
+            "listen = \"127.0.0.1:{port}\"\nbrokers = [\"{broker_url}\"]\nstate_dir = \"{}\"\n\
+             client_id = \"bridge-{}-{n}\"\n{extra_toml}\n",
+            dir.path().display(),
+            std::process::id()
+        );
+        std::fs::write(dir.path().join("bridge.toml"), config)?;
+        let process = spawn(dir.path())?;
+        let b = Self { port, process, dir };
+        b.wait_ready()?;
+        Ok(b)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        wait::until("the bridge's /ping", Duration::from_secs(20), || {
+            self.get("/ping").ok().filter(|a| a.status == 200)
+        })
+        .map(|_| ())
+    }
+
+    /// SIGKILLs the bridge and starts it again on the same port, config and state.
+    pub fn restart(&mut self) -> Result<()> {
+        self.process.stop();
+        self.process = spawn(self.dir.path())?;
+        self.wait_ready()
+    }
+
+    /// SIGKILLs the bridge.
+    pub fn kill(&mut self) {
+        self.process.stop();
+    }
+
+    /// The API's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The bridge's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("bridge.log")).unwrap_or_default()
+    }
+
+    /// Sends a request with JSON headers as Marathon clients do.
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<Answer> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let url = self.url(path);
+        let result = match (method, body) {
+            ("GET", _) => agent.get(&url).header("Accept", "application/json").call(),
+            ("DELETE", _) => agent
+                .delete(&url)
+                .header("Accept", "application/json")
+                .call(),
+            ("POST", b) => agent
+                .post(&url)
+                .header("Accept", "application/json")
+                .header("Content-Type", "application/json")
+                .send(b.unwrap_or("")),
+            ("PUT", b) => agent
+                .put(&url)
+                .header("Accept", "application/json")
+                .header("Content-Type", "application/json")
+                .send(b.unwrap_or("")),
+            (m, _) => anyhow::bail!("unsupported method {m}"),
+        };
+        let mut resp = result.with_context(|| format!("{method} {url}"))?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        Ok(Answer {
+            status,
+            headers,
+            text,
+        })
+    }
+
+    /// GET.
+    pub fn get(&self, path: &str) -> Result<Answer> {
+        self.request("GET", path, None)
+    }
+
+    /// GET, JSON body of a 200 (`Null` otherwise).
+    pub fn json(&self, path: &str) -> Value {
+        self.get(path)
+            .ok()
+            .filter(|a| a.status == 200)
+            .map(|a| a.json())
+            .unwrap_or(Value::Null)
+    }
+}
+
+fn spawn(dir: &Path) -> Result<Guarded> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("bridge.log"))
+        .context("opening the bridge log")?;
+    let bin: PathBuf = bin_path::path("outpost-bridge")?;
+    Guarded::spawn(
+        "outpost-bridge",
+        Command::new(bin)
+            .arg("--config")
+            .arg(dir.join("bridge.toml"))
+            .env("OUTPOST_LOG", "info,outpost_bridge=debug")
+            .stdout(Stdio::null())
+            .stderr(log),
+    )
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.process.stop();
+        if std::thread::panicking() {
+            eprintln!("---- log of the bridge ----\n{}", self.log());
+        }
+    }
+}

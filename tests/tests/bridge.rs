@@ -1,0 +1,609 @@
+//! outpost-bridge end to end: the real bridge and agents, real mosquitto and dockerd; the test
+//! is a Marathon client (HTTP + JSON) and reads the containers through docker.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use outpost_tests::agent::Agent;
+use outpost_tests::bridge::Bridge;
+use outpost_tests::docker::docker;
+use outpost_tests::image::{self, INDEX_BODY};
+use outpost_tests::mosquitto::Broker;
+use outpost_tests::{http, wait};
+
+const SHORT: Duration = Duration::from_secs(20);
+const LONG: Duration = Duration::from_secs(90);
+
+/// A broker, a bridge and agents on it.
+struct Fleet {
+    agents: Vec<Agent>,
+    bridge: Bridge,
+    broker: Broker,
+}
+
+impl Fleet {
+    /// A bridge and one agent per port range.
+    fn start(name: &str, ranges: &[(u16, u16)]) -> Self {
+        let broker = Broker::start().unwrap();
+        let bridge = Bridge::start(&broker.url(), "").unwrap();
+        let mut fleet = Self {
+            agents: Vec::new(),
+            bridge,
+            broker,
+        };
+        for (i, r) in ranges.iter().enumerate() {
+            fleet.add_agent(&format!("{name}{i}"), *r);
+        }
+        fleet
+    }
+
+    fn add_agent(&mut self, name: &str, range: (u16, u16)) -> String {
+        let id = Agent::unique_id(name);
+        self.agents
+            .push(Agent::start(&id, &self.broker.url(), range, "").unwrap());
+        wait::until(&format!("agent {id} online at the bridge"), SHORT, || {
+            let m = self.bridge.json("/metrics");
+            let online = m["gauges"]["outpost.agents.online.count"]["value"].as_u64()?;
+            (online as usize >= self.agents.len()).then_some(())
+        })
+        .unwrap();
+        id
+    }
+
+    fn app(&self, id: &str) -> Value {
+        self.bridge.json(&format!("/v2/apps{id}"))["app"].clone()
+    }
+
+    /// Waits until app `id` has `n` tasks, all RUNNING and healthy; returns them.
+    fn healthy(&self, id: &str, n: usize, timeout: Duration) -> Vec<Value> {
+        wait::until(&format!("{n} healthy tasks of {id}"), timeout, || {
+            let app = self.app(id);
+            let tasks = app["tasks"].as_array()?.clone();
+            let ok = tasks.len() == n
+                && app["tasksHealthy"] == json!(n)
+                && tasks.iter().all(|t| t["state"] == "TASK_RUNNING");
+            ok.then_some(tasks)
+        })
+        .unwrap()
+    }
+
+    fn post(&self, body: &Value) {
+        let a = self
+            .bridge
+            .request("POST", "/v2/apps", Some(&body.to_string()))
+            .unwrap();
+        assert_eq!(a.status, 201, "{}", a.text);
+    }
+}
+
+/// An app of the test image (httpd on port 80) with a fast HTTP check of `/health`.
+fn web_app(id: &str, instances: u32, extra: Value) -> Value {
+    let mut app = json!({
+        "id": id,
+        "cpus": 0.05,
+        "mem": 32,
+        "instances": instances,
+        "container": {
+            "type": "DOCKER",
+            "docker": { "image": image::TEST_IMAGE, "network": "BRIDGE" },
+            "portMappings": [{ "containerPort": 80, "hostPort": 0, "protocol": "tcp" }]
+        },
+        "healthChecks": [{
+            "protocol": "MESOS_HTTP", "path": "/health", "portIndex": 0,
+            "gracePeriodSeconds": 0, "intervalSeconds": 1, "timeoutSeconds": 2,
+            "delaySeconds": 0, "maxConsecutiveFailures": 2
+        }],
+        "backoffSeconds": 1,
+        "taskKillGracePeriodSeconds": 1
+    });
+    if let (Some(a), Some(e)) = (app.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            a.insert(k.clone(), v.clone());
+        }
+    }
+    app
+}
+
+fn task_ids(tasks: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = tasks
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn page(port: u64) -> Option<String> {
+    http::get(&format!("http://127.0.0.1:{port}/"))
+        .ok()
+        .filter(|r| r.status == 200)
+        .map(|r| r.body)
+}
+
+fn containers_of(agent: &Agent) -> usize {
+    let filter = format!("label=outpost.agent-id={}", agent.id());
+    docker(&["ps", "-q", "--filter", &filter])
+        .unwrap()
+        .lines()
+        .count()
+}
+
+#[test]
+fn the_readme_example_deploys_two_healthy_tasks_with_one_curl() {
+    // No internet: nginx:latest is the local stand-in scripts/demo builds, unless a real one
+    // is already here (either serves `/`).
+    if docker(&["image", "inspect", "nginx:latest"]).is_err() {
+        image::build("nginx:latest").unwrap();
+    }
+    let fleet = Fleet::start("readme", &[(21200, 21219)]);
+    let example = std::fs::read_to_string(
+        outpost_tests::bin_path::workspace_root().join("docs/examples/nginx.json"),
+    )
+    .unwrap();
+    // The README's command, verbatim.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-i",
+            "-X",
+            "POST",
+            "-H",
+            "Accept: application/json",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .arg(fleet.bridge.url("/v2/apps"))
+        .args(["-d", &example])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+    let lower = text.to_ascii_lowercase();
+    assert!(lower.contains("location: /v2/apps/demo-nginx"), "{text}");
+    assert!(lower.contains("marathon-deployment-id: "), "{text}");
+    let body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["id"], "/demo-nginx");
+    assert_eq!(body["tasksRunning"], 0);
+    assert_eq!(body["deployments"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        body["container"]["portMappings"][0]["containerPort"], 80,
+        "legacy mappings moved"
+    );
+
+    let tasks = fleet.healthy("/demo-nginx", 2, LONG);
+    let ports: Vec<u64> = tasks
+        .iter()
+        .map(|t| t["ports"][0].as_u64().unwrap())
+        .collect();
+    assert_ne!(ports[0], ports[1], "distinct NAT'ed host ports");
+    for (t, port) in tasks.iter().zip(&ports) {
+        assert!((21200..=21219).contains(port), "{t}");
+        assert!(t["startedAt"].as_str().unwrap().ends_with('Z'), "{t}");
+        assert!(t["stagedAt"].as_str().unwrap().ends_with('Z'), "{t}");
+        assert_eq!(t["healthCheckResults"][0]["alive"], true, "{t}");
+        assert!(page(*port).is_some(), "task on {port} answers");
+    }
+    let all = fleet.bridge.json("/v2/tasks");
+    assert_eq!(task_ids(all["tasks"].as_array().unwrap()), task_ids(&tasks));
+    wait::until("the deployment to finish", SHORT, || {
+        (fleet.bridge.json("/v2/deployments") == json!([])).then_some(())
+    })
+    .unwrap();
+    assert_eq!(fleet.bridge.json("/v2/queue"), json!({ "queue": [] }));
+}
+
+#[test]
+fn scale_kill_and_replace_through_the_api_with_events_on_the_stream() {
+    image::ensure().unwrap();
+    let fleet = Fleet::start("scale", &[(21220, 21239)]);
+    let mut stream = EventStream::open(fleet.bridge.port(), "");
+    fleet.post(&web_app("/scale/web", 1, json!({})));
+    let first = fleet.healthy("/scale/web", 1, LONG);
+
+    // Scale up the way marathon-python does: PUT ?force=False {"instances": N}.
+    let a = fleet
+        .bridge
+        .request(
+            "PUT",
+            "/v2/apps/scale/web?force=False",
+            Some(r#"{"instances":3}"#),
+        )
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert!(a.json()["deploymentId"].is_string() && a.json()["version"].is_string());
+    let three = fleet.healthy("/scale/web", 3, LONG);
+    assert!(
+        task_ids(&three).contains(&task_ids(&first)[0]),
+        "scaling keeps the running task"
+    );
+    let app = fleet.app("/scale/web");
+    assert_ne!(
+        app["versionInfo"]["lastScalingAt"],
+        app["versionInfo"]["lastConfigChangeAt"]
+    );
+
+    // Kill one task without scaling: it is replaced by a new one.
+    let victim = task_ids(&three)[0].clone();
+    let a = fleet
+        .bridge
+        .request(
+            "DELETE",
+            &format!("/v2/apps//scale//web/tasks/{victim}"),
+            None,
+        )
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json()["task"]["id"], victim.as_str());
+    let replaced = wait::until("the killed task replaced", LONG, || {
+        let tasks = fleet.healthy("/scale/web", 3, LONG);
+        (!task_ids(&tasks).contains(&victim)).then_some(tasks)
+    })
+    .unwrap();
+    assert_eq!(replaced.len(), 3);
+
+    // Kill with scale=true: the app shrinks.
+    let body = json!({ "ids": [task_ids(&replaced)[0]] }).to_string();
+    let a = fleet
+        .bridge
+        .request("POST", "/v2/tasks/delete?scale=true", Some(&body))
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    fleet.healthy("/scale/web", 2, LONG);
+    assert_eq!(fleet.app("/scale/web")["instances"], 2);
+    // Scale down through PUT: the youngest goes.
+    let a = fleet
+        .bridge
+        .request("PUT", "/v2/apps/scale/web", Some(r#"{"instances":1}"#))
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    fleet.healthy("/scale/web", 1, LONG);
+    wait::until("only one container left", SHORT, || {
+        (containers_of(&fleet.agents[0]) == 1).then_some(())
+    })
+    .unwrap();
+
+    // The event stream saw all of it, framed as server-sent events.
+    let events = stream.read_until(SHORT, |e| {
+        e.iter().filter(|(t, _)| t == "status_update_event").count() >= 8
+    });
+    assert_eq!(events[0].0, "event_stream_attached");
+    let kinds: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    for k in [
+        "api_post_event",
+        "deployment_info",
+        "deployment_success",
+        "status_update_event",
+        "health_status_changed_event",
+    ] {
+        assert!(kinds.contains(&k), "no {k} in {kinds:?}");
+    }
+    for (kind, data) in &events {
+        assert_eq!(data["eventType"], kind.as_str());
+        assert!(data["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+    let running = events
+        .iter()
+        .find(|(t, d)| t == "status_update_event" && d["taskStatus"] == "TASK_RUNNING")
+        .unwrap();
+    assert_eq!(running.1["appId"], "/scale/web");
+    assert!(running.1["slaveId"].is_string() && running.1["host"].is_string());
+
+    // A filtered stream gets only what it asked for; a stream without the Accept header none.
+    let mut filtered = EventStream::open(fleet.bridge.port(), "?event_type=deployment_success");
+    let a = fleet
+        .bridge
+        .request("PUT", "/v2/apps/scale/web", Some(r#"{"instances":2}"#))
+        .unwrap();
+    assert_eq!(a.status, 200);
+    let got = filtered.read_until(LONG, |e| !e.is_empty());
+    assert!(
+        got.iter().all(|(t, _)| t == "deployment_success"),
+        "{got:?}"
+    );
+    let plain = fleet.bridge.get("/v2/events").unwrap();
+    assert_eq!(plain.status, 406);
+}
+
+#[test]
+fn a_failing_health_check_restarts_the_task_and_is_reported() {
+    image::ensure().unwrap();
+    let fleet = Fleet::start("sick", &[(21240, 21249)]);
+    fleet.post(&web_app("/sick", 1, json!({})));
+    let before = fleet.healthy("/sick", 1, LONG).remove(0);
+    let task = before["id"].as_str().unwrap().to_string();
+    let filter = format!("label=outpost.task-id={task}");
+    let ctr = docker(&["ps", "-q", "--filter", &filter]).unwrap();
+    image::fail_health(ctr.trim()).unwrap();
+    let app = wait::until("the failure reported", LONG, || {
+        let app = fleet.app("/sick");
+        app["lastTaskFailure"]["taskId"].is_string().then_some(app)
+    })
+    .unwrap();
+    assert_eq!(app["lastTaskFailure"]["taskId"], task.as_str());
+    assert!(
+        app["lastTaskFailure"]["timestamp"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    // The agent restarted the container (a fresh one serves /health again): healthy again,
+    // started later than before.
+    let after = wait::until("healthy again after the restart", LONG, || {
+        let t = fleet.healthy("/sick", 1, LONG).remove(0);
+        (t["startedAt"] != before["startedAt"]).then_some(t)
+    })
+    .unwrap();
+    assert!(after["healthCheckResults"][0]["alive"] == true);
+}
+
+#[test]
+fn a_dead_agent_s_tasks_go_unreachable_then_are_replaced_elsewhere() {
+    image::ensure().unwrap();
+    let mut fleet = Fleet::start("dead", &[(21250, 21259)]);
+    let app = web_app(
+        "/dead",
+        1,
+        json!({ "unreachableStrategy": { "inactiveAfterSeconds": 3, "expungeAfterSeconds": 600 } }),
+    );
+    fleet.post(&app);
+    let first = fleet.healthy("/dead", 1, LONG).remove(0);
+    let second_agent = fleet.add_agent("dead-b", (21260, 21269));
+    fleet.agents[0].kill(); // SIGKILL: the broker publishes its last will
+    let unreachable = wait::until("the task UNREACHABLE", SHORT, || {
+        let tasks = fleet.bridge.json("/v2/tasks")["tasks"].as_array()?.clone();
+        tasks
+            .iter()
+            .find(|t| t["id"] == first["id"] && t["state"] == "TASK_UNREACHABLE")
+            .cloned()
+    })
+    .unwrap();
+    assert_eq!(unreachable["slaveId"], first["slaveId"]);
+    let replacement = wait::until("a replacement on the other agent", LONG, || {
+        let app = fleet.app("/dead");
+        app["tasks"]
+            .as_array()?
+            .iter()
+            .find(|t| t["slaveId"] == second_agent.as_str() && t["state"] == "TASK_RUNNING")
+            .cloned()
+    })
+    .unwrap();
+    assert_eq!(
+        page(replacement["ports"][0].as_u64().unwrap()).as_deref(),
+        Some(INDEX_BODY)
+    );
+    // The dead agent comes back: the stale task does not come back with it.
+    fleet.agents[0].restart().unwrap();
+    wait::until("only the replacement left", LONG, || {
+        let tasks = fleet.bridge.json("/v2/tasks")["tasks"].as_array()?.clone();
+        (tasks.len() == 1 && tasks[0]["id"] == replacement["id"]).then_some(())
+    })
+    .unwrap();
+    wait::until("no container on the returned agent", LONG, || {
+        (containers_of(&fleet.agents[0]) == 0).then_some(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_restarted_bridge_keeps_its_apps_and_tasks_without_duplicates() {
+    image::ensure().unwrap();
+    let mut fleet = Fleet::start("restart", &[(21270, 21289)]);
+    fleet.post(&web_app("/keep", 2, json!({})));
+    let before = task_ids(&fleet.healthy("/keep", 2, LONG));
+    fleet.bridge.kill();
+    fleet.bridge.restart().unwrap();
+    let after = task_ids(&fleet.healthy("/keep", 2, LONG));
+    assert_eq!(before, after);
+    // Reconciliation after the restart launches nothing new and kills nothing.
+    wait::until("the bridge reconciled its agent", SHORT, || {
+        fleet
+            .bridge
+            .log()
+            .contains("reconciling its tasks")
+            .then_some(())
+    })
+    .unwrap();
+    let again = task_ids(&fleet.healthy("/keep", 2, LONG));
+    assert_eq!(before, again);
+    assert_eq!(containers_of(&fleet.agents[0]), 2);
+    let app = fleet.app("/keep");
+    assert_eq!(app["instances"], 2);
+    // Still in charge: a scale after the restart works.
+    let a = fleet
+        .bridge
+        .request("PUT", "/v2/apps/keep", Some(r#"{"instances":1}"#))
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    fleet.healthy("/keep", 1, LONG);
+}
+
+#[test]
+fn bad_requests_get_marathon_errors_and_the_bridge_keeps_running() {
+    let broker = Broker::start().unwrap();
+    let bridge = Bridge::start(&broker.url(), "").unwrap();
+    // Invalid app: 422 with the paths of the bad fields and the values.
+    let a = bridge
+        .request(
+            "POST",
+            "/v2/apps",
+            Some(r#"{"id":"Bad_Id","cpus":-1,"container":{"docker":{"image":"x"}}}"#),
+        )
+        .unwrap();
+    assert_eq!(a.status, 422, "{}", a.text);
+    let body = a.json();
+    assert_eq!(body["message"], "Object is not valid");
+    let paths: Vec<&str> = body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"/id") && paths.contains(&"/cpus"),
+        "{paths:?}"
+    );
+    assert!(
+        body["details"][0]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("Bad_Id")
+    );
+    // Wrong type: the path of the field.
+    let a = bridge
+        .request("POST", "/v2/apps", Some(r#"{"id":"a","instances":"two"}"#))
+        .unwrap();
+    assert_eq!(a.status, 422);
+    assert_eq!(a.json()["details"][0]["path"], "/instances");
+    // Not JSON at all: 400.
+    let a = bridge
+        .request("POST", "/v2/apps", Some("{not json"))
+        .unwrap();
+    assert_eq!(a.status, 400);
+    assert_eq!(a.json()["message"], "Invalid JSON");
+    // Unknown app: 404 with a message.
+    let a = bridge.get("/v2/apps/nope").unwrap();
+    assert_eq!(a.status, 404);
+    assert!(a.json()["message"].as_str().unwrap().contains("/nope"));
+    // A bad boolean names the parameter.
+    let a = bridge
+        .request("DELETE", "/v2/apps/nope?force=maybe", None)
+        .unwrap();
+    assert_eq!(a.status, 400);
+    assert!(a.text.contains("force"));
+    // A deployment in progress (no agent: it cannot finish) locks the app: 409, then force.
+    let app = web_app("/locked", 1, json!({}));
+    let a = bridge
+        .request("POST", "/v2/apps", Some(&app.to_string()))
+        .unwrap();
+    assert_eq!(a.status, 201);
+    let a = bridge
+        .request("PUT", "/v2/apps/locked", Some(r#"{"instances":2}"#))
+        .unwrap();
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert!(a.json()["deployments"][0]["id"].is_string());
+    let a = bridge
+        .request(
+            "PUT",
+            "/v2/apps/locked?force=true",
+            Some(r#"{"instances":2}"#),
+        )
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    // The same id twice: 409.
+    let a = bridge
+        .request("POST", "/v2/apps", Some(&app.to_string()))
+        .unwrap();
+    assert_eq!(a.status, 409);
+    // The waiting instances are in the queue; the deployment is listed, and can be cancelled.
+    let q = bridge.json("/v2/queue");
+    assert_eq!(q["queue"][0]["count"], 2);
+    assert_eq!(q["queue"][0]["app"]["id"], "/locked");
+    let deployments = bridge.json("/v2/deployments");
+    let d = deployments[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(deployments[0]["affectedApps"], json!(["/locked"]));
+    let a = bridge
+        .request("DELETE", &format!("/v2/deployments/{d}?force=true"), None)
+        .unwrap();
+    assert_eq!(a.status, 202);
+    assert_eq!(bridge.json("/v2/deployments"), json!([]));
+    // Double slashes in app ids collapse.
+    assert_eq!(bridge.json("/v2/apps//locked")["app"]["id"], "/locked");
+    // embed and filters.
+    let apps = bridge.json("/v2/apps?embed=apps.tasks&embed=apps.lastTaskFailure&id=lock");
+    assert_eq!(apps["apps"][0]["tasks"], json!([]));
+    assert_eq!(bridge.json("/v2/apps?id=zzz")["apps"], json!([]));
+    // The small endpoints.
+    assert_eq!(bridge.get("/ping").unwrap().text, "pong");
+    assert_eq!(bridge.json("/v2/info")["name"], "marathon");
+    assert!(
+        bridge.json("/v2/leader")["leader"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{}", bridge.port()))
+    );
+    assert!(
+        bridge.json("/metrics")["gauges"]["service.mesosphere.marathon.app.count"]["value"]
+            .is_u64()
+    );
+    // Delete the app: gone.
+    let a = bridge
+        .request("DELETE", "/v2/apps/locked?force=true", None)
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    wait::until("the app removed", SHORT, || {
+        (bridge.get("/v2/apps/locked").ok()?.status == 404).then_some(())
+    })
+    .unwrap();
+}
+
+/// A `/v2/events` connection read line by line as server-sent events.
+struct EventStream {
+    reader: BufReader<TcpStream>,
+    events: Vec<(String, Value)>,
+}
+
+impl EventStream {
+    fn open(port: u16, query: &str) -> Self {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET /v2/events{query} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut reader = BufReader::new(s);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        let mut headers = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            headers.push_str(&line.to_ascii_lowercase());
+        }
+        assert!(
+            headers.contains("content-type: text/event-stream"),
+            "{headers}"
+        );
+        Self {
+            reader,
+            events: Vec::new(),
+        }
+    }
+
+    /// Reads events until `done(events)` holds; returns all read so far.
+    fn read_until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&[(String, Value)]) -> bool,
+    ) -> Vec<(String, Value)> {
+        let mut kind = String::new();
+        wait::until("events on the stream", timeout, || {
+            loop {
+                let mut line = String::new();
+                match self.reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                // Chunked transfer: chunk-size lines are hex digits; skip them.
+                let l = line.trim_end();
+                if let Some(k) = l.strip_prefix("event: ").or(l.strip_prefix("event:")) {
+                    kind = k.trim().to_string();
+                } else if let Some(d) = l.strip_prefix("data: ").or(l.strip_prefix("data:")) {
+                    self.events
+                        .push((kind.clone(), serde_json::from_str(d.trim()).unwrap()));
+                }
+            }
+            done(&self.events).then_some(())
+        })
+        .unwrap();
+        self.events.clone()
+    }
+}
