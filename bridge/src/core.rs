@@ -671,7 +671,8 @@ impl Core {
             self.save_task(&tid);
         }
         // A task became ready or went away: the app's deployment may be done, or need more.
-        if prev != state || health_changed {
+        if health_changed || (prev != state && (state == TaskState::Running || state.is_terminal()))
+        {
             self.schedule_app(now, &app_id);
         }
     }
@@ -1173,11 +1174,7 @@ impl Core {
             self.kill(now, &t, None);
         }
         if to_launch > 0 && now >= self.apps[id].delay_until_ms {
-            for _ in 0..to_launch {
-                if !self.launch(now, id) {
-                    break;
-                }
-            }
+            self.launch_many(now, id, to_launch);
         }
         if done && let Some(d) = self.apps.get_mut(id).and_then(|a| a.deployment.take()) {
             let plan = deployment_json(&d, id);
@@ -1191,10 +1188,28 @@ impl Core {
         }
     }
 
-    /// Places and launches one instance of `app_id`; false when no agent fits.
-    fn launch(&mut self, now: Millis, app_id: &str) -> bool {
-        let app = &self.apps[app_id];
-        let def = &app.def;
+    /// Places up to `count` instances of `app_id` and launches them; returns how many were
+    /// placed. Per-agent usage and the app's per-value instance counts are computed once and
+    /// updated per placement, so a pass costs instances × agents.
+    fn launch_many(&mut self, now: Millis, app_id: &str, count: usize) -> usize {
+        let placements = self.place(app_id, count);
+        let n = placements.len();
+        for agent_id in placements {
+            self.launch_on(now, app_id, &agent_id);
+        }
+        n
+    }
+
+    fn place(&self, app_id: &str, count: usize) -> Vec<String> {
+        #[derive(Default)]
+        struct Usage {
+            held: Amount,
+            ports: Vec<u16>,
+            unassigned: usize,
+            tasks: usize,
+            same_app: usize,
+        }
+        let def = &self.apps[app_id].def;
         let need = Amount {
             cpus: def.cpus,
             mem: def.mem,
@@ -1225,59 +1240,82 @@ impl Core {
                 attributes: &a.attributes,
             })
             .collect();
-        let peers: Vec<Candidate> = self
-            .tasks
-            .values()
-            .filter(|t| t.app_id == app_id && !t.killing && !t.inactive)
-            .filter_map(|t| all.iter().find(|c| c.agent_id == t.agent_id).cloned())
-            .collect();
-        let mut best: Option<(usize, usize, &str)> = None;
-        let mut refused: Vec<String> = Vec::new();
-        for a in self.agents.values().filter(|a| a.online()) {
-            let Some(offer) = &a.offer else { continue };
-            let mine: Vec<&TaskRecord> =
-                self.tasks.values().filter(|t| t.agent_id == a.id).collect();
-            let held = mine.iter().fold(Amount::default(), |s, t| Amount {
-                cpus: s.cpus + t.cpus,
-                mem: s.mem + t.mem,
-                disk: s.disk + t.disk,
-            });
-            let free = Amount {
-                cpus: offer.available.cpus + offer.used.cpus - held.cpus,
-                mem: offer.available.mem + offer.used.mem - held.mem,
-                disk: offer.available.disk + offer.used.disk - held.disk,
-            };
-            if !free.fits(&need) {
-                refused.push(format!("{}: resources", a.id));
-                continue;
+        let by_id: HashMap<&str, &Candidate> = all.iter().map(|c| (c.agent_id, c)).collect();
+        let mut usage: HashMap<&str, Usage> = HashMap::new();
+        let mut peers: Vec<Candidate> = Vec::new();
+        for t in self.tasks.values() {
+            let u = usage.entry(t.agent_id.as_str()).or_default();
+            u.held.cpus += t.cpus;
+            u.held.mem += t.mem;
+            u.held.disk += t.disk;
+            u.ports.extend(t.host_ports.iter().copied());
+            if t.host_ports.is_empty() {
+                u.unassigned += dynamic;
             }
-            let taken: Vec<u16> = mine
-                .iter()
-                .flat_map(|t| t.host_ports.iter().copied())
-                .collect();
-            // Offered ranges already exclude the ports in use; add back the bridge's own so
-            // the count is not off while an offer lags.
-            let mut ranges = offer.ranges.clone();
-            ranges.extend(taken.iter().map(|&p| (p, p)));
-            let pending = mine.iter().filter(|t| t.host_ports.is_empty()).count() * dynamic;
-            if !placement::ports_fit(&ranges, &taken, &fixed, dynamic + pending) {
-                refused.push(format!("{}: ports", a.id));
-                continue;
-            }
-            let me = all.iter().find(|c| c.agent_id == a.id).expect("listed");
-            if !placement::allowed(&constraints, me, &peers, &all) {
-                refused.push(format!("{}: constraints", a.id));
-                continue;
-            }
-            let same_app = mine.iter().filter(|t| t.app_id == app_id).count();
-            let key = (same_app, mine.len(), a.id.as_str());
-            if best.is_none_or(|b| key < b) {
-                best = Some(key);
+            u.tasks += 1;
+            if t.app_id == app_id && !t.killing && !t.inactive {
+                u.same_app += 1;
+                if let Some(c) = by_id.get(t.agent_id.as_str()) {
+                    peers.push((*c).clone());
+                }
             }
         }
-        let Some((_, _, agent_id)) = best else {
-            tracing::debug!(app = %app_id, ?refused, "no agent fits");
-            return false;
+        let mut counts = placement::PeerCounts::new(&constraints, &peers, &all);
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let mut best: Option<(usize, usize, &str)> = None;
+            for a in self.agents.values().filter(|a| a.online()) {
+                let Some(offer) = &a.offer else { continue };
+                let u = usage.entry(a.id.as_str()).or_default();
+                let free = Amount {
+                    cpus: offer.available.cpus + offer.used.cpus - u.held.cpus,
+                    mem: offer.available.mem + offer.used.mem - u.held.mem,
+                    disk: offer.available.disk + offer.used.disk - u.held.disk,
+                };
+                if !free.fits(&need) {
+                    continue;
+                }
+                // Offered ranges already exclude the ports in use; add back the bridge's own
+                // so the count is not off while an offer lags.
+                let mut ranges = offer.ranges.clone();
+                ranges.extend(u.ports.iter().map(|&p| (p, p)));
+                if !placement::ports_fit(&ranges, &u.ports, &fixed, dynamic + u.unassigned) {
+                    continue;
+                }
+                if !placement::allowed(&constraints, by_id[a.id.as_str()], &counts) {
+                    continue;
+                }
+                let key = (u.same_app, u.tasks, a.id.as_str());
+                if best.is_none_or(|b| key < b) {
+                    best = Some(key);
+                }
+            }
+            let Some((_, _, agent_id)) = best else {
+                tracing::debug!(app = %app_id, placed = out.len(), wanted = count, "no agent fits");
+                break;
+            };
+            let u = usage.entry(agent_id).or_default();
+            u.held.cpus += need.cpus;
+            u.held.mem += need.mem;
+            u.held.disk += need.disk;
+            u.ports.extend(fixed.iter().copied());
+            u.unassigned += dynamic;
+            u.tasks += 1;
+            u.same_app += 1;
+            counts.add(by_id[agent_id]);
+            out.push(agent_id.to_string());
+        }
+        out
+    }
+
+    /// Launches one instance of `app_id` on `agent_id`: stores the task, then sends the command.
+    fn launch_on(&mut self, now: Millis, app_id: &str, agent_id: &str) {
+        let app = &self.apps[app_id];
+        let def = &app.def;
+        let need = Amount {
+            cpus: def.cpus,
+            mem: def.mem,
+            disk: def.disk,
         };
         let agent_id = agent_id.to_string();
         let agent = &self.agents[&agent_id];
@@ -1286,7 +1324,7 @@ impl Core {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(app = %app_id, error = %e, "cannot build the task spec");
-                return false;
+                return;
             }
         };
         let cid = format!("l-{}", uuid::Uuid::new_v4().simple());
@@ -1322,7 +1360,6 @@ impl Core {
         self.save_task(&task_id);
         self.command(now, &agent_id, &cid, CommandKind::Launch(spec));
         self.status_event(now, &task_id, TaskState::Staging, "");
-        true
     }
 }
 

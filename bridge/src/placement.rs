@@ -2,7 +2,7 @@
 //! agent's offer fits the instance's resources. Pure functions; the scheduler in
 //! [`crate::core`] calls them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use regex::Regex;
 
@@ -86,46 +86,89 @@ pub struct Candidate<'a> {
 }
 
 impl Candidate<'_> {
-    fn value(&self, field: &str) -> Option<&str> {
+    /// The value of a constraint field on this agent (`hostname` or an attribute).
+    pub fn value(&self, field: &str) -> Option<&str> {
         match field {
-            "hostname" => Some(self.hostname),
-            "@hostname" => Some(self.hostname),
+            "hostname" | "@hostname" => Some(self.hostname),
             _ => self.attributes.get(field).map(String::as_str),
         }
     }
 }
 
-/// Whether `c` may take one more instance, given where the app's instances run now (`peers`).
-/// `all` lists every agent, for GROUP_BY's count of values.
-pub fn allowed(
-    constraints: &[Constraint],
-    c: &Candidate,
-    peers: &[Candidate],
-    all: &[Candidate],
-) -> bool {
-    constraints.iter().all(|k| {
-        let here = c.value(k.field());
-        let same = || {
-            peers
+/// How many of an app's instances run per value of each constrained field, and which values
+/// exist in the fleet (for GROUP_BY). Built once per scheduling pass, updated per placement,
+/// so placing `n` instances on `m` agents costs `n * m`, not more.
+#[derive(Debug, Default)]
+pub struct PeerCounts {
+    counts: HashMap<String, HashMap<String, usize>>,
+    values: HashMap<String, Vec<String>>,
+}
+
+impl PeerCounts {
+    /// Counts for the fields of `constraints`, from the agents the app's instances run on
+    /// (`peers`) and every agent of the fleet (`all`).
+    pub fn new(constraints: &[Constraint], peers: &[Candidate], all: &[Candidate]) -> Self {
+        let mut pc = Self::default();
+        for k in constraints {
+            let f = k.field().to_string();
+            let mut values: Vec<String> = all
                 .iter()
-                .filter(|p| p.value(k.field()) == here && here.is_some())
-                .count()
-        };
+                .filter_map(|a| a.value(&f))
+                .map(str::to_string)
+                .collect();
+            values.sort_unstable();
+            values.dedup();
+            pc.values.insert(f.clone(), values);
+            pc.counts.entry(f).or_default();
+        }
+        for p in peers {
+            pc.add(p);
+        }
+        pc
+    }
+
+    /// Counts one more instance on `c`.
+    pub fn add(&mut self, c: &Candidate) {
+        for (f, m) in self.counts.iter_mut() {
+            if let Some(v) = c.value(f) {
+                *m.entry(v.to_string()).or_default() += 1;
+            }
+        }
+    }
+
+    fn count(&self, field: &str, value: &str) -> usize {
+        self.counts
+            .get(field)
+            .and_then(|m| m.get(value))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Whether `c` may take one more instance, given where the app's instances run now.
+pub fn allowed(constraints: &[Constraint], c: &Candidate, peers: &PeerCounts) -> bool {
+    constraints.iter().all(|k| {
+        let f = k.field();
+        let here = c.value(f);
+        let same = || here.map(|h| peers.count(f, h)).unwrap_or(0);
         match k {
             Constraint::Unique(_) => here.is_some() && same() == 0,
             Constraint::Cluster(_, v) => here == Some(v.as_str()),
             Constraint::Like(_, re) => here.is_some_and(|h| re.is_match(h)),
             Constraint::Unlike(_, re) => here.is_none_or(|h| !re.is_match(h)),
             Constraint::MaxPer(_, n) => here.is_some() && same() < *n,
-            Constraint::GroupBy(f) => {
+            Constraint::GroupBy(_) => {
                 // Only where the count of this value is the lowest of all values.
                 let Some(here) = here else { return false };
-                let mut values: Vec<&str> = all.iter().filter_map(|a| a.value(f)).collect();
-                values.sort_unstable();
-                values.dedup();
-                let count = |v: &str| peers.iter().filter(|p| p.value(f) == Some(v)).count();
-                let min = values.iter().map(|v| count(v)).min().unwrap_or(0);
-                count(here) == min
+                let min = peers
+                    .values
+                    .get(f)
+                    .into_iter()
+                    .flatten()
+                    .map(|v| peers.count(f, v))
+                    .min()
+                    .unwrap_or(0);
+                peers.count(f, here) == min
             }
         }
     })
@@ -193,9 +236,17 @@ mod tests {
         };
         let k = [parse(&["hostname", "UNIQUE"])];
         let all = [h1.clone(), h2.clone()];
-        assert!(allowed(&k, &h1, &[], &all));
-        assert!(!allowed(&k, &h1, std::slice::from_ref(&h1), &all));
-        assert!(allowed(&k, &h2, std::slice::from_ref(&h1), &all));
+        assert!(allowed(&k, &h1, &PeerCounts::new(&k, &[], &all)));
+        assert!(!allowed(
+            &k,
+            &h1,
+            &PeerCounts::new(&k, std::slice::from_ref(&h1), &all)
+        ));
+        assert!(allowed(
+            &k,
+            &h2,
+            &PeerCounts::new(&k, std::slice::from_ref(&h1), &all)
+        ));
     }
 
     #[test]
@@ -214,14 +265,31 @@ mod tests {
         };
         let all = [n.clone(), s.clone()];
         let cluster = [parse(&["zone", "CLUSTER", "north"])];
-        assert!(allowed(&cluster, &n, &[], &all) && !allowed(&cluster, &s, &[], &all));
+        assert!(
+            allowed(&cluster, &n, &PeerCounts::new(&cluster, &[], &all))
+                && !allowed(&cluster, &s, &PeerCounts::new(&cluster, &[], &all))
+        );
         let like = [parse(&["rack", "LIKE", "r[12]"])];
-        assert!(allowed(&like, &n, &[], &all) && allowed(&like, &s, &[], &all));
+        assert!(
+            allowed(&like, &n, &PeerCounts::new(&like, &[], &all))
+                && allowed(&like, &s, &PeerCounts::new(&like, &[], &all))
+        );
         let unlike = [parse(&["rack", "UNLIKE", "r1"])];
-        assert!(!allowed(&unlike, &n, &[], &all) && allowed(&unlike, &s, &[], &all));
+        assert!(
+            !allowed(&unlike, &n, &PeerCounts::new(&unlike, &[], &all))
+                && allowed(&unlike, &s, &PeerCounts::new(&unlike, &[], &all))
+        );
         let max = [parse(&["zone", "MAX_PER", "2"])];
-        assert!(allowed(&max, &n, std::slice::from_ref(&n), &all));
-        assert!(!allowed(&max, &n, &[n.clone(), n.clone()], &all));
+        assert!(allowed(
+            &max,
+            &n,
+            &PeerCounts::new(&max, std::slice::from_ref(&n), &all)
+        ));
+        assert!(!allowed(
+            &max,
+            &n,
+            &PeerCounts::new(&max, &[n.clone(), n.clone()], &all)
+        ));
     }
 
     #[test]
@@ -240,8 +308,16 @@ mod tests {
         };
         let all = [n.clone(), s.clone()];
         let k = [parse(&["zone", "GROUP_BY"])];
-        assert!(!allowed(&k, &n, std::slice::from_ref(&n), &all));
-        assert!(allowed(&k, &s, std::slice::from_ref(&n), &all));
+        assert!(!allowed(
+            &k,
+            &n,
+            &PeerCounts::new(&k, std::slice::from_ref(&n), &all)
+        ));
+        assert!(allowed(
+            &k,
+            &s,
+            &PeerCounts::new(&k, std::slice::from_ref(&n), &all)
+        ));
     }
 
     #[test]
