@@ -470,6 +470,9 @@ impl Core {
                 if was != a.liveness || restarted {
                     tracing::info!(agent = %id, "agent is {}; reconciling its tasks", a.liveness);
                     self.reconcile_agent(now, &id);
+                    // New capacity: instances waiting for an agent are placed now, not at
+                    // the next tick.
+                    self.tick(now);
                 }
             }
         }

@@ -88,6 +88,11 @@ impl Bridge {
         self.process.stop();
     }
 
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// The API's port.
     pub fn port(&self) -> u16 {
         self.port

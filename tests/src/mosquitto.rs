@@ -34,18 +34,27 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker that accepts anonymous clients.
     pub fn start() -> Result<Self> {
-        Self::start_inner(None)
+        Self::start_inner(None, "")
+    }
+
+    /// Starts an anonymous broker with `extra` appended to its config (benchmarks lift
+    /// mosquitto's per-client queue limits this way).
+    pub fn start_with_config(extra: &str) -> Result<Self> {
+        Self::start_inner(None, extra)
     }
 
     /// Starts a broker that requires `username`/`password`.
     pub fn start_with_auth(username: &str, password: &str) -> Result<Self> {
-        Self::start_inner(Some(Credentials {
-            username: username.into(),
-            password: password.into(),
-        }))
+        Self::start_inner(
+            Some(Credentials {
+                username: username.into(),
+                password: password.into(),
+            }),
+            "",
+        )
     }
 
-    fn start_inner(credentials: Option<Credentials>) -> Result<Self> {
+    fn start_inner(credentials: Option<Credentials>, extra: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = net::free_port()?;
         let mut conf = format!(
@@ -70,6 +79,7 @@ impl Broker {
                 ));
             }
         }
+        conf.push_str(extra);
         let config = dir.path().join("mosquitto.conf");
         std::fs::write(&config, conf).context("writing mosquitto.conf")?;
         let process = spawn(&config)?;

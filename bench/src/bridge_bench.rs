@@ -1,0 +1,346 @@
+//! The bridge under a simulated fleet: N agents speak the real protocol through a real
+//! mosquitto (multiplexed over one MQTT connection, no containers), the real `outpost-bridge`
+//! places an app with one instance per agent, and the simulated agents answer every launch
+//! with RUNNING at once.
+//!
+//! Prints, for each N given on the command line (default 100 1000):
+//! - agents registered (hello, offer, liveness) until the bridge counts them all online;
+//! - deploy-to-all-RUNNING of an app with N instances (`hostname UNIQUE`), against the
+//!   baseline of the same number of messages echoed through the broker alone;
+//! - launch latency (POST to the launch arriving at the agent), p50 and p99;
+//! - offer-to-launch latency: 100 more instances queued, then 100 new agents come online one
+//!   at a time; time from each agent's liveness message to its launch, p50 and p99;
+//! - the bridge's RSS (against the idle bridge) and its CPU time during the deploy.
+//!
+//! `OUTPOST_BRIDGE_BIN` picks the binary (the static release build for the figures).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use serde_json::json;
+
+use outpost_protocol::codec::{MAX_MESSAGE_BYTES, encode_to_vec};
+use outpost_protocol::{
+    AgentId, AgentState, Command, CommandKind, CommandReply, Hello, Liveness, Offer, Outcome,
+    PROTOCOL_VERSION, PortRange, Resources, TaskState, TaskStatus, Text, Topic, TopicKind, decode,
+};
+use outpost_tests::bridge::Bridge;
+use outpost_tests::mosquitto::Broker;
+use outpost_tests::wait;
+
+/// What the simulated fleet saw.
+#[derive(Default)]
+struct Seen {
+    /// Launch arrival time per agent.
+    launches: HashMap<String, Instant>,
+    echoes: usize,
+    uuid: u64,
+}
+
+struct Fleet {
+    client: Client,
+    seen: Arc<Mutex<Seen>>,
+}
+
+fn topic(agent: &str, kind: TopicKind) -> String {
+    Topic::new(agent, kind).unwrap().to_string()
+}
+
+impl Fleet {
+    fn connect(broker: &Broker) -> Result<Self> {
+        let mut o = MqttOptions::new(
+            format!("fleet-sim-{}", std::process::id()),
+            "127.0.0.1",
+            broker.port(),
+        );
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_max_packet_size(MAX_MESSAGE_BYTES + 1024, MAX_MESSAGE_BYTES + 1024);
+        o.set_inflight(1000);
+        let (client, mut connection) = Client::new(o, 200_000);
+        client.subscribe(
+            TopicKind::Cmd.all_agents_filter().to_string(),
+            QoS::AtLeastOnce,
+        )?;
+        client.subscribe("bench/echo", QoS::AtLeastOnce)?;
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (s, c) = (seen.clone(), client.clone());
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                match event {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        on_publish(&c, &s, &p.topic, &p.payload)
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        });
+        Ok(Self { client, seen })
+    }
+
+    fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) -> Result<()> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .context("publishing")
+    }
+
+    /// Hello, offer and liveness of agent `id` (1 CPU, 1 GiB, ports 31000-32000).
+    fn join(&self, id: &str) -> Result<()> {
+        let aid = AgentId::new(id).unwrap();
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            agent_id: aid.clone(),
+            hostname: Text::new(id).unwrap(),
+            agent_version: Text::new("sim").unwrap(),
+            ..Default::default()
+        };
+        let mut ports = heapless::Vec::new();
+        let _ = ports.push(PortRange {
+            begin: 31000,
+            end: 32000,
+        });
+        let offer = Offer {
+            version: PROTOCOL_VERSION,
+            agent_id: aid.clone(),
+            seq: 1,
+            available: Resources {
+                cpus: 1.0,
+                mem_mib: 1024.0,
+                disk_mib: 1024.0,
+                ports,
+            },
+            used: Resources::default(),
+            attributes: heapless::Vec::new(),
+        };
+        let state = AgentState {
+            version: PROTOCOL_VERSION,
+            agent_id: aid,
+            liveness: Liveness::Online,
+            started_at_ms: 1,
+        };
+        self.publish(topic(id, TopicKind::Hello), true, encode_to_vec(&hello))?;
+        self.publish(topic(id, TopicKind::Offer), true, encode_to_vec(&offer))?;
+        self.publish(topic(id, TopicKind::State), true, encode_to_vec(&state))
+    }
+}
+
+fn on_publish(client: &Client, seen: &Mutex<Seen>, t: &str, payload: &[u8]) {
+    if t == "bench/echo" {
+        seen.lock().unwrap().echoes += 1;
+        return;
+    }
+    let Ok(parsed) = Topic::parse(t) else { return };
+    let Ok(cmd) = decode::<Command>(payload) else {
+        return;
+    };
+    let agent = parsed.agent_id.to_string();
+    let reply = CommandReply {
+        version: PROTOCOL_VERSION,
+        command_id: cmd.command_id.clone(),
+        outcome: Outcome::Accepted,
+    };
+    let _ = client.try_publish(
+        topic(&agent, TopicKind::Reply),
+        QoS::AtLeastOnce,
+        false,
+        encode_to_vec(&reply),
+    );
+    let CommandKind::Launch(spec) = cmd.kind else {
+        return;
+    };
+    let mut s = seen.lock().unwrap();
+    s.launches.entry(agent.clone()).or_insert_with(Instant::now);
+    for state in [TaskState::Starting, TaskState::Running] {
+        s.uuid += 1;
+        let mut uuid = [0u8; 16];
+        uuid[..8].copy_from_slice(&s.uuid.to_be_bytes());
+        let status = TaskStatus {
+            version: PROTOCOL_VERSION,
+            agent_id: AgentId::new(&agent).unwrap(),
+            task_id: spec.task_id.clone(),
+            uuid,
+            state,
+            ..Default::default()
+        };
+        let _ = client.try_publish(
+            topic(&agent, TopicKind::Status),
+            QoS::AtLeastOnce,
+            false,
+            encode_to_vec(&status),
+        );
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    (f.get(10).unwrap_or(&0) + f.get(11).unwrap_or(&0)) as f64 / 100.0
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn running(bridge: &Bridge, id: &str) -> u64 {
+    bridge.json("/v2/apps")["apps"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["id"] == id))
+        .and_then(|a| a["tasksRunning"].as_u64())
+        .unwrap_or(0)
+}
+
+fn run(n: usize) -> Result<()> {
+    // Lift mosquitto's per-client limits (1000 queued, 20 in flight by default): the bridge's
+    // and the fleet's sessions carry tens of thousands of QoS 1 messages.
+    let broker = Broker::start_with_config("max_queued_messages 0\nmax_inflight_messages 0\n")?;
+    let bridge = Bridge::start(&broker.url(), "")?;
+    let pid = bridge.pid().context("bridge pid")?;
+    let idle_rss = rss_kib(pid);
+    let fleet = Fleet::connect(&broker)?;
+    let long = Duration::from_secs(600);
+
+    // Baseline: n messages through the broker and back, nothing else.
+    let t = Instant::now();
+    for i in 0..n {
+        fleet.publish("bench/echo".into(), false, vec![i as u8; 64])?;
+    }
+    wait::until("the echoes", long, || {
+        (fleet.seen.lock().unwrap().echoes >= n).then_some(())
+    })?;
+    let echo = t.elapsed();
+
+    let t = Instant::now();
+    for i in 0..n {
+        fleet.join(&format!("sim-{i:05}"))?;
+    }
+    wait::until("every agent online at the bridge", long, || {
+        let m = bridge.json("/metrics");
+        (m["gauges"]["outpost.agents.online.count"]["value"].as_u64()? as usize >= n).then_some(())
+    })?;
+    let register = t.elapsed();
+
+    let app = json!({
+        "id": "/fleet", "instances": n, "cpus": 0.1, "mem": 16,
+        "constraints": [["hostname", "UNIQUE"]],
+        "container": { "type": "DOCKER", "docker": { "image": "busybox", "network": "HOST" } }
+    });
+    let cpu0 = cpu_seconds(pid);
+    let posted = Instant::now();
+    let a = bridge.request("POST", "/v2/apps", Some(&app.to_string()))?;
+    anyhow::ensure!(a.status == 201, "POST: {} {}", a.status, a.text);
+    wait::until("every instance RUNNING", long, || {
+        (running(&bridge, "/fleet") as usize >= n).then_some(())
+    })?;
+    let deploy = posted.elapsed();
+    let cpu = cpu_seconds(pid) - cpu0;
+    let launch: Vec<Duration> = fleet
+        .seen
+        .lock()
+        .unwrap()
+        .launches
+        .values()
+        .map(|t| t.duration_since(posted))
+        .collect();
+    let rss = rss_kib(pid);
+
+    // Offer-to-launch: 100 more instances wait; agents join one at a time.
+    let extra = 100;
+    let a = bridge.request(
+        "PUT",
+        "/v2/apps/fleet?force=true",
+        Some(&json!({ "instances": n + extra }).to_string()),
+    )?;
+    anyhow::ensure!(a.status == 200, "PUT: {} {}", a.status, a.text);
+    let mut joined = Vec::new();
+    for i in 0..extra {
+        let id = format!("new-{i:05}");
+        joined.push((id.clone(), Instant::now()));
+        fleet.join(&id)?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait::until("the new agents' launches", long, || {
+        let s = fleet.seen.lock().unwrap();
+        joined
+            .iter()
+            .all(|(id, _)| s.launches.contains_key(id))
+            .then_some(())
+    })?;
+    let offer_to_launch: Vec<Duration> = {
+        let s = fleet.seen.lock().unwrap();
+        joined
+            .iter()
+            .map(|(id, t)| s.launches[id].duration_since(*t))
+            .collect()
+    };
+
+    println!("## {n} agents");
+    println!("register {n} agents: {:.2} s", register.as_secs_f64());
+    println!(
+        "deploy to all RUNNING: {:.2} s; broker-only echo of {n} messages: {:.2} s; ratio {:.1}x",
+        deploy.as_secs_f64(),
+        echo.as_secs_f64(),
+        deploy.as_secs_f64() / echo.as_secs_f64().max(1e-6)
+    );
+    println!(
+        "launch latency after POST: p50 {} p99 {}",
+        ms(percentile(launch.clone(), 0.5)),
+        ms(percentile(launch, 0.99))
+    );
+    println!(
+        "offer-to-launch ({extra} agents joining one by one): p50 {} p99 {}",
+        ms(percentile(offer_to_launch.clone(), 0.5)),
+        ms(percentile(offer_to_launch, 0.99))
+    );
+    println!(
+        "bridge RSS: {rss} KiB; idle bridge: {idle_rss} KiB; ratio {:.1}x",
+        rss as f64 / idle_rss.max(1) as f64
+    );
+    println!(
+        "bridge CPU during the deploy: {cpu:.2} s over {:.2} s wall ({:.0} %)",
+        deploy.as_secs_f64(),
+        100.0 * cpu / deploy.as_secs_f64()
+    );
+    println!();
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![100, 1000]
+    } else {
+        sizes
+    };
+    for n in sizes {
+        run(n)?;
+    }
+    Ok(())
+}
