@@ -74,6 +74,8 @@ pub struct OfferView {
     pub used: Amount,
     /// Free port ranges.
     pub ranges: Vec<(u16, u16)>,
+    /// How many ports the ranges hold.
+    pub port_count: usize,
 }
 
 /// The health history of a task, as Marathon's `healthCheckResults`.
@@ -110,6 +112,9 @@ pub struct TaskRecord {
     pub state: u8,
     /// The state before the agent went away (shown again if it comes back).
     pub host_ports: Vec<u16>,
+    /// Fixed host ports the task asked for (held before the agent reports them).
+    #[serde(default)]
+    pub fixed_ports: Vec<u16>,
     /// Service ports of the app at launch.
     pub service_ports: Vec<u16>,
     /// Container IP.
@@ -426,6 +431,12 @@ impl Core {
             available: amount(&o.available),
             used: amount(&o.used),
             ranges: o.available.ports.iter().map(|r| (r.begin, r.end)).collect(),
+            port_count: o
+                .available
+                .ports
+                .iter()
+                .map(|r| (r.end as usize + 1).saturating_sub(r.begin as usize))
+                .sum(),
         });
     }
 
@@ -1251,9 +1262,12 @@ impl Core {
             u.held.cpus += t.cpus;
             u.held.mem += t.mem;
             u.held.disk += t.disk;
-            u.ports.extend(t.host_ports.iter().copied());
             if t.host_ports.is_empty() {
+                // Not reported yet: hold what it asked for.
+                u.ports.extend(t.fixed_ports.iter().copied());
                 u.unassigned += dynamic;
+            } else {
+                u.ports.extend(t.host_ports.iter().copied());
             }
             u.tasks += 1;
             if t.app_id == app_id && !t.killing && !t.inactive {
@@ -1278,11 +1292,13 @@ impl Core {
                 if !free.fits(&need) {
                     continue;
                 }
-                // Offered ranges already exclude the ports in use; add back the bridge's own
-                // so the count is not off while an offer lags.
-                let mut ranges = offer.ranges.clone();
-                ranges.extend(u.ports.iter().map(|&p| (p, p)));
-                if !placement::ports_fit(&ranges, &u.ports, &fixed, dynamic + u.unassigned) {
+                // Offered ranges already exclude the ports in use (the bridge's own tasks'
+                // among them): fixed ports must be offered and not held by a task the offer
+                // does not show yet; dynamic ones must fit in what is left.
+                let fixed_ok = fixed.iter().all(|p| {
+                    !u.ports.contains(p) && offer.ranges.iter().any(|&(b, e)| (b..=e).contains(p))
+                });
+                if !fixed_ok || offer.port_count < fixed.len() + dynamic + u.unassigned {
                     continue;
                 }
                 if !placement::allowed(&constraints, by_id[a.id.as_str()], &counts) {
@@ -1340,6 +1356,12 @@ impl Core {
             version: app.last_config_change_at.clone(),
             state: TaskState::Staging.mesos_number(),
             host_ports: Vec::new(),
+            fixed_ports: def
+                .port_mappings()
+                .iter()
+                .filter(|p| p.host_port != 0)
+                .map(|p| p.host_port as u16)
+                .collect(),
             service_ports: def
                 .port_mappings()
                 .iter()

@@ -194,18 +194,6 @@ impl Amount {
     }
 }
 
-/// Whether every fixed host port is inside `ranges` and not in `taken`, and enough ports for
-/// the dynamic ones (host port 0) remain.
-pub fn ports_fit(ranges: &[(u16, u16)], taken: &[u16], fixed: &[u16], dynamic: usize) -> bool {
-    let inside = |p: u16| ranges.iter().any(|&(b, e)| (b..=e).contains(&p));
-    if fixed.iter().any(|&p| !inside(p) || taken.contains(&p)) {
-        return false;
-    }
-    let total: usize = ranges.iter().map(|&(b, e)| (e - b) as usize + 1).sum();
-    let used = taken.iter().filter(|&&p| inside(p)).count() + fixed.len();
-    total.saturating_sub(used) >= dynamic
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,16 +314,6 @@ mod tests {
         assert!(e.contains("NEAR"), "{e}");
         let e = Constraint::parse(&["zone".into(), "MAX_PER".into(), "x".into()]).unwrap_err();
         assert!(e.contains("\"x\""), "{e}");
-    }
-
-    #[test]
-    fn ports_fit_counts_fixed_and_dynamic_ports() {
-        let r = [(31000, 31002)];
-        assert!(ports_fit(&r, &[], &[31000], 2));
-        assert!(!ports_fit(&r, &[], &[31000], 3));
-        assert!(!ports_fit(&r, &[31000], &[31000], 0), "taken");
-        assert!(!ports_fit(&r, &[], &[80], 0), "outside the range");
-        assert!(ports_fit(&r, &[31001], &[], 2));
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl Bridge {
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<Answer> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
+            .timeout_global(Some(Duration::from_secs(60)))
             .build()
             .into();
         let url = self.url(path);

@@ -405,3 +405,24 @@ fn writes_cover_every_change_so_a_restored_core_has_the_same_tasks() {
         w.core.app("/web").unwrap().def
     );
 }
+
+#[test]
+fn a_fixed_host_port_is_given_to_one_task_per_agent() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    let app = simple_app(2).replace(r#""hostPort":0"#, r#""hostPort":31005"#);
+    w.create(&app);
+    assert_eq!(
+        w.launches().len(),
+        1,
+        "the second instance would need 31005 again"
+    );
+    let fixed_out_of_range = simple_app(1)
+        .replace(r#""hostPort":0"#, r#""hostPort":80"#)
+        .replace("/web", "/low");
+    w.create(&fixed_out_of_range);
+    assert!(
+        w.launches().is_empty(),
+        "port 80 is not in the offered range"
+    );
+}
