@@ -147,6 +147,8 @@ async fn mqtt_loop(
     mut client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
 ) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(processor(shared.clone(), rx));
     let mut failures = 0u32;
     let mut index = 0usize;
     loop {
@@ -159,7 +161,9 @@ async fn mqtt_loop(
                         .try_subscribe(kind.all_agents_filter().to_string(), QoS::AtLeastOnce);
                 }
             }
-            Ok(MqttEvent::Incoming(Packet::Publish(p))) => handle(&shared, &p.topic, &p.payload),
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                let _ = tx.send((p.topic, p.payload));
+            }
             Ok(_) => {}
             Err(e) => {
                 failures += 1;
@@ -181,7 +185,33 @@ async fn mqtt_loop(
     }
 }
 
-fn handle(shared: &Shared, topic: &str, payload: &[u8]) {
+/// Applies MQTT messages in batches: one store transaction (one fsync) for all the messages
+/// that arrived together, so a burst of status updates is not paced by the disk.
+async fn processor(
+    shared: Arc<Shared>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, bytes::Bytes)>,
+) {
+    const BATCH: usize = 1024;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let result = shared.apply(|core, now| {
+            for (topic, payload) in &batch {
+                dispatch(core, now, topic, payload);
+            }
+        });
+        if let Err(e) = result {
+            tracing::error!(error = %e, messages = batch.len(), "messages not stored; nothing acknowledged");
+        }
+    }
+}
+
+fn dispatch(core: &mut Core, now: u64, topic: &str, payload: &[u8]) {
     let Ok(t) = Topic::parse(topic) else {
         tracing::warn!(topic, "a message on a topic that is not Outpost's");
         return;
@@ -190,26 +220,14 @@ fn handle(shared: &Shared, topic: &str, payload: &[u8]) {
         return; // a cleared retained message
     }
     let result = match t.kind {
-        TopicKind::Hello => {
-            decode::<Hello>(payload).map(|m| shared.apply(|c, now| c.on_hello(now, &m)))
-        }
-        TopicKind::Offer => {
-            decode::<Offer>(payload).map(|m| shared.apply(|c, now| c.on_offer(now, &m)))
-        }
-        TopicKind::State => {
-            decode::<AgentState>(payload).map(|m| shared.apply(|c, now| c.on_state(now, &m)))
-        }
-        TopicKind::Status => {
-            decode::<TaskStatus>(payload).map(|m| shared.apply(|c, now| c.on_status(now, &m)))
-        }
-        TopicKind::Reply => {
-            decode::<CommandReply>(payload).map(|m| shared.apply(|c, now| c.on_reply(now, &m)))
-        }
+        TopicKind::Hello => decode::<Hello>(payload).map(|m| core.on_hello(now, &m)),
+        TopicKind::Offer => decode::<Offer>(payload).map(|m| core.on_offer(now, &m)),
+        TopicKind::State => decode::<AgentState>(payload).map(|m| core.on_state(now, &m)),
+        TopicKind::Status => decode::<TaskStatus>(payload).map(|m| core.on_status(now, &m)),
+        TopicKind::Reply => decode::<CommandReply>(payload).map(|m| core.on_reply(now, &m)),
         _ => return,
     };
-    match result {
-        Err(e) => tracing::warn!(topic, error = %e, "dropping an undecodable message"),
-        Ok(Err(e)) => tracing::error!(topic, error = %e, "message not stored"),
-        Ok(Ok(())) => {}
+    if let Err(e) = result {
+        tracing::warn!(topic, error = %e, "dropping an undecodable message");
     }
 }
