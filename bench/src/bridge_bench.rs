@@ -185,13 +185,11 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After "pid (comm)": state is field 0, utime field 11, stime field 12 (man 5 proc).
     let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    (f.get(10).unwrap_or(&0) + f.get(11).unwrap_or(&0)) as f64 / 100.0
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {

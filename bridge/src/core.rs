@@ -263,6 +263,8 @@ pub struct Core {
     by_command: HashMap<String, String>,
     effects: Vec<Effect>,
     writes: BTreeMap<(Table, String), Option<Vec<u8>>>,
+    /// Apps whose tasks changed since the last [`Core::settle`].
+    dirty: BTreeSet<String>,
     /// Status updates seen (metrics).
     pub status_updates: u64,
 }
@@ -481,9 +483,10 @@ impl Core {
                 if was != a.liveness || restarted {
                     tracing::info!(agent = %id, "agent is {}; reconciling its tasks", a.liveness);
                     self.reconcile_agent(now, &id);
-                    // New capacity: instances waiting for an agent are placed now, not at
-                    // the next tick.
-                    self.tick(now);
+                    // New capacity: instances waiting for an agent are placed when this
+                    // batch settles, not at the next tick.
+                    let apps: Vec<String> = self.apps.keys().cloned().collect();
+                    self.dirty.extend(apps);
                 }
             }
         }
@@ -687,7 +690,7 @@ impl Core {
         // A task became ready or went away: the app's deployment may be done, or need more.
         if health_changed || (prev != state && (state == TaskState::Running || state.is_terminal()))
         {
-            self.schedule_app(now, &app_id);
+            self.dirty.insert(app_id);
         }
     }
 
@@ -1062,6 +1065,15 @@ impl Core {
     }
 
     // ---------------------------------------------------------------- the scheduler
+
+    /// Schedules the apps whose tasks changed since the last call (a deployment may be done,
+    /// an instance may be missing). The runtime calls it once per batch of messages, so a
+    /// burst of status updates costs one pass per app, not one per update.
+    pub fn settle(&mut self, now: Millis) {
+        for id in std::mem::take(&mut self.dirty) {
+            self.schedule_app(now, &id);
+        }
+    }
 
     /// Runs the scheduler: unreachable timers, launches, kills, deployments. Call after every
     /// change and every second or so.

@@ -38,7 +38,9 @@ impl Shared {
     /// sent (no acknowledgement, no command) unless the store committed first.
     pub fn apply<T>(&self, f: impl FnOnce(&mut Core, u64) -> T) -> Result<T, StoreError> {
         let mut core = self.core.lock().expect("core lock");
-        let out = f(&mut core, now_ms());
+        let now = now_ms();
+        let out = f(&mut core, now);
+        core.settle(now);
         let writes = core.take_writes();
         let effects = core.take_effects();
         if let Err(e) = self.store.commit(&writes) {

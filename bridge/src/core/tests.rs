@@ -69,6 +69,7 @@ impl World {
             started_at_ms: started,
         };
         self.core.on_state(self.now, &s);
+        self.core.settle(self.now);
     }
 
     fn advance(&mut self, ms: u64) {
@@ -125,6 +126,7 @@ impl World {
             ..Default::default()
         };
         self.core.on_status(self.now, &s);
+        self.core.settle(self.now);
         uuid
     }
 
