@@ -3,7 +3,7 @@
 
 # Debian packages the tests and the demo need.
 OUTPOST_PACKAGES=(docker.io mosquitto mosquitto-clients docker-registry busybox-static
-  apache2-utils file tar ca-certificates iproute2 iptables curl)
+  apache2-utils file tar ca-certificates iproute2 iptables curl python3 python3-venv)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -47,4 +47,15 @@ ensure_cargo_tool() {
   command -v "$tool" >/dev/null 2>&1 && return 0
   log "installing $crate (cargo install, a few minutes once)"
   cargo install --locked --quiet "$crate"
+}
+
+# The Marathon client the compatibility test drives, unchanged: marathon-python 0.13.0 from
+# PyPI in a virtualenv under target/ (made once, reused).
+CLIENT_VENV=target/client-venv
+ensure_client_venv() {
+  "$CLIENT_VENV/bin/python" -c "import marathon" >/dev/null 2>&1 && return 0
+  log "installing marathon-python 0.13.0 into $CLIENT_VENV"
+  rm -rf "$CLIENT_VENV"
+  python3 -m venv "$CLIENT_VENV"
+  "$CLIENT_VENV/bin/pip" install --quiet --disable-pip-version-check marathon==0.13.0
 }

@@ -678,7 +678,6 @@ async fn info(State(s): S) -> Response {
         "marathon_config": {
             "master": c.brokers.iter().map(|b| format!("mqtt://{}:{}", b.host, b.port)).collect::<Vec<_>>().join(","),
             "hostname": c.advertised_host,
-            "http_port": c.listen.port(),
         },
         "zookeeper_config": {},
         "http_config": { "http_port": c.listen.port(), "https_port": 8443 },
