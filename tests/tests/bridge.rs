@@ -308,6 +308,65 @@ fn scale_kill_and_replace_through_the_api_with_events_on_the_stream() {
 }
 
 #[test]
+fn a_changed_app_is_replaced_rolling_without_dropping_below_its_healthy_capacity() {
+    image::ensure().unwrap();
+    let fleet = Fleet::start("roll", &[(21300, 21319)]);
+    fleet.post(&web_app("/roll", 2, json!({})));
+    let before = task_ids(&fleet.healthy("/roll", 2, LONG));
+    let v1 = fleet.app("/roll")["versionInfo"]["lastConfigChangeAt"].clone();
+    // A config change (env): every task is replaced; the default upgradeStrategy
+    // (minimumHealthCapacity 1, maximumOverCapacity 1) keeps 2 healthy all along.
+    let a = fleet
+        .bridge
+        .request("PUT", "/v2/apps/roll", Some(r#"{"env":{"COLOUR":"blue"}}"#))
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    let mut lowest = u64::MAX;
+    let after = wait::until("every task replaced", LONG, || {
+        let app = fleet.app("/roll");
+        let healthy = app["tasksHealthy"].as_u64()?;
+        lowest = lowest.min(healthy);
+        let tasks = app["tasks"].as_array()?.clone();
+        let replaced = tasks.len() == 2
+            && healthy == 2
+            && app["deployments"] == json!([])
+            && task_ids(&tasks).iter().all(|t| !before.contains(t));
+        replaced.then_some(app)
+    })
+    .unwrap();
+    assert!(
+        lowest >= 2,
+        "healthy dropped to {lowest} during the upgrade"
+    );
+    assert_ne!(after["versionInfo"]["lastConfigChangeAt"], v1);
+    assert_eq!(after["env"]["COLOUR"], "blue");
+    for t in after["tasks"].as_array().unwrap() {
+        assert_eq!(t["version"], after["versionInfo"]["lastConfigChangeAt"]);
+    }
+    // /restart replaces them again, with a new version.
+    let a = fleet
+        .bridge
+        .request("POST", "/v2/apps/roll/restart", None)
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    let ids = task_ids(after["tasks"].as_array().unwrap());
+    wait::until("the restart done", LONG, || {
+        let app = fleet.app("/roll");
+        let tasks = app["tasks"].as_array()?.clone();
+        (tasks.len() == 2
+            && app["tasksHealthy"] == 2
+            && app["deployments"] == json!([])
+            && task_ids(&tasks).iter().all(|t| !ids.contains(t)))
+        .then_some(())
+    })
+    .unwrap();
+    wait::until("old containers removed", SHORT, || {
+        (containers_of(&fleet.agents[0]) == 2).then_some(())
+    })
+    .unwrap();
+}
+
+#[test]
 fn a_failing_health_check_restarts_the_task_and_is_reported() {
     image::ensure().unwrap();
     let fleet = Fleet::start("sick", &[(21240, 21249)]);
