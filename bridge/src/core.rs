@@ -4,7 +4,8 @@
 //! out as [`Effect`]s (MQTT publishes, Marathon events) and [`Write`]s to the store, which the
 //! runtime commits before it sends anything.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -1290,38 +1291,68 @@ impl Core {
             }
         }
         let mut counts = placement::PeerCounts::new(&constraints, &peers, &all);
-        let mut out = Vec::new();
-        for _ in 0..count {
-            let mut best: Option<(usize, usize, &str)> = None;
-            for a in self.agents.values().filter(|a| a.online()) {
-                let Some(offer) = &a.offer else { continue };
+        let eligible = |a: &AgentRecord, u: &Usage, counts: &placement::PeerCounts| -> bool {
+            let Some(offer) = &a.offer else { return false };
+            let free = Amount {
+                cpus: offer.available.cpus + offer.used.cpus - u.held.cpus,
+                mem: offer.available.mem + offer.used.mem - u.held.mem,
+                disk: offer.available.disk + offer.used.disk - u.held.disk,
+            };
+            // Offered ranges already exclude the ports in use (the bridge's own tasks' among
+            // them): fixed ports must be offered and not held by a task the offer does not
+            // show yet; dynamic ones must fit in what is left.
+            let fixed_ok = fixed.iter().all(|p| {
+                !u.ports.contains(p) && offer.ranges.iter().any(|&(b, e)| (b..=e).contains(p))
+            });
+            free.fits(&need)
+                && fixed_ok
+                && offer.port_count >= fixed.len() + dynamic + u.unassigned
+                && placement::allowed(&constraints, by_id[a.id.as_str()], counts)
+        };
+        // Spread: fewest instances of this app, then fewest tasks, then agent id. An agent's
+        // key only grows as it takes instances, and (without GROUP_BY, whose allowed values
+        // move as groups fill) an agent refused once stays refused for the rest of the pass:
+        // resources and per-value counts only grow. So a heap makes the same choices as a
+        // scan of every agent, in n log m instead of n * m.
+        let group_by = constraints
+            .iter()
+            .any(|c| matches!(c, Constraint::GroupBy(_)));
+        let online: Vec<&AgentRecord> = self
+            .agents
+            .values()
+            .filter(|a| a.online() && a.offer.is_some())
+            .collect();
+        let mut heap: BinaryHeap<Reverse<(usize, usize, &str)>> = BinaryHeap::new();
+        if !group_by {
+            for a in &online {
                 let u = usage.entry(a.id.as_str()).or_default();
-                let free = Amount {
-                    cpus: offer.available.cpus + offer.used.cpus - u.held.cpus,
-                    mem: offer.available.mem + offer.used.mem - u.held.mem,
-                    disk: offer.available.disk + offer.used.disk - u.held.disk,
-                };
-                if !free.fits(&need) {
-                    continue;
-                }
-                // Offered ranges already exclude the ports in use (the bridge's own tasks'
-                // among them): fixed ports must be offered and not held by a task the offer
-                // does not show yet; dynamic ones must fit in what is left.
-                let fixed_ok = fixed.iter().all(|p| {
-                    !u.ports.contains(p) && offer.ranges.iter().any(|&(b, e)| (b..=e).contains(p))
-                });
-                if !fixed_ok || offer.port_count < fixed.len() + dynamic + u.unassigned {
-                    continue;
-                }
-                if !placement::allowed(&constraints, by_id[a.id.as_str()], &counts) {
-                    continue;
-                }
-                let key = (u.same_app, u.tasks, a.id.as_str());
-                if best.is_none_or(|b| key < b) {
-                    best = Some(key);
-                }
+                heap.push(Reverse((u.same_app, u.tasks, a.id.as_str())));
             }
-            let Some((_, _, agent_id)) = best else {
+        }
+        let mut out = Vec::new();
+        while out.len() < count {
+            let pick = if group_by {
+                let mut best: Option<(usize, usize, &str)> = None;
+                for a in &online {
+                    let u = usage.entry(a.id.as_str()).or_default();
+                    let key = (u.same_app, u.tasks, a.id.as_str());
+                    if best.is_none_or(|b| key < b) && eligible(a, u, &counts) {
+                        best = Some(key);
+                    }
+                }
+                best.map(|b| b.2)
+            } else {
+                loop {
+                    let Some(Reverse((_, _, id))) = heap.pop() else {
+                        break None;
+                    };
+                    let u = usage.entry(id).or_default();
+                    if eligible(&self.agents[id], u, &counts) {
+                        break Some(id);
+                    }
+                }
+            };
+            let Some(agent_id) = pick else {
                 tracing::debug!(app = %app_id, placed = out.len(), wanted = count, "no agent fits");
                 break;
             };
@@ -1333,6 +1364,9 @@ impl Core {
             u.unassigned += dynamic;
             u.tasks += 1;
             u.same_app += 1;
+            if !group_by {
+                heap.push(Reverse((u.same_app, u.tasks, agent_id)));
+            }
             counts.add(by_id[agent_id]);
             out.push(agent_id.to_string());
         }

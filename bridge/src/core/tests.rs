@@ -428,3 +428,32 @@ fn a_fixed_host_port_is_given_to_one_task_per_agent() {
         "port 80 is not in the offered range"
     );
 }
+
+#[test]
+fn instances_spread_evenly_and_group_by_balances_zones() {
+    let mut w = World::new();
+    for (id, zone) in [("a1", "north"), ("a2", "north"), ("a3", "south")] {
+        w.agent(id, zone);
+    }
+    w.create(&simple_app(3).replace("\"cpus\":0.5", "\"cpus\":0.1"));
+    let mut per_agent: BTreeMap<String, usize> = BTreeMap::new();
+    for (a, _) in w.launches() {
+        *per_agent.entry(a).or_default() += 1;
+    }
+    assert_eq!(per_agent.values().copied().collect::<Vec<_>>(), [1, 1, 1]);
+    let grouped = simple_app(4)
+        .replace("/web", "/zoned")
+        .replace("\"cpus\":0.5", "\"cpus\":0.1")
+        .replace(
+            r#""instances":4"#,
+            r#""instances":4,"constraints":[["zone","GROUP_BY"]]"#,
+        );
+    w.create(&grouped);
+    let mut per_zone: BTreeMap<&str, usize> = BTreeMap::new();
+    for (a, _) in w.launches() {
+        *per_zone
+            .entry(if a == "a3" { "south" } else { "north" })
+            .or_default() += 1;
+    }
+    assert_eq!(per_zone, BTreeMap::from([("north", 2), ("south", 2)]));
+}
