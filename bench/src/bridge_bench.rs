@@ -8,8 +8,9 @@
 //! - deploy-to-all-RUNNING of an app with N instances (`hostname UNIQUE`), against the
 //!   baseline of the same number of messages echoed through the broker alone;
 //! - launch latency (POST to the launch arriving at the agent), p50 and p99;
-//! - offer-to-launch latency: 100 more instances queued, then 100 new agents come online one
-//!   at a time; time from each agent's liveness message to its launch, p50 and p99;
+//! - offer-to-launch latency: once every status of the deploy is acknowledged, 100 more
+//!   instances are queued, then 100 new agents come online one at a time; time from each
+//!   agent's liveness message to its launch, p50 and p99;
 //! - the bridge's RSS (against the idle bridge) and its CPU time during the deploy.
 //!
 //! `OUTPOST_BRIDGE_BIN` picks the binary (the static release build for the figures).
@@ -37,6 +38,7 @@ struct Seen {
     /// Launch arrival time per agent.
     launches: HashMap<String, Instant>,
     echoes: usize,
+    acks: usize,
     uuid: u64,
 }
 
@@ -65,6 +67,7 @@ impl Fleet {
             QoS::AtLeastOnce,
         )?;
         client.subscribe("bench/echo", QoS::AtLeastOnce)?;
+        client.subscribe(TopicKind::Ack.all_agents_filter().to_string(), QoS::AtLeastOnce)?;
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (s, c) = (seen.clone(), client.clone());
         std::thread::spawn(move || {
@@ -133,6 +136,10 @@ fn on_publish(client: &Client, seen: &Mutex<Seen>, t: &str, payload: &[u8]) {
         return;
     }
     let Ok(parsed) = Topic::parse(t) else { return };
+    if parsed.kind == TopicKind::Ack {
+        seen.lock().unwrap().acks += 1;
+        return;
+    }
     let Ok(cmd) = decode::<Command>(payload) else {
         return;
     };
@@ -265,6 +272,10 @@ fn run(n: usize) -> Result<()> {
         .map(|t| t.duration_since(posted))
         .collect();
     let rss = rss_kib(pid);
+
+    // Let the deploy's tail (acknowledgements of its 2n status updates) finish first, so the
+    // next phase measures a settled bridge.
+    wait::until("every status acknowledged", long, || (fleet.seen.lock().unwrap().acks >= 2 * n).then_some(()))?;
 
     // Offer-to-launch: 100 more instances wait; agents join one at a time.
     let extra = 100;
