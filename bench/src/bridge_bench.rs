@@ -67,7 +67,10 @@ impl Fleet {
             QoS::AtLeastOnce,
         )?;
         client.subscribe("bench/echo", QoS::AtLeastOnce)?;
-        client.subscribe(TopicKind::Ack.all_agents_filter().to_string(), QoS::AtLeastOnce)?;
+        client.subscribe(
+            TopicKind::Ack.all_agents_filter().to_string(),
+            QoS::AtLeastOnce,
+        )?;
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (s, c) = (seen.clone(), client.clone());
         std::thread::spawn(move || {
@@ -275,7 +278,9 @@ fn run(n: usize) -> Result<()> {
 
     // Let the deploy's tail (acknowledgements of its 2n status updates) finish first, so the
     // next phase measures a settled bridge.
-    wait::until("every status acknowledged", long, || (fleet.seen.lock().unwrap().acks >= 2 * n).then_some(()))?;
+    wait::until("every status acknowledged", long, || {
+        (fleet.seen.lock().unwrap().acks >= 2 * n).then_some(())
+    })?;
 
     // Offer-to-launch: 100 more instances wait; agents join one at a time.
     let extra = 100;

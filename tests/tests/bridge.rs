@@ -305,6 +305,45 @@ fn scale_kill_and_replace_through_the_api_with_events_on_the_stream() {
     );
     let plain = fleet.bridge.get("/v2/events").unwrap();
     assert_eq!(plain.status, 406);
+
+    // Per-app task list, and a kill by host.
+    let listed = fleet.bridge.json("/v2/apps/scale/web/tasks")["tasks"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(listed.len(), 2);
+    let host = listed[0]["host"].as_str().unwrap().to_string();
+    let a = fleet
+        .bridge
+        .request(
+            "DELETE",
+            "/v2/apps/scale/web/tasks?host=elsewhere&scale=true",
+            None,
+        )
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        fleet.app("/scale/web")["instances"],
+        2,
+        "no task on that host: nothing killed"
+    );
+    let a = fleet
+        .bridge
+        .request(
+            "DELETE",
+            &format!("/v2/apps/scale/web/tasks?host={host}&scale=true"),
+            None,
+        )
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    wait::until("every task on the host killed", LONG, || {
+        let app = fleet.app("/scale/web");
+        (app["instances"] == 0 && app["tasks"] == json!([])).then_some(())
+    })
+    .unwrap();
+
+    // The stream stays open with heartbeats while nothing happens.
+    stream.wait_heartbeat(SHORT);
 }
 
 #[test]
@@ -633,6 +672,10 @@ fn the_marathon_python_client_works_unchanged() {
 struct EventStream {
     reader: BufReader<TcpStream>,
     events: Vec<(String, Value)>,
+    /// Comment lines (`:`), the stream's heartbeats.
+    heartbeats: usize,
+    /// The `event:` line last read.
+    kind: String,
 }
 
 impl EventStream {
@@ -665,6 +708,30 @@ impl EventStream {
         Self {
             reader,
             events: Vec::new(),
+            heartbeats: 0,
+            kind: String::new(),
+        }
+    }
+
+    /// Reads what has arrived (the socket has a short read timeout).
+    fn pump(&mut self) {
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            // Chunked transfer: chunk-size lines are hex digits and match nothing below.
+            let l = line.trim_end();
+            if l.starts_with(':') {
+                self.heartbeats += 1;
+            }
+            if let Some(k) = l.strip_prefix("event: ").or(l.strip_prefix("event:")) {
+                self.kind = k.trim().to_string();
+            } else if let Some(d) = l.strip_prefix("data: ").or(l.strip_prefix("data:")) {
+                self.events
+                    .push((self.kind.clone(), serde_json::from_str(d.trim()).unwrap()));
+            }
         }
     }
 
@@ -674,26 +741,21 @@ impl EventStream {
         timeout: Duration,
         done: impl Fn(&[(String, Value)]) -> bool,
     ) -> Vec<(String, Value)> {
-        let mut kind = String::new();
         wait::until("events on the stream", timeout, || {
-            loop {
-                let mut line = String::new();
-                match self.reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                // Chunked transfer: chunk-size lines are hex digits; skip them.
-                let l = line.trim_end();
-                if let Some(k) = l.strip_prefix("event: ").or(l.strip_prefix("event:")) {
-                    kind = k.trim().to_string();
-                } else if let Some(d) = l.strip_prefix("data: ").or(l.strip_prefix("data:")) {
-                    self.events
-                        .push((kind.clone(), serde_json::from_str(d.trim()).unwrap()));
-                }
-            }
+            self.pump();
             done(&self.events).then_some(())
         })
         .unwrap();
         self.events.clone()
+    }
+
+    /// Reads until one more heartbeat arrives.
+    fn wait_heartbeat(&mut self, timeout: Duration) {
+        let before = self.heartbeats;
+        wait::until("a heartbeat on the stream", timeout, || {
+            self.pump();
+            (self.heartbeats > before).then_some(())
+        })
+        .unwrap();
     }
 }
