@@ -282,7 +282,12 @@ impl Core {
                 .insert(t.launch_command.clone(), t.id.clone());
             core.tasks.insert(t.id.clone(), t);
         }
-        for a in agents {
+        for mut a in agents {
+            // Whether it is still there is for the broker to say (its retained liveness
+            // arrives on subscribe); its first "online" then reconciles its tasks.
+            if a.liveness != "offline" {
+                a.liveness = "unknown".into();
+            }
             core.agents.insert(a.id.clone(), a);
         }
         core

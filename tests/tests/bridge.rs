@@ -491,17 +491,15 @@ fn a_restarted_bridge_keeps_its_apps_and_tasks_without_duplicates() {
     let mut fleet = Fleet::start("restart", &[(21270, 21289)]);
     fleet.post(&web_app("/keep", 2, json!({})));
     let before = task_ids(&fleet.healthy("/keep", 2, LONG));
+    let reconciled = |log: String| log.matches("reconciling its tasks").count();
+    let reconciled_before = reconciled(fleet.bridge.log());
     fleet.bridge.kill();
     fleet.bridge.restart().unwrap();
     let after = task_ids(&fleet.healthy("/keep", 2, LONG));
     assert_eq!(before, after);
     // Reconciliation after the restart launches nothing new and kills nothing.
-    wait::until("the bridge reconciled its agent", SHORT, || {
-        fleet
-            .bridge
-            .log()
-            .contains("reconciling its tasks")
-            .then_some(())
+    wait::until("the restarted bridge reconciled its agent", SHORT, || {
+        (reconciled(fleet.bridge.log()) > reconciled_before).then_some(())
     })
     .unwrap();
     let again = task_ids(&fleet.healthy("/keep", 2, LONG));

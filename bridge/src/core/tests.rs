@@ -457,3 +457,39 @@ fn instances_spread_evenly_and_group_by_balances_zones() {
     }
     assert_eq!(per_zone, BTreeMap::from([("north", 2), ("south", 2)]));
 }
+
+#[test]
+fn a_restored_core_reconciles_each_agent_on_its_first_liveness() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(1));
+    let (_, task) = w.launches().remove(0);
+    w.run("a1", &task);
+    let store = crate::store::Store::in_memory();
+    store.commit(&w.core.take_writes()).unwrap();
+    let mut restored = Core::restore(
+        store.load(Table::Apps).unwrap(),
+        store.load(Table::Tasks).unwrap(),
+        store.load(Table::Agents).unwrap(),
+    );
+    // The broker's retained liveness, unchanged since before the restart.
+    let s = AgentState {
+        version: 1,
+        agent_id: AgentId::new("a1").unwrap(),
+        liveness: Liveness::Online,
+        started_at_ms: 1,
+    };
+    restored.on_state(w.now, &s);
+    let asked: Vec<Command> = restored
+        .take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Publish { topic, payload } if topic.ends_with("/cmd") => {
+                decode::<Command>(&payload).ok()
+            }
+            _ => None,
+        })
+        .collect();
+    let explicit = asked.iter().any(|c| matches!(&c.kind, CommandKind::Reconcile(r) if r.task_ids.iter().any(|t| *t == task.as_str())));
+    assert!(explicit, "{asked:?}");
+}
