@@ -587,12 +587,14 @@ impl Core {
             return;
         }
         if state == TaskState::Unknown {
+            // Unknown to its agent: lost, unless the bridge was killing it anyway.
+            let failure = !t.killing;
             self.task_ended(
                 now,
                 &tid,
                 TaskState::Lost,
                 "the agent does not know the task",
-                true,
+                failure,
             );
             return;
         }

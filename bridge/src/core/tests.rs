@@ -493,3 +493,16 @@ fn a_restored_core_reconciles_each_agent_on_its_first_liveness() {
     let explicit = asked.iter().any(|c| matches!(&c.kind, CommandKind::Reconcile(r) if r.task_ids.iter().any(|t| *t == task.as_str())));
     assert!(explicit, "{asked:?}");
 }
+
+#[test]
+fn a_killed_task_its_agent_forgot_is_not_a_failure() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(1));
+    let (_, task) = w.launches().remove(0);
+    w.run("a1", &task);
+    w.core.kill_tasks(w.now, std::slice::from_ref(&task), true, false).unwrap();
+    w.status("a1", &task, TaskState::Unknown, None);
+    assert!(w.core.task(&task).is_none());
+    assert_eq!(w.core.app("/web").unwrap().failures, 0);
+}
