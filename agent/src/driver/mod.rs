@@ -5,6 +5,7 @@ pub mod docker;
 pub mod host;
 pub mod mqtt;
 pub mod probe;
+pub mod state;
 pub mod systemd;
 
 /// A small xorshift generator for jitter; drivers only (the core takes no randomness).
