@@ -5,6 +5,7 @@
 //! every behaviour is testable under virtual time (`core::tests`). The drivers in
 //! `crate::driver` turn the world into events and actions into calls.
 
+mod durable;
 mod events;
 mod health;
 mod outbox;
@@ -25,6 +26,7 @@ use outpost_protocol::{
     VersionText, codec, decode,
 };
 
+pub use durable::{Snapshot, SnapshotError};
 pub use events::{Action, Event, ObservedContainer, ProbeTarget};
 pub use health::{CheckState, Verdict};
 pub use outbox::Outbox;
@@ -92,6 +94,10 @@ pub struct Supervisor {
     seen_commands: HashMap<String, Vec<u8>>,
     seen_order: VecDeque<String>,
     actions: Vec<Action>,
+    /// Restored tasks waiting for the first container listing (see `durable.rs`).
+    recovering: HashMap<TaskId, durable::Recovering>,
+    /// Restored from a snapshot and not yet reconciled with dockerd.
+    awaiting_list: bool,
 }
 
 impl Supervisor {
@@ -110,6 +116,8 @@ impl Supervisor {
             seen_commands: HashMap::new(),
             seen_order: VecDeque::new(),
             actions: Vec::new(),
+            recovering: HashMap::new(),
+            awaiting_list: false,
             settings,
         }
     }
@@ -167,6 +175,7 @@ impl Supervisor {
                 healthy,
             } => self.on_probe(now, &task_id, attempt, check, healthy),
             Event::DockerConnected => self.actions.push(Action::ListContainers),
+            Event::ContainersListed(observed) if self.awaiting_list => self.recover(now, &observed),
             Event::ContainersListed(observed) => self.on_listed(now, &observed),
         }
         self.on_time(now);

@@ -104,6 +104,11 @@ impl Outbox {
         self.queue.iter().map(|p| p.next_send.unwrap_or(0)).min()
     }
 
+    /// The queued updates, oldest first.
+    pub fn statuses(&self) -> impl Iterator<Item = &TaskStatus> {
+        self.queue.iter().map(|p| &p.status)
+    }
+
     /// Number of queued updates.
     pub fn len(&self) -> usize {
         self.queue.len()

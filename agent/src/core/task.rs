@@ -135,6 +135,11 @@ impl Task {
         }
     }
 
+    /// The spec's wire form (CBOR), as stored in snapshots.
+    pub fn wire(&self) -> &[u8] {
+        &self.wire
+    }
+
     /// The whole spec, decoded from its wire form.
     pub fn spec(&self) -> Box<TaskSpec> {
         let mut spec = Box::<TaskSpec>::default();

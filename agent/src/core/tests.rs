@@ -928,3 +928,204 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Durability: snapshot, restore, recovery against dockerd's listing.
+
+/// A new process's supervisor restored from `sim`'s snapshot (through its bytes), not yet
+/// connected to the broker.
+fn restarted(sim: &Sim) -> Sim {
+    let bytes = sim.sup.snapshot().to_bytes();
+    let snap = Snapshot::from_bytes(&bytes).unwrap();
+    let mut s = settings();
+    s.incarnation = 8;
+    Sim {
+        sup: Supervisor::restore(s, &snap).unwrap(),
+        now: sim.now + 5_000,
+        statuses: Vec::new(),
+        replies: Vec::new(),
+        offers: Vec::new(),
+        actions: Vec::new(),
+        next_cmd: 100,
+    }
+}
+
+fn observed(container_id: &str, task_id: &str, running: bool) -> ObservedContainer {
+    ObservedContainer {
+        container_id: container_id.into(),
+        task_id: task_id.into(),
+        running,
+        exit_code: if running { 0 } else { 137 },
+    }
+}
+
+#[test]
+fn a_restored_agent_re_adopts_a_running_container_and_launches_nothing() {
+    let mut sim = Sim::new();
+    let ctr = sim.launch_running(with_http_check(spec("web.1"), 0, 3));
+    let ports = sim.sup.tasks()[&TaskId::new("web.1").unwrap()]
+        .host_ports
+        .clone();
+    let mut after = restarted(&sim);
+    // Parked until dockerd is listed: nothing launches on a tick.
+    assert!(after.advance(10_000).is_empty());
+    let actions = after.ev(Event::ContainersListed(vec![
+        observed(&ctr, "web.1", true),
+        observed("stray", "gone.9", true),
+    ]));
+    let t = &after.sup.tasks()[&TaskId::new("web.1").unwrap()];
+    assert_eq!(t.phase.container(), Some(ctr.as_str()));
+    assert_eq!(t.host_ports, ports, "the same host ports");
+    assert!(
+        actions
+            .iter()
+            .all(|a| !matches!(a, Action::Create { .. } | Action::EnsureImage { .. }))
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { container_id } if container_id == "stray"))
+    );
+    // Health checks resume on the adopted container at once (its check has no delay).
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Probe { .. })),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_container_that_died_while_the_agent_was_down_is_restarted_and_reported() {
+    let mut sim = Sim::new();
+    let ctr = sim.launch_running(spec("web.1"));
+    sim.ack_all();
+    let mut after = restarted(&sim);
+    let actions = after.ev(Event::ContainersListed(vec![observed(
+        &ctr, "web.1", false,
+    )]));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { container_id } if *container_id == ctr))
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::EnsureImage { .. })),
+        "started again"
+    );
+    assert_eq!(
+        after.states("web.1"),
+        Vec::<TaskState>::new(),
+        "not connected yet: queued, not sent"
+    );
+    after.ev(Event::BrokerConnected);
+    assert_eq!(after.states("web.1"), vec![TaskState::Failed]);
+}
+
+#[test]
+fn unacknowledged_statuses_and_seen_commands_survive_a_restart() {
+    let mut sim = Sim::new();
+    sim.ev(Event::BrokerDisconnected);
+    sim.launch_running(spec("web.1"));
+    let queued: Vec<[u8; 16]> = sim.sup.outbox().statuses().map(|s| s.uuid).collect();
+    assert_eq!(queued.len(), 3);
+    let mut after = restarted(&sim);
+    after.ev(Event::ContainersListed(vec![observed(
+        "ctr-web.1-1",
+        "web.1",
+        true,
+    )]));
+    after.ev(Event::BrokerConnected);
+    let sent: Vec<[u8; 16]> = after.statuses.iter().map(|s| s.uuid).collect();
+    assert_eq!(sent, queued, "the same updates, in order, with their uuids");
+    // The launch command redelivered by the broker is answered again, not run again.
+    let cmd = Command {
+        version: PROTOCOL_VERSION,
+        command_id: CommandId::new("c-1").unwrap(),
+        issued_at_ms: 0,
+        kind: CommandKind::Launch(spec("web.1")),
+    };
+    let actions = after.ev(Event::CommandReceived(encode_to_vec(&cmd)));
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!(after.replies.last().unwrap().outcome, Outcome::Accepted);
+}
+
+#[test]
+fn a_crash_between_create_and_persist_leaves_one_container() {
+    let mut sim = Sim::new();
+    let id = TaskId::new("web.1").unwrap();
+    sim.command(CommandKind::Launch(spec("web.1")));
+    sim.ev(Event::ImageReady {
+        task_id: id.clone(),
+        attempt: 1,
+    });
+    // The snapshot says "launching"; dockerd has a created (not running) container for it.
+    let mut after = restarted(&sim);
+    let actions = after.ev(Event::ContainersListed(vec![observed(
+        "half", "web.1", false,
+    )]));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { container_id } if container_id == "half"))
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::EnsureImage { .. }))
+    );
+    // ...and had it been running, it would have been adopted instead.
+    let mut again = restarted(&sim);
+    again.ev(Event::ContainersListed(vec![observed(
+        "early", "web.1", true,
+    )]));
+    assert_eq!(again.sup.tasks()[&id].phase.container(), Some("early"));
+}
+
+#[test]
+fn a_kill_under_way_is_finished_after_a_restart() {
+    let mut sim = Sim::new();
+    let ctr = sim.launch_running(spec("web.1"));
+    sim.command(CommandKind::Kill(KillTask {
+        task_id: TaskId::new("web.1").unwrap(),
+        grace_period_s: Some(1),
+    }));
+    let mut after = restarted(&sim);
+    let actions = after.ev(Event::ContainersListed(vec![observed(&ctr, "web.1", true)]));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { container_id } if *container_id == ctr))
+    );
+    assert!(after.sup.tasks().is_empty());
+    assert_eq!(after.sup.ports().free_count(), 10, "its port is free again");
+}
+
+#[test]
+fn the_fingerprint_changes_with_durable_state_only() {
+    let mut sim = Sim::new();
+    let f0 = sim.sup.durable_fingerprint();
+    sim.launch_running(with_http_check(spec("web.1"), 0, 3));
+    let f1 = sim.sup.durable_fingerprint();
+    assert_ne!(f0, f1);
+    // A passing probe changes nothing durable.
+    let id = TaskId::new("web.1").unwrap();
+    sim.advance(1_000);
+    sim.ev(Event::ProbeResult {
+        task_id: id.clone(),
+        attempt: 1,
+        check: 0,
+        healthy: true,
+    });
+    let f2 = sim.sup.durable_fingerprint();
+    // (The first success is a status update: the outbox changed.)
+    sim.advance(1_000);
+    sim.ev(Event::ProbeResult {
+        task_id: id,
+        attempt: 1,
+        check: 0,
+        healthy: true,
+    });
+    assert_ne!(f1, f2);
+    assert_eq!(f2, sim.sup.durable_fingerprint());
+}

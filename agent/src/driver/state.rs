@@ -54,7 +54,10 @@ fn frame(generation: u64, payload: &[u8]) -> Vec<u8> {
 /// The payload and generation of a framed file, or why it is not valid.
 fn unframe(bytes: &[u8]) -> Result<(u64, &[u8]), String> {
     if bytes.len() < HEADER {
-        return Err(format!("truncated: {} bytes, shorter than the {HEADER}-byte header", bytes.len()));
+        return Err(format!(
+            "truncated: {} bytes, shorter than the {HEADER}-byte header",
+            bytes.len()
+        ));
     }
     if &bytes[..4] != MAGIC {
         return Err("not an Outpost state file (bad magic)".into());
@@ -70,7 +73,10 @@ fn unframe(bytes: &[u8]) -> Result<(u64, &[u8]), String> {
     }
     let payload = &bytes[HEADER..];
     if payload.len() != len {
-        return Err(format!("truncated: payload {} of {len} bytes", payload.len()));
+        return Err(format!(
+            "truncated: payload {} of {len} bytes",
+            payload.len()
+        ));
     }
     if crc32fast::hash(payload) != crc {
         return Err("checksum mismatch (corrupted)".into());
@@ -98,7 +104,10 @@ impl StateFile {
             };
             match unframe(&bytes) {
                 Ok((generation, payload)) => {
-                    let newer = loaded.payload.as_ref().is_none_or(|(g, _, _)| generation > *g);
+                    let newer = loaded
+                        .payload
+                        .as_ref()
+                        .is_none_or(|(g, _, _)| generation > *g);
                     if newer {
                         loaded.payload = Some((generation, name.into(), payload.to_vec()));
                     }
@@ -128,7 +137,11 @@ impl StateFile {
         let generation = self.generation + 1;
         let tmp = self.dir.join(TEMP);
         {
-            let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&tmp)?;
             f.write_all(&frame(generation, payload))?;
             f.sync_all()?;
         }
@@ -170,7 +183,10 @@ mod tests {
         let (s2, loaded) = StateFile::open(&d).unwrap();
         assert_eq!(loaded.payload, Some((2, CURRENT.into(), b"two".to_vec())));
         assert_eq!(s2.generation(), 2);
-        assert_eq!(unframe(&fs::read(d.join(PREVIOUS)).unwrap()).unwrap(), (1, &b"one"[..]));
+        assert_eq!(
+            unframe(&fs::read(d.join(PREVIOUS)).unwrap()).unwrap(),
+            (1, &b"one"[..])
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 
@@ -186,7 +202,11 @@ mod tests {
         let (s2, loaded) = StateFile::open(&d).unwrap();
         assert_eq!(loaded.payload, Some((1, PREVIOUS.into(), b"good".to_vec())));
         assert_eq!(loaded.rejected[0].0, CURRENT);
-        assert!(loaded.rejected[0].1.contains("truncated"), "{:?}", loaded.rejected);
+        assert!(
+            loaded.rejected[0].1.contains("truncated"),
+            "{:?}",
+            loaded.rejected
+        );
         // The next save continues after the loaded generation.
         assert_eq!(s2.generation(), 1);
 
@@ -195,7 +215,11 @@ mod tests {
         flipped[last] ^= 0xff;
         fs::write(&cur, &flipped).unwrap();
         let (_, loaded) = StateFile::open(&d).unwrap();
-        assert!(loaded.rejected[0].1.contains("checksum"), "{:?}", loaded.rejected);
+        assert!(
+            loaded.rejected[0].1.contains("checksum"),
+            "{:?}",
+            loaded.rejected
+        );
         fs::write(&cur, b"garbage").unwrap();
         let (_, loaded) = StateFile::open(&d).unwrap();
         assert_eq!(loaded.payload.unwrap().2, b"good");

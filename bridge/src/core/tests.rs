@@ -501,7 +501,9 @@ fn a_killed_task_its_agent_forgot_is_not_a_failure() {
     w.create(&simple_app(1));
     let (_, task) = w.launches().remove(0);
     w.run("a1", &task);
-    w.core.kill_tasks(w.now, std::slice::from_ref(&task), true, false).unwrap();
+    w.core
+        .kill_tasks(w.now, std::slice::from_ref(&task), true, false)
+        .unwrap();
     w.status("a1", &task, TaskState::Unknown, None);
     assert!(w.core.task(&task).is_none());
     assert_eq!(w.core.app("/web").unwrap().failures, 0);

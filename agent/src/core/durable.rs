@@ -1,0 +1,390 @@
+//! What of the core survives a restart: the snapshot the runtime writes to the state file
+//! before it carries out any action, and the recovery that re-adopts containers after a load.
+//!
+//! Kept: every accepted task (its spec in wire form, host ports, restarts, where it was),
+//! the unacknowledged status updates in order, the command ids seen with their replies, the
+//! drain flag and the offer sequence. Not kept: health counters (checks start afresh on the
+//! re-adopted container) and timers other than a backoff's end.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+use outpost_protocol::codec::{decode_part_into, encode_to_vec};
+use outpost_protocol::{TaskId, TaskSpec, TaskState, TaskStatus, decode};
+
+use super::health::CheckState;
+use super::{Action, AfterKill, Millis, ObservedContainer, Phase, Settings, Supervisor, Task};
+
+/// The snapshot's format version.
+const VERSION: u32 = 1;
+
+/// Where a task was, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+enum PhaseSnap {
+    /// Pulling or creating: no container known.
+    Launching,
+    /// A container exists (starting or running).
+    Container { container_id: String },
+    /// Being killed; `forget`: by a kill command (not a health restart).
+    Killing { container_id: String, forget: bool },
+    /// Waiting for its next attempt.
+    Backoff { until: Millis },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TaskSnap {
+    /// The spec's CBOR, base64.
+    spec: String,
+    host_ports: Vec<u16>,
+    restarts: u32,
+    attempt: u32,
+    last_state: u8,
+    phase: PhaseSnap,
+}
+
+/// Everything of the core that must survive a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    version: u32,
+    offer_seq: u64,
+    draining: bool,
+    tasks: Vec<TaskSnap>,
+    /// Unacknowledged status updates, CBOR base64, oldest first.
+    outbox: Vec<String>,
+    /// Command ids seen, oldest first, with their reply (CBOR base64).
+    seen_commands: Vec<(String, String)>,
+}
+
+/// Why a stored snapshot was not usable.
+#[derive(Debug, thiserror::Error)]
+#[error("state snapshot: {0}")]
+pub struct SnapshotError(String);
+
+/// What a restored task waits for until dockerd's containers are listed.
+#[derive(Debug, Clone)]
+pub(super) struct Recovering {
+    /// The container it had, if known.
+    container_id: Option<String>,
+    /// It was being killed by a kill command.
+    forget: bool,
+    /// Its backoff ended here (resumed after recovery).
+    backoff_until: Option<Millis>,
+}
+
+impl Snapshot {
+    /// The snapshot as bytes (JSON).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("snapshots serialise")
+    }
+
+    /// A snapshot from bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let s: Snapshot =
+            serde_json::from_slice(bytes).map_err(|e| SnapshotError(e.to_string()))?;
+        if s.version != VERSION {
+            return Err(SnapshotError(format!(
+                "version {} is not {VERSION}",
+                s.version
+            )));
+        }
+        Ok(s)
+    }
+
+    /// How many tasks it holds.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+}
+
+impl Supervisor {
+    /// The durable part of the state.
+    pub fn snapshot(&self) -> Snapshot {
+        let tasks =
+            self.tasks
+                .values()
+                .map(|t| {
+                    let phase = match self.recovering.get(&t.task_id) {
+                        // Still waiting for recovery: store what was loaded.
+                        Some(r) => match (&r.container_id, r.forget, r.backoff_until) {
+                            (Some(c), true, _) => PhaseSnap::Killing {
+                                container_id: c.clone(),
+                                forget: true,
+                            },
+                            (Some(c), false, _) => PhaseSnap::Container {
+                                container_id: c.clone(),
+                            },
+                            (None, _, Some(until)) => PhaseSnap::Backoff { until },
+                            (None, _, None) => PhaseSnap::Launching,
+                        },
+                        None => match &t.phase {
+                            Phase::Pulling | Phase::Creating => PhaseSnap::Launching,
+                            Phase::Starting { container_id }
+                            | Phase::Running { container_id, .. } => PhaseSnap::Container {
+                                container_id: container_id.clone(),
+                            },
+                            Phase::Killing {
+                                container_id, then, ..
+                            } => PhaseSnap::Killing {
+                                container_id: container_id.clone(),
+                                forget: *then == AfterKill::Forget,
+                            },
+                            Phase::Backoff { until } => PhaseSnap::Backoff { until: *until },
+                        },
+                    };
+                    TaskSnap {
+                        spec: B64.encode(t.wire()),
+                        host_ports: t.host_ports.iter().copied().collect(),
+                        restarts: t.restarts,
+                        attempt: t.attempt,
+                        last_state: t.last_state.mesos_number(),
+                        phase,
+                    }
+                })
+                .collect();
+        Snapshot {
+            version: VERSION,
+            offer_seq: self.offer_seq,
+            draining: self.draining,
+            tasks,
+            outbox: self
+                .outbox
+                .statuses()
+                .map(|s| B64.encode(encode_to_vec(s)))
+                .collect(),
+            seen_commands: self
+                .seen_order
+                .iter()
+                .filter_map(|id| {
+                    self.seen_commands
+                        .get(id)
+                        .map(|r| (id.clone(), B64.encode(r)))
+                })
+                .collect(),
+        }
+    }
+
+    /// A cheap digest of the durable state: the runtime saves a snapshot when it changes.
+    pub fn durable_fingerprint(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.draining.hash(&mut h);
+        for t in self.tasks.values() {
+            t.task_id.as_str().hash(&mut h);
+            t.restarts.hash(&mut h);
+            t.attempt.hash(&mut h);
+            t.last_state.mesos_number().hash(&mut h);
+            t.host_ports.as_slice().hash(&mut h);
+            match &t.phase {
+                Phase::Pulling | Phase::Creating => 0u8.hash(&mut h),
+                Phase::Starting { container_id } | Phase::Running { container_id, .. } => {
+                    1u8.hash(&mut h);
+                    container_id.hash(&mut h);
+                }
+                Phase::Killing {
+                    container_id, then, ..
+                } => {
+                    2u8.hash(&mut h);
+                    container_id.hash(&mut h);
+                    (*then == AfterKill::Forget).hash(&mut h);
+                }
+                Phase::Backoff { until } => {
+                    3u8.hash(&mut h);
+                    until.hash(&mut h);
+                }
+            }
+        }
+        self.recovering.len().hash(&mut h);
+        self.outbox.len().hash(&mut h);
+        for s in self
+            .outbox
+            .statuses()
+            .take(1)
+            .chain(self.outbox.statuses().last())
+        {
+            s.uuid.hash(&mut h);
+        }
+        self.seen_order.len().hash(&mut h);
+        self.seen_order.back().hash(&mut h);
+        h.finish()
+    }
+
+    /// A supervisor with the state of `snap`. Its tasks wait until dockerd's containers are
+    /// listed ([`super::Event::ContainersListed`]), then each is re-adopted, restarted or
+    /// forgotten; nothing is launched twice.
+    pub fn restore(settings: Settings, snap: &Snapshot) -> Result<Self, SnapshotError> {
+        let mut sup = Supervisor::new(settings);
+        sup.offer_seq = snap.offer_seq;
+        sup.draining = snap.draining;
+        for ts in &snap.tasks {
+            let wire = B64
+                .decode(&ts.spec)
+                .map_err(|e| SnapshotError(format!("task spec: {e}")))?;
+            let mut spec = Box::<TaskSpec>::default();
+            decode_part_into(&wire, spec.as_mut())
+                .map_err(|e| SnapshotError(format!("task spec: {e}")))?;
+            let id = spec.task_id.clone();
+            let ports = sup.ports.allocate(&id, &ts.host_ports).map_err(|e| {
+                SnapshotError(format!(
+                    "task {}: host ports {:?}: {e:?}",
+                    id.as_str(),
+                    ts.host_ports
+                ))
+            })?;
+            let mut t = Task::new(&spec, ports);
+            t.restarts = ts.restarts;
+            t.attempt = ts.attempt;
+            t.last_state =
+                TaskState::from_mesos_number(ts.last_state).unwrap_or(TaskState::Unknown);
+            // Parked until the containers are listed.
+            t.phase = Phase::Backoff { until: Millis::MAX };
+            let r = match &ts.phase {
+                PhaseSnap::Launching => Recovering {
+                    container_id: None,
+                    forget: false,
+                    backoff_until: None,
+                },
+                PhaseSnap::Container { container_id } => Recovering {
+                    container_id: Some(container_id.clone()),
+                    forget: false,
+                    backoff_until: None,
+                },
+                PhaseSnap::Killing {
+                    container_id,
+                    forget,
+                } => Recovering {
+                    container_id: Some(container_id.clone()),
+                    forget: *forget,
+                    backoff_until: None,
+                },
+                PhaseSnap::Backoff { until } => Recovering {
+                    container_id: None,
+                    forget: false,
+                    backoff_until: Some(*until),
+                },
+            };
+            sup.recovering.insert(id.clone(), r);
+            sup.tasks.insert(id, t);
+        }
+        for s in &snap.outbox {
+            let bytes = B64
+                .decode(s)
+                .map_err(|e| SnapshotError(format!("outbox: {e}")))?;
+            let status =
+                decode::<TaskStatus>(&bytes).map_err(|e| SnapshotError(format!("outbox: {e}")))?;
+            sup.outbox.push(status);
+        }
+        for (id, reply) in &snap.seen_commands {
+            let reply = B64
+                .decode(reply)
+                .map_err(|e| SnapshotError(format!("seen command: {e}")))?;
+            sup.remember(id.clone(), reply);
+        }
+        sup.awaiting_list = true;
+        Ok(sup)
+    }
+
+    /// After a restore, the first listing of dockerd's containers: each restored task takes
+    /// back its running container (found by its Outpost labels), or is restarted, or (if a
+    /// kill command was under way) is finished off. Other labelled containers are removed.
+    pub(super) fn recover(&mut self, now: Millis, observed: &[ObservedContainer]) {
+        let recovering: HashMap<TaskId, Recovering> = std::mem::take(&mut self.recovering);
+        let mut claimed: Vec<String> = Vec::new();
+        for (id, r) in recovering {
+            let mine: Vec<&ObservedContainer> = observed
+                .iter()
+                .filter(|o| o.task_id == id.as_str())
+                .collect();
+            // The stored container if it runs, else any running one of this task (created
+            // by an attempt whose id was not stored yet).
+            let running = mine
+                .iter()
+                .find(|o| o.running && Some(&o.container_id) == r.container_id.as_ref())
+                .or_else(|| mine.iter().find(|o| o.running));
+            if r.forget {
+                for o in &mine {
+                    self.actions.push(Action::Remove {
+                        container_id: o.container_id.clone(),
+                    });
+                    claimed.push(o.container_id.clone());
+                }
+                self.status(now, &id, TaskState::Killed, None, None);
+                self.forget(now, &id);
+                continue;
+            }
+            let Some(t) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            match running {
+                Some(o) => {
+                    tracing::info!(task = %id.as_str(), container = %o.container_id, "re-adopted its running container");
+                    t.phase = Phase::Running {
+                        container_id: o.container_id.clone(),
+                        since: now,
+                    };
+                    t.checks = t
+                        .health_checks
+                        .iter()
+                        .map(|c| CheckState::new(c, now))
+                        .collect();
+                    t.healthy = None;
+                    claimed.push(o.container_id.clone());
+                    for other in mine.iter().filter(|x| x.container_id != o.container_id) {
+                        self.actions.push(Action::Remove {
+                            container_id: other.container_id.clone(),
+                        });
+                        claimed.push(other.container_id.clone());
+                    }
+                    if t.last_state != TaskState::Running {
+                        self.status(
+                            now,
+                            &id,
+                            TaskState::Running,
+                            None,
+                            Some("re-adopted after an agent restart"),
+                        );
+                    }
+                }
+                None => {
+                    // Dead or never started: clear what is left and start again (after the
+                    // stored backoff, if one was running).
+                    for o in &mine {
+                        self.actions.push(Action::Remove {
+                            container_id: o.container_id.clone(),
+                        });
+                        claimed.push(o.container_id.clone());
+                    }
+                    let until = r.backoff_until.unwrap_or(now);
+                    tracing::info!(task = %id.as_str(), "no running container after the restart; starting it again");
+                    t.phase = Phase::Backoff { until };
+                    if r.container_id.is_some() && t.last_state == TaskState::Running {
+                        self.status(
+                            now,
+                            &id,
+                            TaskState::Failed,
+                            Some(outpost_protocol::Reason::AgentRestarted),
+                            Some("the container ended while the agent was down"),
+                        );
+                    }
+                }
+            }
+        }
+        for o in observed {
+            if !claimed.contains(&o.container_id) && !self.owns(&o.container_id) {
+                self.actions.push(Action::Remove {
+                    container_id: o.container_id.clone(),
+                });
+            }
+        }
+        self.awaiting_list = false;
+    }
+
+    fn owns(&self, container_id: &str) -> bool {
+        self.tasks
+            .values()
+            .any(|t| t.phase.container() == Some(container_id))
+    }
+}
