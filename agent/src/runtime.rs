@@ -11,7 +11,8 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use outpost_protocol::{KeyValue, TaskStatus, TopicKind, decode};
 
 use crate::config::Config;
-use crate::core::{Action, Capacity, Event, Millis, Settings, Supervisor};
+use crate::core::{Action, Capacity, Event, Millis, Settings, Snapshot, Supervisor};
+use crate::driver::state::StateFile;
 use crate::driver::{Jitter, backoff, docker, host, mqtt, probe, systemd};
 
 /// How often the number of health probes run is logged.
@@ -123,7 +124,8 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     tracing::info!(agent_id = %config.agent_id, "connected to dockerd");
     let (events_tx, mut events) = unbounded_channel();
     let capacity = host::sample(&config);
-    let mut sup = Supervisor::new(settings(&config, capacity, started_at_ms));
+    let (mut store, mut sup) = load_state(&config, settings(&config, capacity, started_at_ms));
+    let mut saved = sup.durable_fingerprint();
     let mqtt_tx = mqtt::spawn(&config, started_at_ms, events_tx.clone());
     tokio::spawn(docker::follow_events(
         docker.clone(),
@@ -166,12 +168,72 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         if let Event::ProbeResult { healthy, .. } = &event {
             probes.count(*healthy);
         }
-        for action in sup.handle(now_ms(), event) {
+        let actions = sup.handle(now_ms(), event);
+        // Persist before acting: nothing is replied, started or acknowledged that a crash
+        // right after could forget.
+        let fingerprint = sup.durable_fingerprint();
+        if fingerprint != saved {
+            save_state(&mut store, &mut sup);
+            saved = fingerprint;
+        }
+        for action in actions {
             dispatch(&ctx, &mut logged, action);
         }
     }
     tracing::info!("stopping; containers keep running");
     Ok(())
+}
+
+/// Opens the state file and restores the supervisor from its newest valid generation. A
+/// missing, corrupt or unreadable state never stops the agent: it says so and starts empty
+/// (or from the previous generation).
+fn load_state(config: &Config, settings: Settings) -> (Option<StateFile>, Supervisor) {
+    let (store, loaded) = match StateFile::open(&config.state_dir) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(dir = %config.state_dir.display(), error = %e, "cannot open the state directory; running without durable state");
+            return (None, Supervisor::new(settings));
+        }
+    };
+    for (file, why) in &loaded.rejected {
+        tracing::error!(file = %config.state_dir.join(file).display(), reason = %why, "state file unusable; skipping it");
+    }
+    let Some((generation, file, payload)) = loaded.payload else {
+        if !loaded.rejected.is_empty() {
+            tracing::error!("no usable state generation: starting with no tasks");
+        }
+        return (Some(store), Supervisor::new(settings));
+    };
+    let restored = Snapshot::from_bytes(&payload).and_then(|snap| {
+        let n = snap.task_count();
+        Supervisor::restore(settings.clone(), &snap).map(|s| (s, n))
+    });
+    match restored {
+        Ok((sup, tasks)) => {
+            if !loaded.rejected.is_empty() {
+                tracing::warn!(generation, file = %file, "recovered from the last good state generation");
+            }
+            tracing::info!(generation, tasks, "state loaded; re-adopting containers");
+            (Some(store), sup)
+        }
+        Err(e) => {
+            tracing::error!(generation, file = %file, error = %e, "state generation unusable: starting with no tasks");
+            (Some(store), Supervisor::new(settings))
+        }
+    }
+}
+
+/// Saves the supervisor's snapshot; a failure (a full disk) makes the core refuse launches
+/// until a save succeeds again.
+fn save_state(store: &mut Option<StateFile>, sup: &mut Supervisor) {
+    let Some(store) = store else { return };
+    match store.save(&sup.snapshot().to_bytes()) {
+        Ok(()) => sup.set_storage_failure(None),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot save the agent's state; new launches are refused until it can");
+            sup.set_storage_failure(Some(e.to_string()));
+        }
+    }
 }
 
 async fn sample_host(config: Config, mut last: Capacity, events: UnboundedSender<Event>) {

@@ -98,6 +98,8 @@ pub struct Supervisor {
     recovering: HashMap<TaskId, durable::Recovering>,
     /// Restored from a snapshot and not yet reconciled with dockerd.
     awaiting_list: bool,
+    /// Why the last save of the state failed, while it fails.
+    storage_failure: Option<String>,
 }
 
 impl Supervisor {
@@ -118,6 +120,7 @@ impl Supervisor {
             actions: Vec::new(),
             recovering: HashMap::new(),
             awaiting_list: false,
+            storage_failure: None,
             settings,
         }
     }
@@ -180,6 +183,12 @@ impl Supervisor {
         }
         self.on_time(now);
         std::mem::take(&mut self.actions)
+    }
+
+    /// Tells the core whether the state could be saved: while it cannot (a full disk), new
+    /// launches are refused; accepted work carries on.
+    pub fn set_storage_failure(&mut self, failure: Option<String>) {
+        self.storage_failure = failure;
     }
 
     /// When [`Event::Tick`] must come next at the latest.
@@ -372,6 +381,14 @@ impl Supervisor {
     }
 
     fn launch(&mut self, now: Millis, spec: Box<TaskSpec>) -> Result<(), Rejection> {
+        if let Some(why) = &self.storage_failure {
+            return Err(reject(
+                RejectCode::StorageFailure,
+                format_args!(
+                    "the agent cannot persist its state ({why}); launches are refused until it can"
+                ),
+            ));
+        }
         if self.draining {
             return Err(reject(
                 RejectCode::Draining,

@@ -1129,3 +1129,24 @@ fn the_fingerprint_changes_with_durable_state_only() {
     assert_ne!(f1, f2);
     assert_eq!(f2, sim.sup.durable_fingerprint());
 }
+
+#[test]
+fn launches_are_refused_while_the_state_cannot_be_saved() {
+    let mut sim = Sim::new();
+    sim.launch_running(spec("web.1"));
+    sim.sup
+        .set_storage_failure(Some("No space left on device".into()));
+    let reply = sim.command(CommandKind::Launch(spec("web.2")));
+    let (code, msg) = rejection(&reply);
+    assert_eq!(code, RejectCode::StorageFailure);
+    assert!(msg.contains("No space left"), "{msg}");
+    assert!(
+        sim.sup.tasks().contains_key(&TaskId::new("web.1").unwrap()),
+        "accepted work is kept"
+    );
+    sim.sup.set_storage_failure(None);
+    assert_eq!(
+        sim.command(CommandKind::Launch(spec("web.2"))).outcome,
+        Outcome::Accepted
+    );
+}
