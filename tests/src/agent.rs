@@ -60,6 +60,11 @@ impl Agent {
         self.process.pid()
     }
 
+    /// The agent's state directory (its state file lives here).
+    pub fn state_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The agent's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()

@@ -1,0 +1,196 @@
+//! The agent survives its own death, a cold boot without a network and a corrupt state file:
+//! the real binary, real mosquitto and dockerd; the test plays the bridge over MQTT.
+
+use std::time::Duration;
+
+use outpost_protocol::*;
+use outpost_tests::agent::Agent;
+use outpost_tests::bridge_sim::BridgeSim;
+use outpost_tests::docker::docker;
+use outpost_tests::image;
+use outpost_tests::mosquitto::Broker;
+use outpost_tests::wait;
+
+const SHORT: Duration = Duration::from_secs(20);
+const LONG: Duration = Duration::from_secs(60);
+
+fn t<const N: usize>(s: &str) -> Text<N> {
+    Text::new(s).unwrap()
+}
+
+/// The test image's httpd on a NAT'ed port, with a 1 s HTTP check of `/health`.
+fn web_task(id: &str) -> TaskSpec {
+    let mut spec = TaskSpec {
+        task_id: t(id),
+        image: t(image::TEST_IMAGE),
+        cpus: 0.05,
+        mem_mib: 32.0,
+        network: NetworkMode::Bridge,
+        port_mappings: heapless::Vec::from_slice(&[PortMapping {
+            container_port: 80,
+            host_port: 0,
+            protocol: PortProtocol::Tcp,
+            name: None,
+        }])
+        .unwrap(),
+        kill_grace_period_s: 1,
+        ..Default::default()
+    };
+    spec.health_checks
+        .push(HealthCheck {
+            protocol: HealthProtocol::Http,
+            path: Some(t("/health")),
+            interval_s: 1,
+            timeout_s: 1,
+            max_consecutive_failures: 3,
+            ..Default::default()
+        })
+        .unwrap();
+    spec
+}
+
+/// Containers of `task`: (id, running).
+fn containers(task: &str) -> Vec<(String, bool)> {
+    let filter = format!("label=outpost.task-id={task}");
+    docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &filter,
+        "--format",
+        "{{.ID}} {{.State}}",
+    ])
+    .unwrap()
+    .lines()
+    .map(|l| {
+        let (id, state) = l.split_once(' ').unwrap();
+        (id.to_string(), state == "running")
+    })
+    .collect()
+}
+
+/// A broker, the simulated bridge, and an agent running one healthy task; returns the task's
+/// container id.
+fn running_task(name: &str, ports: (u16, u16), task: &str) -> (Broker, BridgeSim, Agent, String) {
+    image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id(name);
+    let agent = Agent::start(&id, &broker.url(), ports, "").unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let reply = bridge
+        .call(&id, CommandKind::Launch(web_task(task)))
+        .unwrap();
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    bridge
+        .status(task, LONG, |s| s.healthy == Some(true))
+        .unwrap();
+    let list = containers(task);
+    assert_eq!(list.len(), 1);
+    (broker, bridge, agent, list[0].0.clone())
+}
+
+#[test]
+fn a_sigkilled_agent_re_adopts_its_running_container_and_resumes_checks() {
+    let (_broker, bridge, mut agent, ctr) = running_task("adopt", (21400, 21409), "adopt.1");
+    let statuses_before = bridge.with(|r| r.statuses.len());
+    agent.kill();
+    agent.restart().unwrap();
+    wait::until("the re-adoption logged", SHORT, || {
+        agent
+            .log()
+            .contains("re-adopted its running container")
+            .then_some(())
+    })
+    .unwrap();
+    // The same container, the only one; its checks run again (a fresh healthy verdict).
+    assert_eq!(containers("adopt.1"), vec![(ctr.clone(), true)]);
+    wait::until("a new healthy report", SHORT, || {
+        bridge.with(|r| {
+            r.statuses[statuses_before..]
+                .iter()
+                .any(|s| s.task_id == "adopt.1" && s.healthy == Some(true))
+                .then_some(())
+        })
+    })
+    .unwrap();
+    assert_eq!(containers("adopt.1"), vec![(ctr, true)]);
+}
+
+#[test]
+fn a_cold_boot_without_the_broker_restarts_dead_work_and_reports_it_later() {
+    let (mut broker, bridge, mut agent, ctr) = running_task("cold", (21410, 21419), "cold.1");
+    drop(bridge);
+    broker.stop();
+    agent.kill();
+    // The power cut killed the container too.
+    docker(&["kill", &ctr]).unwrap();
+    let connections = |a: &Agent| a.log().matches("connected to the broker host").count();
+    let connected_before = connections(&agent);
+    agent.restart().unwrap();
+    // With no broker, the agent brings the task back by itself.
+    let new = wait::until("a new running container for the task", LONG, || {
+        let list = containers("cold.1");
+        (list.len() == 1 && list[0].1 && list[0].0 != ctr).then(|| list[0].0.clone())
+    })
+    .unwrap();
+    assert_eq!(connections(&agent), connected_before, "no broker yet");
+    // The network comes back: the outbox drains, in order.
+    broker.restart().unwrap();
+    let bridge = BridgeSim::connect(&broker).unwrap();
+    bridge
+        .status("cold.1", LONG, |s| {
+            s.state == TaskState::Running && s.healthy == Some(true)
+        })
+        .unwrap();
+    let states = bridge.states("cold.1");
+    let failed = states
+        .iter()
+        .position(|s| *s == TaskState::Failed)
+        .expect("the death is reported");
+    let running = states
+        .iter()
+        .rposition(|s| *s == TaskState::Running)
+        .unwrap();
+    assert!(failed < running, "{states:?}");
+    assert_eq!(containers("cold.1"), vec![(new, true)]);
+}
+
+#[test]
+fn a_corrupt_state_file_falls_back_to_the_previous_generation() {
+    let (_broker, _bridge, mut agent, ctr) = running_task("corrupt", (21420, 21429), "corrupt.1");
+    agent.kill();
+    let path = agent.state_dir().join("agent-state");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    agent.restart().unwrap();
+    wait::until("the fallback logged", SHORT, || {
+        let log = agent.log();
+        (log.contains("state file unusable")
+            && log.contains("recovered from the last good state generation"))
+        .then_some(())
+    })
+    .unwrap();
+    wait::until("the container re-adopted", SHORT, || {
+        agent
+            .log()
+            .contains("re-adopted its running container")
+            .then_some(())
+    })
+    .unwrap();
+    assert_eq!(containers("corrupt.1"), vec![(ctr, true)]);
+    // Garbage in every generation: the agent still starts (with no tasks) and says so.
+    agent.kill();
+    for f in ["agent-state", "agent-state.prev"] {
+        std::fs::write(agent.state_dir().join(f), b"garbage").unwrap();
+    }
+    agent.restart().unwrap();
+    wait::until("the empty start logged", SHORT, || {
+        agent
+            .log()
+            .contains("no usable state generation")
+            .then_some(())
+    })
+    .unwrap();
+    assert!(agent.is_running());
+}
