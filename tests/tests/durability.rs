@@ -194,3 +194,101 @@ fn a_corrupt_state_file_falls_back_to_the_previous_generation() {
     .unwrap();
     assert!(agent.is_running());
 }
+
+/// Containers of every task of `agent`: (task id, running).
+fn agent_containers(agent: &Agent) -> Vec<(String, bool)> {
+    let filter = format!("label=outpost.agent-id={}", agent.id());
+    docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &filter,
+        "--format",
+        "{{.Label \"outpost.task-id\"}} {{.State}}",
+    ])
+    .unwrap()
+    .lines()
+    .map(|l| {
+        let (task, state) = l.split_once(' ').unwrap();
+        (task.to_string(), state == "running")
+    })
+    .collect()
+}
+
+#[test]
+fn a_sigkill_at_any_step_of_a_launch_leaves_one_container_and_no_leaked_port() {
+    image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("chaos");
+    let mut agent = Agent::start(&id, &broker.url(), (21430, 21439), "").unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    // Where the kill lands: right after the command is accepted, as soon as dockerd has a
+    // container for the task, and as soon as it runs (before RUNNING is reported).
+    let points = ["accepted", "container exists", "container runs"];
+    for (i, point) in points.iter().enumerate() {
+        let task = format!("chaos.{i}");
+        let cid = bridge
+            .send(&id, CommandKind::Launch(web_task(&task)))
+            .unwrap();
+        match *point {
+            "accepted" => {
+                bridge.reply(&cid, SHORT).unwrap();
+            }
+            "container exists" => {
+                wait::until("a container", SHORT, || {
+                    (!containers(&task).is_empty()).then_some(())
+                })
+                .unwrap();
+            }
+            _ => {
+                wait::until("a running container", SHORT, || {
+                    containers(&task).iter().any(|c| c.1).then_some(())
+                })
+                .unwrap();
+            }
+        }
+        agent.kill();
+        agent.restart().unwrap();
+        bridge
+            .status(&task, LONG, |s| {
+                s.state == TaskState::Running && s.healthy == Some(true)
+            })
+            .unwrap_or_else(|e| panic!("killed at {point}: {e}"));
+        wait::until(
+            &format!("one container per task after a kill at {point}"),
+            SHORT,
+            || {
+                let all = agent_containers(&agent);
+                let ok = (0..=i).all(|j| {
+                    all.iter()
+                        .filter(|(t, _)| *t == format!("chaos.{j}"))
+                        .count()
+                        == 1
+                }) && all.len() == i + 1
+                    && all.iter().all(|(_, running)| *running);
+                ok.then_some(())
+            },
+        )
+        .unwrap();
+        // Every port the tasks hold is taken in the offer; none is lost from the range.
+        let offer = wait::until("a fresh offer", SHORT, || {
+            bridge.offer(&id).filter(|o| {
+                o.used
+                    .ports
+                    .iter()
+                    .map(|r| (r.end - r.begin + 1) as usize)
+                    .sum::<usize>()
+                    == i + 1
+            })
+        })
+        .unwrap_or_else(|e| panic!("killed at {point}: {e}"));
+        let free: usize = offer
+            .available
+            .ports
+            .iter()
+            .map(|r| (r.end - r.begin + 1) as usize)
+            .sum();
+        assert_eq!(free, 10 - (i + 1), "killed at {point}: {offer:?}");
+    }
+}
