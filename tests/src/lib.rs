@@ -16,5 +16,6 @@ pub mod image;
 pub mod mosquitto;
 pub mod net;
 pub mod process;
+pub mod proxy;
 pub mod registry;
 pub mod wait;

@@ -138,21 +138,28 @@ fn a_cold_boot_without_the_broker_restarts_dead_work_and_reports_it_later() {
     // The network comes back: the outbox drains, in order.
     broker.restart().unwrap();
     let bridge = BridgeSim::connect(&broker).unwrap();
-    bridge
-        .status("cold.1", LONG, |s| {
-            s.state == TaskState::Running && s.healthy == Some(true)
-        })
-        .unwrap();
-    let states = bridge.states("cold.1");
-    let failed = states
-        .iter()
-        .position(|s| *s == TaskState::Failed)
-        .expect("the death is reported");
-    let running = states
-        .iter()
-        .rposition(|s| *s == TaskState::Running)
-        .unwrap();
-    assert!(failed < running, "{states:?}");
+    // Updates not acknowledged before the cut come again first; then the death and the
+    // restart, in order.
+    let states = wait::until("the death and the restart reported", LONG, || {
+        let states = bridge.states("cold.1");
+        let failed = states.iter().position(|s| *s == TaskState::Failed)?;
+        let after = &states[failed..];
+        (after.contains(&TaskState::Starting)
+            && after.ends_with(&[TaskState::Running, TaskState::Running]))
+        .then_some(states)
+    })
+    .unwrap();
+    let failed = states.iter().position(|s| *s == TaskState::Failed).unwrap();
+    assert_eq!(
+        &states[failed..],
+        [
+            TaskState::Failed,
+            TaskState::Starting,
+            TaskState::Running,
+            TaskState::Running
+        ],
+        "{states:?}"
+    );
     assert_eq!(containers("cold.1"), vec![(new, true)]);
 }
 
@@ -291,4 +298,82 @@ fn a_sigkill_at_any_step_of_a_launch_leaves_one_container_and_no_leaked_port() {
             .sum();
         assert_eq!(free, 10 - (i + 1), "killed at {point}: {offer:?}");
     }
+}
+
+#[test]
+fn every_status_made_during_a_partition_arrives_in_order_after_it_heals() {
+    image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let proxy = outpost_tests::proxy::TcpProxy::start(broker.port()).unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("split");
+    let agent = Agent::start(&id, &proxy.mqtt_url(), (21440, 21449), "").unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let mut spec = web_task("split.1");
+    spec.health_checks[0].max_consecutive_failures = 2;
+    bridge.call(&id, CommandKind::Launch(spec)).unwrap();
+    bridge
+        .status("split.1", LONG, |s| s.healthy == Some(true))
+        .unwrap();
+    let before = bridge.states("split.1").len();
+    let ctr = containers("split.1")[0].0.clone();
+
+    proxy.cut();
+    // Partitioned: the container turns sick and the agent restarts it on its own.
+    image::fail_health(&ctr).unwrap();
+    wait::until(
+        "a fresh container, running, while partitioned",
+        LONG,
+        || {
+            let list = containers("split.1");
+            (list.len() == 1 && list[0].0 != ctr && list[0].1).then_some(())
+        },
+    )
+    .unwrap();
+    wait::until("the restarted container's checks pass", LONG, || {
+        let log = agent.log();
+        let tail = &log[log.rfind("TASK_KILLED").unwrap_or(0)..];
+        tail.contains("healthy=Some(true)").then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        bridge.states("split.1").len(),
+        before,
+        "nothing got through the cut"
+    );
+
+    proxy.heal();
+    bridge
+        .status("split.1", LONG, |s| {
+            s.state == TaskState::Running && s.healthy == Some(true) && s.host_ports.len() == 1
+        })
+        .unwrap();
+    let all = wait::until("every status after the heal", LONG, || {
+        let states = bridge.states("split.1");
+        let after = &states[before..];
+        (after.len() >= 6 && *after.last()? == TaskState::Running).then(|| after.to_vec())
+    })
+    .unwrap();
+    // unhealthy → killing → killed → starting → running → healthy, in order, each once.
+    let healths: Vec<(TaskState, Option<bool>)> = bridge.with(|r| {
+        let mut seen = std::collections::HashSet::new();
+        r.statuses
+            .iter()
+            .filter(|s| s.task_id == "split.1" && seen.insert(s.uuid))
+            .skip(before)
+            .map(|s| (s.state, s.healthy))
+            .collect()
+    });
+    assert_eq!(
+        healths,
+        vec![
+            (TaskState::Running, Some(false)),
+            (TaskState::Killing, Some(false)),
+            (TaskState::Killed, Some(false)),
+            (TaskState::Starting, None),
+            (TaskState::Running, None),
+            (TaskState::Running, Some(true)),
+        ],
+        "{all:?}"
+    );
 }
