@@ -263,11 +263,13 @@ fn log_publish(logged: &mut std::collections::HashSet<[u8; 16]>, kind: TopicKind
                 if !logged.insert(s.uuid) {
                     return;
                 }
+                let uuid: String = s.uuid.iter().map(|b| format!("{b:02x}")).collect();
                 tracing::info!(
                     task = %s.task_id,
                     state = s.state.mesos_name(),
                     healthy = ?s.healthy,
                     message = s.message.as_deref().unwrap_or(""),
+                    uuid = %uuid,
                     "status update"
                 );
             }
