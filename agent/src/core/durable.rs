@@ -9,9 +9,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use serde::{Deserialize, Serialize};
+use minicbor::{Decode, Encode};
 
 use outpost_protocol::codec::{decode_part_into, encode_to_vec};
 use outpost_protocol::{TaskId, TaskSpec, TaskState, TaskStatus, decode};
@@ -23,41 +21,81 @@ use super::{Action, AfterKill, Millis, ObservedContainer, Phase, Settings, Super
 const VERSION: u32 = 1;
 
 /// Where a task was, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "phase", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
 enum PhaseSnap {
     /// Pulling or creating: no container known.
+    #[n(0)]
     Launching,
     /// A container exists (starting or running).
-    Container { container_id: String },
+    #[n(1)]
+    Container {
+        #[n(0)]
+        container_id: String,
+    },
     /// Being killed; `forget`: by a kill command (not a health restart).
-    Killing { container_id: String, forget: bool },
+    #[n(2)]
+    Killing {
+        #[n(0)]
+        container_id: String,
+        #[n(1)]
+        forget: bool,
+    },
     /// Waiting for its next attempt.
-    Backoff { until: Millis },
+    #[n(3)]
+    Backoff {
+        #[n(0)]
+        until: Millis,
+    },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Encode, Decode)]
 struct TaskSnap {
-    /// The spec's CBOR, base64.
-    spec: String,
+    /// The spec's CBOR.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    spec: Vec<u8>,
+    #[n(1)]
     host_ports: Vec<u16>,
+    #[n(2)]
     restarts: u32,
+    #[n(3)]
     attempt: u32,
+    #[n(4)]
     last_state: u8,
+    #[n(5)]
     phase: PhaseSnap,
 }
 
-/// Everything of the core that must survive a restart.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Encode, Decode)]
+struct SeenCommand {
+    #[n(0)]
+    id: String,
+    /// The reply's CBOR.
+    #[cbor(n(1), with = "minicbor::bytes")]
+    reply: Vec<u8>,
+}
+
+/// One unacknowledged status update (its CBOR).
+#[derive(Debug, Clone, Encode, Decode)]
+#[cbor(transparent)]
+struct Wire(#[cbor(n(0), with = "minicbor::bytes")] Vec<u8>);
+
+/// Everything of the core that must survive a restart (stored as CBOR).
+#[derive(Debug, Clone, Encode, Decode)]
 pub struct Snapshot {
+    #[n(0)]
     version: u32,
+    #[n(1)]
     offer_seq: u64,
+    #[n(2)]
     draining: bool,
+    #[n(3)]
     tasks: Vec<TaskSnap>,
-    /// Unacknowledged status updates, CBOR base64, oldest first.
-    outbox: Vec<String>,
-    /// Command ids seen, oldest first, with their reply (CBOR base64).
-    seen_commands: Vec<(String, String)>,
+    /// Unacknowledged status updates, oldest first.
+    #[n(4)]
+    outbox: Vec<Wire>,
+    /// Command ids seen, oldest first, with their reply.
+    #[n(5)]
+    seen_commands: Vec<SeenCommand>,
 }
 
 /// Why a stored snapshot was not usable.
@@ -77,15 +115,14 @@ pub(super) struct Recovering {
 }
 
 impl Snapshot {
-    /// The snapshot as bytes (JSON).
+    /// The snapshot as bytes (CBOR).
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("snapshots serialise")
+        minicbor::to_vec(self).expect("encoding into a Vec cannot fail")
     }
 
     /// A snapshot from bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let s: Snapshot =
-            serde_json::from_slice(bytes).map_err(|e| SnapshotError(e.to_string()))?;
+        let s: Snapshot = minicbor::decode(bytes).map_err(|e| SnapshotError(e.to_string()))?;
         if s.version != VERSION {
             return Err(SnapshotError(format!(
                 "version {} is not {VERSION}",
@@ -137,7 +174,7 @@ impl Supervisor {
                         },
                     };
                     TaskSnap {
-                        spec: B64.encode(t.wire()),
+                        spec: t.wire().to_vec(),
                         host_ports: t.host_ports.iter().copied().collect(),
                         restarts: t.restarts,
                         attempt: t.attempt,
@@ -154,15 +191,16 @@ impl Supervisor {
             outbox: self
                 .outbox
                 .statuses()
-                .map(|s| B64.encode(encode_to_vec(s)))
+                .map(|s| Wire(encode_to_vec(s)))
                 .collect(),
             seen_commands: self
                 .seen_order
                 .iter()
                 .filter_map(|id| {
-                    self.seen_commands
-                        .get(id)
-                        .map(|r| (id.clone(), B64.encode(r)))
+                    self.seen_commands.get(id).map(|r| SeenCommand {
+                        id: id.clone(),
+                        reply: r.clone(),
+                    })
                 })
                 .collect(),
         }
@@ -220,11 +258,8 @@ impl Supervisor {
         sup.offer_seq = snap.offer_seq;
         sup.draining = snap.draining;
         for ts in &snap.tasks {
-            let wire = B64
-                .decode(&ts.spec)
-                .map_err(|e| SnapshotError(format!("task spec: {e}")))?;
             let mut spec = Box::<TaskSpec>::default();
-            decode_part_into(&wire, spec.as_mut())
+            decode_part_into(&ts.spec, spec.as_mut())
                 .map_err(|e| SnapshotError(format!("task spec: {e}")))?;
             let id = spec.task_id.clone();
             let ports = sup.ports.allocate(&id, &ts.host_ports).map_err(|e| {
@@ -270,18 +305,12 @@ impl Supervisor {
             sup.tasks.insert(id, t);
         }
         for s in &snap.outbox {
-            let bytes = B64
-                .decode(s)
-                .map_err(|e| SnapshotError(format!("outbox: {e}")))?;
             let status =
-                decode::<TaskStatus>(&bytes).map_err(|e| SnapshotError(format!("outbox: {e}")))?;
+                decode::<TaskStatus>(&s.0).map_err(|e| SnapshotError(format!("outbox: {e}")))?;
             sup.outbox.push(status);
         }
-        for (id, reply) in &snap.seen_commands {
-            let reply = B64
-                .decode(reply)
-                .map_err(|e| SnapshotError(format!("seen command: {e}")))?;
-            sup.remember(id.clone(), reply);
+        for c in &snap.seen_commands {
+            sup.remember(c.id.clone(), c.reply.clone());
         }
         sup.awaiting_list = true;
         Ok(sup)
