@@ -126,7 +126,8 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let capacity = host::sample(&config);
     let (mut store, mut sup) = load_state(&config, settings(&config, capacity, started_at_ms));
     let mut saved = sup.durable_fingerprint();
-    let mqtt_tx = mqtt::spawn(&config, started_at_ms, events_tx.clone());
+    let (received_tx, mut received) = unbounded_channel();
+    let mqtt_tx = mqtt::spawn(&config, started_at_ms, events_tx.clone(), received_tx);
     tokio::spawn(docker::follow_events(
         docker.clone(),
         config.agent_id.clone(),
@@ -151,8 +152,13 @@ pub async fn run(config: Config) -> std::io::Result<()> {
             Some(at) => Duration::from_millis(at.saturating_sub(now_ms())),
             None => Duration::from_secs(3600),
         };
+        let mut ack = None;
         let event = tokio::select! {
             Some(e) = events.recv() => e,
+            Some((e, token)) = received.recv() => {
+                ack = Some(token);
+                e
+            }
             () = tokio::time::sleep(sleep) => Event::Tick,
             _ = watchdog.tick() => {
                 systemd::watchdog();
@@ -175,6 +181,10 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         if fingerprint != saved {
             save_state(&mut store, &mut sup);
             saved = fingerprint;
+        }
+        // Only now, with the state saved, may the broker forget the message.
+        if let Some(token) = ack {
+            let _ = ctx.mqtt.send(mqtt::Outgoing::Ack(token));
         }
         for action in actions {
             dispatch(&ctx, &mut logged, action);
@@ -289,7 +299,7 @@ fn dispatch(ctx: &Arc<Ctx>, logged: &mut std::collections::HashSet<[u8; 16]>, ac
     match action {
         Action::Publish { kind, payload } => {
             log_publish(logged, kind, &payload);
-            let _ = ctx.mqtt.send((kind, payload));
+            let _ = ctx.mqtt.send(mqtt::Outgoing::Publish(kind, payload));
         }
         Action::EnsureImage {
             launch,

@@ -15,21 +15,41 @@ use super::{Jitter, backoff};
 use crate::config::Config;
 use crate::core::Event;
 
+/// The longest pause between reconnect attempts (plus up to 50 % jitter). Short, so a healed
+/// partition is noticed within seconds (the soak benchmark's target is convergence < 5 s);
+/// a fleet of 10,000 agents retrying a down broker this often is ~3,000 connects/s, which
+/// mosquitto takes.
+const RECONNECT_MAX_MS: u64 = 3_000;
+
 /// Failures on one broker before the next URL is tried.
 const FAILURES_BEFORE_SWITCH: u32 = 3;
 
-/// A message for the broker: this agent's topic of `kind`.
-pub type Outgoing = (TopicKind, Vec<u8>);
+/// What the runtime asks of the broker connection.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Publish on this agent's topic of `kind`.
+    Publish(TopicKind, Vec<u8>),
+    /// The received message with this token has been handled and the agent's state saved:
+    /// acknowledge it to the broker now (QoS 1 manual acks, so a crash before the save gets
+    /// the message redelivered instead of lost).
+    Ack(u64),
+}
 
-/// Starts the connection task; returns the sender for outgoing messages.
+/// A received command or status acknowledgement, with the token to acknowledge it by
+/// ([`Outgoing::Ack`]) once handled.
+pub type Received = (Event, u64);
+
+/// Starts the connection task: connection events go to `events`, received messages to
+/// `received`; returns the sender for outgoing messages.
 pub fn spawn(
     config: &Config,
     started_at_ms: u64,
     events: UnboundedSender<Event>,
+    received: UnboundedSender<Received>,
 ) -> UnboundedSender<Outgoing> {
     let (tx, rx) = unbounded_channel();
     let config = config.clone();
-    tokio::spawn(async move { run(config, started_at_ms, events, rx).await });
+    tokio::spawn(async move { run(config, started_at_ms, events, received, rx).await });
     tx
 }
 
@@ -57,6 +77,8 @@ fn options(config: &Config, index: usize, started_at_ms: u64) -> MqttOptions {
     o.set_keep_alive(Duration::from_secs(15));
     // A persistent session: QoS 1 commands published while we are away wait at the broker.
     o.set_clean_session(false);
+    // Acknowledge a command only once the agent has saved what it did with it.
+    o.set_manual_acks(true);
     o.set_max_packet_size(MAX_MESSAGE_BYTES + 1024, MAX_MESSAGE_BYTES + 1024);
     if let Some(auth) = &config.broker_auth {
         o.set_credentials(auth.username.clone(), auth.password.clone());
@@ -80,9 +102,11 @@ async fn run(
     config: Config,
     started_at_ms: u64,
     events: UnboundedSender<Event>,
+    received: UnboundedSender<Received>,
     mut outgoing: UnboundedReceiver<Outgoing>,
 ) {
     let mut jitter = Jitter::new();
+    let mut next_token = 0u64;
     let cmd_topic = topic(&config.agent_id, TopicKind::Cmd);
     let ack_topic = topic(&config.agent_id, TopicKind::Ack);
     let mut index = 0usize;
@@ -93,6 +117,9 @@ async fn run(
             AsyncClient::new(options(&config, index, started_at_ms), 1024);
         let mut failures = 0u32;
         let mut connected = false;
+        // Received publishes waiting for the runtime to handle (and persist) them. Cleared
+        // when the connection drops: the broker redelivers them on the next session.
+        let mut unacked: std::collections::HashMap<u64, rumqttc::Publish> = Default::default();
         loop {
             tokio::select! {
                 polled = eventloop.poll() => match polled {
@@ -116,14 +143,19 @@ async fn run(
                         } else if p.topic == ack_topic {
                             Event::AckReceived(p.payload.to_vec())
                         } else {
+                            let _ = client.try_ack(&p);
                             continue;
                         };
-                        if events.send(event).is_err() {
+                        next_token += 1;
+                        unacked.insert(next_token, p);
+                        if received.send((event, next_token)).is_err() {
                             return;
                         }
                     }
                     Ok(_) => {}
                     Err(e) => {
+                        // Unacknowledged messages come again on the next session.
+                        unacked.clear();
                         if connected {
                             connected = false;
                             let _ = events.send(Event::BrokerDisconnected);
@@ -134,14 +166,19 @@ async fn run(
                             index = (index + 1) % config.brokers.len();
                             break;
                         }
-                        tokio::time::sleep(backoff(failures - 1, 250, 30_000, &mut jitter)).await;
+                        tokio::time::sleep(backoff(failures - 1, 250, RECONNECT_MAX_MS, &mut jitter)).await;
                     }
                 },
                 out = outgoing.recv() => match out {
-                    Some((kind, payload)) => {
+                    Some(Outgoing::Publish(kind, payload)) => {
                         let t = topic(&config.agent_id, kind);
                         if let Err(e) = client.try_publish(t, qos(kind), kind.retain(), payload) {
                             tracing::warn!(error = %e, ?kind, "could not queue a publish");
+                        }
+                    }
+                    Some(Outgoing::Ack(token)) => {
+                        if let Some(p) = unacked.remove(&token) {
+                            let _ = client.try_ack(&p);
                         }
                     }
                     None => {

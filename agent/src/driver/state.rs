@@ -20,6 +20,15 @@ const HEADER: usize = 4 + 1 + 8 + 4 + 4;
 /// The largest payload accepted (a sanity bound against a corrupt length field).
 const MAX_PAYLOAD: usize = 256 * 1024 * 1024;
 
+/// CRC-32 (IEEE), computed bit by bit: no lookup table in the static binary, and a state
+/// snapshot of tens of KiB (a hundred tasks) takes well under a millisecond.
+const CRC32: crc::Crc<u32, crc::NoTable> =
+    crc::Crc::<u32, crc::NoTable>::new(&crc::CRC_32_ISO_HDLC);
+
+fn crc32(bytes: &[u8]) -> u32 {
+    CRC32.checksum(bytes)
+}
+
 const CURRENT: &str = "agent-state";
 const PREVIOUS: &str = "agent-state.prev";
 const TEMP: &str = "agent-state.tmp";
@@ -46,7 +55,7 @@ fn frame(generation: u64, payload: &[u8]) -> Vec<u8> {
     out.push(FORMAT);
     out.extend_from_slice(&generation.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(&crc32(payload).to_le_bytes());
     out.extend_from_slice(payload);
     out
 }
@@ -78,7 +87,7 @@ fn unframe(bytes: &[u8]) -> Result<(u64, &[u8]), String> {
             payload.len()
         ));
     }
-    if crc32fast::hash(payload) != crc {
+    if crc32(payload) != crc {
         return Err("checksum mismatch (corrupted)".into());
     }
     Ok((generation, payload))
