@@ -126,6 +126,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let capacity = host::sample(&config);
     let (mut store, mut sup) = load_state(&config, settings(&config, capacity, started_at_ms));
     let mut saved = sup.durable_fingerprint();
+    let mut pending_acks: Vec<u64> = Vec::new();
     let (received_tx, mut received) = unbounded_channel();
     let mqtt_tx = mqtt::spawn(&config, started_at_ms, events_tx.clone(), received_tx);
     tokio::spawn(docker::follow_events(
@@ -178,13 +179,17 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         // Persist before acting: nothing is replied, started or acknowledged that a crash
         // right after could forget.
         let fingerprint = sup.durable_fingerprint();
-        if fingerprint != saved {
-            save_state(&mut store, &mut sup);
+        pending_acks.extend(ack);
+        // While saves fail (a full disk), every event retries, so freed space is noticed.
+        if (fingerprint != saved || sup.storage_failed()) && save_state(&mut store, &mut sup) {
             saved = fingerprint;
         }
-        // Only now, with the state saved, may the broker forget the message.
-        if let Some(token) = ack {
-            let _ = ctx.mqtt.send(mqtt::Outgoing::Ack(token));
+        // Only now, with the state saved, may the broker forget the messages; while saves
+        // fail they stay unacknowledged (and come again on the next session).
+        if !sup.storage_failed() {
+            for token in pending_acks.drain(..) {
+                let _ = ctx.mqtt.send(mqtt::Outgoing::Ack(token));
+            }
         }
         for action in actions {
             dispatch(&ctx, &mut logged, action);
@@ -233,15 +238,19 @@ fn load_state(config: &Config, settings: Settings) -> (Option<StateFile>, Superv
     }
 }
 
-/// Saves the supervisor's snapshot; a failure (a full disk) makes the core refuse launches
-/// until a save succeeds again.
-fn save_state(store: &mut Option<StateFile>, sup: &mut Supervisor) {
-    let Some(store) = store else { return };
+/// Saves the supervisor's snapshot; whether it is stored. A failure (a full disk) makes the
+/// core refuse launches until a save succeeds again.
+fn save_state(store: &mut Option<StateFile>, sup: &mut Supervisor) -> bool {
+    let Some(store) = store else { return true };
     match store.save(&sup.snapshot().to_bytes()) {
-        Ok(()) => sup.set_storage_failure(None),
+        Ok(()) => {
+            sup.set_storage_failure(None);
+            true
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot save the agent's state; new launches are refused until it can");
             sup.set_storage_failure(Some(e.to_string()));
+            false
         }
     }
 }

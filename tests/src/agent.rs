@@ -32,11 +32,23 @@ impl Agent {
         port_range: (u16, u16),
         extra_toml: &str,
     ) -> Result<Self> {
+        Self::start_with_state_dir(id, broker_url, port_range, extra_toml, None)
+    }
+
+    /// As [`Agent::start`], with the state in `state_dir` (e.g. a small tmpfs) instead of the
+    /// agent's own temp dir (which keeps its config and log either way).
+    pub fn start_with_state_dir(
+        id: &str,
+        broker_url: &str,
+        port_range: (u16, u16),
+        extra_toml: &str,
+        state_dir: Option<&Path>,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let config = format!(
             "agent_id = \"{id}\"\nbrokers = [\"{broker_url}\"]\nstate_dir = \"{}\"\n\
              port_range = \"{}-{}\"\noffer_interval_seconds = 5\n{extra_toml}\n",
-            dir.path().display(),
+            state_dir.unwrap_or(dir.path()).display(),
             port_range.0,
             port_range.1
         );

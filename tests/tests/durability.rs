@@ -377,3 +377,104 @@ fn every_status_made_during_a_partition_arrives_in_order_after_it_heals() {
         "{all:?}"
     );
 }
+
+/// A tmpfs of `size` the test mounts itself, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        outpost_tests::process::run(
+            std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path()),
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    /// Writes zeros until the filesystem is full.
+    fn fill(&self) {
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        while std::io::Write::write_all(&mut f, &block).is_ok() {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.dir.path().join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_new_launches_and_keeps_the_running_task() {
+    image::ensure().unwrap();
+    let disk = SmallDisk::mount("512k");
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("full");
+    let agent = Agent::start_with_state_dir(
+        &id,
+        &broker.url(),
+        (21450, 21459),
+        "",
+        Some(disk.dir.path()),
+    )
+    .unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    bridge
+        .call(&id, CommandKind::Launch(web_task("full.1")))
+        .unwrap();
+    bridge
+        .status("full.1", LONG, |s| s.healthy == Some(true))
+        .unwrap();
+
+    disk.fill();
+    // Any command changes the saved state (its id is remembered): that save fails...
+    bridge
+        .call(&id, CommandKind::Reconcile(Reconcile::default()))
+        .unwrap();
+    wait::until("the failed save logged", SHORT, || {
+        agent
+            .log()
+            .contains("cannot save the agent's state")
+            .then_some(())
+    })
+    .unwrap();
+    // ...and from then on launches are refused, naming the cause.
+    let reply = bridge
+        .call(&id, CommandKind::Launch(web_task("full.2")))
+        .unwrap();
+    match &reply.outcome {
+        Outcome::Rejected(r) => {
+            assert_eq!(r.code, RejectCode::StorageFailure);
+            assert!(r.message.contains("No space left"), "{}", r.message);
+        }
+        Outcome::Accepted => panic!("accepted on a full disk"),
+    }
+    assert_eq!(containers("full.1").len(), 1, "the running task is kept");
+    assert!(containers("full.1")[0].1);
+
+    disk.free();
+    bridge
+        .call(&id, CommandKind::Reconcile(Reconcile::default()))
+        .unwrap();
+    let reply = bridge
+        .call(&id, CommandKind::Launch(web_task("full.3")))
+        .unwrap();
+    assert_eq!(
+        reply.outcome,
+        Outcome::Accepted,
+        "space again: launches again"
+    );
+}

@@ -191,6 +191,11 @@ impl Supervisor {
         self.storage_failure = failure;
     }
 
+    /// Whether the last save of the state failed.
+    pub fn storage_failed(&self) -> bool {
+        self.storage_failure.is_some()
+    }
+
     /// When [`Event::Tick`] must come next at the latest.
     pub fn next_deadline(&self) -> Option<Millis> {
         let tasks = self.tasks.values().filter_map(Task::next_deadline);
