@@ -409,6 +409,10 @@ impl Supervisor {
             }
         }
         self.awaiting_list = false;
+        // Recovered: now report (hello, liveness, offer, the queued updates in order).
+        if self.broker_up {
+            self.on_connected(now);
+        }
     }
 
     fn owns(&self, container_id: &str) -> bool {

@@ -100,6 +100,8 @@ pub struct Supervisor {
     awaiting_list: bool,
     /// Why the last save of the state failed, while it fails.
     storage_failure: Option<String>,
+    /// The broker connection is up (`connected` also needs recovery to be done).
+    broker_up: bool,
 }
 
 impl Supervisor {
@@ -121,6 +123,7 @@ impl Supervisor {
             recovering: HashMap::new(),
             awaiting_list: false,
             storage_failure: None,
+            broker_up: false,
             settings,
         }
     }
@@ -129,8 +132,17 @@ impl Supervisor {
     pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Action> {
         match event {
             Event::Tick => {}
-            Event::BrokerConnected => self.on_connected(now),
-            Event::BrokerDisconnected => self.connected = false,
+            Event::BrokerConnected => {
+                self.broker_up = true;
+                // A restored agent reports once its containers are re-adopted, not before.
+                if !self.awaiting_list {
+                    self.on_connected(now);
+                }
+            }
+            Event::BrokerDisconnected => {
+                self.broker_up = false;
+                self.connected = false;
+            }
             Event::CommandReceived(bytes) => self.on_command(now, &bytes),
             Event::AckReceived(bytes) => self.on_ack(&bytes),
             Event::CapacityChanged(c) => {

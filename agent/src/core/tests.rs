@@ -1150,3 +1150,24 @@ fn launches_are_refused_while_the_state_cannot_be_saved() {
         Outcome::Accepted
     );
 }
+
+#[test]
+fn a_restored_agent_reports_only_after_its_containers_are_re_adopted() {
+    let mut sim = Sim::new();
+    let ctr = sim.launch_running(spec("web.1"));
+    let mut after = restarted(&sim);
+    let before = after.actions.len();
+    after.ev(Event::BrokerConnected);
+    assert!(
+        after.offers.is_empty() && after.statuses.is_empty(),
+        "nothing before recovery"
+    );
+    assert_eq!(after.actions.len(), before);
+    after.ev(Event::ContainersListed(vec![observed(&ctr, "web.1", true)]));
+    assert_eq!(after.offers.len(), 1, "the offer follows recovery");
+    assert_eq!(
+        after.offers[0].used.ports.len(),
+        1,
+        "with the re-adopted task's port"
+    );
+}
