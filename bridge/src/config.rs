@@ -11,6 +11,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 struct File {
     listen: Option<String>,
+    mesos_listen: Option<String>,
     brokers: Option<Vec<String>>,
     broker_auth: Option<BrokerAuth>,
     state_dir: Option<PathBuf>,
@@ -42,6 +43,9 @@ pub struct BrokerUrl {
 pub struct Config {
     /// Where the Marathon API listens (default `127.0.0.1:8080`).
     pub listen: SocketAddr,
+    /// Where the Mesos APIs listen: operator endpoints (and the scheduler API) (default
+    /// `127.0.0.1:5050`).
+    pub mesos_listen: SocketAddr,
     /// Brokers, tried in order.
     pub brokers: Vec<BrokerUrl>,
     /// Broker credentials.
@@ -117,6 +121,21 @@ impl Config {
                 "expected ADDRESS:PORT, e.g. 127.0.0.1:8080",
             )
         })?;
+        let mesos_text = file.mesos_listen.unwrap_or_else(|| "127.0.0.1:5050".into());
+        let mesos_listen: SocketAddr = mesos_text.parse().map_err(|_| {
+            invalid(
+                "mesos_listen",
+                &mesos_text,
+                "expected ADDRESS:PORT, e.g. 127.0.0.1:5050",
+            )
+        })?;
+        if mesos_listen == listen {
+            return Err(invalid(
+                "mesos_listen",
+                &mesos_text,
+                "must differ from listen (the Marathon API's address)",
+            ));
+        }
         let urls = file
             .brokers
             .unwrap_or_else(|| vec!["mqtt://127.0.0.1:1883".into()]);
@@ -140,6 +159,7 @@ impl Config {
         });
         Ok(Self {
             listen,
+            mesos_listen,
             brokers,
             broker_auth: file.broker_auth,
             state_dir: file
@@ -192,6 +212,7 @@ mod tests {
     fn an_empty_file_is_a_loopback_bridge() {
         let c = parse("").unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.mesos_listen.to_string(), "127.0.0.1:5050");
         assert_eq!(
             c.brokers,
             vec![BrokerUrl {

@@ -77,6 +77,8 @@ pub struct OfferView {
     pub ranges: Vec<(u16, u16)>,
     /// How many ports the ranges hold.
     pub port_count: usize,
+    /// Port ranges in use by tasks.
+    pub used_ranges: Vec<(u16, u16)>,
 }
 
 /// The health history of a task, as Marathon's `healthCheckResults`.
@@ -439,6 +441,7 @@ impl Core {
             available: amount(&o.available),
             used: amount(&o.used),
             ranges: o.available.ports.iter().map(|r| (r.begin, r.end)).collect(),
+            used_ranges: o.used.ports.iter().map(|r| (r.begin, r.end)).collect(),
             port_count: o
                 .available
                 .ports

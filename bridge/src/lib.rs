@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod core;
+pub mod mesos;
 pub mod placement;
 pub mod runtime;
 pub mod store;

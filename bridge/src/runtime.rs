@@ -103,6 +103,21 @@ pub async fn run(config: Config) -> Result<(), String> {
     tracing::info!(listen = %config.listen, "Marathon API listening");
     tokio::spawn(mqtt_loop(shared.clone(), mqtt, eventloop));
     tokio::spawn(ticker(shared.clone()));
+    let mesos_listener = tokio::net::TcpListener::bind(config.mesos_listen)
+        .await
+        .map_err(|e| format!("mesos_listen = \"{}\": {e}", config.mesos_listen))?;
+    tracing::info!(listen = %config.mesos_listen, "Mesos operator endpoints listening");
+    let mesos = crate::mesos::router(shared.clone());
+    tokio::spawn(async move {
+        let served = axum::serve(
+            mesos_listener,
+            mesos.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the Mesos listener stopped");
+        }
+    });
     let app = crate::api::router(shared.clone());
     axum::serve(
         listener,

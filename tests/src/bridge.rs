@@ -18,6 +18,7 @@ use crate::wait;
 /// A running bridge.
 pub struct Bridge {
     port: u16,
+    mesos_port: u16,
     process: Guarded,
     dir: TempDir,
 }
@@ -54,17 +55,23 @@ impl Bridge {
     pub fn start(broker_url: &str, extra_toml: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
+        let mesos_port = free_port()?;
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let config = format!(
-            "listen = \"127.0.0.1:{port}\"\nbrokers = [\"{broker_url}\"]\nstate_dir = \"{}\"\n\
+            "listen = \"127.0.0.1:{port}\"\nmesos_listen = \"127.0.0.1:{mesos_port}\"\nbrokers = [\"{broker_url}\"]\nstate_dir = \"{}\"\n\
              client_id = \"bridge-{}-{n}\"\n{extra_toml}\n",
             dir.path().display(),
             std::process::id()
         );
         std::fs::write(dir.path().join("bridge.toml"), config)?;
         let process = spawn(dir.path())?;
-        let b = Self { port, process, dir };
+        let b = Self {
+            port,
+            mesos_port,
+            process,
+            dir,
+        };
         b.wait_ready()?;
         Ok(b)
     }
@@ -96,6 +103,38 @@ impl Bridge {
     /// The API's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `http://127.0.0.1:MESOS_PORT{path}`: the Mesos endpoints.
+    pub fn mesos_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.mesos_port)
+    }
+
+    /// GETs a Mesos endpoint; its status and body.
+    pub fn mesos_get(&self, path: &str) -> Result<Answer> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let url = self.mesos_url(path);
+        let mut resp = agent
+            .get(&url)
+            .call()
+            .with_context(|| format!("GET {url}"))?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        Ok(Answer {
+            status,
+            headers,
+            text,
+        })
     }
 
     /// `http://127.0.0.1:PORT{path}`.

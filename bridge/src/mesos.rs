@@ -1,0 +1,424 @@
+//! The Mesos operator endpoints (`/master/state`, `/master/slaves`, `/master/tasks`,
+//! `/master/frameworks`, `/master/redirect`, `/master/health`, `/version`) over the same agents
+//! and tasks as the Marathon API, in the shapes Mesos tooling reads (v0 naming: `slaves`,
+//! `slave_id`; resources flattened, ports as `"[31000-31005, 31010-32000]"`). Marathon's tasks
+//! appear under one framework, as on a real cluster.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use outpost_protocol::TaskState;
+
+use crate::core::{AgentRecord, Core, TaskRecord};
+use crate::runtime::Shared;
+
+type S = State<Arc<Shared>>;
+
+/// The Mesos version these endpoints answer as (what pymesos and mesos-dns parse).
+pub const MESOS_VERSION: &str = "1.11.0";
+/// The framework Marathon's apps run under.
+pub const MARATHON_FRAMEWORK_ID: &str = "outpost";
+/// The port Mesos agents listen on, shown in agent pids (Outpost agents listen on none).
+const AGENT_PORT: u16 = 5051;
+
+/// The Mesos routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/master/state", get(state))
+        .route("/master/state.json", get(state))
+        .route("/master/slaves", get(slaves))
+        .route("/master/tasks", get(tasks))
+        .route("/master/frameworks", get(frameworks))
+        .route("/master/redirect", get(redirect))
+        .route("/master/health", get(|| async { StatusCode::OK }))
+        .route("/version", get(version))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
+        .with_state(shared)
+}
+
+fn secs(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// `[31000-31005, 31010-32000]`, Mesos's flattened ranges.
+pub fn ranges_text(ranges: &[(u16, u16)]) -> String {
+    let mut r = ranges.to_vec();
+    r.sort_unstable();
+    let parts: Vec<String> = r.iter().map(|(b, e)| format!("{b}-{e}")).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// Single ports as ranges, adjacent ones merged.
+fn port_ranges(ports: &[u16]) -> Vec<(u16, u16)> {
+    let mut p = ports.to_vec();
+    p.sort_unstable();
+    p.dedup();
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for port in p {
+        match out.last_mut() {
+            Some((_, e)) if *e + 1 == port => *e = port,
+            _ => out.push((port, port)),
+        }
+    }
+    out
+}
+
+fn master_pid(shared: &Shared) -> String {
+    let c = &shared.config;
+    format!("master@{}:{}", c.advertised_host, c.mesos_listen.port())
+}
+
+fn agent_json(core: &Core, a: &AgentRecord) -> Value {
+    let tasks: Vec<&TaskRecord> = core.tasks(None).filter(|t| t.agent_id == a.id).collect();
+    let used_ports: Vec<u16> = tasks
+        .iter()
+        .flat_map(|t| t.host_ports.iter().copied())
+        .collect();
+    let (total, used) = match &a.offer {
+        Some(o) => {
+            let mut all = o.ranges.clone();
+            all.extend(o.used_ranges.iter().copied());
+            (
+                json!({
+                    "cpus": o.available.cpus + o.used.cpus,
+                    "mem": o.available.mem + o.used.mem,
+                    "disk": o.available.disk + o.used.disk,
+                    "ports": ranges_text(&merge(all)),
+                }),
+                json!({
+                    "cpus": o.used.cpus,
+                    "mem": o.used.mem,
+                    "disk": o.used.disk,
+                    "ports": ranges_text(&o.used_ranges),
+                }),
+            )
+        }
+        None => (
+            json!({ "cpus": 0.0, "mem": 0.0, "disk": 0.0 }),
+            json!({ "cpus": 0.0, "mem": 0.0, "disk": 0.0, "ports": ranges_text(&port_ranges(&used_ports)) }),
+        ),
+    };
+    json!({
+        "id": a.id,
+        "hostname": a.hostname,
+        "port": AGENT_PORT,
+        "attributes": a.attributes,
+        "pid": format!("slave(1)@{}:{AGENT_PORT}", a.hostname),
+        "registered_time": secs(a.last_seen_ms),
+        "resources": total,
+        "used_resources": used,
+        "offered_resources": { "cpus": 0.0, "mem": 0.0, "disk": 0.0 },
+        "reserved_resources": {},
+        "unreserved_resources": total,
+        "active": a.online() || a.liveness == "draining",
+        "deactivated": a.liveness == "draining",
+        "version": MESOS_VERSION,
+        "capabilities": ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
+    })
+}
+
+/// Adjacent or overlapping ranges merged.
+fn merge(mut r: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
+    r.sort_unstable();
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for (b, e) in r {
+        match out.last_mut() {
+            Some((_, last)) if b <= last.saturating_add(1) => *last = (*last).max(e),
+            _ => out.push((b, e)),
+        }
+    }
+    out
+}
+
+fn task_state(t: &TaskRecord) -> &'static str {
+    if t.unreachable_since_ms.is_some() {
+        TaskState::Unreachable.mesos_name()
+    } else {
+        t.state().mesos_name()
+    }
+}
+
+/// A task as `/master/state` and `/master/tasks` show it.
+pub fn task_json(core: &Core, t: &TaskRecord) -> Value {
+    let app = core.app(&t.app_id);
+    let name = t.app_id.trim_start_matches('/').replace('/', ".");
+    let mappings = app
+        .map(|a| a.def.port_mappings().to_vec())
+        .unwrap_or_default();
+    let network = app
+        .and_then(|a| a.def.network().ok())
+        .map(|n| match n {
+            outpost_protocol::NetworkMode::Bridge => "BRIDGE",
+            outpost_protocol::NetworkMode::Host => "HOST",
+            outpost_protocol::NetworkMode::None => "NONE",
+        })
+        .unwrap_or("HOST");
+    let port_mappings: Vec<Value> = mappings
+        .iter()
+        .zip(t.host_ports.iter())
+        .map(|(m, hp)| json!({ "host_port": hp, "container_port": m.container_port, "protocol": m.protocol }))
+        .collect();
+    let discovery_ports: Vec<Value> = t
+        .host_ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let protocol = mappings
+                .get(i)
+                .map(|m| m.protocol.as_str())
+                .unwrap_or("tcp");
+            json!({ "number": p, "protocol": protocol })
+        })
+        .collect();
+    let mut status = json!({
+        "state": task_state(t),
+        "timestamp": secs(t.started_at_ms.unwrap_or(t.staged_at_ms)),
+        "container_status": {
+            "network_infos": [{
+                "ip_addresses": t.ip.iter().map(|ip| json!({ "ip_address": ip })).collect::<Vec<_>>(),
+            }],
+        },
+    });
+    if let Some(h) = t.health.alive {
+        status["healthy"] = json!(h);
+    }
+    json!({
+        "id": t.id,
+        "name": name,
+        "framework_id": MARATHON_FRAMEWORK_ID,
+        "executor_id": "",
+        "slave_id": t.agent_id,
+        "state": task_state(t),
+        "resources": {
+            "cpus": t.cpus,
+            "mem": t.mem,
+            "disk": t.disk,
+            "ports": ranges_text(&port_ranges(&t.host_ports)),
+        },
+        "role": "*",
+        "statuses": [status],
+        "labels": app
+            .map(|a| a.def.labels.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect::<Vec<_>>())
+            .unwrap_or_default(),
+        "discovery": {
+            "visibility": "FRAMEWORK",
+            "name": name,
+            "ports": { "ports": discovery_ports },
+        },
+        "container": {
+            "type": "DOCKER",
+            "docker": {
+                "image": app.and_then(|a| a.def.image()).unwrap_or(""),
+                "network": network,
+                "port_mappings": port_mappings,
+            },
+        },
+    })
+}
+
+fn framework_json(shared: &Shared, core: &Core) -> Value {
+    let c = &shared.config;
+    let (reachable, unreachable): (Vec<&TaskRecord>, Vec<&TaskRecord>) = core
+        .tasks(None)
+        .partition(|t| t.unreachable_since_ms.is_none());
+    let used = reachable.iter().fold((0.0, 0.0, 0.0), |(c, m, d), t| {
+        (c + t.cpus, m + t.mem, d + t.disk)
+    });
+    json!({
+        "id": MARATHON_FRAMEWORK_ID,
+        "name": "marathon",
+        "pid": format!("scheduler-outpost@{}:{}", c.advertised_host, c.listen.port()),
+        "hostname": c.advertised_host,
+        "webui_url": format!("http://{}:{}", c.advertised_host, c.listen.port()),
+        "active": true,
+        "connected": true,
+        "recovered": false,
+        "user": "root",
+        "failover_timeout": 604800.0,
+        "checkpoint": true,
+        "role": "*",
+        "roles": ["*"],
+        "registered_time": secs(shared.started_at_ms),
+        "tasks": reachable.iter().map(|t| task_json(core, t)).collect::<Vec<_>>(),
+        "unreachable_tasks": unreachable.iter().map(|t| task_json(core, t)).collect::<Vec<_>>(),
+        "completed_tasks": [],
+        "offers": [],
+        "executors": [],
+        "labels": [],
+        "used_resources": { "cpus": used.0, "mem": used.1, "disk": used.2 },
+        "offered_resources": { "cpus": 0.0, "mem": 0.0, "disk": 0.0 },
+        "capabilities": ["PARTITION_AWARE", "TASK_KILLING_STATE"],
+    })
+}
+
+async fn state(State(s): S) -> Response {
+    let pid = master_pid(&s);
+    let c = &s.config;
+    let body = s.read(|core| {
+        let agents: Vec<&AgentRecord> = core.agents().collect();
+        json!({
+            "version": MESOS_VERSION,
+            "git_sha": "",
+            "git_tag": "",
+            "build_date": "",
+            "build_time": 0.0,
+            "build_user": concat!("outpost-bridge ", env!("CARGO_PKG_VERSION")),
+            "start_time": secs(s.started_at_ms),
+            "elected_time": secs(s.started_at_ms),
+            "id": "outpost-bridge",
+            "pid": pid,
+            "hostname": c.advertised_host,
+            "activated_slaves": agents.iter().filter(|a| a.online() || a.liveness == "draining").count(),
+            "deactivated_slaves": 0,
+            "unreachable_slaves": agents.iter().filter(|a| a.liveness == "offline").count(),
+            "leader": pid,
+            "leader_info": {
+                "id": "outpost-bridge",
+                "pid": pid,
+                "port": c.mesos_listen.port(),
+                "hostname": c.advertised_host,
+            },
+            "cluster": "outpost",
+            "log_dir": "",
+            "flags": {},
+            "slaves": agents.iter().map(|a| agent_json(core, a)).collect::<Vec<_>>(),
+            "frameworks": [framework_json(&s, core)],
+            "completed_frameworks": [],
+            "orphan_tasks": [],
+            "unregistered_frameworks": [],
+        })
+    });
+    axum::Json(body).into_response()
+}
+
+fn params(q: Option<String>) -> Vec<(String, String)> {
+    form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn param<'a>(p: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    p.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+async fn slaves(State(s): S, RawQuery(q): RawQuery) -> Response {
+    let p = params(q);
+    let only = param(&p, "slave_id").map(str::to_string);
+    let body = s.read(|core| {
+        let list: Vec<Value> = core
+            .agents()
+            .filter(|a| only.as_deref().is_none_or(|id| a.id == id))
+            .map(|a| agent_json(core, a))
+            .collect();
+        json!({ "slaves": list, "recovered_slaves": [] })
+    });
+    axum::Json(body).into_response()
+}
+
+async fn tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
+    let p = params(q);
+    let bad = |k: &str, v: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("Failed to parse query parameter {k}={v:?}: not a number"),
+        )
+            .into_response()
+    };
+    let limit = match param(&p, "limit").map(|v| v.parse::<usize>().map_err(|_| v)) {
+        None => 100,
+        Some(Ok(n)) => n,
+        Some(Err(v)) => return bad("limit", v),
+    };
+    let offset = match param(&p, "offset").map(|v| v.parse::<usize>().map_err(|_| v)) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(v)) => return bad("offset", v),
+    };
+    let descending = param(&p, "order") == Some("desc");
+    let framework = param(&p, "framework_id").map(str::to_string);
+    let task = param(&p, "task_id").map(str::to_string);
+    let body = s.read(|core| {
+        let mut list: Vec<&TaskRecord> = core
+            .tasks(None)
+            .filter(|_| {
+                framework
+                    .as_deref()
+                    .is_none_or(|f| f == MARATHON_FRAMEWORK_ID)
+            })
+            .filter(|t| task.as_deref().is_none_or(|id| t.id == id))
+            .collect();
+        list.sort_by_key(|t| (t.staged_at_ms, t.id.clone()));
+        if descending {
+            list.reverse();
+        }
+        let page: Vec<Value> = list
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|t| task_json(core, t))
+            .collect();
+        json!({ "tasks": page })
+    });
+    axum::Json(body).into_response()
+}
+
+async fn frameworks(State(s): S) -> Response {
+    let body = s.read(|core| {
+        json!({
+            "frameworks": [framework_json(&s, core)],
+            "completed_frameworks": [],
+            "unregistered_frameworks": [],
+        })
+    });
+    axum::Json(body).into_response()
+}
+
+async fn redirect(State(s): S) -> Response {
+    let c = &s.config;
+    let location = format!("//{}:{}", c.advertised_host, c.mesos_listen.port());
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, location)],
+    )
+        .into_response()
+}
+
+async fn version() -> Response {
+    axum::Json(json!({
+        "version": MESOS_VERSION,
+        "build_date": "",
+        "build_time": 0.0,
+        "build_user": concat!("outpost-bridge ", env!("CARGO_PKG_VERSION")),
+        "git_sha": "",
+        "git_tag": "",
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_flattened_as_mesos_writes_them() {
+        assert_eq!(
+            ranges_text(&[(31010, 32000), (31000, 31005)]),
+            "[31000-31005, 31010-32000]"
+        );
+        assert_eq!(ranges_text(&[]), "[]");
+        assert_eq!(
+            port_ranges(&[31002, 31000, 31001, 31005]),
+            vec![(31000, 31002), (31005, 31005)]
+        );
+        assert_eq!(
+            merge(vec![(31003, 31009), (31000, 31002)]),
+            vec![(31000, 31009)]
+        );
+    }
+}
