@@ -1,5 +1,6 @@
 //! The Mesos operator endpoints (`/master/state`, `/master/slaves`, `/master/tasks`,
-//! `/master/frameworks`, `/master/redirect`, `/master/health`, `/version`) over the same agents
+//! `/master/frameworks`, `/master/redirect`, `/master/health`, `/version`,
+//! `/metrics/snapshot`) over the same agents
 //! and tasks as the Marathon API, in the shapes Mesos tooling reads (v0 naming: `slaves`,
 //! `slave_id`; resources flattened, ports as `"[31000-31005, 31010-32000]"`). Marathon's tasks
 //! appear under one framework, as on a real cluster.
@@ -38,6 +39,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/master/redirect", get(redirect))
         .route("/master/health", get(|| async { StatusCode::OK }))
         .route("/version", get(version))
+        .route("/metrics/snapshot", get(metrics_snapshot))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
         .with_state(shared)
 }
@@ -387,6 +389,64 @@ async fn redirect(State(s): S) -> Response {
         [(header::LOCATION, location)],
     )
         .into_response()
+}
+
+/// `/metrics/snapshot`: the master's gauges Mesos dashboards read.
+async fn metrics_snapshot(State(s): S) -> Response {
+    let now = crate::time::now_ms();
+    let body = s.read(|core| {
+        let agents: Vec<&AgentRecord> = core.agents().collect();
+        let active = agents
+            .iter()
+            .filter(|a| a.online() || a.liveness == "draining")
+            .count();
+        let unreachable = agents.iter().filter(|a| a.liveness == "offline").count();
+        let count = |st: TaskState| {
+            core.tasks(None)
+                .filter(|t| t.unreachable_since_ms.is_none() && t.state() == st)
+                .count()
+        };
+        let unreachable_tasks = core
+            .tasks(None)
+            .filter(|t| t.unreachable_since_ms.is_some())
+            .count();
+        let (cpus, mem, disk, used_cpus, used_mem, used_disk) = agents
+            .iter()
+            .filter_map(|a| a.offer.as_ref())
+            .fold((0.0, 0.0, 0.0, 0.0, 0.0, 0.0), |acc, o| {
+                (
+                    acc.0 + o.available.cpus + o.used.cpus,
+                    acc.1 + o.available.mem + o.used.mem,
+                    acc.2 + o.available.disk + o.used.disk,
+                    acc.3 + o.used.cpus,
+                    acc.4 + o.used.mem,
+                    acc.5 + o.used.disk,
+                )
+            });
+        json!({
+            "master/elected": 1.0,
+            "master/uptime_secs": secs(now.saturating_sub(s.started_at_ms)),
+            "master/slaves_active": active as f64,
+            "master/slaves_connected": active as f64,
+            "master/slaves_disconnected": (agents.len() - active) as f64,
+            "master/slaves_inactive": 0.0,
+            "master/slaves_unreachable": unreachable as f64,
+            "master/frameworks_active": 1.0,
+            "master/frameworks_connected": 1.0,
+            "master/tasks_staging": count(TaskState::Staging) as f64,
+            "master/tasks_starting": count(TaskState::Starting) as f64,
+            "master/tasks_running": count(TaskState::Running) as f64,
+            "master/tasks_killing": count(TaskState::Killing) as f64,
+            "master/tasks_unreachable": unreachable_tasks as f64,
+            "master/cpus_total": cpus,
+            "master/cpus_used": used_cpus,
+            "master/mem_total": mem,
+            "master/mem_used": used_mem,
+            "master/disk_total": disk,
+            "master/disk_used": used_disk,
+        })
+    });
+    axum::Json(body).into_response()
 }
 
 async fn version() -> Response {

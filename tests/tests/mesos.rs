@@ -162,6 +162,11 @@ fn operator_endpoints_show_agents_frameworks_and_tasks_as_mesos_does() {
         r.headers
     );
     assert_eq!(bridge.mesos_get("/master/health").unwrap().status, 200);
+    let m = bridge.mesos_get("/metrics/snapshot").unwrap().json();
+    assert_eq!(m["master/slaves_active"], 1.0);
+    assert_eq!(m["master/tasks_running"], 2.0);
+    assert_eq!(m["master/elected"], 1.0);
+    assert!(m["master/cpus_used"].as_f64().unwrap() > 0.09, "{m}");
     let v = bridge.mesos_get("/version").unwrap().json();
     // pymesos parses each dot-separated part as an int.
     assert!(
