@@ -16,6 +16,7 @@ pub struct Agent {
     id: String,
     process: Guarded,
     dir: TempDir,
+    bin: PathBuf,
 }
 
 impl Agent {
@@ -44,6 +45,20 @@ impl Agent {
         extra_toml: &str,
         state_dir: Option<&Path>,
     ) -> Result<Self> {
+        let bin = bin_path::path("outpost-agent")?;
+        Self::start_binary(&bin, id, broker_url, port_range, extra_toml, state_dir)
+    }
+
+    /// As [`Agent::start_with_state_dir`], running the agent binary at `bin` (e.g. the static
+    /// release build).
+    pub fn start_binary(
+        bin: &Path,
+        id: &str,
+        broker_url: &str,
+        port_range: (u16, u16),
+        extra_toml: &str,
+        state_dir: Option<&Path>,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let config = format!(
             "agent_id = \"{id}\"\nbrokers = [\"{broker_url}\"]\nstate_dir = \"{}\"\n\
@@ -54,11 +69,12 @@ impl Agent {
         );
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, config)?;
-        let process = spawn(&path, dir.path())?;
+        let process = spawn(bin, &path, dir.path())?;
         Ok(Self {
             id: id.into(),
             process,
             dir,
+            bin: bin.to_path_buf(),
         })
     }
 
@@ -95,7 +111,11 @@ impl Agent {
     /// Starts the agent again with the same config.
     pub fn restart(&mut self) -> Result<()> {
         self.process.stop();
-        self.process = spawn(&self.dir.path().join("agent.toml"), self.dir.path())?;
+        self.process = spawn(
+            &self.bin,
+            &self.dir.path().join("agent.toml"),
+            self.dir.path(),
+        )?;
         Ok(())
     }
 
@@ -109,13 +129,12 @@ impl Agent {
     }
 }
 
-fn spawn(config: &Path, dir: &Path) -> Result<Guarded> {
+fn spawn(bin: &Path, config: &Path, dir: &Path) -> Result<Guarded> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("agent.log"))
         .context("opening the agent log")?;
-    let bin: PathBuf = bin_path::path("outpost-agent")?;
     Guarded::spawn(
         "outpost-agent",
         Command::new(bin)

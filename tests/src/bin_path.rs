@@ -44,3 +44,23 @@ pub fn workspace_root() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_default()
 }
+
+/// Builds the static release binaries with `packaging/build-static` (once per process) and
+/// returns the path of `package`'s.
+pub fn static_path(package: &str) -> Result<PathBuf> {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let root = workspace_root();
+    if !*built {
+        process::run(Command::new(root.join("packaging/build-static")).current_dir(&root))
+            .context("packaging/build-static")?;
+        *built = true;
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target
+        .join("x86_64-unknown-linux-gnu")
+        .join("release")
+        .join(package))
+}
