@@ -19,19 +19,21 @@ impl EmptyImage {
     fn with(bin: &std::path::Path, tag: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(bin, dir.path().join("bin-under-test")).unwrap();
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(dir.path())
             .args(["-c", "."])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        let stdout = tar.stdout.take().unwrap();
         process::run(
             Command::new("docker")
                 .args(["import", "-", tag])
-                .stdin(tar.stdout.unwrap()),
+                .stdin(stdout),
         )
         .unwrap();
+        assert!(tar.wait().unwrap().success(), "tar failed");
         Self(tag.to_string())
     }
 }
