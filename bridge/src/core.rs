@@ -33,6 +33,18 @@ pub enum Effect {
     },
     /// A Marathon event for `/v2/events` subscribers.
     Event(Value),
+    /// An event for a Mesos framework's subscription stream.
+    Framework {
+        /// The framework.
+        framework_id: String,
+        /// The event (`{"type": ..., ...}`).
+        event: Value,
+    },
+    /// The framework is gone (TEARDOWN, failover timeout): close its stream.
+    EndStream {
+        /// The framework.
+        framework_id: String,
+    },
 }
 
 /// An agent as the bridge knows it.
@@ -268,6 +280,12 @@ pub struct Core {
     writes: BTreeMap<(Table, String), Option<Vec<u8>>>,
     /// Apps whose tasks changed since the last [`Core::settle`].
     dirty: BTreeSet<String>,
+    /// Mesos frameworks on the scheduler API.
+    frameworks: BTreeMap<String, Framework>,
+    /// Their tasks.
+    fw_tasks: BTreeMap<String, FwTask>,
+    /// Launch command id -> framework task.
+    fw_by_command: HashMap<String, String>,
     /// Status updates seen (metrics).
     pub status_updates: u64,
 }
@@ -467,6 +485,7 @@ impl Core {
                 }
                 a.unreachable_since_ms = Some(now);
                 tracing::warn!(agent = %id, "agent is unreachable; its tasks are UNREACHABLE");
+                self.framework_agent_lost(now, &id);
                 let ids: Vec<String> = self
                     .tasks
                     .values()
@@ -536,6 +555,9 @@ impl Core {
             return;
         };
         tracing::warn!(command = %r.command_id, code = ?rej.code, message = %rej.message, "command rejected");
+        if self.framework_launch_rejected(now, &r.command_id, &rej.message) {
+            return;
+        }
         let Some(tid) = self.by_command.get(r.command_id.as_str()).cloned() else {
             return;
         };
@@ -558,6 +580,11 @@ impl Core {
     /// A status update; returns the acknowledgement to publish (after the writes are stored).
     pub fn on_status(&mut self, now: Millis, s: &TaskStatus) {
         self.status_updates += 1;
+        if self.is_framework_task(&s.task_id) {
+            // Acknowledged to the agent once the framework acknowledges.
+            self.on_framework_status(now, s);
+            return;
+        }
         self.ack(s);
         let tid = s.task_id.to_string();
         let state = s.state;
@@ -1090,10 +1117,13 @@ impl Core {
     /// change and every second or so.
     pub fn tick(&mut self, now: Millis) {
         self.unreachable_timers(now);
+        self.framework_timers(now);
         let ids: Vec<String> = self.apps.keys().cloned().collect();
         for id in ids {
             self.schedule_app(now, &id);
         }
+        // Frameworks get what Marathon's apps left.
+        self.make_offers(now);
     }
 
     fn unreachable_timers(&mut self, now: Millis) {
@@ -1300,6 +1330,19 @@ impl Core {
                 }
             }
         }
+        // Frameworks' tasks and outstanding offers are not Marathon's to use.
+        for a in self.agents.keys() {
+            let (fw, ports, ranges) = self.framework_usage(a);
+            if fw == Amount::default() && ports.is_empty() && ranges.is_empty() {
+                continue;
+            }
+            let u = usage.entry(a.as_str()).or_default();
+            u.held.cpus += fw.cpus;
+            u.held.mem += fw.mem;
+            u.held.disk += fw.disk;
+            u.ports.extend(ports);
+            u.ports.extend(ranges.iter().flat_map(|&(b, e)| b..=e));
+        }
         let mut counts = placement::PeerCounts::new(&constraints, &peers, &all);
         let eligible = |a: &AgentRecord, u: &Usage, counts: &placement::PeerCounts| -> bool {
             let Some(offer) = &a.offer else { return false };
@@ -1474,5 +1517,8 @@ pub fn deployment_json(d: &Deployment, app_id: &str) -> Value {
     })
 }
 
+mod framework;
 #[cfg(test)]
 mod tests;
+
+pub use framework::{CallError, Framework, FwTask, HEARTBEAT_SECONDS};

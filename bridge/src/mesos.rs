@@ -7,16 +7,21 @@
 
 use std::sync::Arc;
 
+use std::convert::Infallible;
+use std::time::Duration;
+
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use outpost_protocol::TaskState;
 
-use crate::core::{AgentRecord, Core, TaskRecord};
+use crate::core::{AgentRecord, CallError, Core, HEARTBEAT_SECONDS, TaskRecord};
 use crate::runtime::Shared;
 
 type S = State<Arc<Shared>>;
@@ -40,6 +45,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/master/health", get(|| async { StatusCode::OK }))
         .route("/version", get(version))
         .route("/metrics/snapshot", get(metrics_snapshot))
+        .route("/api/v1/scheduler", axum::routing::post(scheduler))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
         .with_state(shared)
 }
@@ -447,6 +453,162 @@ async fn metrics_snapshot(State(s): S) -> Response {
         })
     });
     axum::Json(body).into_response()
+}
+
+fn text(status: u16, message: impl Into<String>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message.into(),
+    )
+        .into_response()
+}
+
+impl From<CallError> for Response {
+    fn from(e: CallError) -> Self {
+        text(e.status, e.message)
+    }
+}
+
+/// One RecordIO record: `<length>\n<json>`.
+fn record(v: &Value) -> Bytes {
+    let json = v.to_string();
+    Bytes::from(format!("{}\n{json}", json.len()))
+}
+
+/// Tells the core a framework's stream is gone when the response body is dropped.
+struct StreamGuard {
+    shared: Arc<Shared>,
+    framework_id: String,
+    stream_id: String,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        {
+            let mut streams = self.shared.streams.lock().expect("streams lock");
+            if streams
+                .get(&self.framework_id)
+                .is_some_and(|(sid, _)| *sid == self.stream_id)
+            {
+                streams.remove(&self.framework_id);
+            }
+        }
+        let (fid, sid) = (self.framework_id.clone(), self.stream_id.clone());
+        let _ = self
+            .shared
+            .apply(|c, now| c.framework_disconnected(now, &fid, &sid));
+    }
+}
+
+/// `POST /api/v1/scheduler`: SUBSCRIBE opens the event stream (RecordIO over a chunked 200);
+/// every other call answers 202 on its own request.
+async fn scheduler(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.contains("protobuf") {
+        return text(
+            415,
+            "application/x-protobuf is not supported by this master: send application/json",
+        );
+    }
+    if !content_type.contains("application/json") {
+        return text(
+            415,
+            format!("Content-Type {content_type:?} is not supported: send application/json"),
+        );
+    }
+    let call: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return text(400, format!("Failed to parse body into Call: {e}")),
+    };
+    let Some(kind) = call["type"].as_str() else {
+        return text(
+            400,
+            "Failed to validate scheduler::Call: Expecting 'type' to be present",
+        );
+    };
+    if kind == "SUBSCRIBE" {
+        return subscribe(s, call).await;
+    }
+    let Some(framework_id) = call["framework_id"]["value"].as_str() else {
+        return text(
+            400,
+            format!("Failed to validate scheduler::Call: {kind} needs 'framework_id'"),
+        );
+    };
+    let stream_id = headers.get("Mesos-Stream-Id").and_then(|v| v.to_str().ok());
+    if let Err(e) = s.read(|c| c.check_stream(framework_id, stream_id)) {
+        return e.into();
+    }
+    match s.apply(|c, now| c.call(now, framework_id, &call)) {
+        Err(e) => text(503, format!("the bridge could not store the change: {e}")),
+        Ok(Err(e)) => e.into(),
+        Ok(Ok(())) => StatusCode::ACCEPTED.into_response(),
+    }
+}
+
+async fn subscribe(s: Arc<Shared>, call: Value) -> Response {
+    let stream_id = uuid::Uuid::new_v4().to_string();
+    let framework_id = match s.apply(|c, now| c.subscribe(now, &call, &stream_id)) {
+        Err(e) => return text(503, format!("the bridge could not store the change: {e}")),
+        Ok(Err(e)) => return e.into(),
+        Ok(Ok(id)) => id,
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    s.streams
+        .lock()
+        .expect("streams lock")
+        .insert(framework_id.clone(), (stream_id.clone(), tx));
+    let c = &s.config;
+    let subscribed = json!({
+        "type": "SUBSCRIBED",
+        "subscribed": {
+            "framework_id": { "value": framework_id },
+            "heartbeat_interval_seconds": HEARTBEAT_SECONDS as f64,
+            "master_info": {
+                "id": "outpost-bridge",
+                "pid": master_pid(&s),
+                "port": c.mesos_listen.port(),
+                "hostname": c.advertised_host,
+                "version": MESOS_VERSION,
+            },
+        },
+    });
+    // Offers right away, queued behind SUBSCRIBED.
+    let _ = s.apply(|c, now| c.offer_now(now));
+    let guard = StreamGuard {
+        shared: s.clone(),
+        framework_id: framework_id.clone(),
+        stream_id: stream_id.clone(),
+    };
+    // Events until the framework is torn down (its sender dropped), a HEARTBEAT every interval.
+    let period = Duration::from_secs(HEARTBEAT_SECONDS);
+    let ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let events = futures_util::stream::unfold((rx, ticks), |(mut rx, mut ticks)| async move {
+        tokio::select! {
+            ev = rx.recv() => ev.map(|v| (v, (rx, ticks))),
+            _ = ticks.tick() => Some((json!({ "type": "HEARTBEAT" }), (rx, ticks))),
+        }
+    });
+    let body = futures_util::stream::iter([subscribed])
+        .chain(events)
+        .map(move |v| {
+            let _keep = &guard;
+            Ok::<_, Infallible>(record(&v))
+        });
+    let mut r = Response::new(Body::from_stream(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&stream_id) {
+        r.headers_mut().insert("Mesos-Stream-Id", v);
+    }
+    r
 }
 
 async fn version() -> Response {

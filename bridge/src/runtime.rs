@@ -31,6 +31,10 @@ pub struct Shared {
     pub config: Config,
     /// When the bridge started.
     pub started_at_ms: u64,
+    /// Subscribed Mesos frameworks' streams: framework id -> (stream id, sender).
+    pub streams: Mutex<
+        std::collections::HashMap<String, (String, tokio::sync::mpsc::UnboundedSender<Value>)>,
+    >,
 }
 
 impl Shared {
@@ -57,6 +61,21 @@ impl Shared {
                 }
                 Effect::Event(v) => {
                     let _ = self.events.send(v);
+                }
+                Effect::Framework {
+                    framework_id,
+                    event,
+                } => {
+                    let streams = self.streams.lock().expect("streams lock");
+                    if let Some((_, tx)) = streams.get(&framework_id) {
+                        let _ = tx.send(event);
+                    }
+                }
+                Effect::EndStream { framework_id } => {
+                    self.streams
+                        .lock()
+                        .expect("streams lock")
+                        .remove(&framework_id);
                 }
             }
         }
@@ -96,6 +115,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         events,
         config: config.clone(),
         started_at_ms: now_ms(),
+        streams: Mutex::default(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -105,6 +105,11 @@ impl Bridge {
         self.port
     }
 
+    /// The Mesos endpoints' port.
+    pub fn mesos_port(&self) -> u16 {
+        self.mesos_port
+    }
+
     /// `http://127.0.0.1:MESOS_PORT{path}`: the Mesos endpoints.
     pub fn mesos_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.mesos_port)

@@ -508,3 +508,52 @@ fn a_killed_task_its_agent_forgot_is_not_a_failure() {
     assert!(w.core.task(&task).is_none());
     assert_eq!(w.core.app("/web").unwrap().failures, 0);
 }
+
+#[test]
+fn a_framework_s_offer_is_not_given_to_marathon_and_invalid_offers_drop_tasks() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    let sub = serde_json::json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
+        "user": "root", "name": "fw", "capabilities": [{ "type": "PARTITION_AWARE" }] } } });
+    let fid = w.core.subscribe(w.now, &sub, "stream-1").unwrap();
+    w.core.offer_now(w.now);
+    let offers: Vec<serde_json::Value> = w
+        .core
+        .take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Framework { event, .. } if event["type"] == "OFFERS" => Some(event),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offers.len(), 1);
+    // The whole agent is on offer to the framework: Marathon's app waits.
+    w.create(&simple_app(1));
+    assert!(
+        w.launches().is_empty(),
+        "the offered resources are the framework's"
+    );
+    // Accepting an offer that does not exist drops the task, as a master does.
+    let accept = serde_json::json!({ "type": "ACCEPT", "accept": { "offer_ids": [{ "value": "nope" }],
+        "operations": [{ "type": "LAUNCH", "launch": { "task_infos": [{ "task_id": { "value": "t1" },
+            "agent_id": { "value": "a1" }, "resources": [] }] } }] } });
+    w.core.call(w.now, &fid, &accept).unwrap();
+    let dropped = w.core.take_effects().into_iter().find_map(|e| match e {
+        Effect::Framework { event, .. } if event["type"] == "UPDATE" => Some(event),
+        _ => None,
+    });
+    let status = &dropped.expect("an UPDATE")["update"]["status"];
+    assert_eq!(status["state"], "TASK_DROPPED");
+    assert_eq!(status["reason"], "REASON_INVALID_OFFERS");
+    // The framework declines: Marathon's app gets the agent.
+    let offer_id = offers[0]["offers"]["offers"][0]["id"].clone();
+    w.core
+        .call(
+            w.now,
+            &fid,
+            &serde_json::json!({ "type": "DECLINE", "decline": { "offer_ids": [offer_id] } }),
+        )
+        .unwrap();
+    w.advance(1000);
+    assert_eq!(w.launches().len(), 1);
+}

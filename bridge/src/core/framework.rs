@@ -1,0 +1,1118 @@
+//! Mesos frameworks on the v1 scheduler API: subscriptions, offers cut from the agents'
+//! capacity (never the same resources as Marathon's tasks or another framework's offer),
+//! ACCEPT/DECLINE/KILL/ACKNOWLEDGE/RECONCILE, and UPDATE events from agents' status updates.
+//! A framework's task runs with restart policy Never: the framework decides.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+
+use outpost_protocol::{
+    self as wire, CommandKind, KillTask, StatusAck, TaskState, TaskStatus, Topic, TopicKind,
+    codec::encode_to_vec,
+};
+
+use super::{Core, Effect};
+use crate::placement::Amount;
+use crate::time::Millis;
+
+/// Seconds between HEARTBEAT events.
+pub const HEARTBEAT_SECONDS: u64 = 15;
+/// DECLINE's and ACCEPT's default `refuse_seconds`.
+const DEFAULT_REFUSE_S: f64 = 5.0;
+/// How long a framework may hold an offer before it is rescinded (Mesos's `--offer_timeout`):
+/// a framework sitting on offers must not starve Marathon's apps or other frameworks.
+pub const OFFER_TIMEOUT_MS: Millis = 10_000;
+/// The smallest offer worth sending.
+const MIN_OFFER: Amount = Amount {
+    cpus: 0.01,
+    mem: 32.0,
+    disk: 0.0,
+};
+
+/// An offer a framework holds.
+#[derive(Debug, Clone)]
+pub struct OfferHeld {
+    /// The agent.
+    pub agent_id: String,
+    /// Its resources.
+    pub amount: Amount,
+    /// Its port ranges.
+    pub ranges: Vec<(u16, u16)>,
+    /// When it was made.
+    pub made_at: Millis,
+}
+
+/// A subscribed framework.
+#[derive(Debug, Clone)]
+pub struct Framework {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// PARTITION_AWARE capability.
+    pub partition_aware: bool,
+    /// How long it may stay away before its tasks are killed.
+    pub failover_timeout_s: f64,
+    /// The stream it is subscribed on, while connected.
+    pub stream_id: Option<String>,
+    /// When its stream went away.
+    pub disconnected_at: Option<Millis>,
+    /// SUPPRESS: no offers until REVIVE.
+    pub suppressed: bool,
+    /// No offers of an agent before this time (DECLINE filters).
+    pub refused: HashMap<String, Millis>,
+    /// Offers it holds.
+    pub offers: HashMap<String, OfferHeld>,
+    /// Updates sent and not yet acknowledged: uuid -> (agent, task).
+    pub unacked: HashMap<[u8; 16], (String, String)>,
+}
+
+/// A framework's task.
+#[derive(Debug, Clone)]
+pub struct FwTask {
+    /// Its id.
+    pub id: String,
+    /// Its framework.
+    pub framework_id: String,
+    /// Its agent.
+    pub agent_id: String,
+    /// Mesos state.
+    pub state: TaskState,
+    /// Resources it holds.
+    pub amount: Amount,
+    /// Host ports it holds.
+    pub ports: Vec<u16>,
+    /// Health, when reported.
+    pub healthy: Option<bool>,
+    /// Container IP.
+    pub ip: Option<String>,
+    /// The bridge asked for a kill.
+    pub killing: bool,
+}
+
+/// Why a call was refused: HTTP status and message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallError {
+    /// 400, 403, ...
+    pub status: u16,
+    /// For people.
+    pub message: String,
+}
+
+fn bad(message: impl Into<String>) -> CallError {
+    CallError {
+        status: 400,
+        message: message.into(),
+    }
+}
+
+fn scalar(r: &Value, name: &str) -> f64 {
+    r.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| x["name"] == name)
+        .filter_map(|x| x["scalar"]["value"].as_f64())
+        .sum()
+}
+
+fn ranges_of(r: &Value) -> Vec<(u16, u16)> {
+    r.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| x["name"] == "ports")
+        .flat_map(|x| x["ranges"]["range"].as_array().cloned().unwrap_or_default())
+        .filter_map(|x| Some((x["begin"].as_u64()? as u16, x["end"].as_u64()? as u16)))
+        .collect()
+}
+
+fn resources_json(a: &Amount, ranges: &[(u16, u16)]) -> Value {
+    let mut v = vec![
+        json!({ "name": "cpus", "type": "SCALAR", "scalar": { "value": a.cpus }, "role": "*" }),
+        json!({ "name": "mem", "type": "SCALAR", "scalar": { "value": a.mem }, "role": "*" }),
+        json!({ "name": "disk", "type": "SCALAR", "scalar": { "value": a.disk }, "role": "*" }),
+    ];
+    if !ranges.is_empty() {
+        let r: Vec<Value> = ranges
+            .iter()
+            .map(|(b, e)| json!({ "begin": b, "end": e }))
+            .collect();
+        v.push(json!({ "name": "ports", "type": "RANGES", "ranges": { "range": r }, "role": "*" }));
+    }
+    Value::Array(v)
+}
+
+/// Ranges minus single ports.
+fn subtract(ranges: &[(u16, u16)], taken: &[u16]) -> Vec<(u16, u16)> {
+    let mut out = Vec::new();
+    for &(b, e) in ranges {
+        let mut start = b;
+        let mut t: Vec<u16> = taken
+            .iter()
+            .copied()
+            .filter(|p| (b..=e).contains(p))
+            .collect();
+        t.sort_unstable();
+        t.dedup();
+        for p in t {
+            if p > start {
+                out.push((start, p - 1));
+            }
+            start = p.saturating_add(1);
+            if p == u16::MAX {
+                start = e.saturating_add(1);
+            }
+        }
+        if start <= e && start >= b {
+            out.push((start, e));
+        }
+    }
+    out
+}
+
+impl Core {
+    fn fw_event(&mut self, framework_id: &str, event: Value) {
+        self.effects.push(Effect::Framework {
+            framework_id: framework_id.to_string(),
+            event,
+        });
+    }
+
+    /// SUBSCRIBE: a new framework, or one coming back with its id within its failover timeout
+    /// (it keeps its tasks). Returns the framework id.
+    pub fn subscribe(
+        &mut self,
+        now: Millis,
+        body: &Value,
+        stream_id: &str,
+    ) -> Result<String, CallError> {
+        let info = &body["subscribe"]["framework_info"];
+        if !info.is_object() {
+            return Err(bad("subscribe.framework_info is required"));
+        }
+        let name = info["name"].as_str().unwrap_or("").to_string();
+        let wanted = body["framework_id"]["value"]
+            .as_str()
+            .or(info["id"]["value"].as_str())
+            .map(str::to_string);
+        let partition_aware = info["capabilities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "PARTITION_AWARE");
+        let failover_timeout_s = info["failover_timeout"].as_f64().unwrap_or(0.0);
+        let id = match wanted {
+            Some(id) if self.frameworks.contains_key(&id) => {
+                tracing::info!(framework = %id, "framework re-subscribed; it keeps its tasks");
+                id
+            }
+            Some(id) => id,
+            None => format!("outpost-fw-{}", uuid::Uuid::new_v4()),
+        };
+        let f = self
+            .frameworks
+            .entry(id.clone())
+            .or_insert_with(|| Framework {
+                id: id.clone(),
+                name: name.clone(),
+                partition_aware,
+                failover_timeout_s,
+                stream_id: None,
+                disconnected_at: None,
+                suppressed: false,
+                refused: HashMap::new(),
+                offers: HashMap::new(),
+                unacked: HashMap::new(),
+            });
+        f.name = name;
+        f.partition_aware = partition_aware;
+        f.failover_timeout_s = failover_timeout_s;
+        f.stream_id = Some(stream_id.to_string());
+        f.disconnected_at = None;
+        f.offers.clear();
+        f.unacked.clear();
+        let _ = now;
+        Ok(id)
+    }
+
+    /// The framework's stream went away: its offers are void; its tasks stay until its
+    /// failover timeout ends.
+    pub fn framework_disconnected(&mut self, now: Millis, id: &str, stream_id: &str) {
+        if let Some(f) = self.frameworks.get_mut(id)
+            && f.stream_id.as_deref() == Some(stream_id)
+        {
+            tracing::info!(framework = %id, "framework disconnected");
+            f.stream_id = None;
+            f.disconnected_at = Some(now);
+            f.offers.clear();
+        }
+    }
+
+    /// Checks that `stream_id` is `framework_id`'s current subscription.
+    pub fn check_stream(
+        &self,
+        framework_id: &str,
+        stream_id: Option<&str>,
+    ) -> Result<(), CallError> {
+        match self.frameworks.get(framework_id) {
+            Some(f) if f.stream_id.is_some() && f.stream_id.as_deref() == stream_id => Ok(()),
+            Some(_) => Err(CallError {
+                status: 403,
+                message: format!(
+                    "the request's Mesos-Stream-Id {stream_id:?} is not framework {framework_id:?}'s subscription"
+                ),
+            }),
+            None => Err(CallError {
+                status: 403,
+                message: format!("framework {framework_id:?} is not subscribed"),
+            }),
+        }
+    }
+
+    /// Resources and ports held on `agent` by framework tasks and outstanding offers.
+    pub(super) fn framework_usage(&self, agent: &str) -> (Amount, Vec<u16>, Vec<(u16, u16)>) {
+        let mut a = Amount::default();
+        let mut ports = Vec::new();
+        let mut ranges = Vec::new();
+        for t in self.fw_tasks.values().filter(|t| t.agent_id == agent) {
+            a.cpus += t.amount.cpus;
+            a.mem += t.amount.mem;
+            a.disk += t.amount.disk;
+            ports.extend(t.ports.iter().copied());
+        }
+        for o in self
+            .frameworks
+            .values()
+            .flat_map(|f| f.offers.values())
+            .filter(|o| o.agent_id == agent)
+        {
+            a.cpus += o.amount.cpus;
+            a.mem += o.amount.mem;
+            a.disk += o.amount.disk;
+            ranges.extend(o.ranges.iter().copied());
+        }
+        (a, ports, ranges)
+    }
+
+    /// Sends offers to connected, unsuppressed frameworks for agents with free resources.
+    pub(super) fn make_offers(&mut self, now: Millis) {
+        let ids: Vec<String> = self
+            .frameworks
+            .values()
+            .filter(|f| f.stream_id.is_some() && !f.suppressed)
+            .map(|f| f.id.clone())
+            .collect();
+        for fid in ids {
+            let mut offers = Vec::new();
+            let agents: Vec<String> = self
+                .agents
+                .values()
+                .filter(|a| a.online() && a.offer.is_some())
+                .map(|a| a.id.clone())
+                .collect();
+            for agent_id in agents {
+                let f = &self.frameworks[&fid];
+                if f.offers.values().any(|o| o.agent_id == agent_id)
+                    || f.refused.get(&agent_id).is_some_and(|t| *t > now)
+                {
+                    continue;
+                }
+                let a = &self.agents[&agent_id];
+                let o = a.offer.as_ref().expect("filtered");
+                // Marathon's tasks on the agent, then frameworks' tasks and offers.
+                let (mut held, mut ports) = (Amount::default(), Vec::new());
+                for t in self.tasks.values().filter(|t| t.agent_id == agent_id) {
+                    held.cpus += t.cpus;
+                    held.mem += t.mem;
+                    held.disk += t.disk;
+                    ports.extend(t.host_ports.iter().copied());
+                }
+                let (fw, fw_ports, fw_ranges) = self.framework_usage(&agent_id);
+                let free = Amount {
+                    cpus: ((o.available.cpus + o.used.cpus - held.cpus - fw.cpus) * 1000.0).floor()
+                        / 1000.0,
+                    mem: (o.available.mem + o.used.mem - held.mem - fw.mem).floor(),
+                    disk: (o.available.disk + o.used.disk - held.disk - fw.disk)
+                        .floor()
+                        .max(0.0),
+                };
+                if !free.fits(&MIN_OFFER) {
+                    continue;
+                }
+                let mut taken = ports;
+                taken.extend(fw_ports);
+                for (b, e) in fw_ranges {
+                    taken.extend(b..=e);
+                }
+                let ranges = subtract(&o.ranges, &taken);
+                let offer_id = format!("outpost-offer-{}", uuid::Uuid::new_v4());
+                offers.push(json!({
+                    "id": { "value": offer_id },
+                    "framework_id": { "value": fid },
+                    "agent_id": { "value": agent_id },
+                    "hostname": a.hostname,
+                    "resources": resources_json(&free, &ranges),
+                    "attributes": a.attributes.iter().map(|(k, v)| json!({ "name": k, "type": "TEXT", "text": { "value": v } })).collect::<Vec<_>>(),
+                    "executor_ids": [],
+                    "allocation_info": { "role": "*" },
+                }));
+                self.frameworks
+                    .get_mut(&fid)
+                    .expect("listed")
+                    .offers
+                    .insert(
+                        offer_id,
+                        OfferHeld {
+                            agent_id,
+                            amount: free,
+                            ranges,
+                            made_at: now,
+                        },
+                    );
+            }
+            if !offers.is_empty() {
+                self.fw_event(
+                    &fid,
+                    json!({ "type": "OFFERS", "offers": { "offers": offers } }),
+                );
+            }
+        }
+    }
+
+    /// Sends offers now (a new subscription need not wait for the next tick).
+    pub fn offer_now(&mut self, now: Millis) {
+        self.make_offers(now);
+    }
+
+    /// Kills the tasks of frameworks gone longer than their failover timeout, and forgets them.
+    pub(super) fn framework_timers(&mut self, now: Millis) {
+        let mut rescinded: Vec<(String, String)> = Vec::new();
+        for f in self.frameworks.values_mut() {
+            let old: Vec<String> = f
+                .offers
+                .iter()
+                .filter(|(_, o)| now >= o.made_at + OFFER_TIMEOUT_MS)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in old {
+                f.offers.remove(&id);
+                rescinded.push((f.id.clone(), id));
+            }
+        }
+        for (fid, offer_id) in rescinded {
+            self.fw_event(
+                &fid,
+                json!({ "type": "RESCIND", "rescind": { "offer_id": { "value": offer_id } } }),
+            );
+        }
+        let gone: Vec<String> = self
+            .frameworks
+            .values()
+            .filter(|f| {
+                f.disconnected_at
+                    .is_some_and(|t| now >= t + (f.failover_timeout_s * 1000.0) as u64)
+            })
+            .map(|f| f.id.clone())
+            .collect();
+        for id in gone {
+            tracing::info!(framework = %id, "framework did not come back within its failover timeout: tearing it down");
+            self.teardown(now, &id);
+        }
+    }
+
+    fn teardown(&mut self, now: Millis, id: &str) {
+        let tasks: Vec<String> = self
+            .fw_tasks
+            .values()
+            .filter(|t| t.framework_id == id)
+            .map(|t| t.id.clone())
+            .collect();
+        for t in tasks {
+            self.fw_kill(now, &t);
+            self.fw_tasks.remove(&t);
+        }
+        self.frameworks.remove(id);
+        self.effects.push(Effect::EndStream {
+            framework_id: id.to_string(),
+        });
+    }
+
+    fn fw_kill(&mut self, now: Millis, task_id: &str) {
+        let Some(t) = self.fw_tasks.get_mut(task_id) else {
+            return;
+        };
+        t.killing = true;
+        let agent = t.agent_id.clone();
+        let cid = format!("k-{}", uuid::Uuid::new_v4().simple());
+        self.command(
+            now,
+            &agent,
+            &cid,
+            CommandKind::Kill(KillTask {
+                task_id: wire::TaskId::new(task_id).unwrap_or_default(),
+                grace_period_s: None,
+            }),
+        );
+    }
+
+    // One UPDATE's fields, each a plain argument: a struct would only move the same list.
+    #[allow(clippy::too_many_arguments)]
+    fn update_json(
+        &self,
+        fid: &str,
+        task_id: &str,
+        agent_id: &str,
+        state: TaskState,
+        source: &str,
+        reason: Option<&str>,
+        message: &str,
+        uuid: Option<[u8; 16]>,
+        now: Millis,
+    ) -> Value {
+        let t = self.fw_tasks.get(task_id);
+        let mut status = json!({
+            "task_id": { "value": task_id },
+            "state": state.mesos_name(),
+            "source": source,
+            "message": message,
+            "agent_id": { "value": agent_id },
+            "timestamp": now as f64 / 1000.0,
+        });
+        if let Some(r) = reason {
+            status["reason"] = json!(r);
+        }
+        if let Some(u) = uuid {
+            status["uuid"] = json!(B64.encode(u));
+        }
+        if let Some(t) = t {
+            if let Some(h) = t.healthy {
+                status["healthy"] = json!(h);
+            }
+            if let Some(ip) = &t.ip {
+                status["container_status"] =
+                    json!({ "network_infos": [{ "ip_addresses": [{ "ip_address": ip }] }] });
+            }
+        }
+        let _ = fid;
+        json!({ "type": "UPDATE", "update": { "status": status } })
+    }
+
+    /// Whether `task` is a framework's (its status updates go to [`Core::on_framework_status`]).
+    pub(super) fn is_framework_task(&self, task: &str) -> bool {
+        self.fw_tasks.contains_key(task)
+    }
+
+    /// An agent's status update of a framework's task: forwarded as UPDATE; the agent is
+    /// acknowledged only once the framework acknowledges.
+    pub(super) fn on_framework_status(&mut self, now: Millis, s: &TaskStatus) {
+        let tid = s.task_id.to_string();
+        let Some(t) = self.fw_tasks.get_mut(&tid) else {
+            return;
+        };
+        t.state = s.state;
+        if s.healthy.is_some() {
+            t.healthy = s.healthy;
+        }
+        if let Some(ip) = &s.container_ip {
+            t.ip = Some(ip.to_string());
+        }
+        if !s.host_ports.is_empty() {
+            t.ports = s.host_ports.iter().copied().collect();
+        }
+        let fid = t.framework_id.clone();
+        let connected = self
+            .frameworks
+            .get(&fid)
+            .is_some_and(|f| f.stream_id.is_some());
+        if !connected {
+            // Held back: the agent re-sends until the framework is back to acknowledge.
+            return;
+        }
+        let message = s
+            .message
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        let ev = self.update_json(
+            &fid,
+            &tid,
+            &s.agent_id,
+            s.state,
+            "SOURCE_EXECUTOR",
+            s.reason.map(|r| r.mesos_name()),
+            &message,
+            Some(s.uuid),
+            s.timestamp_ms.max(now),
+        );
+        self.fw_event(&fid, ev);
+        if let Some(f) = self.frameworks.get_mut(&fid) {
+            f.unacked
+                .insert(s.uuid, (s.agent_id.to_string(), tid.clone()));
+        }
+        if s.state.is_terminal() {
+            self.fw_tasks.remove(&tid);
+        }
+    }
+
+    /// A framework's tasks on an agent that went away.
+    pub(super) fn framework_agent_lost(&mut self, now: Millis, agent: &str) {
+        let tasks: Vec<(String, String)> = self
+            .fw_tasks
+            .values()
+            .filter(|t| t.agent_id == agent)
+            .map(|t| (t.id.clone(), t.framework_id.clone()))
+            .collect();
+        for (tid, fid) in tasks {
+            let aware = self.frameworks.get(&fid).is_some_and(|f| f.partition_aware);
+            let state = if aware {
+                TaskState::Unreachable
+            } else {
+                TaskState::Lost
+            };
+            let ev = self.update_json(
+                &fid,
+                &tid,
+                agent,
+                state,
+                "SOURCE_MASTER",
+                Some("REASON_SLAVE_REMOVED"),
+                "agent unreachable",
+                None,
+                now,
+            );
+            self.fw_event(&fid, ev);
+        }
+    }
+
+    /// A non-SUBSCRIBE call of `framework_id` (its stream already checked).
+    pub fn call(&mut self, now: Millis, framework_id: &str, body: &Value) -> Result<(), CallError> {
+        let kind = body["type"]
+            .as_str()
+            .ok_or_else(|| bad("type is required"))?;
+        match kind {
+            "ACCEPT" => self.accept(now, framework_id, &body["accept"]),
+            "DECLINE" => {
+                let d = &body["decline"];
+                let ids = offer_ids(d)?;
+                let refuse = d["filters"]["refuse_seconds"]
+                    .as_f64()
+                    .unwrap_or(DEFAULT_REFUSE_S);
+                self.consume_offers(now, framework_id, &ids, refuse);
+                Ok(())
+            }
+            "REVIVE" => {
+                let f = self.frameworks.get_mut(framework_id).expect("checked");
+                f.suppressed = false;
+                f.refused.clear();
+                self.make_offers(now);
+                Ok(())
+            }
+            "SUPPRESS" => {
+                let f = self.frameworks.get_mut(framework_id).expect("checked");
+                f.suppressed = true;
+                f.offers.clear();
+                Ok(())
+            }
+            "KILL" => {
+                let tid = body["kill"]["task_id"]["value"]
+                    .as_str()
+                    .ok_or_else(|| bad("kill.task_id.value is required"))?;
+                match self.fw_tasks.get(tid) {
+                    Some(t) if t.framework_id == framework_id => self.fw_kill(now, tid),
+                    _ => {
+                        let agent = body["kill"]["agent_id"]["value"].as_str().unwrap_or("");
+                        let ev = self.update_json(
+                            framework_id,
+                            tid,
+                            agent,
+                            TaskState::Lost,
+                            "SOURCE_MASTER",
+                            Some("REASON_RECONCILIATION"),
+                            "no such task",
+                            None,
+                            now,
+                        );
+                        self.fw_event(framework_id, ev);
+                    }
+                }
+                Ok(())
+            }
+            "ACKNOWLEDGE" => {
+                let a = &body["acknowledge"];
+                let uuid_text = a["uuid"]
+                    .as_str()
+                    .ok_or_else(|| bad("acknowledge.uuid is required"))?;
+                let bytes = B64.decode(uuid_text).map_err(|e| {
+                    bad(format!("acknowledge.uuid {uuid_text:?} is not base64: {e}"))
+                })?;
+                let uuid: [u8; 16] = bytes
+                    .try_into()
+                    .map_err(|_| bad(format!("acknowledge.uuid {uuid_text:?} is not 16 bytes")))?;
+                let f = self.frameworks.get_mut(framework_id).expect("checked");
+                if let Some((agent, task)) = f.unacked.remove(&uuid) {
+                    self.forward_ack(&agent, &task, uuid);
+                }
+                Ok(())
+            }
+            "RECONCILE" => {
+                let listed: Vec<(String, String)> = body["reconcile"]["tasks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| {
+                        Some((
+                            t["task_id"]["value"].as_str()?.to_string(),
+                            t["agent_id"]["value"].as_str().unwrap_or("").to_string(),
+                        ))
+                    })
+                    .collect();
+                let all = listed.is_empty();
+                let tasks: Vec<(String, String)> = if all {
+                    self.fw_tasks
+                        .values()
+                        .filter(|t| t.framework_id == framework_id)
+                        .map(|t| (t.id.clone(), t.agent_id.clone()))
+                        .collect()
+                } else {
+                    listed
+                };
+                for (tid, agent) in tasks {
+                    let ev = match self.fw_tasks.get(&tid) {
+                        Some(t) if t.framework_id == framework_id => {
+                            let unreachable = self
+                                .agents
+                                .get(&t.agent_id)
+                                .is_some_and(|a| a.liveness == "offline");
+                            let state = if unreachable {
+                                TaskState::Unreachable
+                            } else {
+                                t.state
+                            };
+                            self.update_json(
+                                framework_id,
+                                &tid,
+                                &t.agent_id.clone(),
+                                state,
+                                "SOURCE_MASTER",
+                                Some("REASON_RECONCILIATION"),
+                                "",
+                                None,
+                                now,
+                            )
+                        }
+                        _ => self.update_json(
+                            framework_id,
+                            &tid,
+                            &agent,
+                            TaskState::Lost,
+                            "SOURCE_MASTER",
+                            Some("REASON_RECONCILIATION"),
+                            "unknown task",
+                            None,
+                            now,
+                        ),
+                    };
+                    self.fw_event(framework_id, ev);
+                }
+                Ok(())
+            }
+            "TEARDOWN" => {
+                self.teardown(now, framework_id);
+                Ok(())
+            }
+            "MESSAGE" | "SHUTDOWN" | "REQUEST" => Ok(()),
+            other => Err(bad(format!(
+                "type {other:?} is not a scheduler call this master takes"
+            ))),
+        }
+    }
+
+    fn forward_ack(&mut self, agent: &str, task: &str, uuid: [u8; 16]) {
+        let Ok(topic) = Topic::new(agent, TopicKind::Ack) else {
+            return;
+        };
+        let ack = StatusAck {
+            version: wire::PROTOCOL_VERSION,
+            task_id: wire::TaskId::new(task).unwrap_or_default(),
+            uuid,
+        };
+        self.effects.push(Effect::Publish {
+            topic: topic.to_string(),
+            payload: encode_to_vec(&ack),
+        });
+    }
+
+    fn consume_offers(
+        &mut self,
+        now: Millis,
+        framework_id: &str,
+        ids: &[String],
+        refuse_s: f64,
+    ) -> Vec<OfferHeld> {
+        let f = self.frameworks.get_mut(framework_id).expect("checked");
+        let mut used = Vec::new();
+        for id in ids {
+            if let Some(o) = f.offers.remove(id) {
+                f.refused.insert(
+                    o.agent_id.clone(),
+                    now + (refuse_s.max(0.0) * 1000.0) as u64,
+                );
+                used.push(o);
+            }
+        }
+        used
+    }
+
+    fn accept(&mut self, now: Millis, framework_id: &str, a: &Value) -> Result<(), CallError> {
+        let ids = offer_ids(a)?;
+        let refuse = a["filters"]["refuse_seconds"]
+            .as_f64()
+            .unwrap_or(DEFAULT_REFUSE_S);
+        let valid = {
+            let f = &self.frameworks[framework_id];
+            !ids.is_empty() && ids.iter().all(|id| f.offers.contains_key(id))
+        };
+        let launches: Vec<Value> = a["operations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|op| match op["type"].as_str() {
+                Some("LAUNCH") => op["launch"]["task_infos"].as_array().cloned(),
+                Some("LAUNCH_GROUP") => op["launch_group"]["task_group"]["tasks"]
+                    .as_array()
+                    .cloned(),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if !valid {
+            let aware = self.frameworks[framework_id].partition_aware;
+            let state = if aware {
+                TaskState::Dropped
+            } else {
+                TaskState::Lost
+            };
+            for ti in &launches {
+                let tid = ti["task_id"]["value"].as_str().unwrap_or("");
+                let agent = ti["agent_id"]["value"].as_str().unwrap_or("");
+                let ev = self.update_json(
+                    framework_id,
+                    tid,
+                    agent,
+                    state,
+                    "SOURCE_MASTER",
+                    Some("REASON_INVALID_OFFERS"),
+                    "the offer is unknown or was rescinded",
+                    None,
+                    now,
+                );
+                self.fw_event(framework_id, ev);
+            }
+            self.consume_offers(now, framework_id, &ids, refuse);
+            return Ok(());
+        }
+        let offers = self.consume_offers(now, framework_id, &ids, refuse);
+        let agent_id = offers[0].agent_id.clone();
+        let mut left = offers.iter().fold(Amount::default(), |s, o| Amount {
+            cpus: s.cpus + o.amount.cpus,
+            mem: s.mem + o.amount.mem,
+            disk: s.disk + o.amount.disk,
+        });
+        let ranges: Vec<(u16, u16)> = offers
+            .iter()
+            .flat_map(|o| o.ranges.iter().copied())
+            .collect();
+        for ti in launches {
+            let tid = ti["task_id"]["value"].as_str().unwrap_or("").to_string();
+            let result = task_spec(&ti, &ranges).and_then(|(spec, amount, ports)| {
+                if !left.fits(&amount) {
+                    return Err(format!("task {tid:?} asks for more than the offers hold"));
+                }
+                if self.fw_tasks.contains_key(&tid) || self.tasks.contains_key(&tid) {
+                    return Err(format!("task id {tid:?} is already in use"));
+                }
+                Ok((spec, amount, ports))
+            });
+            match result {
+                Ok((spec, amount, ports)) => {
+                    left.cpus -= amount.cpus;
+                    left.mem -= amount.mem;
+                    left.disk -= amount.disk;
+                    self.fw_tasks.insert(
+                        tid.clone(),
+                        FwTask {
+                            id: tid.clone(),
+                            framework_id: framework_id.to_string(),
+                            agent_id: agent_id.clone(),
+                            state: TaskState::Staging,
+                            amount,
+                            ports,
+                            healthy: None,
+                            ip: None,
+                            killing: false,
+                        },
+                    );
+                    let cid = format!("l-{}", uuid::Uuid::new_v4().simple());
+                    self.fw_by_command.insert(cid.clone(), tid.clone());
+                    tracing::info!(framework = %framework_id, task = %tid, agent = %agent_id, "framework task launched");
+                    self.command(now, &agent_id, &cid, CommandKind::Launch(spec));
+                }
+                Err(e) => {
+                    let ev = self.update_json(
+                        framework_id,
+                        &tid,
+                        &agent_id,
+                        TaskState::Error,
+                        "SOURCE_MASTER",
+                        Some("REASON_TASK_INVALID"),
+                        &e,
+                        None,
+                        now,
+                    );
+                    self.fw_event(framework_id, ev);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A rejected launch of a framework's task: TASK_ERROR (or FAILED) to the framework.
+    pub(super) fn framework_launch_rejected(
+        &mut self,
+        now: Millis,
+        command_id: &str,
+        message: &str,
+    ) -> bool {
+        let Some(tid) = self.fw_by_command.remove(command_id) else {
+            return false;
+        };
+        if let Some(t) = self.fw_tasks.remove(&tid) {
+            let ev = self.update_json(
+                &t.framework_id,
+                &tid,
+                &t.agent_id,
+                TaskState::Error,
+                "SOURCE_MASTER",
+                Some("REASON_TASK_INVALID"),
+                message,
+                None,
+                now,
+            );
+            self.fw_event(&t.framework_id, ev);
+        }
+        true
+    }
+
+    /// The frameworks (for the operator endpoints).
+    pub fn frameworks(&self) -> impl Iterator<Item = &Framework> {
+        self.frameworks.values()
+    }
+
+    /// A framework's tasks (for the operator endpoints).
+    pub fn framework_tasks(&self) -> impl Iterator<Item = &FwTask> {
+        self.fw_tasks.values()
+    }
+}
+
+fn offer_ids(v: &Value) -> Result<Vec<String>, CallError> {
+    let ids = v["offer_ids"]
+        .as_array()
+        .ok_or_else(|| bad("offer_ids is required"))?;
+    ids.iter()
+        .map(|x| {
+            x["value"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad("offer_ids[].value must be a string"))
+        })
+        .collect()
+}
+
+/// A Mesos TaskInfo (JSON) as the agent's task spec: DOCKER container, network, port
+/// mappings with host ports from the offered ranges, env, health check, kill policy.
+fn task_spec(
+    ti: &Value,
+    ranges: &[(u16, u16)],
+) -> Result<(wire::TaskSpec, Amount, Vec<u16>), String> {
+    fn text<const N: usize>(field: &str, s: &str) -> Result<wire::Text<N>, String> {
+        wire::Text::new(s).map_err(|_| format!("{field}: {s:?} is longer than {N} bytes"))
+    }
+    let tid = ti["task_id"]["value"]
+        .as_str()
+        .ok_or("task_id.value is required")?;
+    let amount = Amount {
+        cpus: scalar(&ti["resources"], "cpus"),
+        mem: scalar(&ti["resources"], "mem"),
+        disk: scalar(&ti["resources"], "disk"),
+    };
+    let wanted_ports: Vec<u16> = ranges_of(&ti["resources"])
+        .iter()
+        .flat_map(|&(b, e)| b..=e)
+        .collect();
+    for p in &wanted_ports {
+        if !ranges.iter().any(|&(b, e)| (b..=e).contains(p)) {
+            return Err(format!("port {p} is not in the offer"));
+        }
+    }
+    let docker = &ti["container"]["docker"];
+    let image = docker["image"]
+        .as_str()
+        .ok_or("container.docker.image is required (Outpost runs Docker containers)")?;
+    let network = match docker["network"].as_str().unwrap_or("HOST") {
+        "BRIDGE" => wire::NetworkMode::Bridge,
+        "HOST" => wire::NetworkMode::Host,
+        "NONE" => wire::NetworkMode::None,
+        other => {
+            return Err(format!(
+                "container.docker.network {other:?} is not supported"
+            ));
+        }
+    };
+    let mut spec = wire::TaskSpec {
+        task_id: text("task_id", tid)?,
+        image: text("container.docker.image", image)?,
+        force_pull: docker["force_pull_image"].as_bool().unwrap_or(false),
+        cpus: amount.cpus,
+        mem_mib: amount.mem,
+        disk_mib: amount.disk,
+        network,
+        kill_grace_period_s: ti["kill_policy"]["grace_period"]["nanoseconds"]
+            .as_u64()
+            .map(|n| (n / 1_000_000_000) as u32)
+            .unwrap_or(3),
+        restart: wire::RestartPolicy {
+            mode: wire::RestartMode::Never,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let cmd = &ti["command"];
+    if cmd["shell"].as_bool().unwrap_or(true) {
+        if let Some(v) = cmd["value"].as_str().filter(|v| !v.is_empty()) {
+            spec.cmd = Some(text("command.value", v)?);
+        }
+    } else {
+        for a in cmd["arguments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            spec.args
+                .push(text("command.arguments", a)?)
+                .map_err(|_| "command.arguments: too many")?;
+        }
+    }
+    for v in cmd["environment"]["variables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let kv = wire::KeyValue {
+            name: text("environment.name", v["name"].as_str().unwrap_or(""))?,
+            value: text("environment.value", v["value"].as_str().unwrap_or(""))?,
+        };
+        spec.env.push(kv).map_err(|_| "environment: too many")?;
+    }
+    let mut ports = Vec::new();
+    for (i, pm) in docker["port_mappings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let host = pm["host_port"].as_u64().ok_or(format!(
+            "container.docker.port_mappings[{i}].host_port is required"
+        ))? as u16;
+        if !wanted_ports.contains(&host) {
+            return Err(format!(
+                "container.docker.port_mappings[{i}].host_port {host} is not in the task's ports resource"
+            ));
+        }
+        ports.push(host);
+        spec.port_mappings
+            .push(wire::PortMapping {
+                container_port: pm["container_port"].as_u64().unwrap_or(0) as u16,
+                host_port: host,
+                protocol: if pm["protocol"] == "udp" {
+                    wire::PortProtocol::Udp
+                } else {
+                    wire::PortProtocol::Tcp
+                },
+                name: None,
+            })
+            .map_err(|_| "port_mappings: too many")?;
+    }
+    let hc = &ti["health_check"];
+    if hc.is_object() {
+        let (protocol, port, path, command) = match hc["type"].as_str().unwrap_or("COMMAND") {
+            "HTTP" => (
+                wire::HealthProtocol::Http,
+                hc["http"]["port"].as_u64(),
+                hc["http"]["path"].as_str().map(str::to_string),
+                None,
+            ),
+            "TCP" => (
+                wire::HealthProtocol::Tcp,
+                hc["tcp"]["port"].as_u64(),
+                None,
+                None,
+            ),
+            "COMMAND" => (
+                wire::HealthProtocol::Command,
+                None,
+                None,
+                hc["command"]["value"].as_str().map(str::to_string),
+            ),
+            other => return Err(format!("health_check.type {other:?} is not supported")),
+        };
+        // A health check names the container port; the agent probes the mapped host port.
+        let port_index = port.and_then(|p| {
+            spec.port_mappings
+                .iter()
+                .position(|m| u64::from(m.container_port) == p)
+        });
+        spec.health_checks
+            .push(wire::HealthCheck {
+                protocol,
+                path: path
+                    .map(|p| text("health_check.http.path", &p))
+                    .transpose()?,
+                port_index: port_index.unwrap_or(0) as u16,
+                port: if port_index.is_none() {
+                    port.map(|p| p as u16)
+                } else {
+                    None
+                },
+                command: command
+                    .map(|c| text("health_check.command.value", &c))
+                    .transpose()?,
+                grace_period_s: hc["grace_period_seconds"].as_f64().unwrap_or(10.0) as u32,
+                interval_s: (hc["interval_seconds"].as_f64().unwrap_or(10.0) as u32).max(1),
+                timeout_s: hc["timeout_seconds"].as_f64().unwrap_or(20.0) as u32,
+                max_consecutive_failures: hc["consecutive_failures"].as_u64().unwrap_or(3) as u32,
+                delay_s: hc["delay_seconds"].as_f64().unwrap_or(15.0) as u32,
+            })
+            .map_err(|_| "health checks: too many")?;
+    }
+    Ok((spec, amount, ports))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtract_cuts_ports_out_of_ranges() {
+        assert_eq!(
+            subtract(&[(31000, 31009)], &[31000, 31005]),
+            vec![(31001, 31004), (31006, 31009)]
+        );
+        assert_eq!(
+            subtract(&[(31000, 31000)], &[31000]),
+            Vec::<(u16, u16)>::new()
+        );
+    }
+}
