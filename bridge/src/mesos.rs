@@ -230,6 +230,77 @@ pub fn task_json(core: &Core, t: &TaskRecord) -> Value {
     })
 }
 
+/// A Mesos framework's task as the operator endpoints show it.
+fn fw_task_json(t: &crate::core::FwTask) -> Value {
+    let mut status = json!({
+        "state": t.state.mesos_name(),
+        "container_status": {
+            "network_infos": [{
+                "ip_addresses": t.ip.iter().map(|ip| json!({ "ip_address": ip })).collect::<Vec<_>>(),
+            }],
+        },
+    });
+    if let Some(h) = t.healthy {
+        status["healthy"] = json!(h);
+    }
+    json!({
+        "id": t.id,
+        "name": t.id,
+        "framework_id": t.framework_id,
+        "executor_id": "",
+        "slave_id": t.agent_id,
+        "state": t.state.mesos_name(),
+        "resources": {
+            "cpus": t.amount.cpus,
+            "mem": t.amount.mem,
+            "disk": t.amount.disk,
+            "ports": ranges_text(&port_ranges(&t.ports)),
+        },
+        "role": "*",
+        "statuses": [status],
+        "labels": [],
+    })
+}
+
+/// A framework of the scheduler API as the operator endpoints show it.
+fn subscribed_framework_json(core: &Core, f: &crate::core::Framework) -> Value {
+    let tasks: Vec<Value> = core
+        .framework_tasks()
+        .filter(|t| t.framework_id == f.id)
+        .map(fw_task_json)
+        .collect();
+    json!({
+        "id": f.id,
+        "name": f.name,
+        "hostname": "",
+        "active": f.stream_id.is_some(),
+        "connected": f.stream_id.is_some(),
+        "recovered": false,
+        "user": "",
+        "failover_timeout": f.failover_timeout_s,
+        "checkpoint": false,
+        "role": "*",
+        "roles": ["*"],
+        "tasks": tasks,
+        "unreachable_tasks": [],
+        "completed_tasks": [],
+        "offers": [],
+        "executors": [],
+        "labels": [],
+        "capabilities": if f.partition_aware { json!(["PARTITION_AWARE"]) } else { json!([]) },
+    })
+}
+
+/// Marathon's framework, then the scheduler API's.
+fn all_frameworks(shared: &Shared, core: &Core) -> Vec<Value> {
+    let mut v = vec![framework_json(shared, core)];
+    v.extend(
+        core.frameworks()
+            .map(|f| subscribed_framework_json(core, f)),
+    );
+    v
+}
+
 fn framework_json(shared: &Shared, core: &Core) -> Value {
     let c = &shared.config;
     let (reachable, unreachable): (Vec<&TaskRecord>, Vec<&TaskRecord>) = core
@@ -296,7 +367,7 @@ async fn state(State(s): S) -> Response {
             "log_dir": "",
             "flags": {},
             "slaves": agents.iter().map(|a| agent_json(core, a)).collect::<Vec<_>>(),
-            "frameworks": [framework_json(&s, core)],
+            "frameworks": all_frameworks(&s, core),
             "completed_frameworks": [],
             "orphan_tasks": [],
             "unregistered_frameworks": [],
@@ -362,15 +433,18 @@ async fn tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
             .filter(|t| task.as_deref().is_none_or(|id| t.id == id))
             .collect();
         list.sort_by_key(|t| (t.staged_at_ms, t.id.clone()));
+        let mut all: Vec<Value> = list.into_iter().map(|t| task_json(core, t)).collect();
+        // Then the scheduler API's frameworks' tasks.
+        all.extend(
+            core.framework_tasks()
+                .filter(|t| framework.as_deref().is_none_or(|f| f == t.framework_id))
+                .filter(|t| task.as_deref().is_none_or(|id| t.id == id))
+                .map(fw_task_json),
+        );
         if descending {
-            list.reverse();
+            all.reverse();
         }
-        let page: Vec<Value> = list
-            .into_iter()
-            .skip(offset)
-            .take(limit)
-            .map(|t| task_json(core, t))
-            .collect();
+        let page: Vec<Value> = all.into_iter().skip(offset).take(limit).collect();
         json!({ "tasks": page })
     });
     axum::Json(body).into_response()
@@ -379,7 +453,7 @@ async fn tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
 async fn frameworks(State(s): S) -> Response {
     let body = s.read(|core| {
         json!({
-            "frameworks": [framework_json(&s, core)],
+            "frameworks": all_frameworks(&s, core),
             "completed_frameworks": [],
             "unregistered_frameworks": [],
         })

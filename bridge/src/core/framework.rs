@@ -558,6 +558,35 @@ impl Core {
 
     /// A framework's tasks on an agent that went away.
     pub(super) fn framework_agent_lost(&mut self, now: Millis, agent: &str) {
+        // Every connected framework hears of the agent (FAILURE), and its offers of it are void.
+        let connected: Vec<String> = self
+            .frameworks
+            .values()
+            .filter(|f| f.stream_id.is_some())
+            .map(|f| f.id.clone())
+            .collect();
+        for fid in connected {
+            let f = self.frameworks.get_mut(&fid).expect("listed");
+            let void: Vec<String> = f
+                .offers
+                .iter()
+                .filter(|(_, o)| o.agent_id == agent)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &void {
+                f.offers.remove(id);
+            }
+            for id in void {
+                self.fw_event(
+                    &fid,
+                    json!({ "type": "RESCIND", "rescind": { "offer_id": { "value": id } } }),
+                );
+            }
+            self.fw_event(
+                &fid,
+                json!({ "type": "FAILURE", "failure": { "agent_id": { "value": agent } } }),
+            );
+        }
         let tasks: Vec<(String, String)> = self
             .fw_tasks
             .values()

@@ -557,3 +557,48 @@ fn a_framework_s_offer_is_not_given_to_marathon_and_invalid_offers_drop_tasks() 
     w.advance(1000);
     assert_eq!(w.launches().len(), 1);
 }
+
+#[test]
+fn frameworks_hear_of_a_lost_agent_and_their_tasks_go_unreachable() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    let sub = serde_json::json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
+        "user": "root", "name": "fw", "capabilities": [{ "type": "PARTITION_AWARE" }] } } });
+    let fid = w.core.subscribe(w.now, &sub, "s").unwrap();
+    w.core.offer_now(w.now);
+    let offer = w.core.take_effects().into_iter().find_map(|e| match e {
+        Effect::Framework { event, .. } if event["type"] == "OFFERS" => {
+            Some(event["offers"]["offers"][0].clone())
+        }
+        _ => None,
+    });
+    let offer = offer.expect("an offer");
+    let accept = serde_json::json!({ "type": "ACCEPT", "accept": { "offer_ids": [offer["id"]],
+        "operations": [{ "type": "LAUNCH", "launch": { "task_infos": [{ "task_id": { "value": "t1" },
+            "agent_id": { "value": "a1" },
+            "resources": [{ "name": "cpus", "type": "SCALAR", "scalar": { "value": 0.1 } },
+                          { "name": "mem", "type": "SCALAR", "scalar": { "value": 32 } }],
+            "container": { "type": "DOCKER", "docker": { "image": "busybox" } } }] } }] } });
+    w.core.call(w.now, &fid, &accept).unwrap();
+    assert!(w.commands().iter().any(|(a, c)| a == "a1" && matches!(&c.kind, CommandKind::Launch(s) if s.task_id == "t1" && s.restart.mode == outpost_protocol::RestartMode::Never)));
+    w.liveness("a1", Liveness::Offline, 1);
+    let events: Vec<serde_json::Value> = w
+        .core
+        .take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Framework { event, .. } => Some(event),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "FAILURE" && e["failure"]["agent_id"]["value"] == "a1")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "UPDATE" && e["update"]["status"]["state"] == "TASK_UNREACHABLE")
+    );
+}
