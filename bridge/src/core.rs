@@ -1331,17 +1331,23 @@ impl Core {
             }
         }
         // Frameworks' tasks and outstanding offers are not Marathon's to use.
-        for a in self.agents.keys() {
-            let (fw, ports, ranges) = self.framework_usage(a);
-            if fw == Amount::default() && ports.is_empty() && ranges.is_empty() {
+        for (agent, fw) in self.framework_usage() {
+            let Some(a) = self.agents.get_key_value(&agent).map(|(k, _)| k.as_str()) else {
                 continue;
-            }
-            let u = usage.entry(a.as_str()).or_default();
-            u.held.cpus += fw.cpus;
-            u.held.mem += fw.mem;
-            u.held.disk += fw.disk;
-            u.ports.extend(ports);
-            u.ports.extend(ranges.iter().flat_map(|&(b, e)| b..=e));
+            };
+            let u = usage.entry(a).or_default();
+            u.held.cpus += fw.amount.cpus;
+            u.held.mem += fw.amount.mem;
+            u.held.disk += fw.amount.disk;
+            // Their ports are taken: fixed ones are checked against the list, dynamic ones
+            // against the count.
+            u.unassigned += fw.ports.len()
+                + fw.ranges
+                    .iter()
+                    .map(|&(b, e)| usize::from(e - b) + 1)
+                    .sum::<usize>();
+            u.ports.extend(fw.ports);
+            u.ports.extend(fw.ranges.iter().flat_map(|&(b, e)| b..=e));
         }
         let mut counts = placement::PeerCounts::new(&constraints, &peers, &all);
         let eligible = |a: &AgentRecord, u: &Usage, counts: &placement::PeerCounts| -> bool {

@@ -70,6 +70,17 @@ pub struct Framework {
     pub unacked: HashMap<[u8; 16], (String, String)>,
 }
 
+/// What frameworks hold on one agent: their tasks' resources and ports, and their offers.
+#[derive(Debug, Clone, Default)]
+pub struct FwUsage {
+    /// Resources.
+    pub amount: Amount,
+    /// Host ports of tasks.
+    pub ports: Vec<u16>,
+    /// Port ranges on offer.
+    pub ranges: Vec<(u16, u16)>,
+}
+
 /// A framework's task.
 #[derive(Debug, Clone)]
 pub struct FwTask {
@@ -271,29 +282,25 @@ impl Core {
         }
     }
 
-    /// Resources and ports held on `agent` by framework tasks and outstanding offers.
-    pub(super) fn framework_usage(&self, agent: &str) -> (Amount, Vec<u16>, Vec<(u16, u16)>) {
-        let mut a = Amount::default();
-        let mut ports = Vec::new();
-        let mut ranges = Vec::new();
-        for t in self.fw_tasks.values().filter(|t| t.agent_id == agent) {
-            a.cpus += t.amount.cpus;
-            a.mem += t.amount.mem;
-            a.disk += t.amount.disk;
-            ports.extend(t.ports.iter().copied());
+    /// Per agent: resources and ports held by framework tasks and outstanding offers, in one
+    /// pass over both (so placing over many agents does not rescan every offer per agent).
+    pub(super) fn framework_usage(&self) -> HashMap<String, FwUsage> {
+        let mut by_agent: HashMap<String, FwUsage> = HashMap::new();
+        for t in self.fw_tasks.values() {
+            let u = by_agent.entry(t.agent_id.clone()).or_default();
+            u.amount.cpus += t.amount.cpus;
+            u.amount.mem += t.amount.mem;
+            u.amount.disk += t.amount.disk;
+            u.ports.extend(t.ports.iter().copied());
         }
-        for o in self
-            .frameworks
-            .values()
-            .flat_map(|f| f.offers.values())
-            .filter(|o| o.agent_id == agent)
-        {
-            a.cpus += o.amount.cpus;
-            a.mem += o.amount.mem;
-            a.disk += o.amount.disk;
-            ranges.extend(o.ranges.iter().copied());
+        for o in self.frameworks.values().flat_map(|f| f.offers.values()) {
+            let u = by_agent.entry(o.agent_id.clone()).or_default();
+            u.amount.cpus += o.amount.cpus;
+            u.amount.mem += o.amount.mem;
+            u.amount.disk += o.amount.disk;
+            u.ranges.extend(o.ranges.iter().copied());
         }
-        (a, ports, ranges)
+        by_agent
     }
 
     /// Sends offers to connected, unsuppressed frameworks for agents with free resources.
@@ -304,8 +311,26 @@ impl Core {
             .filter(|f| f.stream_id.is_some() && !f.suppressed)
             .map(|f| f.id.clone())
             .collect();
+        if ids.is_empty() {
+            return;
+        }
+        // Marathon's tasks per agent, and frameworks' holdings per agent: one pass each.
+        let mut marathon: HashMap<String, (Amount, Vec<u16>)> = HashMap::new();
+        for t in self.tasks.values() {
+            let m = marathon.entry(t.agent_id.clone()).or_default();
+            m.0.cpus += t.cpus;
+            m.0.mem += t.mem;
+            m.0.disk += t.disk;
+            m.1.extend(t.host_ports.iter().copied());
+        }
+        let mut fw_usage = self.framework_usage();
         for fid in ids {
             let mut offers = Vec::new();
+            let offered: std::collections::HashSet<String> = self.frameworks[&fid]
+                .offers
+                .values()
+                .map(|o| o.agent_id.clone())
+                .collect();
             let agents: Vec<String> = self
                 .agents
                 .values()
@@ -314,33 +339,28 @@ impl Core {
                 .collect();
             for agent_id in agents {
                 let f = &self.frameworks[&fid];
-                if f.offers.values().any(|o| o.agent_id == agent_id)
-                    || f.refused.get(&agent_id).is_some_and(|t| *t > now)
+                if offered.contains(&agent_id) || f.refused.get(&agent_id).is_some_and(|t| *t > now)
                 {
                     continue;
                 }
                 let a = &self.agents[&agent_id];
                 let o = a.offer.as_ref().expect("filtered");
                 // Marathon's tasks on the agent, then frameworks' tasks and offers.
-                let (mut held, mut ports) = (Amount::default(), Vec::new());
-                for t in self.tasks.values().filter(|t| t.agent_id == agent_id) {
-                    held.cpus += t.cpus;
-                    held.mem += t.mem;
-                    held.disk += t.disk;
-                    ports.extend(t.host_ports.iter().copied());
-                }
-                let (fw, fw_ports, fw_ranges) = self.framework_usage(&agent_id);
+                let (held, ports) = marathon.get(&agent_id).cloned().unwrap_or_default();
+                let fw = fw_usage.get(&agent_id).cloned().unwrap_or_default();
                 let free = Amount {
-                    cpus: ((o.available.cpus + o.used.cpus - held.cpus - fw.cpus) * 1000.0).floor()
+                    cpus: ((o.available.cpus + o.used.cpus - held.cpus - fw.amount.cpus) * 1000.0)
+                        .floor()
                         / 1000.0,
-                    mem: (o.available.mem + o.used.mem - held.mem - fw.mem).floor(),
-                    disk: (o.available.disk + o.used.disk - held.disk - fw.disk)
+                    mem: (o.available.mem + o.used.mem - held.mem - fw.amount.mem).floor(),
+                    disk: (o.available.disk + o.used.disk - held.disk - fw.amount.disk)
                         .floor()
                         .max(0.0),
                 };
                 if !free.fits(&MIN_OFFER) {
                     continue;
                 }
+                let (fw_ports, fw_ranges) = (fw.ports, fw.ranges);
                 let mut taken = ports;
                 taken.extend(fw_ports);
                 for (b, e) in fw_ranges {
@@ -365,12 +385,18 @@ impl Core {
                     .insert(
                         offer_id,
                         OfferHeld {
-                            agent_id,
+                            agent_id: agent_id.clone(),
                             amount: free,
-                            ranges,
+                            ranges: ranges.clone(),
                             made_at: now,
                         },
                     );
+                // The next framework is offered what is left.
+                let u = fw_usage.entry(agent_id).or_default();
+                u.amount.cpus += free.cpus;
+                u.amount.mem += free.mem;
+                u.amount.disk += free.disk;
+                u.ranges.extend(ranges);
             }
             if !offers.is_empty() {
                 self.fw_event(
