@@ -272,30 +272,10 @@ impl Config {
 }
 
 fn parse_broker(url: &str) -> Result<BrokerUrl, ConfigError> {
-    let bad = |reason: &str| invalid("brokers", url, reason);
-    let rest = if let Some(r) = url.strip_prefix("mqtt://") {
-        r
-    } else if url.starts_with("mqtts://") {
-        return Err(bad(
-            "mqtts:// (TLS) is not supported by this build yet; use mqtt://",
-        ));
-    } else {
-        return Err(bad("must start with mqtt://"));
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| bad("the port is not a number 1-65535"))?,
-        ),
-        None => (rest, 1883),
-    };
-    if host.is_empty() || port == 0 {
-        return Err(bad("needs a host (and a port other than 0)"));
-    }
+    let (host, port) = outpost_protocol::topics::parse_broker_url(url)
+        .map_err(|reason| invalid("brokers", url, reason))?;
     Ok(BrokerUrl {
-        host: host.trim_start_matches('[').trim_end_matches(']').into(),
+        host: host.into(),
         port,
     })
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use outpost_bench::{ms, percentile};
 use outpost_tests::bridge::Bridge;
 use outpost_tests::fleet_sim::Fleet;
 use outpost_tests::mosquitto::Broker;
@@ -41,18 +42,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     (ticks(11) + ticks(12)) as f64 / 100.0
-}
-
-fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
-    v.sort();
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn running(bridge: &Bridge, id: &str) -> u64 {

@@ -16,24 +16,13 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::json;
 
+use outpost_bench::{ms, percentile};
 use outpost_protocol::codec::encode_to_vec;
 use outpost_tests::bridge::Bridge;
 use outpost_tests::fleet_sim::Fleet;
 use outpost_tests::mesos_client::{Subscription, framework_call};
 use outpost_tests::mosquitto::Broker;
 use outpost_tests::wait;
-
-fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
-    v.sort();
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
 
 fn main() -> Result<()> {
     let n: usize = std::env::args()

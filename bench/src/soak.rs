@@ -20,45 +20,18 @@ use outpost_tests::docker::docker;
 use outpost_tests::image;
 use outpost_tests::mosquitto::Broker;
 use outpost_tests::proxy::TcpProxy;
-use outpost_tests::wait;
+use outpost_tests::{specs, wait};
 
 const TASKS: usize = 3;
 
-fn t<const N: usize>(s: &str) -> Text<N> {
-    Text::new(s).unwrap()
-}
-
+/// The test image with a 1 s health check that kills on the first failure, and a short
+/// restart backoff, so a cycle is quick.
 fn task(id: &str) -> TaskSpec {
-    let mut spec = TaskSpec {
-        task_id: t(id),
-        image: t(image::TEST_IMAGE),
-        cpus: 0.05,
-        mem_mib: 32.0,
-        network: NetworkMode::Bridge,
-        port_mappings: heapless::Vec::from_slice(&[PortMapping {
-            container_port: 80,
-            host_port: 0,
-            protocol: PortProtocol::Tcp,
-            name: None,
-        }])
-        .unwrap(),
-        kill_grace_period_s: 0,
-        restart: RestartPolicy {
-            backoff_s: 0.2,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    spec.health_checks
-        .push(HealthCheck {
-            protocol: HealthProtocol::Http,
-            path: Some(t("/health")),
-            interval_s: 1,
-            timeout_s: 1,
-            max_consecutive_failures: 1,
-            ..Default::default()
-        })
-        .unwrap();
+    let mut spec = specs::web_task(id, image::TEST_IMAGE);
+    spec.cpus = 0.05;
+    spec.kill_grace_period_s = 0;
+    spec.restart.backoff_s = 0.2;
+    spec.health_checks.push(specs::http_check(1)).unwrap();
     spec
 }
 

@@ -215,3 +215,51 @@ mod tests {
         );
     }
 }
+
+/// A broker address from an `mqtt://host[:port]` URL (port 1883 when absent; IPv6 hosts in
+/// brackets). The error says what is wrong; callers add the key and the value.
+pub fn parse_broker_url(url: &str) -> Result<(&str, u16), &'static str> {
+    let rest = if let Some(r) = url.strip_prefix("mqtt://") {
+        r
+    } else if url.starts_with("mqtts://") {
+        return Err("mqtts:// (TLS) is not supported by this build yet; use mqtt://");
+    } else {
+        return Err("must start with mqtt://");
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| "the port is not a number 1-65535")?,
+        ),
+        None => (rest, 1883),
+    };
+    if host.is_empty() || port == 0 {
+        return Err("needs a host (and a port other than 0)");
+    }
+    Ok((host.trim_start_matches('[').trim_end_matches(']'), port))
+}
+
+#[cfg(test)]
+mod broker_url_tests {
+    use super::parse_broker_url;
+
+    #[test]
+    fn broker_urls_parse_with_a_default_port_and_clear_errors() {
+        assert_eq!(parse_broker_url("mqtt://10.0.0.5"), Ok(("10.0.0.5", 1883)));
+        assert_eq!(parse_broker_url("mqtt://[::1]:1884/"), Ok(("::1", 1884)));
+        assert!(parse_broker_url("mqtts://x").unwrap_err().contains("TLS"));
+        assert!(
+            parse_broker_url("http://x")
+                .unwrap_err()
+                .contains("mqtt://")
+        );
+        assert!(parse_broker_url("mqtt://x:0").is_err());
+        assert!(
+            parse_broker_url("mqtt://x:port")
+                .unwrap_err()
+                .contains("port")
+        );
+    }
+}

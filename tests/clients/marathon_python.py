@@ -90,20 +90,22 @@ seen = []
 
 
 def stream():
-    for event in c.event_stream(event_types=["status_update_event"]):
+    for event in c.event_stream(event_types=["event_stream_attached", "status_update_event"]):
         seen.append(event)
-        if len(seen) >= 2:
+        if sum(1 for e in seen if e.event_type == "status_update_event") >= 2:
             return
 
 
 t = threading.Thread(target=stream, daemon=True)
 t.start()
-time.sleep(0.5)  # let the stream attach before the scale (the events follow the scale)
+# The scale's events must follow the attachment: wait for it, not for a fixed time.
+until("the event stream attached", lambda: any(e.event_type == "event_stream_attached" for e in seen))
 c.scale_app(APP, instances=2)
 two = settled(2)
 t.join(timeout=30)
-assert len(seen) >= 2, seen
-print("events", [type(e).__name__ for e in seen], seen[0].task_status)
+updates = [e for e in seen if e.event_type == "status_update_event"]
+assert len(updates) >= 2, seen
+print("events", [type(e).__name__ for e in seen], updates[0].task_status)
 
 tasks = c.list_tasks(APP)
 assert len(tasks) == 2

@@ -124,22 +124,11 @@ impl Bridge {
             .build()
             .into();
         let url = self.mesos_url(path);
-        let mut resp = agent
+        let resp = agent
             .get(&url)
             .call()
             .with_context(|| format!("GET {url}"))?;
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        Ok(Answer {
-            status,
-            headers,
-            text,
-        })
+        Ok(answer(resp))
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -178,19 +167,8 @@ impl Bridge {
                 .send(b.unwrap_or("")),
             (m, _) => anyhow::bail!("unsupported method {m}"),
         };
-        let mut resp = result.with_context(|| format!("{method} {url}"))?;
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        Ok(Answer {
-            status,
-            headers,
-            text,
-        })
+        let resp = result.with_context(|| format!("{method} {url}"))?;
+        Ok(answer(resp))
     }
 
     /// GET.
@@ -205,6 +183,22 @@ impl Bridge {
             .filter(|a| a.status == 200)
             .map(|a| a.json())
             .unwrap_or(Value::Null)
+    }
+}
+
+/// A response as an [`Answer`] (any status; an unreadable body is empty).
+fn answer(mut resp: ureq::http::Response<ureq::Body>) -> Answer {
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    Answer {
+        status,
+        headers,
+        text,
     }
 }
 

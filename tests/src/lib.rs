@@ -20,4 +20,5 @@ pub mod net;
 pub mod process;
 pub mod proxy;
 pub mod registry;
+pub mod specs;
 pub mod wait;

@@ -10,6 +10,7 @@ use outpost_tests::docker::docker;
 use outpost_tests::image::{self, INDEX_BODY};
 use outpost_tests::mosquitto::Broker;
 use outpost_tests::registry::Registry;
+use outpost_tests::specs::{http_check, web_task};
 use outpost_tests::{http, wait};
 
 const SHORT: Duration = Duration::from_secs(20);
@@ -17,41 +18,6 @@ const LONG: Duration = Duration::from_secs(60);
 
 fn t<const N: usize>(s: &str) -> Text<N> {
     Text::new(s).unwrap()
-}
-
-/// A task of the test image: httpd on container port 80, published on host port 0.
-fn web_task(id: &str, image: &str) -> TaskSpec {
-    TaskSpec {
-        task_id: t(id),
-        image: t(image),
-        cpus: 0.1,
-        mem_mib: 32.0,
-        network: NetworkMode::Bridge,
-        port_mappings: heapless::Vec::from_slice(&[PortMapping {
-            container_port: 80,
-            host_port: 0,
-            protocol: PortProtocol::Tcp,
-            name: None,
-        }])
-        .unwrap(),
-        kill_grace_period_s: 2,
-        restart: RestartPolicy::default(),
-        ..Default::default()
-    }
-}
-
-fn http_check(max_failures: u32) -> HealthCheck {
-    HealthCheck {
-        protocol: HealthProtocol::Http,
-        path: Some(t("/health")),
-        port_index: 0,
-        grace_period_s: 0,
-        interval_s: 1,
-        timeout_s: 1,
-        max_consecutive_failures: max_failures,
-        delay_s: 0,
-        ..Default::default()
-    }
 }
 
 /// A broker, the simulated bridge, and an agent that has published its first offer.

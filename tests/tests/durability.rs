@@ -9,43 +9,17 @@ use outpost_tests::bridge_sim::BridgeSim;
 use outpost_tests::docker::docker;
 use outpost_tests::image;
 use outpost_tests::mosquitto::Broker;
-use outpost_tests::wait;
+use outpost_tests::{specs, wait};
 
 const SHORT: Duration = Duration::from_secs(20);
 const LONG: Duration = Duration::from_secs(60);
 
-fn t<const N: usize>(s: &str) -> Text<N> {
-    Text::new(s).unwrap()
-}
-
 /// The test image's httpd on a NAT'ed port, with a 1 s HTTP check of `/health`.
 fn web_task(id: &str) -> TaskSpec {
-    let mut spec = TaskSpec {
-        task_id: t(id),
-        image: t(image::TEST_IMAGE),
-        cpus: 0.05,
-        mem_mib: 32.0,
-        network: NetworkMode::Bridge,
-        port_mappings: heapless::Vec::from_slice(&[PortMapping {
-            container_port: 80,
-            host_port: 0,
-            protocol: PortProtocol::Tcp,
-            name: None,
-        }])
-        .unwrap(),
-        kill_grace_period_s: 1,
-        ..Default::default()
-    };
-    spec.health_checks
-        .push(HealthCheck {
-            protocol: HealthProtocol::Http,
-            path: Some(t("/health")),
-            interval_s: 1,
-            timeout_s: 1,
-            max_consecutive_failures: 3,
-            ..Default::default()
-        })
-        .unwrap();
+    let mut spec = specs::web_task(id, image::TEST_IMAGE);
+    spec.cpus = 0.05;
+    spec.kill_grace_period_s = 1;
+    spec.health_checks.push(specs::http_check(3)).unwrap();
     spec
 }
 
