@@ -99,6 +99,8 @@ async fn connect_docker(config: &Config) -> Docker {
         match docker::connect(&config.docker).await {
             Ok(d) => return d,
             Err(e) => {
+                // Waiting for dockerd is start-up, not a hang: keep systemd's watchdog fed.
+                systemd::watchdog();
                 if failures % 10 == 0 {
                     tracing::warn!(error = %e, "dockerd is not reachable yet; retrying");
                 }
@@ -141,7 +143,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         events: events_tx,
         mqtt: mqtt_tx,
     });
-    systemd::ready();
+    let mut ready = false;
     let mut watchdog =
         tokio::time::interval(systemd::watchdog_period().unwrap_or(Duration::from_secs(3600)));
     let mut logged = std::collections::HashSet::new();
@@ -149,6 +151,14 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let mut probe_report = tokio::time::interval(PROBE_REPORT_EVERY);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
+        // READY=1 once the loaded state's containers are re-adopted (or restarted); the
+        // broker is not waited for: a host that boots offline runs its work regardless.
+        if !ready && !sup.recovering() {
+            let status = format!("supervising {} task(s)", sup.tasks().len());
+            tracing::info!(tasks = sup.tasks().len(), "ready");
+            systemd::ready(&status);
+            ready = true;
+        }
         let sleep = match sup.next_deadline() {
             Some(at) => Duration::from_millis(at.saturating_sub(now_ms())),
             None => Duration::from_secs(3600),

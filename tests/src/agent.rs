@@ -69,7 +69,7 @@ impl Agent {
         );
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, config)?;
-        let process = spawn(bin, &path, dir.path())?;
+        let process = spawn(bin, &path, dir.path(), &[])?;
         Ok(Self {
             id: id.into(),
             process,
@@ -110,11 +110,18 @@ impl Agent {
 
     /// Starts the agent again with the same config.
     pub fn restart(&mut self) -> Result<()> {
+        self.restart_with_env(&[])
+    }
+
+    /// Starts the agent again with the same config and these extra environment variables
+    /// (e.g. `NOTIFY_SOCKET`, to play systemd).
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) -> Result<()> {
         self.process.stop();
         self.process = spawn(
             &self.bin,
             &self.dir.path().join("agent.toml"),
             self.dir.path(),
+            env,
         )?;
         Ok(())
     }
@@ -129,7 +136,7 @@ impl Agent {
     }
 }
 
-fn spawn(bin: &Path, config: &Path, dir: &Path) -> Result<Guarded> {
+fn spawn(bin: &Path, config: &Path, dir: &Path, env: &[(&str, &str)]) -> Result<Guarded> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -140,6 +147,7 @@ fn spawn(bin: &Path, config: &Path, dir: &Path) -> Result<Guarded> {
         Command::new(bin)
             .arg("--config")
             .arg(config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log),
     )

@@ -208,6 +208,13 @@ impl Supervisor {
         self.storage_failure.is_some()
     }
 
+    /// Whether the tasks of a restored state still wait for dockerd's container list to be
+    /// re-adopted, restarted or finished ([`Supervisor::restore`]); false for a fresh start.
+    /// The agent tells systemd it is ready once this is false.
+    pub fn recovering(&self) -> bool {
+        self.awaiting_list
+    }
+
     /// When [`Event::Tick`] must come next at the latest.
     pub fn next_deadline(&self) -> Option<Millis> {
         let tasks = self.tasks.values().filter_map(Task::next_deadline);

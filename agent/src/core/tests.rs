@@ -966,13 +966,19 @@ fn a_restored_agent_re_adopts_a_running_container_and_launches_nothing() {
     let ports = sim.sup.tasks()[&TaskId::new("web.1").unwrap()]
         .host_ports
         .clone();
+    assert!(
+        !sim.sup.recovering(),
+        "a fresh start has nothing to recover"
+    );
     let mut after = restarted(&sim);
-    // Parked until dockerd is listed: nothing launches on a tick.
+    // Parked until dockerd is listed: nothing launches on a tick, and not ready for systemd.
     assert!(after.advance(10_000).is_empty());
+    assert!(after.sup.recovering());
     let actions = after.ev(Event::ContainersListed(vec![
         observed(&ctr, "web.1", true),
         observed("stray", "gone.9", true),
     ]));
+    assert!(!after.sup.recovering(), "re-adopted: ready");
     let t = &after.sup.tasks()[&TaskId::new("web.1").unwrap()];
     assert_eq!(t.phase.container(), Some(ctr.as_str()));
     assert_eq!(t.host_ports, ports, "the same host ports");
