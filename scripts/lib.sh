@@ -3,7 +3,8 @@
 
 # Debian packages the tests and the demo need.
 OUTPOST_PACKAGES=(docker.io mosquitto mosquitto-clients docker-registry busybox-static
-  apache2-utils file tar ca-certificates iproute2 iptables curl python3 python3-venv)
+  apache2-utils file tar ca-certificates iproute2 iptables curl python3 python3-venv
+  help2man man-db)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
