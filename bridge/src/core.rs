@@ -286,6 +286,10 @@ pub struct Core {
     fw_tasks: BTreeMap<String, FwTask>,
     /// Launch command id -> framework task.
     fw_by_command: HashMap<String, String>,
+    /// Torn-down frameworks, kept so their ids are refused with ERROR.
+    removed_frameworks: BTreeMap<String, FrameworkRecord>,
+    /// Frameworks and framework tasks changed since the last [`Core::take_writes`].
+    fw_dirty: BTreeSet<(Table, String)>,
     /// Status updates seen (metrics).
     pub status_updates: u64,
 }
@@ -293,7 +297,21 @@ pub struct Core {
 impl Core {
     /// A core with what the store held.
     pub fn restore(apps: Vec<AppRecord>, tasks: Vec<TaskRecord>, agents: Vec<AgentRecord>) -> Self {
+        Self::restore_all(0, apps, tasks, agents, Vec::new(), Vec::new())
+    }
+
+    /// A core with what the store held, Mesos frameworks and their tasks included (restored
+    /// disconnected, their failover timeouts running from `now` at the latest).
+    pub fn restore_all(
+        now: Millis,
+        apps: Vec<AppRecord>,
+        tasks: Vec<TaskRecord>,
+        agents: Vec<AgentRecord>,
+        frameworks: Vec<FrameworkRecord>,
+        fw_tasks: Vec<FwTask>,
+    ) -> Self {
         let mut core = Self::default();
+        core.restore_frameworks(now, frameworks, fw_tasks);
         for a in apps {
             core.apps.insert(a.def.id.clone(), a);
         }
@@ -320,6 +338,18 @@ impl Core {
 
     /// Takes the store writes produced so far (commit them before running the effects).
     pub fn take_writes(&mut self) -> Vec<Write> {
+        for (table, id) in std::mem::take(&mut self.fw_dirty) {
+            let v = match table {
+                Table::Frameworks => self
+                    .framework_record(&id)
+                    .map(|r| serde_json::to_vec(&r).expect("framework serialises")),
+                _ => self
+                    .fw_tasks
+                    .get(&id)
+                    .map(|t| serde_json::to_vec(t).expect("framework task serialises")),
+            };
+            self.writes.insert((table, id), v);
+        }
         std::mem::take(&mut self.writes)
             .into_iter()
             .map(|((table, key), value)| Write { table, key, value })
@@ -1527,4 +1557,4 @@ mod framework;
 #[cfg(test)]
 mod tests;
 
-pub use framework::{CallError, Framework, FwTask, HEARTBEAT_SECONDS};
+pub use framework::{CallError, Framework, FrameworkRecord, FwTask, HEARTBEAT_SECONDS, REMOVED};

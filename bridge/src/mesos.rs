@@ -42,6 +42,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/master/tasks", get(tasks))
         .route("/master/frameworks", get(frameworks))
         .route("/master/redirect", get(redirect))
+        .route("/master/teardown", axum::routing::post(teardown))
         .route("/master/health", get(|| async { StatusCode::OK }))
         .route("/version", get(version))
         .route("/metrics/snapshot", get(metrics_snapshot))
@@ -625,7 +626,48 @@ async fn scheduler(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
     }
 }
 
+/// A stream of RecordIO events that ends after them, as a 200 (how a master answers a
+/// SUBSCRIBE it refuses with ERROR).
+fn closed_stream(events: Vec<Value>) -> Response {
+    let body: Vec<u8> = events.iter().flat_map(|e| record(e).to_vec()).collect();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// `POST /master/teardown` with `frameworkId=ID` (form-encoded, as Mesos takes it): the
+/// framework gets ERROR on its stream, its tasks are killed, and its id is refused from then on.
+async fn teardown(State(s): S, body: Bytes) -> Response {
+    let id = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "frameworkId")
+        .map(|(_, v)| v.into_owned());
+    let Some(id) = id else {
+        return text(
+            400,
+            "Missing 'frameworkId' query parameter in the request body",
+        );
+    };
+    match s.apply(|c, now| c.operator_teardown(now, &id)) {
+        Err(e) => text(503, format!("the bridge could not store the change: {e}")),
+        Ok(Err(e)) => e.into(),
+        Ok(Ok(())) => StatusCode::OK.into_response(),
+    }
+}
+
 async fn subscribe(s: Arc<Shared>, call: Value) -> Response {
+    let wanted = call["framework_id"]["value"]
+        .as_str()
+        .or(call["subscribe"]["framework_info"]["id"]["value"].as_str());
+    if let Some(id) = wanted
+        && s.read(|c| c.framework_removed(id))
+    {
+        return closed_stream(vec![
+            json!({ "type": "ERROR", "error": { "message": crate::core::REMOVED } }),
+        ]);
+    }
     let stream_id = uuid::Uuid::new_v4().to_string();
     let framework_id = match s.apply(|c, now| c.subscribe(now, &call, &stream_id)) {
         Err(e) => return text(503, format!("the bridge could not store the change: {e}")),

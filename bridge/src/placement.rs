@@ -175,7 +175,7 @@ pub fn allowed(constraints: &[Constraint], c: &Candidate, peers: &PeerCounts) ->
 }
 
 /// Resources one instance needs and an agent has left.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Amount {
     /// CPUs.
     pub cpus: f64,

@@ -95,15 +95,20 @@ pub async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("state_dir = {:?}: {e}", config.state_dir))?;
     let path = config.state_dir.join("bridge.redb");
     let store = Store::open(&path).map_err(|e| e.to_string())?;
-    let core = Core::restore(
+    let core = Core::restore_all(
+        crate::time::now_ms(),
         store.load(Table::Apps).map_err(|e| e.to_string())?,
         store.load(Table::Tasks).map_err(|e| e.to_string())?,
         store.load(Table::Agents).map_err(|e| e.to_string())?,
+        store.load(Table::Frameworks).map_err(|e| e.to_string())?,
+        store.load(Table::FwTasks).map_err(|e| e.to_string())?,
     );
     tracing::info!(
         path = %path.display(),
         apps = core.apps().count(),
         tasks = core.tasks(None).count(),
+        frameworks = core.frameworks().count(),
+        framework_tasks = core.framework_tasks().count(),
         "state loaded"
     );
     let (mqtt, eventloop) = AsyncClient::new(mqtt_options(&config, 0), 65536);

@@ -17,6 +17,10 @@ pub enum Table {
     Tasks,
     /// Agents by id.
     Agents,
+    /// Mesos frameworks by id (removed ones too, so their ids stay refused).
+    Frameworks,
+    /// Mesos frameworks' tasks by id.
+    FwTasks,
 }
 
 impl Table {
@@ -25,6 +29,8 @@ impl Table {
             Self::Apps => TableDefinition::new("apps"),
             Self::Tasks => TableDefinition::new("tasks"),
             Self::Agents => TableDefinition::new("agents"),
+            Self::Frameworks => TableDefinition::new("frameworks"),
+            Self::FwTasks => TableDefinition::new("framework_tasks"),
         }
     }
 }
@@ -105,7 +111,13 @@ impl Store {
 
     fn init(db: Database) -> Result<Self, StoreError> {
         let tx = db.begin_write().map_err(db_err)?;
-        for t in [Table::Apps, Table::Tasks, Table::Agents] {
+        for t in [
+            Table::Apps,
+            Table::Tasks,
+            Table::Agents,
+            Table::Frameworks,
+            Table::FwTasks,
+        ] {
             tx.open_table(t.def()).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;

@@ -175,13 +175,25 @@ impl Subscription {
 
 /// A scheduler call on its own connection; returns status and body.
 pub fn call(port: u16, stream_id: Option<&str>, content_type: &str, body: &str) -> (u16, String) {
+    post(port, "/api/v1/scheduler", stream_id, content_type, body)
+}
+
+/// A POST of `body` to `path` on the master's port (e.g. `/master/teardown`, form-encoded);
+/// returns status and body.
+pub fn post(
+    port: u16,
+    path: &str,
+    stream_id: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
         .into();
     let mut req = agent
-        .post(&format!("http://127.0.0.1:{port}/api/v1/scheduler"))
+        .post(&format!("http://127.0.0.1:{port}{path}"))
         .header("Content-Type", content_type);
     if let Some(id) = stream_id {
         req = req.header("Mesos-Stream-Id", id);

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use outpost_tests::agent::Agent;
 use outpost_tests::bridge::Bridge;
-use outpost_tests::mesos_client::{Subscription, call, framework_call};
+use outpost_tests::mesos_client::{Subscription, call, framework_call, post};
 use outpost_tests::mosquitto::Broker;
 use outpost_tests::{http, image, wait};
 
@@ -229,4 +229,139 @@ fn a_v1_framework_gets_offers_launches_a_docker_task_and_manages_it() {
     .unwrap();
     let (code, msg) = framework_call(port, &sub, json!({ "type": "REVIVE" }));
     assert_eq!(code, 403, "{msg}");
+}
+
+#[test]
+fn a_framework_keeps_its_task_across_a_bridge_restart_and_a_teardown_sends_error() {
+    image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = Bridge::start(&broker.url(), "").unwrap();
+    let port = bridge.mesos_port();
+    let agent_id = Agent::unique_id("fw-restart");
+    let agent = Agent::start(&agent_id, &broker.url(), (21550, 21559), "").unwrap();
+    let info = json!({ "user": "root", "name": "restart-fw", "failover_timeout": 120.0 });
+    let mut sub = Subscription::open(port, info.clone(), None);
+    let offers = sub.next_event(|e| e["type"] == "OFFERS", LONG);
+    let offer = &offers["offers"]["offers"][0];
+    let accept = json!({ "type": "ACCEPT", "accept": {
+        "offer_ids": [offer["id"]],
+        "operations": [{ "type": "LAUNCH", "launch": { "task_infos": [{
+            "name": "keep", "task_id": { "value": "fw-keep-1" },
+            "agent_id": { "value": agent_id },
+            "resources": [
+                { "name": "cpus", "type": "SCALAR", "scalar": { "value": 0.05 } },
+                { "name": "mem", "type": "SCALAR", "scalar": { "value": 16 } }
+            ],
+            "container": { "type": "DOCKER", "docker": { "image": image::TEST_IMAGE, "network": "BRIDGE" } }
+        }] } }] } });
+    let (code, msg) = framework_call(port, &sub, accept);
+    assert_eq!(code, 202, "{msg}");
+    let running = sub.next_event(|e| e["update"]["status"]["state"] == "TASK_RUNNING", LONG);
+    let (code, _) = framework_call(
+        port,
+        &sub,
+        json!({ "type": "ACKNOWLEDGE", "acknowledge": {
+            "agent_id": running["update"]["status"]["agent_id"],
+            "task_id": running["update"]["status"]["task_id"],
+            "uuid": running["update"]["status"]["uuid"] } }),
+    );
+    assert_eq!(code, 202);
+    let containers = agent.containers().unwrap();
+    assert_eq!(containers.len(), 1);
+    let fid = sub.framework_id.clone();
+    drop(sub);
+
+    // The bridge dies and comes back: the framework and its task are still known, the task is
+    // not killed as an orphan when the agent reports it, and the framework gets it back.
+    bridge.restart().unwrap();
+    let frameworks = bridge.mesos_get("/master/frameworks").unwrap().json();
+    assert!(
+        frameworks["frameworks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == fid.as_str()),
+        "{frameworks}"
+    );
+    let mut sub = Subscription::open(port, info, Some(&fid));
+    assert_eq!(sub.framework_id, fid);
+    let (code, _) = framework_call(
+        port,
+        &sub,
+        json!({ "type": "RECONCILE", "reconcile": { "tasks": [] } }),
+    );
+    assert_eq!(code, 202);
+    let rec = sub.next_event(
+        |e| e["update"]["status"]["task_id"]["value"] == "fw-keep-1",
+        LONG,
+    );
+    assert_eq!(rec["update"]["status"]["state"], "TASK_RUNNING", "{rec}");
+    wait::until("the agent back at the bridge", LONG, || {
+        bridge.mesos_get("/master/slaves").ok()?.json()["slaves"]
+            .as_array()?
+            .iter()
+            .any(|s| s["id"] == agent_id.as_str() && s["active"] == true)
+            .then_some(())
+    })
+    .unwrap();
+    let mut last = Value::Null;
+    wait::until("the task in /master/tasks", LONG, || {
+        last = bridge.mesos_get("/master/tasks").ok()?.json();
+        last["tasks"]
+            .as_array()?
+            .iter()
+            .any(|t| t["id"] == "fw-keep-1" && t["state"] == "TASK_RUNNING")
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {last}"));
+    assert_eq!(
+        agent.containers().unwrap(),
+        containers,
+        "the same container"
+    );
+
+    // The operator tears it down: ERROR on its stream, the stream ends, the task is killed.
+    let (code, msg) = post(
+        port,
+        "/master/teardown",
+        None,
+        "application/x-www-form-urlencoded",
+        &format!("frameworkId={fid}"),
+    );
+    assert_eq!(code, 200, "{msg}");
+    let error = sub.next_event(|e| e["type"] == "ERROR", LONG);
+    assert_eq!(error["error"]["message"], "Framework has been removed");
+    wait::until("the stream to end", Duration::from_secs(10), || {
+        (!sub.pump()).then_some(())
+    })
+    .unwrap();
+    wait::until("the task's container gone", LONG, || {
+        let ids = agent.containers().ok()?;
+        let running = ids.iter().any(|id| {
+            outpost_tests::docker::docker(&["inspect", "-f", "{{.State.Running}}", id])
+                .is_ok_and(|o| o.trim() == "true")
+        });
+        (!running).then_some(())
+    })
+    .unwrap();
+    // Its id is refused from now on, with ERROR, also after another restart.
+    bridge.restart().unwrap();
+    let body = json!({ "type": "SUBSCRIBE", "framework_id": { "value": fid },
+        "subscribe": { "framework_info": { "user": "root", "name": "restart-fw", "id": { "value": fid } } } });
+    let (code, text) = call(port, None, "application/json", &body.to_string());
+    assert_eq!(code, 200);
+    assert!(
+        text.contains("\"ERROR\"") && text.contains("Framework has been removed"),
+        "{text}"
+    );
+    // An unknown framework id to tear down: 400 naming it.
+    let (code, msg) = post(
+        port,
+        "/master/teardown",
+        None,
+        "application/x-www-form-urlencoded",
+        "frameworkId=nope",
+    );
+    assert_eq!(code, 400);
+    assert!(msg.contains("nope"), "{msg}");
 }

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
@@ -81,8 +83,26 @@ pub struct FwUsage {
     pub ranges: Vec<(u16, u16)>,
 }
 
+/// What of a framework survives a bridge restart (its offers, filters and unacknowledged
+/// updates do not: offers are made afresh, and agents re-send what was not acknowledged).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FrameworkRecord {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// PARTITION_AWARE capability.
+    pub partition_aware: bool,
+    /// Its failover timeout.
+    pub failover_timeout_s: f64,
+    /// When its stream went away (`None` while it was subscribed).
+    pub disconnected_at: Option<Millis>,
+    /// Torn down: a SUBSCRIBE with this id gets ERROR "Framework has been removed".
+    pub removed: bool,
+}
+
 /// A framework's task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FwTask {
     /// Its id.
     pub id: String,
@@ -91,6 +111,7 @@ pub struct FwTask {
     /// Its agent.
     pub agent_id: String,
     /// Mesos state.
+    #[serde(with = "mesos_state")]
     pub state: TaskState,
     /// Resources it holds.
     pub amount: Amount,
@@ -102,7 +123,30 @@ pub struct FwTask {
     pub ip: Option<String>,
     /// The bridge asked for a kill.
     pub killing: bool,
+    /// The agent's timestamp of the newest status applied: a re-sent older one (the agent
+    /// repeats what the framework has not acknowledged) is forwarded but changes nothing.
+    #[serde(default)]
+    pub updated_ms: u64,
 }
+
+/// A task state stored as its Mesos number.
+mod mesos_state {
+    use outpost_protocol::TaskState;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(s: &TaskState, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_u8(s.mesos_number())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<TaskState, D::Error> {
+        let n = u8::deserialize(de)?;
+        TaskState::from_mesos_number(n)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown Mesos task state {n}")))
+    }
+}
+
+/// The message of the ERROR event a removed framework gets, as a Mesos master words it.
+pub const REMOVED: &str = "Framework has been removed";
 
 /// Why a call was refused: HTTP status and message.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,7 +170,8 @@ fn scalar(r: &Value, name: &str) -> f64 {
         .flatten()
         .filter(|x| x["name"] == name)
         .filter_map(|x| x["scalar"]["value"].as_f64())
-        .sum()
+        // Not `sum()`: a float sum of nothing is -0.0, which JSON would show as such.
+        .fold(0.0, |a, b| a + b)
 }
 
 fn ranges_of(r: &Value) -> Vec<(u16, u16)> {
@@ -184,6 +229,93 @@ fn subtract(ranges: &[(u16, u16)], taken: &[u16]) -> Vec<(u16, u16)> {
 }
 
 impl Core {
+    /// Marks framework `id` for the store (written, or deleted, at the next
+    /// [`Core::take_writes`]).
+    fn touch_framework(&mut self, id: &str) {
+        self.fw_dirty
+            .insert((crate::store::Table::Frameworks, id.to_string()));
+    }
+
+    /// Marks framework task `id` for the store.
+    fn touch_fw_task(&mut self, id: &str) {
+        self.fw_dirty
+            .insert((crate::store::Table::FwTasks, id.to_string()));
+    }
+
+    /// The record of framework `id` as it stands (removed ones included).
+    pub(super) fn framework_record(&self, id: &str) -> Option<FrameworkRecord> {
+        if let Some(f) = self.frameworks.get(id) {
+            return Some(FrameworkRecord {
+                id: f.id.clone(),
+                name: f.name.clone(),
+                partition_aware: f.partition_aware,
+                failover_timeout_s: f.failover_timeout_s,
+                disconnected_at: f.disconnected_at,
+                removed: false,
+            });
+        }
+        self.removed_frameworks.get(id).cloned()
+    }
+
+    /// Frameworks and their tasks from the store: each comes back disconnected (its stream
+    /// died with the old process), its failover timeout counting from when it went away or,
+    /// if it was subscribed, from `now`.
+    pub(super) fn restore_frameworks(
+        &mut self,
+        now: Millis,
+        frameworks: Vec<FrameworkRecord>,
+        tasks: Vec<FwTask>,
+    ) {
+        for r in frameworks {
+            if r.removed {
+                self.removed_frameworks.insert(r.id.clone(), r);
+                continue;
+            }
+            self.frameworks.insert(
+                r.id.clone(),
+                Framework {
+                    id: r.id.clone(),
+                    name: r.name,
+                    partition_aware: r.partition_aware,
+                    failover_timeout_s: r.failover_timeout_s,
+                    stream_id: None,
+                    disconnected_at: Some(r.disconnected_at.unwrap_or(now)),
+                    suppressed: false,
+                    refused: HashMap::new(),
+                    offers: HashMap::new(),
+                    unacked: HashMap::new(),
+                },
+            );
+        }
+        for t in tasks {
+            if self.frameworks.contains_key(&t.framework_id) {
+                self.fw_tasks.insert(t.id.clone(), t);
+            }
+        }
+    }
+
+    /// Whether framework `id` was torn down (a SUBSCRIBE with it gets ERROR).
+    pub fn framework_removed(&self, id: &str) -> bool {
+        self.removed_frameworks.contains_key(id)
+    }
+
+    /// The operator's `/master/teardown`: the framework hears ERROR "Framework has been
+    /// removed" on its stream, its tasks are killed, and it is forgotten.
+    pub fn operator_teardown(&mut self, now: Millis, id: &str) -> Result<(), CallError> {
+        if !self.frameworks.contains_key(id) {
+            return Err(CallError {
+                status: 400,
+                message: format!("No framework found with specified ID: {id:?}"),
+            });
+        }
+        self.fw_event(
+            id,
+            json!({ "type": "ERROR", "error": { "message": REMOVED } }),
+        );
+        self.teardown(now, id);
+        Ok(())
+    }
+
     fn fw_event(&mut self, framework_id: &str, event: Value) {
         self.effects.push(Effect::Framework {
             framework_id: framework_id.to_string(),
@@ -245,6 +377,7 @@ impl Core {
         f.offers.clear();
         f.unacked.clear();
         let _ = now;
+        self.touch_framework(&id);
         Ok(id)
     }
 
@@ -258,6 +391,7 @@ impl Core {
             f.stream_id = None;
             f.disconnected_at = Some(now);
             f.offers.clear();
+            self.touch_framework(id);
         }
     }
 
@@ -458,8 +592,14 @@ impl Core {
         for t in tasks {
             self.fw_kill(now, &t);
             self.fw_tasks.remove(&t);
+            self.touch_fw_task(&t);
+        }
+        if let Some(mut r) = self.framework_record(id) {
+            r.removed = true;
+            self.removed_frameworks.insert(id.to_string(), r);
         }
         self.frameworks.remove(id);
+        self.touch_framework(id);
         self.effects.push(Effect::EndStream {
             framework_id: id.to_string(),
         });
@@ -471,6 +611,7 @@ impl Core {
         };
         t.killing = true;
         let agent = t.agent_id.clone();
+        self.touch_fw_task(task_id);
         let cid = format!("k-{}", uuid::Uuid::new_v4().simple());
         self.command(
             now,
@@ -537,17 +678,22 @@ impl Core {
         let Some(t) = self.fw_tasks.get_mut(&tid) else {
             return;
         };
-        t.state = s.state;
-        if s.healthy.is_some() {
-            t.healthy = s.healthy;
-        }
-        if let Some(ip) = &s.container_ip {
-            t.ip = Some(ip.to_string());
-        }
-        if !s.host_ports.is_empty() {
-            t.ports = s.host_ports.iter().copied().collect();
+        let newest = s.timestamp_ms >= t.updated_ms;
+        if newest {
+            t.updated_ms = s.timestamp_ms;
+            t.state = s.state;
+            if s.healthy.is_some() {
+                t.healthy = s.healthy;
+            }
+            if let Some(ip) = &s.container_ip {
+                t.ip = Some(ip.to_string());
+            }
+            if !s.host_ports.is_empty() {
+                t.ports = s.host_ports.iter().copied().collect();
+            }
         }
         let fid = t.framework_id.clone();
+        self.touch_fw_task(&tid);
         let connected = self
             .frameworks
             .get(&fid)
@@ -577,8 +723,9 @@ impl Core {
             f.unacked
                 .insert(s.uuid, (s.agent_id.to_string(), tid.clone()));
         }
-        if s.state.is_terminal() {
+        if newest && s.state.is_terminal() {
             self.fw_tasks.remove(&tid);
+            self.touch_fw_task(&tid);
         }
     }
 
@@ -777,7 +924,28 @@ impl Core {
                 self.teardown(now, framework_id);
                 Ok(())
             }
-            "MESSAGE" | "SHUTDOWN" | "REQUEST" => Ok(()),
+            // Tasks run under the built-in command executor, which (as Mesos's does) ignores
+            // framework messages and has nothing to shut down apart from its task: the calls
+            // are checked as a master checks them, then accepted.
+            "MESSAGE" => {
+                let m = &body["message"];
+                for field in ["agent_id", "executor_id"] {
+                    if !m[field]["value"].is_string() {
+                        return Err(bad(format!("message.{field}.value is required")));
+                    }
+                }
+                if !m["data"].is_string() {
+                    return Err(bad("message.data is required (base64 bytes)"));
+                }
+                Ok(())
+            }
+            "SHUTDOWN" => {
+                if !body["shutdown"]["executor_id"]["value"].is_string() {
+                    return Err(bad("shutdown.executor_id.value is required"));
+                }
+                Ok(())
+            }
+            "REQUEST" => Ok(()),
             other => Err(bad(format!(
                 "type {other:?} is not a scheduler call this master takes"
             ))),
@@ -907,8 +1075,10 @@ impl Core {
                             healthy: None,
                             ip: None,
                             killing: false,
+                            updated_ms: 0,
                         },
                     );
+                    self.touch_fw_task(&tid);
                     let cid = format!("l-{}", uuid::Uuid::new_v4().simple());
                     self.fw_by_command.insert(cid.clone(), tid.clone());
                     tracing::info!(framework = %framework_id, task = %tid, agent = %agent_id, "framework task launched");
@@ -944,6 +1114,7 @@ impl Core {
             return false;
         };
         if let Some(t) = self.fw_tasks.remove(&tid) {
+            self.touch_fw_task(&tid);
             let ev = self.update_json(
                 &t.framework_id,
                 &tid,

@@ -602,3 +602,176 @@ fn frameworks_hear_of_a_lost_agent_and_their_tasks_go_unreachable() {
             .any(|e| e["type"] == "UPDATE" && e["update"]["status"]["state"] == "TASK_UNREACHABLE")
     );
 }
+
+/// `w` with a subscribed framework (`name`, failover timeout 60 s) running task `t1` on `a1`;
+/// returns the framework id.
+fn framework_with_a_task(w: &mut World) -> String {
+    let sub = serde_json::json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
+        "user": "root", "name": "fw", "failover_timeout": 60.0 } } });
+    let fid = w.core.subscribe(w.now, &sub, "s").unwrap();
+    w.core.offer_now(w.now);
+    let offer = w.core.take_effects().into_iter().find_map(|e| match e {
+        Effect::Framework { event, .. } if event["type"] == "OFFERS" => {
+            Some(event["offers"]["offers"][0].clone())
+        }
+        _ => None,
+    });
+    let accept = serde_json::json!({ "type": "ACCEPT", "accept": { "offer_ids": [offer.expect("an offer")["id"]],
+        "operations": [{ "type": "LAUNCH", "launch": { "task_infos": [{ "task_id": { "value": "t1" },
+            "agent_id": { "value": "a1" },
+            "resources": [{ "name": "cpus", "type": "SCALAR", "scalar": { "value": 0.1 } },
+                          { "name": "mem", "type": "SCALAR", "scalar": { "value": 32 } }],
+            "container": { "type": "DOCKER", "docker": { "image": "busybox" } } }] } }] } });
+    w.core.call(w.now, &fid, &accept).unwrap();
+    w.run("a1", "t1");
+    fid
+}
+
+fn restore_from(store: &crate::store::Store, now: u64) -> Core {
+    Core::restore_all(
+        now,
+        store.load(Table::Apps).unwrap(),
+        store.load(Table::Tasks).unwrap(),
+        store.load(Table::Agents).unwrap(),
+        store.load(Table::Frameworks).unwrap(),
+        store.load(Table::FwTasks).unwrap(),
+    )
+}
+
+#[test]
+fn a_restored_bridge_keeps_frameworks_and_their_tasks_within_the_failover_timeout() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    let fid = framework_with_a_task(&mut w);
+    let store = crate::store::Store::in_memory();
+    store.commit(&w.core.take_writes()).unwrap();
+
+    let mut restored = restore_from(&store, w.now);
+    let f = restored.frameworks().next().expect("the framework");
+    assert_eq!(f.id, fid);
+    assert!(
+        f.stream_id.is_none(),
+        "its stream died with the old process"
+    );
+    let t = restored.framework_tasks().next().expect("its task");
+    assert_eq!((t.id.as_str(), t.state), ("t1", TaskState::Running));
+    // The task's status goes to the framework path, not the orphan killer.
+    assert!(restored.is_framework_task("t1"));
+    // Re-subscribing with its id keeps the task.
+    let sub = serde_json::json!({ "type": "SUBSCRIBE", "framework_id": { "value": fid },
+        "subscribe": { "framework_info": { "user": "root", "name": "fw", "failover_timeout": 60.0,
+        "id": { "value": fid } } } });
+    assert_eq!(restored.subscribe(w.now + 1000, &sub, "s2").unwrap(), fid);
+    restored.framework_timers(w.now + 120_000);
+    assert_eq!(restored.framework_tasks().count(), 1);
+
+    // Not back within the failover timeout (counted from the restore): torn down, task killed.
+    let mut late = restore_from(&store, w.now);
+    late.framework_timers(w.now + 59_000);
+    assert_eq!(late.framework_tasks().count(), 1);
+    late.framework_timers(w.now + 61_000);
+    assert_eq!(late.framework_tasks().count(), 0);
+    assert!(late.framework_removed(&fid));
+    let kills = late
+        .take_effects()
+        .into_iter()
+        .filter(|e| matches!(e, Effect::Publish { topic, .. } if topic.contains("/cmd")))
+        .count();
+    assert_eq!(kills, 1, "the task is killed");
+    // The removal is stored too: a later restore still refuses the id.
+    store.commit(&late.take_writes()).unwrap();
+    let again = restore_from(&store, w.now + 62_000);
+    assert!(again.framework_removed(&fid));
+    assert_eq!(again.frameworks().count(), 0);
+    assert_eq!(again.framework_tasks().count(), 0);
+}
+
+#[test]
+fn an_operator_teardown_sends_error_kills_the_tasks_and_refuses_the_id() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    let fid = framework_with_a_task(&mut w);
+    w.core.take_effects();
+    let err = w.core.operator_teardown(w.now, "nope").unwrap_err();
+    assert_eq!(err.status, 400);
+    assert!(err.message.contains("nope"), "{}", err.message);
+    w.core.operator_teardown(w.now, &fid).unwrap();
+    let effects = w.core.take_effects();
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Framework { event, .. }
+        if event["type"] == "ERROR" && event["error"]["message"] == REMOVED))
+    );
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::EndStream { .. }))
+    );
+    assert!(w.core.framework_removed(&fid));
+    assert_eq!(w.core.framework_tasks().count(), 0);
+}
+
+#[test]
+fn message_and_shutdown_calls_are_validated_like_a_master_does() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    let sub = serde_json::json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
+        "user": "root", "name": "fw" } } });
+    let fid = w.core.subscribe(w.now, &sub, "s").unwrap();
+    let bad = w
+        .core
+        .call(
+            w.now,
+            &fid,
+            &serde_json::json!({ "type": "MESSAGE", "message": {} }),
+        )
+        .unwrap_err();
+    assert_eq!(bad.status, 400);
+    assert!(bad.message.contains("message.agent_id"), "{}", bad.message);
+    let ok = serde_json::json!({ "type": "MESSAGE", "message": { "agent_id": { "value": "a1" },
+        "executor_id": { "value": "t1" }, "data": "aGk=" } });
+    w.core.call(w.now, &fid, &ok).unwrap();
+    let bad = w
+        .core
+        .call(
+            w.now,
+            &fid,
+            &serde_json::json!({ "type": "SHUTDOWN", "shutdown": {} }),
+        )
+        .unwrap_err();
+    assert!(
+        bad.message.contains("shutdown.executor_id"),
+        "{}",
+        bad.message
+    );
+}
+
+#[test]
+fn a_re_sent_older_status_of_a_framework_task_is_forwarded_but_does_not_regress_it() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    framework_with_a_task(&mut w);
+    w.core.take_effects();
+    // The agent repeats STARTING (stamped before RUNNING): the framework had not acknowledged it.
+    let starting = TaskStatus {
+        version: 1,
+        agent_id: AgentId::new("a1").unwrap(),
+        task_id: Text::new("t1").unwrap(),
+        uuid: [9; 16],
+        state: TaskState::Starting,
+        timestamp_ms: w.now - 1,
+        ..Default::default()
+    };
+    w.now += 1000;
+    w.core.on_status(w.now, &starting);
+    let t = w.core.framework_tasks().next().unwrap();
+    assert_eq!(t.state, TaskState::Running);
+    assert!(
+        w.core
+            .take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::Framework { event, .. }
+        if event["update"]["status"]["state"] == "TASK_STARTING"))
+    );
+}
