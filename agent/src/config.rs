@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
+pub use outpost_protocol::broker::{BrokerAuth, BrokerUrl};
+use outpost_protocol::broker::{TlsError, TlsFiles};
 use outpost_protocol::topics::valid_agent_id;
 use outpost_protocol::{PortRange, Value};
 
@@ -16,6 +19,7 @@ struct File {
     agent_id: Option<String>,
     brokers: Option<Vec<String>>,
     broker_auth: Option<BrokerAuth>,
+    broker_tls: Option<TlsFiles>,
     state_dir: Option<PathBuf>,
     docker: Option<String>,
     port_range: Option<String>,
@@ -24,16 +28,6 @@ struct File {
     reserved: Option<Reserved>,
     attributes: Option<BTreeMap<String, String>>,
     registries: Option<Vec<RegistryFile>>,
-}
-
-/// Username and password for the broker.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct BrokerAuth {
-    /// Username.
-    pub username: String,
-    /// Password.
-    pub password: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -50,15 +44,6 @@ struct RegistryFile {
     username: Option<String>,
     password: Option<String>,
     docker_config: Option<PathBuf>,
-}
-
-/// A broker to connect to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    /// Host name or address.
-    pub host: String,
-    /// Port.
-    pub port: u16,
 }
 
 /// Where dockerd listens.
@@ -90,6 +75,8 @@ pub struct Config {
     pub brokers: Vec<BrokerUrl>,
     /// Broker credentials.
     pub broker_auth: Option<BrokerAuth>,
+    /// TLS for `mqtts://` brokers: the CA to verify them with, and the agent's certificate.
+    pub broker_tls: Option<Arc<rustls::ClientConfig>>,
     /// Where the agent keeps its state (and whose filesystem's free space is offered as disk).
     pub state_dir: PathBuf,
     /// dockerd.
@@ -129,6 +116,9 @@ pub enum ConfigError {
         /// TOML's message (it names the key and the line).
         message: String,
     },
+    /// A TLS file that is missing, unreadable, or not a certificate or key.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     /// A value that is not allowed.
     #[error("{key} = {value:?}: {reason}")]
     Invalid {
@@ -190,6 +180,23 @@ impl Config {
             .iter()
             .map(|u| parse_broker(u))
             .collect::<Result<Vec<_>, _>>()?;
+        let broker_tls = f
+            .broker_tls
+            .map(|t| t.client_config("broker_tls"))
+            .transpose()?;
+        if let Some(u) = urls
+            .iter()
+            .zip(&brokers)
+            .find(|(_, b)| b.tls)
+            .map(|(u, _)| u)
+            && broker_tls.is_none()
+        {
+            return Err(invalid(
+                "brokers",
+                u,
+                "mqtts:// needs a [broker_tls] table with ca_file (and cert_file, key_file)",
+            ));
+        }
         let docker = parse_docker(f.docker.as_deref().unwrap_or("unix:///var/run/docker.sock"))?;
         let port_range = parse_port_range(f.port_range.as_deref().unwrap_or("31000-32000"))?;
         let offer_interval_s = f.offer_interval_seconds.unwrap_or(30);
@@ -250,6 +257,7 @@ impl Config {
             agent_id,
             brokers,
             broker_auth: f.broker_auth,
+            broker_tls,
             state_dir: f.state_dir.unwrap_or_else(|| "/var/lib/outpost".into()),
             docker,
             port_range,
@@ -272,12 +280,7 @@ impl Config {
 }
 
 fn parse_broker(url: &str) -> Result<BrokerUrl, ConfigError> {
-    let (host, port) = outpost_protocol::topics::parse_broker_url(url)
-        .map_err(|reason| invalid("brokers", url, reason))?;
-    Ok(BrokerUrl {
-        host: host.into(),
-        port,
-    })
+    BrokerUrl::parse(url).map_err(|reason| invalid("brokers", url, reason))
 }
 
 fn parse_docker(s: &str) -> Result<DockerEndpoint, ConfigError> {
@@ -422,7 +425,8 @@ mod tests {
             c.brokers[1],
             BrokerUrl {
                 host: "broker2".into(),
-                port: 1883
+                port: 1883,
+                tls: false,
             }
         );
         assert_eq!(
@@ -447,7 +451,8 @@ mod tests {
             c.brokers,
             vec![BrokerUrl {
                 host: "127.0.0.1".into(),
-                port: 1883
+                port: 1883,
+                tls: false,
             }]
         );
         assert_eq!(

@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         println!("{}: ok", cli.config.display());
         println!("agent_id = {}", config.agent_id);
         for b in &config.brokers {
-            println!("broker = mqtt://{}:{}", b.host, b.port);
+            println!("broker = {b}");
         }
         println!("docker = {:?}", config.docker);
         println!(

@@ -5,7 +5,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use serde::Deserialize;
+
+pub use outpost_protocol::broker::{BrokerAuth, BrokerUrl};
+use outpost_protocol::broker::{TlsError, TlsFiles};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -14,28 +19,10 @@ struct File {
     mesos_listen: Option<String>,
     brokers: Option<Vec<String>>,
     broker_auth: Option<BrokerAuth>,
+    broker_tls: Option<TlsFiles>,
     state_dir: Option<PathBuf>,
     client_id: Option<String>,
     advertised_host: Option<String>,
-}
-
-/// Username and password for the broker.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct BrokerAuth {
-    /// Username.
-    pub username: String,
-    /// Password.
-    pub password: String,
-}
-
-/// A broker to connect to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    /// Host name or address.
-    pub host: String,
-    /// Port.
-    pub port: u16,
 }
 
 /// The validated configuration.
@@ -50,6 +37,8 @@ pub struct Config {
     pub brokers: Vec<BrokerUrl>,
     /// Broker credentials.
     pub broker_auth: Option<BrokerAuth>,
+    /// TLS for `mqtts://` brokers: the CA to verify them with, and the bridge's certificate.
+    pub broker_tls: Option<Arc<rustls::ClientConfig>>,
     /// Where the state database lives (default `/var/lib/outpost-bridge`).
     pub state_dir: PathBuf,
     /// The MQTT client id (default `outpost-bridge`).
@@ -77,6 +66,9 @@ pub enum ConfigError {
         /// TOML's message (it names the key and the line).
         message: String,
     },
+    /// A TLS file that is missing, unreadable, or not a certificate or key.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     /// A value that is not allowed.
     #[error("{key} = {value:?}: {reason}")]
     Invalid {
@@ -146,6 +138,23 @@ impl Config {
             .iter()
             .map(|u| parse_broker(u))
             .collect::<Result<Vec<_>, _>>()?;
+        let broker_tls = file
+            .broker_tls
+            .map(|t| t.client_config("broker_tls"))
+            .transpose()?;
+        if let Some(u) = urls
+            .iter()
+            .zip(&brokers)
+            .find(|(_, b)| b.tls)
+            .map(|(u, _)| u)
+            && broker_tls.is_none()
+        {
+            return Err(invalid(
+                "brokers",
+                u,
+                "mqtts:// needs a [broker_tls] table with ca_file (and cert_file, key_file)",
+            ));
+        }
         let client_id = file.client_id.unwrap_or_else(|| "outpost-bridge".into());
         if client_id.is_empty() || client_id.len() > 64 {
             return Err(invalid("client_id", &client_id, "must be 1-64 bytes"));
@@ -162,6 +171,7 @@ impl Config {
             mesos_listen,
             brokers,
             broker_auth: file.broker_auth,
+            broker_tls,
             state_dir: file
                 .state_dir
                 .unwrap_or_else(|| "/var/lib/outpost-bridge".into()),
@@ -172,12 +182,7 @@ impl Config {
 }
 
 fn parse_broker(url: &str) -> Result<BrokerUrl, ConfigError> {
-    let (host, port) = outpost_protocol::topics::parse_broker_url(url)
-        .map_err(|reason| invalid("brokers", url, reason))?;
-    Ok(BrokerUrl {
-        host: host.into(),
-        port,
-    })
+    BrokerUrl::parse(url).map_err(|reason| invalid("brokers", url, reason))
 }
 
 #[cfg(test)]
@@ -197,7 +202,8 @@ mod tests {
             c.brokers,
             vec![BrokerUrl {
                 host: "127.0.0.1".into(),
-                port: 1883
+                port: 1883,
+                tls: false
             }]
         );
         assert_eq!(c.advertised_host, "127.0.0.1");

@@ -23,10 +23,57 @@ struct Cli {
 enum Cmd {
     /// Validate the configuration, print it, and exit (1 if invalid).
     CheckConfig,
+    /// Issue a CA (or reuse the one in DIR) and mutual-TLS certificates for the broker, the
+    /// bridge and each agent (CN = agent id), for a test fleet. See docs/security.md.
+    IssueCerts {
+        /// Where to write ca.pem/.key, broker.pem/.key, bridge.pem/.key, agent-ID.pem/.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// An agent id to issue a client certificate for (repeatable).
+        #[arg(long = "agent")]
+        agents: Vec<String>,
+        /// A host name or IP address the broker is reached by (repeatable).
+        #[arg(long = "broker-host", default_values = ["localhost", "127.0.0.1"])]
+        broker_hosts: Vec<String>,
+        /// Days the certificates are valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Only the agents' certificates (the broker's and bridge's exist already).
+        #[arg(long)]
+        agents_only: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Cmd::IssueCerts {
+        dir,
+        agents,
+        broker_hosts,
+        days,
+        agents_only,
+    }) = &cli.command
+    {
+        let mut req = outpost_bridge::certs::Request::valid_for_days(
+            dir.clone(),
+            agents.clone(),
+            broker_hosts.clone(),
+            *days,
+        );
+        req.servers = !agents_only;
+        return match outpost_bridge::certs::issue(&req) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("outpost-bridge issue-certs: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let config = match &cli.config {
         Some(path) => Config::load(path),
         None => Config::parse("", std::path::Path::new("(defaults)")),

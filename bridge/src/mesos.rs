@@ -694,8 +694,12 @@ async fn subscribe(s: Arc<Shared>, call: Value) -> Response {
             },
         },
     });
-    // Offers right away, queued behind SUBSCRIBED.
-    let _ = s.apply(|c, now| c.offer_now(now));
+    // Offers right away, queued behind SUBSCRIBED; off the request's task, so the response
+    // head goes out at once even when the fleet is large.
+    let offers = s.clone();
+    tokio::task::spawn_blocking(move || {
+        let _ = offers.apply(|c, now| c.offer_now(now));
+    });
     let guard = StreamGuard {
         shared: s.clone(),
         framework_id: framework_id.clone(),

@@ -181,6 +181,13 @@ fn mqtt_options(config: &Config, index: usize) -> MqttOptions {
     if let Some(a) = &config.broker_auth {
         o.set_credentials(a.username.clone(), a.password.clone());
     }
+    if b.tls
+        && let Some(tls) = &config.broker_tls
+    {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     o
 }
 

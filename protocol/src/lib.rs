@@ -7,6 +7,9 @@
 //!   QoS and retain flag;
 //! - [`codec`]: the one module that knows the bytes (CBOR through `minicbor`).
 //!
+//! With the `broker` feature (std): `broker`, how both ends reach the broker (URL, credentials,
+//! TLS client configuration through rustls).
+//!
 //! The crate is `no_std` and allocation-free; the `std` feature adds `std::error::Error` impls.
 #![no_std]
 // A DecodeError carries its field path inline (no allocator in no_std); errors are the cold path.
@@ -17,6 +20,8 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "broker")]
+pub mod broker;
 pub mod codec;
 pub mod examples;
 pub mod messages;

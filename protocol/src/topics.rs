@@ -216,29 +216,44 @@ mod tests {
     }
 }
 
-/// A broker address from an `mqtt://host[:port]` URL (port 1883 when absent; IPv6 hosts in
-/// brackets). The error says what is wrong; callers add the key and the value.
-pub fn parse_broker_url(url: &str) -> Result<(&str, u16), &'static str> {
-    let rest = if let Some(r) = url.strip_prefix("mqtt://") {
-        r
-    } else if url.starts_with("mqtts://") {
-        return Err("mqtts:// (TLS) is not supported by this build yet; use mqtt://");
+/// A broker address from an `mqtt://host[:port]` or `mqtts://host[:port]` URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerAddr<'a> {
+    /// Host name or address (IPv6 without its brackets).
+    pub host: &'a str,
+    /// Port: 1883 for `mqtt://`, 8883 for `mqtts://` when absent.
+    pub port: u16,
+    /// `mqtts://`: TLS.
+    pub tls: bool,
+}
+
+/// Parses a broker URL (IPv6 hosts in brackets). The error says what is wrong; callers add the
+/// key and the value.
+pub fn parse_broker_url(url: &str) -> Result<BrokerAddr<'_>, &'static str> {
+    let (rest, tls, default_port) = if let Some(r) = url.strip_prefix("mqtt://") {
+        (r, false, 1883)
+    } else if let Some(r) = url.strip_prefix("mqtts://") {
+        (r, true, 8883)
     } else {
-        return Err("must start with mqtt://");
+        return Err("must start with mqtt:// or mqtts://");
     };
     let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (
+    let (host, port) = match rest.rsplit_once(':').filter(|(h, _)| !h.ends_with(':')) {
+        Some((h, p)) if !rest.ends_with(']') => (
             h,
             p.parse::<u16>()
                 .map_err(|_| "the port is not a number 1-65535")?,
         ),
-        None => (rest, 1883),
+        _ => (rest, default_port),
     };
     if host.is_empty() || port == 0 {
         return Err("needs a host (and a port other than 0)");
     }
-    Ok((host.trim_start_matches('[').trim_end_matches(']'), port))
+    Ok(BrokerAddr {
+        host: host.trim_start_matches('[').trim_end_matches(']'),
+        port,
+        tls,
+    })
 }
 
 #[cfg(test)]
@@ -247,9 +262,21 @@ mod broker_url_tests {
 
     #[test]
     fn broker_urls_parse_with_a_default_port_and_clear_errors() {
-        assert_eq!(parse_broker_url("mqtt://10.0.0.5"), Ok(("10.0.0.5", 1883)));
-        assert_eq!(parse_broker_url("mqtt://[::1]:1884/"), Ok(("::1", 1884)));
-        assert!(parse_broker_url("mqtts://x").unwrap_err().contains("TLS"));
+        let addr = |host, port, tls| Ok(super::BrokerAddr { host, port, tls });
+        assert_eq!(
+            parse_broker_url("mqtt://10.0.0.5"),
+            addr("10.0.0.5", 1883, false)
+        );
+        assert_eq!(
+            parse_broker_url("mqtt://[::1]:1884/"),
+            addr("::1", 1884, false)
+        );
+        assert_eq!(parse_broker_url("mqtt://[::1]"), addr("::1", 1883, false));
+        assert_eq!(
+            parse_broker_url("mqtts://b.example"),
+            addr("b.example", 8883, true)
+        );
+        assert_eq!(parse_broker_url("mqtts://b:18883"), addr("b", 18883, true));
         assert!(
             parse_broker_url("http://x")
                 .unwrap_err()

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use rumqttc::{Client, Event, Packet, QoS};
 
 use outpost_protocol::codec::encode_to_vec;
 use outpost_protocol::{
@@ -47,12 +47,10 @@ impl BridgeSim {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("bridge-sim-{}-{n}", std::process::id());
-        let mut options = MqttOptions::new(id, "127.0.0.1", broker.port());
+        // With TLS, as the bridge (its certificate).
+        let mut options = broker.mqtt_options(&id, "bridge")?;
         options.set_keep_alive(Duration::from_secs(10));
         options.set_max_packet_size(256 * 1024, 256 * 1024);
-        if let Some(c) = broker.credentials() {
-            options.set_credentials(c.username.clone(), c.password.clone());
-        }
         let (client, mut connection) = Client::new(options, 1024);
         for kind in [
             TopicKind::Hello,

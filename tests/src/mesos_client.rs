@@ -41,8 +41,8 @@ impl Subscription {
             body.len()
         )
         .unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
+        // The response head may take a while on a big fleet; events are then polled.
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut reader = BufReader::new(s);
         let mut status = String::new();
         reader.read_line(&mut status).unwrap();
@@ -62,6 +62,10 @@ impl Subscription {
             chunked |= lower.starts_with("transfer-encoding: chunked");
         }
         assert!(chunked, "SUBSCRIBE answers chunked");
+        reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         assert!(!stream_id.is_empty(), "a Mesos-Stream-Id header");
         let mut sub = Self {
             reader,

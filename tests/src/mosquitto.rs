@@ -1,5 +1,6 @@
 //! A fresh mosquitto broker per test, on a free loopback port with its own config file; open,
-//! or with username/password.
+//! with username/password, or with the shipped mutual-TLS config and ACL
+//! (`packaging/mosquitto/`).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -26,6 +27,8 @@ pub struct Broker {
     port: u16,
     config: PathBuf,
     credentials: Option<Credentials>,
+    /// The certificates directory of a mutual-TLS broker.
+    tls: Option<PathBuf>,
     process: Guarded,
     // Last: the config must outlive the process.
     _dir: TempDir,
@@ -87,11 +90,73 @@ impl Broker {
             port,
             config,
             credentials,
+            tls: None,
             process,
             _dir: dir,
         };
         broker.wait_ready()?;
         Ok(broker)
+    }
+
+    /// Starts a broker with the shipped mutual-TLS config and ACL (`packaging/mosquitto/`), its
+    /// paths pointed at `certs` (which holds what `outpost-bridge issue-certs` wrote) and its
+    /// listener at a free loopback port.
+    pub fn start_tls(certs: &std::path::Path) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = net::free_port()?;
+        let shipped = crate::bin_path::workspace_root().join("packaging/mosquitto");
+        let read = |f: &str| {
+            std::fs::read_to_string(shipped.join(f)).with_context(|| format!("reading {f}"))
+        };
+        let certs_prefix = format!("{}/", certs.display());
+        let conf = read("outpost.conf")?
+            .replace("/etc/mosquitto/outpost/", &certs_prefix)
+            .replace("listener 8883", &format!("listener {port} 127.0.0.1"));
+        anyhow::ensure!(
+            conf.contains(&certs_prefix),
+            "outpost.conf names no cert paths"
+        );
+        std::fs::write(certs.join("outpost.acl"), read("outpost.acl")?)?;
+        let config = dir.path().join("mosquitto.conf");
+        // `user root`: the test's certificates sit in its private temp dir, which the
+        // `mosquitto` user mosquitto would switch to cannot read (an installed broker reads
+        // /etc/mosquitto/outpost/, its key owned by mosquitto; docs/security.md).
+        std::fs::write(
+            &config,
+            format!("user root\npersistence false\nlog_dest stderr\nlog_type error\n{conf}"),
+        )?;
+        let process = spawn(&config)?;
+        let broker = Self {
+            port,
+            config,
+            credentials: None,
+            tls: Some(certs.to_path_buf()),
+            process,
+            _dir: dir,
+        };
+        broker.wait_ready()?;
+        Ok(broker)
+    }
+
+    /// MQTT options for a client of this broker; with TLS, presenting the certificate
+    /// `identity` (`bridge`, `agent-ID`: the base name of its .pem and .key).
+    pub fn mqtt_options(&self, client_id: &str, identity: &str) -> Result<rumqttc::MqttOptions> {
+        let mut o = rumqttc::MqttOptions::new(client_id, "127.0.0.1", self.port);
+        if let Some(c) = &self.credentials {
+            o.set_credentials(c.username.clone(), c.password.clone());
+        }
+        if let Some(certs) = &self.tls {
+            let files = outpost_protocol::broker::TlsFiles {
+                ca_file: certs.join("ca.pem"),
+                cert_file: Some(certs.join(format!("{identity}.pem"))),
+                key_file: Some(certs.join(format!("{identity}.key"))),
+            };
+            let config = files.client_config("test")?;
+            o.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(config),
+            ));
+        }
+        Ok(o)
     }
 
     fn wait_ready(&self) -> Result<()> {
@@ -108,9 +173,10 @@ impl Broker {
         self.port
     }
 
-    /// `mqtt://127.0.0.1:<port>`.
+    /// `mqtt://127.0.0.1:<port>` (`mqtts://` for a TLS broker).
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The credentials it requires, if any.

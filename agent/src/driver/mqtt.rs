@@ -83,6 +83,13 @@ fn options(config: &Config, index: usize, started_at_ms: u64) -> MqttOptions {
     if let Some(auth) = &config.broker_auth {
         o.set_credentials(auth.username.clone(), auth.password.clone());
     }
+    if broker.tls
+        && let Some(tls) = &config.broker_tls
+    {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     let will = AgentState {
         version: PROTOCOL_VERSION,
         agent_id: outpost_protocol::AgentId::new(&config.agent_id).unwrap_or_default(),
