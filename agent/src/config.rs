@@ -530,4 +530,42 @@ mod tests {
         assert_eq!(c.registries[0].password, "pa55");
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    #[test]
+    fn tls_settings_are_checked_at_load_naming_the_key_and_file() {
+        let e = parse("brokers = [\"mqtts://b.example\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("brokers") && e.contains("[broker_tls]"), "{e}");
+        let e = parse(
+            "brokers = [\"mqtts://b.example\"]\n[broker_tls]\nca_file = \"/nonexistent/ca.pem\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("broker_tls.ca_file") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        // A file that holds no certificate.
+        let dir = std::env::temp_dir().join(format!("outpost-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("ca.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let text = format!(
+            "brokers = [\"mqtts://b.example\"]\n[broker_tls]\nca_file = \"{}\"\n",
+            not_pem.display()
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("no CERTIFICATE"), "{e}");
+        // A certificate without its key.
+        let text = format!(
+            "[broker_tls]\nca_file = \"{0}\"\ncert_file = \"{0}\"\n",
+            not_pem.display()
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("broker_tls."), "{e}");
+        let e = parse("[broker_tls]\nca = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field") && e.contains("ca"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
