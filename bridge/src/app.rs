@@ -683,7 +683,7 @@ impl AppDefinition {
         for (i, hc) in self.health_checks.iter().enumerate() {
             let at = |f: &str| format!("/healthChecks({i})/{f}");
             match hc.protocol.as_str() {
-                "HTTP" | "MESOS_HTTP" | "TCP" | "MESOS_TCP" => {
+                "HTTP" | "MESOS_HTTP" | "HTTPS" | "MESOS_HTTPS" | "TCP" | "MESOS_TCP" => {
                     let idx = hc.port_index.unwrap_or(0) as usize;
                     if hc.port.is_none() && idx >= self.port_mappings().len() {
                         v.push(violation(
@@ -700,16 +700,11 @@ impl AppDefinition {
                         v.push(violation(at("command"), "is required for COMMAND checks"));
                     }
                 }
-                "HTTPS" | "MESOS_HTTPS" => v.push(violation(
-                    at("protocol"),
-                    format!(
-                        "{} checks need TLS in the agent, which is not built yet (use HTTP or TCP)",
-                        hc.protocol
-                    ),
-                )),
                 other => v.push(violation(
                     at("protocol"),
-                    format!("{other:?} is not one of HTTP, TCP, COMMAND, MESOS_HTTP, MESOS_TCP"),
+                    format!(
+                        "{other:?} is not one of HTTP, HTTPS, TCP, COMMAND, MESOS_HTTP, MESOS_HTTPS, MESOS_TCP"
+                    ),
                 )),
             }
             if hc.interval_seconds == 0 {
@@ -843,6 +838,7 @@ impl AppDefinition {
         for hc in &self.health_checks {
             let protocol = match hc.protocol.as_str() {
                 "HTTP" | "MESOS_HTTP" => wire::HealthProtocol::Http,
+                "HTTPS" | "MESOS_HTTPS" => wire::HealthProtocol::Https,
                 "TCP" | "MESOS_TCP" => wire::HealthProtocol::Tcp,
                 "COMMAND" => wire::HealthProtocol::Command,
                 other => return Err(format!("healthChecks.protocol {other:?} is not supported")),
@@ -851,7 +847,7 @@ impl AppDefinition {
                 .push(wire::HealthCheck {
                     protocol,
                     path: match protocol {
-                        wire::HealthProtocol::Http => Some(text(
+                        wire::HealthProtocol::Http | wire::HealthProtocol::Https => Some(text(
                             "healthChecks.path",
                             hc.path.as_deref().unwrap_or("/"),
                         )?),
@@ -967,6 +963,24 @@ mod tests {
             spec.health_checks[0].path.as_ref().map(|p| p.as_str()),
             Some("/")
         );
+    }
+
+    #[test]
+    fn https_health_checks_become_https_probes() {
+        for protocol in ["HTTPS", "MESOS_HTTPS"] {
+            let body = format!(
+                r#"{{"id":"a","container":{{"type":"DOCKER","docker":{{"image":"x"}},"portMappings":[{{"containerPort":443}}]}},"healthChecks":[{{"protocol":"{protocol}","path":"/ok"}}]}}"#
+            );
+            let app = AppDefinition::parse(body.as_bytes(), None).unwrap();
+            let spec = app.task_spec("a.1").unwrap();
+            let hc = &spec.health_checks[0];
+            assert_eq!(hc.protocol, wire::HealthProtocol::Https, "{protocol}");
+            assert_eq!(hc.path.as_ref().map(|p| p.as_str()), Some("/ok"));
+        }
+        let v = violations(
+            r#"{"id":"a","container":{"docker":{"image":"x"}},"healthChecks":[{"protocol":"GOPHER"}]}"#,
+        );
+        assert!(v[0].errors[0].contains("GOPHER"), "{v:?}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod bridge_sim;
 pub mod docker;
 pub mod fleet_sim;
 pub mod http;
+pub mod https;
 pub mod image;
 pub mod mesos_client;
 pub mod mosquitto;

@@ -733,3 +733,39 @@ fn the_agent_reaches_dockerd_over_tcp_too() {
     })
     .unwrap();
 }
+
+#[test]
+fn an_https_check_talks_tls_without_verifying_the_certificate_and_fails_on_500() {
+    // The busybox test image has no TLS server, so the task runs with host networking and this
+    // test serves HTTPS (a self-signed certificate, as tasks often have) on the port the check
+    // names: the agent probes 127.0.0.1:port over TLS either way.
+    let img = image::ensure().unwrap();
+    let server = outpost_tests::https::HttpsServer::start(21599).unwrap();
+    let mut rig = Rig::start("https", (21590, 21598), "");
+    let Rig { bridge, id, .. } = &mut rig;
+    let mut spec = web_task("https.1", img);
+    spec.network = NetworkMode::Host;
+    spec.port_mappings.clear();
+    spec.cmd = Some(t("sleep 3600"));
+    spec.health_checks
+        .push(HealthCheck {
+            protocol: HealthProtocol::Https,
+            path: Some(t("/health")),
+            port: Some(server.port()),
+            interval_s: 1,
+            timeout_s: 2,
+            max_consecutive_failures: 0,
+            ..Default::default()
+        })
+        .unwrap();
+    let reply = bridge.call(id, CommandKind::Launch(spec)).unwrap();
+    assert_eq!(reply.outcome, Outcome::Accepted, "{reply:?}");
+    bridge
+        .status("https.1", LONG, |s| s.healthy == Some(true))
+        .unwrap();
+    assert!(server.served() > 0, "the check came over TLS");
+    server.set_status(500);
+    bridge
+        .status("https.1", LONG, |s| s.healthy == Some(false))
+        .unwrap();
+}

@@ -78,11 +78,6 @@ pub fn spec(spec: &TaskSpec) -> Result<(), Rejection> {
         }
     }
     for (i, hc) in spec.health_checks.iter().enumerate() {
-        if hc.protocol == HealthProtocol::Https {
-            return invalid(format_args!(
-                "health_checks[{i}].protocol: HTTPS checks need TLS, which this agent build does not carry yet; use HTTP or TCP"
-            ));
-        }
         match hc.protocol {
             HealthProtocol::Http | HealthProtocol::Https | HealthProtocol::Tcp => {
                 if hc.port.is_none() && usize::from(hc.port_index) >= spec.port_mappings.len() {
@@ -222,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn an_https_health_check_is_refused_until_the_agent_has_tls() {
+    fn an_https_health_check_on_a_mapped_port_is_accepted() {
         let mut s = TaskSpec {
             task_id: Text::new("t").unwrap(),
             image: Text::new("web").unwrap(),
@@ -244,13 +239,7 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        let r = spec(&s).unwrap_err();
-        assert!(
-            r.message
-                .starts_with("health_checks[0].protocol: HTTPS checks need TLS"),
-            "{}",
-            r.message
-        );
+        spec(&s).unwrap();
     }
 
     #[test]

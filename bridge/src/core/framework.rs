@@ -1274,8 +1274,13 @@ fn task_spec(
     let hc = &ti["health_check"];
     if hc.is_object() {
         let (protocol, port, path, command) = match hc["type"].as_str().unwrap_or("COMMAND") {
+            // Mesos's HTTP check with `scheme: "https"` is an HTTPS check.
             "HTTP" => (
-                wire::HealthProtocol::Http,
+                if hc["http"]["scheme"].as_str() == Some("https") {
+                    wire::HealthProtocol::Https
+                } else {
+                    wire::HealthProtocol::Http
+                },
                 hc["http"]["port"].as_u64(),
                 hc["http"]["path"].as_str().map(str::to_string),
                 None,
@@ -1329,6 +1334,20 @@ fn task_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http_check_with_the_https_scheme_is_an_https_probe() {
+        let ti = json!({ "task_id": { "value": "t" }, "agent_id": { "value": "a" },
+            "resources": [{ "name": "cpus", "type": "SCALAR", "scalar": { "value": 0.1 } }],
+            "container": { "type": "DOCKER", "docker": { "image": "x", "network": "HOST" } },
+            "health_check": { "type": "HTTP", "http": { "scheme": "https", "port": 8443, "path": "/ok" } } });
+        let (spec, _, _) = task_spec(&ti, &[]).unwrap();
+        assert_eq!(spec.health_checks[0].protocol, wire::HealthProtocol::Https);
+        let mut plain = ti.clone();
+        plain["health_check"]["http"]["scheme"] = json!("http");
+        let (spec, _, _) = task_spec(&plain, &[]).unwrap();
+        assert_eq!(spec.health_checks[0].protocol, wire::HealthProtocol::Http);
+    }
 
     #[test]
     fn subtract_cuts_ports_out_of_ranges() {
