@@ -20,6 +20,7 @@ struct File {
     brokers: Option<Vec<String>>,
     broker_auth: Option<BrokerAuth>,
     broker_tls: Option<TlsFiles>,
+    commands: Option<CommandsFile>,
     state_dir: Option<PathBuf>,
     docker: Option<String>,
     port_range: Option<String>,
@@ -28,6 +29,14 @@ struct File {
     reserved: Option<Reserved>,
     attributes: Option<BTreeMap<String, String>>,
     registries: Option<Vec<RegistryFile>>,
+}
+
+/// The `[commands]` table: who may command this agent.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CommandsFile {
+    trusted_keys: Option<Vec<String>>,
+    replay_window_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -77,6 +86,10 @@ pub struct Config {
     pub broker_auth: Option<BrokerAuth>,
     /// TLS for `mqtts://` brokers: the CA to verify them with, and the agent's certificate.
     pub broker_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The bridge's Ed25519 public keys: with any, only commands signed by one are taken.
+    pub trusted_keys: Vec<[u8; 32]>,
+    /// How old (or how far ahead) a signed command may be, in seconds.
+    pub replay_window_s: u64,
     /// Where the agent keeps its state (and whose filesystem's free space is offered as disk).
     pub state_dir: PathBuf,
     /// dockerd.
@@ -197,6 +210,22 @@ impl Config {
                 "mqtts:// needs a [broker_tls] table with ca_file (and cert_file, key_file)",
             ));
         }
+        let commands = f.commands.unwrap_or_default();
+        let trusted_keys = commands
+            .trusted_keys
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, k)| parse_public_key(i, k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let replay_window_s = commands.replay_window_seconds.unwrap_or(24 * 3600);
+        if replay_window_s == 0 {
+            return Err(invalid(
+                "commands.replay_window_seconds",
+                0,
+                "must be at least 1",
+            ));
+        }
         let docker = parse_docker(f.docker.as_deref().unwrap_or("unix:///var/run/docker.sock"))?;
         let port_range = parse_port_range(f.port_range.as_deref().unwrap_or("31000-32000"))?;
         let offer_interval_s = f.offer_interval_seconds.unwrap_or(30);
@@ -258,6 +287,8 @@ impl Config {
             brokers,
             broker_auth: f.broker_auth,
             broker_tls,
+            trusted_keys,
+            replay_window_s,
             state_dir: f.state_dir.unwrap_or_else(|| "/var/lib/outpost".into()),
             docker,
             port_range,
@@ -277,6 +308,22 @@ impl Config {
         let host = if is_host { first } else { "docker.io" };
         self.registries.iter().find(|r| r.host == host)
     }
+}
+
+/// An Ed25519 public key as base64 of its 32 bytes (what `outpost-bridge signing-key` prints).
+fn parse_public_key(i: usize, text: &str) -> Result<[u8; 32], ConfigError> {
+    use base64::Engine;
+    let key = format!("commands.trusted_keys[{i}]");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| invalid(&key, text, &format!("not base64: {e}")))?;
+    bytes.as_slice().try_into().map_err(|_| {
+        invalid(
+            &key,
+            text,
+            &format!("an Ed25519 public key is 32 bytes, this is {}", bytes.len()),
+        )
+    })
 }
 
 fn parse_broker(url: &str) -> Result<BrokerUrl, ConfigError> {

@@ -87,6 +87,8 @@ fn settings(config: &Config, capacity: Capacity, started_at_ms: Millis) -> Setti
         started_at_ms,
         offer_interval_ms: config.offer_interval_s * 1000,
         outbox_capacity: config.outbox_capacity,
+        trusted_keys: config.trusted_keys.clone(),
+        replay_window_ms: config.replay_window_s * 1000,
     }
 }
 
@@ -122,6 +124,11 @@ struct Ctx {
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> std::io::Result<()> {
     let started_at_ms = now_ms();
+    if config.trusted_keys.is_empty() {
+        tracing::warn!(
+            "commands are not authenticated: set [commands] trusted_keys to the bridge's public key (docs/security.md)"
+        );
+    }
     let docker = connect_docker(&config).await;
     tracing::info!(agent_id = %config.agent_id, "connected to dockerd");
     let (events_tx, mut events) = unbounded_channel();

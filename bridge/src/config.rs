@@ -20,6 +20,7 @@ struct File {
     brokers: Option<Vec<String>>,
     broker_auth: Option<BrokerAuth>,
     broker_tls: Option<TlsFiles>,
+    command_signing_key: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     client_id: Option<String>,
     advertised_host: Option<String>,
@@ -39,6 +40,8 @@ pub struct Config {
     pub broker_auth: Option<BrokerAuth>,
     /// TLS for `mqtts://` brokers: the CA to verify them with, and the bridge's certificate.
     pub broker_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The Ed25519 key every command is signed with, if set.
+    pub signer: Option<crate::signing::Signer>,
     /// Where the state database lives (default `/var/lib/outpost-bridge`).
     pub state_dir: PathBuf,
     /// The MQTT client id (default `outpost-bridge`).
@@ -155,6 +158,13 @@ impl Config {
                 "mqtts:// needs a [broker_tls] table with ca_file (and cert_file, key_file)",
             ));
         }
+        let signer = match &file.command_signing_key {
+            Some(path) => Some(
+                crate::signing::Signer::load(path)
+                    .map_err(|e| invalid("command_signing_key", path.display(), &e))?,
+            ),
+            None => None,
+        };
         let client_id = file.client_id.unwrap_or_else(|| "outpost-bridge".into());
         if client_id.is_empty() || client_id.len() > 64 {
             return Err(invalid("client_id", &client_id, "must be 1-64 bytes"));
@@ -172,6 +182,7 @@ impl Config {
             brokers,
             broker_auth: file.broker_auth,
             broker_tls,
+            signer,
             state_dir: file
                 .state_dir
                 .unwrap_or_else(|| "/var/lib/outpost-bridge".into()),

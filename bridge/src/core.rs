@@ -292,6 +292,8 @@ pub struct Core {
     fw_dirty: BTreeSet<(Table, String)>,
     /// Status updates seen (metrics).
     pub status_updates: u64,
+    /// Signs every command, when the bridge has a key.
+    signer: Option<crate::signing::Signer>,
 }
 
 impl Core {
@@ -329,6 +331,11 @@ impl Core {
             core.agents.insert(a.id.clone(), a);
         }
         core
+    }
+
+    /// Signs every command from now on with `signer`.
+    pub fn set_signer(&mut self, signer: Option<crate::signing::Signer>) {
+        self.signer = signer;
     }
 
     /// Takes the effects produced so far.
@@ -418,12 +425,17 @@ impl Core {
             tracing::warn!(agent, "no command topic for this agent id");
             return;
         };
-        let cmd = Command {
+        let mut cmd = Command {
             version: PROTOCOL_VERSION,
             command_id: wire::CommandId::new(command_id).expect("command ids are short"),
             issued_at_ms: now,
             kind,
+            agent_id: wire::AgentId::new(agent).ok(),
+            signature: None,
         };
+        if let Some(signer) = &self.signer {
+            signer.sign(&mut cmd);
+        }
         self.effects.push(Effect::Publish {
             topic: topic.to_string(),
             payload: encode_to_vec(&cmd),
@@ -585,6 +597,10 @@ impl Core {
             return;
         };
         tracing::warn!(command = %r.command_id, code = ?rej.code, message = %rej.message, "command rejected");
+        if rej.code == wire::RejectCode::Replay {
+            // A redelivered command the agent had carried out (its statuses tell the rest).
+            return;
+        }
         if self.framework_launch_rejected(now, &r.command_id, &rej.message) {
             return;
         }

@@ -13,5 +13,6 @@ pub mod core;
 pub mod mesos;
 pub mod placement;
 pub mod runtime;
+pub mod signing;
 pub mod store;
 pub mod time;

@@ -23,6 +23,13 @@ struct Cli {
 enum Cmd {
     /// Validate the configuration, print it, and exit (1 if invalid).
     CheckConfig,
+    /// Make the Ed25519 key commands are signed with (or read the one in FILE) and print its
+    /// public key, for agents' `[commands] trusted_keys`.
+    SigningKey {
+        /// The key file (PKCS#8 PEM, written mode 0600 if it does not exist).
+        #[arg(long)]
+        file: PathBuf,
+    },
     /// Issue a CA (or reuse the one in DIR) and mutual-TLS certificates for the broker, the
     /// bridge and each agent (CN = agent id), for a test fleet. See docs/security.md.
     IssueCerts {
@@ -46,6 +53,18 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Cmd::SigningKey { file }) = &cli.command {
+        return match outpost_bridge::signing::create_or_load(file) {
+            Ok(s) => {
+                println!("{}", s.public_base64());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("outpost-bridge signing-key: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if let Some(Cmd::IssueCerts {
         dir,
         agents,

@@ -103,6 +103,14 @@ pub async fn run(config: Config) -> Result<(), String> {
         store.load(Table::Frameworks).map_err(|e| e.to_string())?,
         store.load(Table::FwTasks).map_err(|e| e.to_string())?,
     );
+    let mut core = core;
+    core.set_signer(config.signer.clone());
+    match &config.signer {
+        Some(s) => tracing::info!(public_key = %s.public_base64(), "commands are signed"),
+        None => {
+            tracing::warn!("commands are not signed: set command_signing_key (docs/security.md)")
+        }
+    }
     tracing::info!(
         path = %path.display(),
         apps = core.apps().count(),

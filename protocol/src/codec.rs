@@ -608,24 +608,39 @@ impl<const N: usize> Wire for Text<N> {
     }
 }
 
+/// A byte string of exactly `N` bytes.
+fn fixed_bytes<const N: usize>(d: &mut Decoder<'_>) -> Result<[u8; N], DecodeError> {
+    expect(d, &[Type::Bytes], "byte string")?;
+    let p = d.position();
+    let b = d.bytes().map_err(|e| from_minicbor(&e, p))?;
+    b.try_into().map_err(|_| {
+        DecodeError::new(
+            DecodeErrorKind::WrongLength {
+                expected: N,
+                actual: b.len(),
+            },
+            p,
+        )
+    })
+}
+
 impl Wire for [u8; 16] {
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncResult<W> {
         e.bytes(self)?;
         Ok(())
     }
     fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        expect(d, &[Type::Bytes], "byte string")?;
-        let p = d.position();
-        let b = d.bytes().map_err(|e| from_minicbor(&e, p))?;
-        b.try_into().map_err(|_| {
-            DecodeError::new(
-                DecodeErrorKind::WrongLength {
-                    expected: 16,
-                    actual: b.len(),
-                },
-                p,
-            )
-        })
+        fixed_bytes(d)
+    }
+}
+
+impl Wire for Signature {
+    fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncResult<W> {
+        e.bytes(&self.0)?;
+        Ok(())
+    }
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        fixed_bytes(d).map(Signature)
     }
 }
 
@@ -764,7 +779,7 @@ wire_enum!(Liveness { 0 => Online, 1 => Draining, 2 => Offline });
 wire_enum!(RejectCode {
     0 => Undecodable, 1 => InvalidField, 2 => FieldTooLong, 3 => PortUnavailable,
     4 => InsufficientResources, 5 => UnknownTask, 6 => DuplicateTask, 7 => Draining,
-    8 => StorageFailure, 9 => UnsupportedVersion,
+    8 => StorageFailure, 9 => UnsupportedVersion, 10 => Unauthenticated, 11 => Replay,
 });
 wire_enum!(Reason {
     0 => CommandExecutorFailed, 1 => ContainerLaunchFailed, 2 => ContainerLimitationMemory,
@@ -948,7 +963,9 @@ wire_struct!(Hello {
     5 => started_at_ms,
 });
 wire_struct!(Offer { 0 => version, 1 => agent_id, 2 => seq, 3 => available, 4 => used, 5 => attributes });
-wire_struct!(Command { 0 => version, 1 => command_id, 2 => issued_at_ms, 3 => kind });
+wire_struct!(Command {
+    0 => version, 1 => command_id, 2 => issued_at_ms, 3 => kind, 4 => agent_id, 5 => signature,
+});
 wire_struct!(CommandReply { 0 => version, 1 => command_id, 2 => outcome });
 wire_struct!(TaskStatus {
     0 => version, 1 => agent_id, 2 => task_id, 3 => uuid, 4 => state, 5 => reason, 6 => message,

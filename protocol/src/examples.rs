@@ -126,6 +126,8 @@ pub fn launch() -> Command {
         command_id: t("c-000101"),
         issued_at_ms: 1_764_000_100_000,
         kind: CommandKind::Launch(task_spec()),
+        agent_id: None,
+        signature: None,
     }
 }
 
@@ -139,6 +141,8 @@ pub fn kill() -> Command {
             task_id: t("demo-nginx.7d2c1f0e-4b1a-11ef-9a3c-0242ac110002"),
             grace_period_s: Some(10),
         }),
+        agent_id: None,
+        signature: None,
     }
 }
 
@@ -152,6 +156,8 @@ pub fn pull() -> Command {
             image: t("127.0.0.1:5000/outpost/web:1"),
             force: true,
         }),
+        agent_id: None,
+        signature: None,
     }
 }
 
@@ -164,6 +170,8 @@ pub fn drain() -> Command {
         kind: CommandKind::Drain(Drain {
             policy: DrainPolicy::KillAll,
         }),
+        agent_id: None,
+        signature: None,
     }
 }
 
@@ -174,6 +182,8 @@ pub fn reconcile() -> Command {
         command_id: t("c-000105"),
         issued_at_ms: 1_764_000_500_000,
         kind: CommandKind::Reconcile(Reconcile::default()),
+        agent_id: None,
+        signature: None,
     }
 }
 

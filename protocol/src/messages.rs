@@ -372,6 +372,33 @@ pub struct Command {
     pub issued_at_ms: u64,
     /// What to do.
     pub kind: CommandKind,
+    /// The agent it is for (a signed command names it, so it cannot be replayed to another).
+    pub agent_id: Option<AgentId>,
+    /// Ed25519 signature by the bridge over [`Command::signed_bytes`].
+    pub signature: Option<Signature>,
+}
+
+impl Command {
+    /// What the signature covers: the command's canonical CBOR with the signature left out
+    /// (every field this protocol version knows, keys in table order).
+    #[cfg(feature = "std")]
+    pub fn signed_bytes(&self) -> std::vec::Vec<u8> {
+        let unsigned = Command {
+            signature: None,
+            ..self.clone()
+        };
+        crate::codec::encode_to_vec(&unsigned)
+    }
+}
+
+/// An Ed25519 signature (64 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature(pub [u8; 64]);
+
+impl Default for Signature {
+    fn default() -> Self {
+        Self([0; 64])
+    }
 }
 
 /// Why a command was rejected.
@@ -398,6 +425,11 @@ pub enum RejectCode {
     StorageFailure,
     /// The protocol version is not supported.
     UnsupportedVersion,
+    /// The command's signature is missing or does not verify with a trusted key, or the
+    /// command is for another agent.
+    Unauthenticated,
+    /// The command was seen before, or is older than the replay window: not executed again.
+    Replay,
 }
 
 /// Why a command was rejected: a code for machines, a message for people.

@@ -201,12 +201,25 @@ fn command() -> impl Strategy<Value = Command> {
         })),
         bounded(text()).prop_map(|task_ids| CommandKind::Reconcile(Reconcile { task_ids })),
     ];
-    (text(), any::<u64>(), kind).prop_map(|(command_id, issued_at_ms, kind)| Command {
-        version: PROTOCOL_VERSION,
-        command_id,
-        issued_at_ms,
+    let signature = proptest::option::of(proptest::collection::vec(any::<u8>(), 64))
+        .prop_map(|s| s.map(|b| Signature(b.try_into().unwrap())));
+    (
+        text(),
+        any::<u64>(),
         kind,
-    })
+        proptest::option::of(text()),
+        signature,
+    )
+        .prop_map(
+            |(command_id, issued_at_ms, kind, agent_id, signature)| Command {
+                version: PROTOCOL_VERSION,
+                command_id,
+                issued_at_ms,
+                kind,
+                agent_id,
+                signature,
+            },
+        )
 }
 
 fn reject_code() -> impl Strategy<Value = RejectCode> {
@@ -221,6 +234,8 @@ fn reject_code() -> impl Strategy<Value = RejectCode> {
         RejectCode::Draining,
         RejectCode::StorageFailure,
         RejectCode::UnsupportedVersion,
+        RejectCode::Unauthenticated,
+        RejectCode::Replay,
     ])
 }
 

@@ -129,6 +129,8 @@ impl BridgeSim {
             command_id: CommandId::new(&id)?,
             issued_at_ms: 0,
             kind,
+            agent_id: None,
+            signature: None,
         };
         self.send_raw(agent, encode_to_vec(&cmd))?;
         Ok(id)

@@ -354,6 +354,8 @@ fn a_command_delivered_twice_runs_once() {
         command_id: t("same-id"),
         issued_at_ms: 0,
         kind: CommandKind::Launch(web_task("twice.1", img)),
+        agent_id: None,
+        signature: None,
     };
     let bytes = codec::encode_to_vec(&cmd);
     bridge.send_raw(&id, bytes.clone()).unwrap();

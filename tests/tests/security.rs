@@ -4,7 +4,7 @@
 //! agent A can neither publish as agent B nor read B's commands.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::Command as Process;
 use std::time::Duration;
 
 use outpost_protocol::*;
@@ -20,7 +20,7 @@ const LONG: Duration = Duration::from_secs(60);
 fn issue(dir: &Path, args: &[&str]) {
     let bin = bin_path::path("outpost-bridge").unwrap();
     process::run(
-        Command::new(bin)
+        Process::new(bin)
             .arg("issue-certs")
             .arg("--dir")
             .arg(dir)
@@ -217,4 +217,212 @@ fn encode_to_vec_offer(id: &str) -> Vec<u8> {
     let mut offer = outpost_protocol::examples::offer();
     offer.agent_id = AgentId::new(id).unwrap();
     codec::encode_to_vec(&offer)
+}
+
+/// `outpost-bridge signing-key --file F`: makes (or reads) the key, returns its public key.
+fn signing_key(file: &Path) -> String {
+    let bin = bin_path::path("outpost-bridge").unwrap();
+    process::stdout(Process::new(bin).arg("signing-key").arg("--file").arg(file))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Messages a spy saw: (topic, payload).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A plain MQTT client watching every agent's commands and replies.
+struct Spy {
+    client: rumqttc::Client,
+    seen: Seen,
+}
+
+impl Spy {
+    fn connect(broker: &Broker) -> Self {
+        let options = broker.mqtt_options("spy", "none").unwrap();
+        let (client, mut connection) = rumqttc::Client::new(options, 256);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                match event {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        let _ = tx.send(());
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        s.lock().unwrap().push((p.topic, p.payload.to_vec()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        for kind in [TopicKind::Cmd, TopicKind::Reply] {
+            client
+                .subscribe(
+                    kind.all_agents_filter().to_string(),
+                    rumqttc::QoS::AtLeastOnce,
+                )
+                .unwrap();
+        }
+        for _ in 0..2 {
+            rx.recv_timeout(LONG).expect("a SUBACK");
+        }
+        Self { client, seen }
+    }
+
+    fn commands(&self, agent: &str) -> Vec<(Command, Vec<u8>)> {
+        let topic = Topic::new(agent, TopicKind::Cmd).unwrap().to_string();
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t == topic)
+            .filter_map(|(_, b)| Some((decode::<Command>(b).ok()?, b.clone())))
+            .collect()
+    }
+
+    fn reply(&self, command_id: &str) -> Option<CommandReply> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t.ends_with("/reply"))
+            .filter_map(|(_, b)| decode::<CommandReply>(b).ok())
+            .rfind(|r| r.command_id == command_id)
+    }
+
+    fn publish(&self, agent: &str, bytes: Vec<u8>) {
+        let topic = Topic::new(agent, TopicKind::Cmd).unwrap().to_string();
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, bytes)
+            .unwrap();
+    }
+}
+
+fn rejection(r: &CommandReply) -> (RejectCode, String) {
+    match &r.outcome {
+        Outcome::Rejected(x) => (x.code, x.message.to_string()),
+        Outcome::Accepted => panic!("accepted: {r:?}"),
+    }
+}
+
+#[test]
+fn signed_commands_run_and_forged_replayed_misdirected_ones_are_refused() {
+    outpost_tests::image::ensure().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let old = signing_key(&keys.path().join("old.pem"));
+    let new = signing_key(&keys.path().join("new.pem"));
+    assert_eq!(old.len(), 44, "base64 of 32 bytes: {old}");
+    let key_file = keys.path().join("signing.pem");
+    std::fs::copy(keys.path().join("old.pem"), &key_file).unwrap();
+    let broker = Broker::start().unwrap();
+    let spy = Spy::connect(&broker);
+    let mut bridge = Bridge::start(
+        &broker.url(),
+        &format!("command_signing_key = \"{}\"", key_file.display()),
+    )
+    .unwrap();
+    let trust = format!("[commands]\ntrusted_keys = [\"{old}\", \"{new}\"]\n");
+    let a = Agent::unique_id("signed-a");
+    let b = Agent::unique_id("signed-b");
+    let agent_a = Agent::start(
+        &a,
+        &broker.url(),
+        (21600, 21609),
+        &format!("{trust}[attributes]\nrole = \"a\"\n"),
+    )
+    .unwrap();
+    let agent_b = Agent::start(&b, &broker.url(), (21610, 21619), &trust).unwrap();
+    let app = format!(
+        r#"{{"id": "/signed", "instances": 1, "cpus": 0.05, "mem": 16,
+            "constraints": [["role", "CLUSTER", "a"]],
+            "container": {{"type": "DOCKER", "docker": {{"image": "{}", "network": "BRIDGE"}},
+                           "portMappings": [{{"containerPort": 80, "hostPort": 0}}]}}}}"#,
+        outpost_tests::image::TEST_IMAGE
+    );
+    let created = bridge.request("POST", "/v2/apps", Some(&app)).unwrap();
+    assert_eq!(created.status, 201, "{}", created.text);
+    let running = |bridge: &Bridge, n: u64| {
+        wait::until(&format!("{n} running"), LONG, || {
+            (bridge.json("/v2/apps/signed")["app"]["tasksRunning"].as_u64()? >= n).then_some(())
+        })
+        .unwrap()
+    };
+    running(&bridge, 1);
+
+    // The bridge's launch to A is signed, names A, and ran.
+    let (launch, bytes) = spy
+        .commands(&a)
+        .into_iter()
+        .find(|(c, _)| matches!(c.kind, CommandKind::Launch(_)))
+        .expect("a launch to A");
+    assert!(launch.signature.is_some());
+    assert_eq!(
+        launch.agent_id.as_ref().map(|x| x.as_str()),
+        Some(a.as_str())
+    );
+
+    // The same bytes again: a replay, refused with a reason, nothing launched twice.
+    spy.publish(&a, bytes.clone());
+    let id = launch.command_id.to_string();
+    let replay = wait::until("the replay refused", LONG, || {
+        spy.reply(&id)
+            .filter(|r| matches!(r.outcome, Outcome::Rejected(_)))
+    })
+    .unwrap();
+    let (code, msg) = rejection(&replay);
+    assert_eq!(code, RejectCode::Replay, "{msg}");
+    assert_eq!(agent_a.containers().unwrap().len(), 1);
+
+    // A's command sent to B: refused by B, it names the other agent.
+    spy.publish(&b, bytes);
+    let b_reply = Topic::new(&b, TopicKind::Reply).unwrap().to_string();
+    let refused = wait::until("B's refusal", LONG, || {
+        spy.seen.lock().unwrap().iter().find_map(|(t, p)| {
+            let r = decode::<CommandReply>(p).ok()?;
+            (t == &b_reply && r.command_id == id.as_str()).then_some(r)
+        })
+    })
+    .unwrap();
+    let (code, msg) = rejection(&refused);
+    assert_eq!(code, RejectCode::Unauthenticated, "{msg}");
+    assert!(msg.contains(&a), "{msg}");
+    assert!(agent_b.containers().unwrap().is_empty());
+
+    // A forged, unsigned command: refused, and the agent logs it.
+    let forged = Command {
+        version: PROTOCOL_VERSION,
+        command_id: CommandId::new("forged-1").unwrap(),
+        issued_at_ms: 0,
+        kind: CommandKind::Drain(Drain {
+            policy: DrainPolicy::KillAll,
+        }),
+        agent_id: Some(AgentId::new(&a).unwrap()),
+        signature: None,
+    };
+    spy.publish(&a, codec::encode_to_vec(&forged));
+    let r = wait::until("the forged command refused", LONG, || spy.reply("forged-1")).unwrap();
+    let (code, msg) = rejection(&r);
+    assert_eq!(code, RejectCode::Unauthenticated);
+    assert!(msg.contains("not signed"), "{msg}");
+    wait::until("the refusal in A's log", LONG, || {
+        agent_a.log().contains("command refused").then_some(())
+    })
+    .unwrap();
+    assert_eq!(agent_a.containers().unwrap().len(), 1, "not drained");
+
+    // Key rotation: the bridge now signs with the new key; the agents trust both.
+    std::fs::copy(keys.path().join("new.pem"), &key_file).unwrap();
+    bridge.restart().unwrap();
+    let scaled = bridge
+        .request("PUT", "/v2/apps/signed", Some(r#"{"instances": 2}"#))
+        .unwrap();
+    assert!(scaled.status < 300, "{}", scaled.text);
+    running(&bridge, 2);
+    assert!(
+        bridge.log().contains(&new),
+        "the bridge names its new public key"
+    );
 }

@@ -72,6 +72,9 @@ struct SeenCommand {
     /// The reply's CBOR.
     #[cbor(n(1), with = "minicbor::bytes")]
     reply: Vec<u8>,
+    /// When the bridge issued it (absent in snapshots from before signed commands).
+    #[n(2)]
+    issued_at_ms: Option<u64>,
 }
 
 /// One unacknowledged status update (its CBOR).
@@ -96,6 +99,9 @@ pub struct Snapshot {
     /// Command ids seen, oldest first, with their reply.
     #[n(5)]
     seen_commands: Vec<SeenCommand>,
+    /// Signed commands issued at or before this are replays (the replay window's floor).
+    #[n(6)]
+    replay_floor_ms: Option<u64>,
 }
 
 /// Why a stored snapshot was not usable.
@@ -197,12 +203,14 @@ impl Supervisor {
                 .seen_order
                 .iter()
                 .filter_map(|id| {
-                    self.seen_commands.get(id).map(|r| SeenCommand {
+                    self.seen_commands.get(id).map(|(r, issued)| SeenCommand {
                         id: id.clone(),
                         reply: r.clone(),
+                        issued_at_ms: Some(*issued),
                     })
                 })
                 .collect(),
+            replay_floor_ms: Some(self.replay_floor_ms),
         }
     }
 
@@ -247,6 +255,7 @@ impl Supervisor {
         }
         self.seen_order.len().hash(&mut h);
         self.seen_order.back().hash(&mut h);
+        self.replay_floor_ms.hash(&mut h);
         h.finish()
     }
 
@@ -310,8 +319,9 @@ impl Supervisor {
             sup.outbox.push(status);
         }
         for c in &snap.seen_commands {
-            sup.remember(c.id.clone(), c.reply.clone());
+            sup.remember(c.id.clone(), c.reply.clone(), c.issued_at_ms.unwrap_or(0));
         }
+        sup.replay_floor_ms = sup.replay_floor_ms.max(snap.replay_floor_ms.unwrap_or(0));
         sup.awaiting_list = true;
         Ok(sup)
     }

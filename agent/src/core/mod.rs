@@ -76,6 +76,11 @@ pub struct Settings {
     pub offer_interval_ms: Millis,
     /// Most unacknowledged status updates kept.
     pub outbox_capacity: usize,
+    /// Ed25519 public keys of the bridge whose signed commands are accepted; empty: commands
+    /// are not authenticated (the broker's ACL is all that protects the agent).
+    pub trusted_keys: Vec<[u8; 32]>,
+    /// A signed command issued longer ago than this (or this far in the future) is a replay.
+    pub replay_window_ms: Millis,
 }
 
 /// The agent's decisions and state.
@@ -91,8 +96,12 @@ pub struct Supervisor {
     offer_seq: u64,
     next_offer_at: Millis,
     status_counter: u64,
-    seen_commands: HashMap<String, Vec<u8>>,
+    /// Command id -> (its reply, when it was issued).
+    seen_commands: HashMap<String, (Vec<u8>, Millis)>,
     seen_order: VecDeque<String>,
+    /// Signed commands issued at or before this are refused as replays: the newest issue time
+    /// of any command forgotten from `seen_commands` (so a forgotten id cannot come again).
+    replay_floor_ms: Millis,
     actions: Vec<Action>,
     /// Restored tasks waiting for the first container listing (see `durable.rs`).
     recovering: HashMap<TaskId, durable::Recovering>,
@@ -119,6 +128,7 @@ impl Supervisor {
             status_counter: 0,
             seen_commands: HashMap::new(),
             seen_order: VecDeque::new(),
+            replay_floor_ms: 0,
             actions: Vec::new(),
             recovering: HashMap::new(),
             awaiting_list: false,
@@ -349,12 +359,18 @@ impl Supervisor {
             return;
         }
         let id = cmd.command_id.to_string();
-        if let Some(previous) = self.seen_commands.get(&id) {
+        if let Err(r) = self.authenticate(now, &cmd) {
+            tracing::warn!(command = %id, code = ?r.code, reason = %r.message, "command refused");
+            self.reply(&id, Outcome::Rejected(r));
+            return;
+        }
+        if let Some((previous, _)) = self.seen_commands.get(&id) {
             // QoS 1 redelivery: answer again, do not execute again.
             let payload = previous.clone();
             self.publish(TopicKind::Reply, payload);
             return;
         }
+        let issued_at_ms = cmd.issued_at_ms;
         let outcome = match std::mem::take(&mut cmd.kind) {
             CommandKind::Launch(spec) => self.launch(now, Box::new(spec)),
             CommandKind::Kill(k) => self.kill(now, &k.task_id, k.grace_period_s, AfterKill::Forget),
@@ -380,7 +396,7 @@ impl Supervisor {
             Err(r) => Outcome::Rejected(r),
         };
         let payload = self.reply(&id, outcome);
-        self.remember(id, payload);
+        self.remember(id, payload, issued_at_ms);
     }
 
     fn reply(&mut self, command_id: &str, outcome: Outcome) -> Vec<u8> {
@@ -394,14 +410,90 @@ impl Supervisor {
         payload
     }
 
-    fn remember(&mut self, id: String, reply: Vec<u8>) {
+    fn remember(&mut self, id: String, reply: Vec<u8>, issued_at_ms: Millis) {
         if self.seen_order.len() >= SEEN_COMMANDS
             && let Some(old) = self.seen_order.pop_front()
+            && let Some((_, issued)) = self.seen_commands.remove(&old)
         {
-            self.seen_commands.remove(&old);
+            self.replay_floor_ms = self.replay_floor_ms.max(issued);
         }
         self.seen_order.push_back(id.clone());
-        self.seen_commands.insert(id, reply);
+        self.seen_commands.insert(id, (reply, issued_at_ms));
+    }
+
+    /// With trusted keys configured, a command must be signed by one of them, name this agent,
+    /// and be neither seen before nor outside the replay window. Without keys, every command
+    /// passes (and a seen one is answered again, as a QoS 1 redelivery).
+    fn authenticate(&self, now: Millis, cmd: &Command) -> Result<(), Rejection> {
+        if self.settings.trusted_keys.is_empty() {
+            return Ok(());
+        }
+        let id = cmd.command_id.as_str();
+        let me = self.settings.agent_id.as_str();
+        let Some(signature) = &cmd.signature else {
+            return Err(reject(
+                RejectCode::Unauthenticated,
+                format_args!(
+                    "command {id:?} is not signed; this agent takes only commands signed by a trusted bridge key"
+                ),
+            ));
+        };
+        match &cmd.agent_id {
+            Some(a) if a.as_str() == me => {}
+            Some(a) => {
+                return Err(reject(
+                    RejectCode::Unauthenticated,
+                    format_args!(
+                        "command {id:?} is for agent {:?}, not this agent ({me:?})",
+                        a.as_str()
+                    ),
+                ));
+            }
+            None => {
+                return Err(reject(
+                    RejectCode::Unauthenticated,
+                    format_args!("command {id:?} names no agent_id; signed commands must"),
+                ));
+            }
+        }
+        let message = cmd.signed_bytes();
+        let verified = self.settings.trusted_keys.iter().any(|key| {
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+                .verify(&message, &signature.0)
+                .is_ok()
+        });
+        if !verified {
+            return Err(reject(
+                RejectCode::Unauthenticated,
+                format_args!("command {id:?}: the signature does not verify with any trusted key"),
+            ));
+        }
+        if self.seen_commands.contains_key(id) {
+            return Err(reject(
+                RejectCode::Replay,
+                format_args!("command {id:?} was carried out before; not again"),
+            ));
+        }
+        let window = self.settings.replay_window_ms;
+        let issued = cmd.issued_at_ms;
+        if issued <= self.replay_floor_ms || issued.saturating_add(window) < now {
+            return Err(reject(
+                RejectCode::Replay,
+                format_args!(
+                    "command {id:?}: issued_at_ms {issued} is outside the replay window ({} s)",
+                    window / 1000
+                ),
+            ));
+        }
+        if issued > now.saturating_add(window) {
+            return Err(reject(
+                RejectCode::Replay,
+                format_args!(
+                    "command {id:?}: issued_at_ms {issued} is more than the replay window ahead of this agent's clock ({now})"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn launch(&mut self, now: Millis, spec: Box<TaskSpec>) -> Result<(), Rejection> {

@@ -26,6 +26,8 @@ fn settings() -> Settings {
         started_at_ms: T0,
         offer_interval_ms: 30_000,
         outbox_capacity: 1000,
+        trusted_keys: Vec::new(),
+        replay_window_ms: 3_600_000,
     }
 }
 
@@ -85,6 +87,8 @@ impl Sim {
             command_id: CommandId::new(&format!("c-{}", self.next_cmd)).unwrap(),
             issued_at_ms: self.now,
             kind,
+            agent_id: None,
+            signature: None,
         };
         self.ev(Event::CommandReceived(encode_to_vec(&cmd)));
         self.replies.last().cloned().unwrap()
@@ -338,6 +342,8 @@ fn a_command_delivered_twice_is_executed_once_and_answered_twice() {
         command_id: CommandId::new("dup-1").unwrap(),
         issued_at_ms: T0,
         kind: CommandKind::Launch(spec("once")),
+        agent_id: None,
+        signature: None,
     };
     let bytes = encode_to_vec(&cmd);
     sim.ev(Event::CommandReceived(bytes.clone()));
@@ -1050,6 +1056,8 @@ fn unacknowledged_statuses_and_seen_commands_survive_a_restart() {
         command_id: CommandId::new("c-1").unwrap(),
         issued_at_ms: 0,
         kind: CommandKind::Launch(spec("web.1")),
+        agent_id: None,
+        signature: None,
     };
     let actions = after.ev(Event::CommandReceived(encode_to_vec(&cmd)));
     assert!(actions.is_empty(), "{actions:?}");
@@ -1176,4 +1184,165 @@ fn a_restored_agent_reports_only_after_its_containers_are_re_adopted() {
         1,
         "with the re-adopted task's port"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signed commands.
+
+fn key(seed: u8) -> ring::signature::Ed25519KeyPair {
+    ring::signature::Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap()
+}
+
+fn public(k: &ring::signature::Ed25519KeyPair) -> [u8; 32] {
+    use ring::signature::KeyPair;
+    k.public_key().as_ref().try_into().unwrap()
+}
+
+/// A reconcile command `id` for `agent`, issued at `issued`, signed by `k` (or not).
+fn signed(
+    id: &str,
+    agent: &str,
+    issued: Millis,
+    k: Option<&ring::signature::Ed25519KeyPair>,
+) -> Vec<u8> {
+    let mut cmd = Command {
+        version: PROTOCOL_VERSION,
+        command_id: CommandId::new(id).unwrap(),
+        issued_at_ms: issued,
+        kind: CommandKind::Reconcile(Default::default()),
+        agent_id: Some(AgentId::new(agent).unwrap()),
+        signature: None,
+    };
+    if let Some(k) = k {
+        let sig = k.sign(&cmd.signed_bytes());
+        cmd.signature = Some(Signature(sig.as_ref().try_into().unwrap()));
+    }
+    encode_to_vec(&cmd)
+}
+
+impl Sim {
+    fn with_keys(keys: Vec<[u8; 32]>) -> Self {
+        let mut s = settings();
+        s.trusted_keys = keys;
+        let mut sim = Sim::new();
+        sim.sup = Supervisor::new(s);
+        sim.ev(Event::BrokerConnected);
+        sim
+    }
+
+    fn send(&mut self, bytes: Vec<u8>) -> CommandReply {
+        self.ev(Event::CommandReceived(bytes));
+        self.replies.last().cloned().unwrap()
+    }
+}
+
+fn code(r: &CommandReply) -> Option<RejectCode> {
+    match &r.outcome {
+        Outcome::Accepted => None,
+        Outcome::Rejected(x) => Some(x.code),
+    }
+}
+
+fn message(r: &CommandReply) -> String {
+    match &r.outcome {
+        Outcome::Accepted => String::new(),
+        Outcome::Rejected(x) => x.message.to_string(),
+    }
+}
+
+#[test]
+fn only_commands_signed_by_a_trusted_key_for_this_agent_in_the_window_run() {
+    let (k1, k2) = (key(1), key(2));
+    let mut sim = Sim::with_keys(vec![public(&k1)]);
+    let now = sim.now;
+    let r = sim.send(signed("c1", "edge-1", now, None));
+    assert_eq!(code(&r), Some(RejectCode::Unauthenticated));
+    assert!(message(&r).contains("not signed"), "{r:?}");
+    let r = sim.send(signed("c2", "edge-1", now, Some(&k2)));
+    assert_eq!(code(&r), Some(RejectCode::Unauthenticated));
+    assert!(message(&r).contains("does not verify"), "{r:?}");
+    let r = sim.send(signed("c3", "edge-2", now, Some(&k1)));
+    assert_eq!(code(&r), Some(RejectCode::Unauthenticated));
+    assert!(message(&r).contains("for agent \"edge-2\""), "{r:?}");
+    // A tampered command: signed, then changed.
+    let mut bytes = signed("c4", "edge-1", now, Some(&k1));
+    let mut cmd: Command = outpost_protocol::decode(&bytes).unwrap();
+    cmd.kind = CommandKind::Drain(Default::default());
+    bytes = encode_to_vec(&cmd);
+    assert_eq!(code(&sim.send(bytes)), Some(RejectCode::Unauthenticated));
+    assert!(!sim.sup.draining());
+    // The real thing runs; the same bytes again are a replay.
+    let good = signed("c5", "edge-1", now, Some(&k1));
+    assert_eq!(code(&sim.send(good.clone())), None);
+    let r = sim.send(good);
+    assert_eq!(code(&r), Some(RejectCode::Replay));
+    assert!(message(&r).contains("before"), "{r:?}");
+    // Outside the window, either way.
+    let r = sim.send(signed("c6", "edge-1", now - 3_600_001, Some(&k1)));
+    assert_eq!(code(&r), Some(RejectCode::Replay), "{r:?}");
+    let r = sim.send(signed("c7", "edge-1", now + 3_600_001, Some(&k1)));
+    assert_eq!(code(&r), Some(RejectCode::Replay), "{r:?}");
+}
+
+#[test]
+fn a_second_trusted_key_works_during_rotation() {
+    let (old, new) = (key(1), key(2));
+    let mut sim = Sim::with_keys(vec![public(&old), public(&new)]);
+    let now = sim.now;
+    assert_eq!(
+        code(&sim.send(signed("a", "edge-1", now, Some(&old)))),
+        None
+    );
+    assert_eq!(
+        code(&sim.send(signed("b", "edge-1", now, Some(&new)))),
+        None
+    );
+}
+
+#[test]
+fn the_replay_window_survives_a_restart_and_forgotten_ids_stay_refused() {
+    let k = key(1);
+    let mut sim = Sim::with_keys(vec![public(&k)]);
+    let now = sim.now;
+    let first = signed("first", "edge-1", now, Some(&k));
+    assert_eq!(code(&sim.send(first.clone())), None);
+    // Enough newer commands to push "first" out of the remembered ids.
+    for i in 0..super::SEEN_COMMANDS {
+        let r = sim.send(signed(
+            &format!("n-{i}"),
+            "edge-1",
+            now + 1 + i as u64,
+            Some(&k),
+        ));
+        assert_eq!(code(&r), None);
+    }
+    let r = sim.send(first);
+    assert_eq!(code(&r), Some(RejectCode::Replay), "{r:?}");
+    // Through a snapshot and a restore (a new process): still refused, the latest too.
+    let bytes = sim.sup.snapshot().to_bytes();
+    let snap = Snapshot::from_bytes(&bytes).unwrap();
+    let mut s = settings();
+    s.trusted_keys = vec![public(&k)];
+    let mut after = Sim::new();
+    after.sup = Supervisor::restore(s, &snap).unwrap();
+    after.now = now + 10_000;
+    let last = format!("n-{}", super::SEEN_COMMANDS - 1);
+    let r = after.send(signed(
+        &last,
+        "edge-1",
+        now + super::SEEN_COMMANDS as u64,
+        Some(&k),
+    ));
+    assert_eq!(code(&r), Some(RejectCode::Replay), "{r:?}");
+    let r = after.send(signed("n-0", "edge-1", now + 1, Some(&k)));
+    assert_eq!(code(&r), Some(RejectCode::Replay), "{r:?}");
+}
+
+#[test]
+fn without_trusted_keys_unsigned_commands_run_and_a_redelivery_is_answered_again() {
+    let mut sim = Sim::new();
+    let now = sim.now;
+    let bytes = signed("u1", "edge-1", now, None);
+    assert_eq!(code(&sim.send(bytes.clone())), None);
+    assert_eq!(code(&sim.send(bytes)), None, "the stored reply, again");
 }
