@@ -21,6 +21,9 @@ struct File {
     broker_auth: Option<BrokerAuth>,
     broker_tls: Option<TlsFiles>,
     command_signing_key: Option<PathBuf>,
+    api_users: Option<Vec<crate::auth::User>>,
+    api_tokens: Option<Vec<crate::auth::Token>>,
+    api_tls: Option<crate::auth::TlsFiles>,
     state_dir: Option<PathBuf>,
     client_id: Option<String>,
     advertised_host: Option<String>,
@@ -42,6 +45,10 @@ pub struct Config {
     pub broker_tls: Option<Arc<rustls::ClientConfig>>,
     /// The Ed25519 key every command is signed with, if set.
     pub signer: Option<crate::signing::Signer>,
+    /// Who may use the HTTP APIs (open when empty).
+    pub auth: crate::auth::Auth,
+    /// TLS for both HTTP listeners, if set.
+    pub api_tls: Option<Arc<rustls::ServerConfig>>,
     /// Where the state database lives (default `/var/lib/outpost-bridge`).
     pub state_dir: PathBuf,
     /// The MQTT client id (default `outpost-bridge`).
@@ -165,6 +172,35 @@ impl Config {
             ),
             None => None,
         };
+        let auth = crate::auth::Auth {
+            users: file.api_users.unwrap_or_default(),
+            tokens: file.api_tokens.unwrap_or_default(),
+        };
+        for (i, u) in auth.users.iter().enumerate() {
+            if u.username.is_empty() || u.username.contains(':') || u.password.is_empty() {
+                return Err(invalid(
+                    &format!("api_users[{i}].username"),
+                    &u.username,
+                    "needs a username without ':' and a non-empty password",
+                ));
+            }
+        }
+        for (i, t) in auth.tokens.iter().enumerate() {
+            if t.token.len() < 16 {
+                return Err(invalid(
+                    &format!("api_tokens[{i}].token"),
+                    "(hidden)",
+                    "must be at least 16 characters",
+                ));
+            }
+        }
+        let api_tls = match &file.api_tls {
+            Some(files) => Some(
+                crate::auth::server_config(files)
+                    .map_err(|e| invalid("api_tls", files.cert_file.display(), &e))?,
+            ),
+            None => None,
+        };
         let client_id = file.client_id.unwrap_or_else(|| "outpost-bridge".into());
         if client_id.is_empty() || client_id.len() > 64 {
             return Err(invalid("client_id", &client_id, "must be 1-64 bytes"));
@@ -183,6 +219,8 @@ impl Config {
             broker_auth: file.broker_auth,
             broker_tls,
             signer,
+            auth,
+            api_tls,
             state_dir: file
                 .state_dir
                 .unwrap_or_else(|| "/var/lib/outpost-bridge".into()),

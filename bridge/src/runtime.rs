@@ -133,32 +133,66 @@ pub async fn run(config: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("listen = \"{}\": {e}", config.listen))?;
-    tracing::info!(listen = %config.listen, "Marathon API listening");
+    tracing::info!(listen = %config.listen, tls = config.api_tls.is_some(), auth = config.auth.enabled(), "Marathon API listening");
     tokio::spawn(mqtt_loop(shared.clone(), mqtt, eventloop));
     tokio::spawn(ticker(shared.clone()));
     let mesos_listener = tokio::net::TcpListener::bind(config.mesos_listen)
         .await
         .map_err(|e| format!("mesos_listen = \"{}\": {e}", config.mesos_listen))?;
     tracing::info!(listen = %config.mesos_listen, "Mesos operator endpoints listening");
-    let mesos = crate::mesos::router(shared.clone());
+    let auth = Arc::new(config.auth.clone());
+    let guard = |router: axum::Router| {
+        router.layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            crate::auth::require,
+        ))
+    };
+    let mesos = guard(crate::mesos::router(shared.clone()));
+    let app = guard(crate::api::router(shared.clone()));
+    let tls = config.api_tls.clone();
+    let mesos_tls = tls.clone();
     tokio::spawn(async move {
-        let served = axum::serve(
-            mesos_listener,
-            mesos.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await;
-        if let Err(e) = served {
+        if let Err(e) = serve(mesos_listener, mesos_tls, mesos, false).await {
             tracing::error!(error = %e, "the Mesos listener stopped");
         }
     });
-    let app = crate::api::router(shared.clone());
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await
-    .map_err(|e| e.to_string())
+    serve(listener, tls, app, true).await
+}
+
+/// Serves `router` on `tcp`, over TLS when `tls` is set; until SIGINT/SIGTERM if `until_signal`.
+async fn serve(
+    tcp: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: axum::Router,
+    until_signal: bool,
+) -> Result<(), String> {
+    use crate::auth::{TlsListener, TlsPeer};
+    let result = match tls {
+        Some(config) => {
+            let l = TlsListener::new(tcp, config).map_err(|e| e.to_string())?;
+            let service = router
+                .layer(axum::middleware::from_fn(crate::auth::peer_address))
+                .into_make_service_with_connect_info::<TlsPeer>();
+            if until_signal {
+                axum::serve(l, service)
+                    .with_graceful_shutdown(shutdown())
+                    .await
+            } else {
+                axum::serve(l, service).await
+            }
+        }
+        None => {
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            if until_signal {
+                axum::serve(tcp, service)
+                    .with_graceful_shutdown(shutdown())
+                    .await
+            } else {
+                axum::serve(tcp, service).await
+            }
+        }
+    };
+    result.map_err(|e| e.to_string())
 }
 
 async fn shutdown() {

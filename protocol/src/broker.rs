@@ -54,14 +54,25 @@ impl core::fmt::Display for BrokerUrl {
     }
 }
 
-/// Username and password for the broker (the `[broker_auth]` table).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+/// Username and password for the broker (the `[broker_auth]` table). Its `Debug` hides the
+/// password (configurations are printed by `check-config` and logged).
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerAuth {
     /// Username.
     pub username: String,
     /// Password.
     pub password: String,
+}
+
+impl core::fmt::Debug for BrokerAuth {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "BrokerAuth {{ username: {:?}, password: \"(hidden)\" }}",
+            self.username
+        )
+    }
 }
 
 /// Where the PEM files are: the CA that signed the broker's certificate, and this client's

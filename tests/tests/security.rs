@@ -426,3 +426,135 @@ fn signed_commands_run_and_forged_replayed_misdirected_ones_are_refused() {
         "the bridge names its new public key"
     );
 }
+
+/// `curl` over TLS (verifying against `ca`): (status, headers and body as text).
+fn curl(ca: &Path, args: &[&str]) -> (u16, String) {
+    let out = Process::new("curl")
+        .args(["-s", "-i", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn the_apis_take_users_and_tokens_by_role_over_tls_and_refuse_the_rest() {
+    let certs = tempfile::tempdir().unwrap();
+    issue(certs.path(), &[]);
+    let ca = certs.path().join("ca.pem");
+    let broker = Broker::start().unwrap();
+    let token = "read-token-0123456789";
+    let bridge = Bridge::start_no_wait(
+        &broker.url(),
+        &format!(
+            "[[api_users]]\nusername = \"ops\"\npassword = \"pw-admin\"\nrole = \"admin\"\n\
+             [[api_tokens]]\ntoken = \"{token}\"\nrole = \"read\"\n\
+             [api_tls]\ncert_file = \"{0}/broker.pem\"\nkey_file = \"{0}/broker.key\"\n",
+            certs.path().display()
+        ),
+    )
+    .unwrap();
+    let url = |path: &str| format!("https://127.0.0.1:{}{path}", bridge.port());
+    let mesos = |path: &str| format!("https://127.0.0.1:{}{path}", bridge.mesos_port());
+    // /ping stays open for health checkers; it answers over TLS only.
+    wait::until("/ping over TLS", LONG, || {
+        (curl(&ca, &[&url("/ping")]).0 == 200).then_some(())
+    })
+    .unwrap();
+    let plain = Process::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://127.0.0.1:{}/v2/apps", bridge.port()))
+        .output()
+        .unwrap();
+    assert_ne!(
+        String::from_utf8_lossy(&plain.stdout),
+        "200",
+        "plain HTTP got in"
+    );
+
+    // No credentials, or wrong ones: 401 with WWW-Authenticate.
+    let (code, text) = curl(&ca, &[&url("/v2/apps")]);
+    assert_eq!(code, 401, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("www-authenticate: basic"),
+        "{text}"
+    );
+    let (code, _) = curl(&ca, &["-u", "ops:wrong", &url("/v2/apps")]);
+    assert_eq!(code, 401);
+    let (code, _) = curl(&ca, &[&mesos("/master/state")]);
+    assert_eq!(code, 401, "the Mesos API too");
+
+    // The read token reads, and may not write.
+    let auth = format!("Authorization: token={token}");
+    let (code, text) = curl(&ca, &["-H", &auth, &url("/v2/apps")]);
+    assert_eq!(code, 200, "{text}");
+    let (code, _) = curl(&ca, &["-H", &auth, &mesos("/master/state")]);
+    assert_eq!(code, 200);
+    let app = r#"{"id": "/authz", "instances": 0, "cpus": 0.1, "mem": 16,
+        "container": {"type": "DOCKER", "docker": {"image": "x"}}}"#;
+    let post = |who: &[&str]| {
+        let mut args: Vec<&str> = who.to_vec();
+        args.extend([
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            app,
+        ]);
+        let u = url("/v2/apps");
+        args.push(&u);
+        curl(&ca, &args)
+    };
+    let (code, text) = post(&["-H", &auth]);
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("read role"), "{text}");
+    // The admin user writes.
+    let (code, text) = post(&["-u", "ops:pw-admin"]);
+    assert_eq!(code, 201, "{text}");
+}
+
+#[test]
+fn bad_api_settings_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = bin_path::path("outpost-bridge").unwrap();
+    for (toml, key) in [
+        (
+            "[api_tls]\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.key\"\n",
+            "api_tls",
+        ),
+        (
+            "[[api_tokens]]\ntoken = \"short\"\nrole = \"read\"\n",
+            "api_tokens[0].token",
+        ),
+        (
+            "[[api_users]]\nusername = \"a\"\npassword = \"b\"\nrole = \"root\"\n",
+            "role",
+        ),
+    ] {
+        let path = dir.path().join("bridge.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = Process::new(&bin)
+            .arg("--config")
+            .arg(&path)
+            .arg("check-config")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{toml}");
+        assert!(err.contains(key), "{key}: {err}");
+    }
+}

@@ -1,0 +1,315 @@
+//! Who may use the bridge's HTTP APIs (Marathon and Mesos): optional HTTP Basic users and
+//! bearer tokens (`Authorization: token=...`, as Marathon clients send it, or `Bearer ...`),
+//! each with a role: `read` (GET and HEAD) or `admin` (everything). With none configured the
+//! APIs are open (and listen on loopback by default). `/ping` and `/master/health` stay open for
+//! health checkers. Also TLS for both listeners (rustls).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::Deserialize;
+
+/// What a user or token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// GET and HEAD only.
+    Read,
+    /// Everything.
+    Admin,
+}
+
+/// One `[[api_users]]` entry.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// One `[[api_tokens]]` entry.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Token {
+    /// The token.
+    pub token: String,
+    /// Role.
+    pub role: Role,
+}
+
+// Secrets never reach logs or `check-config`'s output.
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "User {{ username: {:?}, password: \"(hidden)\", role: {:?} }}",
+            self.username, self.role
+        )
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token {{ token: \"(hidden)\", role: {:?} }}", self.role)
+    }
+}
+
+/// The `[api_tls]` table: the listeners' certificate chain and key (PEM).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert_file: PathBuf,
+    /// Private key.
+    pub key_file: PathBuf,
+}
+
+/// The credentials the APIs take.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// Basic users.
+    pub users: Vec<User>,
+    /// Tokens.
+    pub tokens: Vec<Token>,
+}
+
+/// Equal in time independent of where the bytes differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Auth {
+    /// Whether any credential is configured (then every request needs one).
+    pub fn enabled(&self) -> bool {
+        !self.users.is_empty() || !self.tokens.is_empty()
+    }
+
+    /// The role and name an `Authorization` header grants, if any.
+    fn check(&self, value: &str) -> Option<(Role, String)> {
+        let value = value.trim();
+        if let Some(b64) = value.strip_prefix("Basic ") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()?;
+            let text = String::from_utf8(decoded).ok()?;
+            let (user, password) = text.split_once(':')?;
+            return self
+                .users
+                .iter()
+                .find(|u| {
+                    same(u.username.as_bytes(), user.as_bytes())
+                        && same(u.password.as_bytes(), password.as_bytes())
+                })
+                .map(|u| (u.role, u.username.clone()));
+        }
+        let token = value
+            .strip_prefix("token=")
+            .or_else(|| value.strip_prefix("Bearer "))?
+            .trim();
+        self.tokens
+            .iter()
+            .find(|t| same(t.token.as_bytes(), token.as_bytes()))
+            .map(|t| (t.role, "token".to_string()))
+    }
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    let mut r = (
+        status,
+        axum::Json(serde_json::json!({ "message": message })),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"outpost\""),
+        );
+    }
+    r
+}
+
+/// The middleware both routers run behind.
+pub async fn require(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    if !auth.enabled() || matches!(req.uri().path(), "/ping" | "/master/health") {
+        return next.run(req).await;
+    }
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(header) = header else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "authentication required: HTTP Basic, or Authorization: token=...",
+        );
+    };
+    let Some((role, who)) = auth.check(header) else {
+        return refuse(StatusCode::UNAUTHORIZED, "invalid credentials");
+    };
+    let reading = matches!(*req.method(), Method::GET | Method::HEAD);
+    if role == Role::Read && !reading {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "{who} has the read role: {} {} needs admin",
+                req.method(),
+                req.uri().path()
+            ),
+        );
+    }
+    next.run(req).await
+}
+
+/// A TLS listener for `axum::serve`: handshakes run on their own tasks (under a timeout), so a
+/// slow or silent client holds up nobody.
+pub struct TlsListener {
+    local: SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+}
+
+impl TlsListener {
+    /// Accepts on `tcp`, completing TLS handshakes with `config`.
+    pub fn new(
+        tcp: tokio::net::TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, addr)) = tcp.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                    if let Ok(Ok(tls)) = handshake.await {
+                        let _ = tx.send((tls, addr)).await;
+                    }
+                });
+            }
+        });
+        Ok(Self { local, ready })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// A TLS client's address (the connect info of a [`TlsListener`] connection).
+#[derive(Debug, Clone, Copy)]
+pub struct TlsPeer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for TlsPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+/// Gives handlers behind a [`TlsListener`] the `ConnectInfo<SocketAddr>` they read.
+pub async fn peer_address(mut req: Request, next: Next) -> Response {
+    use axum::extract::ConnectInfo;
+    if let Some(ConnectInfo(TlsPeer(addr))) =
+        req.extensions().get::<ConnectInfo<TlsPeer>>().copied()
+    {
+        req.extensions_mut().insert(ConnectInfo(addr));
+    }
+    next.run(req).await
+}
+
+/// The listeners' rustls configuration from `[api_tls]`; errors name the key and the file.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_file)
+        .and_then(|i| i.collect())
+        .map_err(|e| format!("api_tls.cert_file = {:?}: {e}", files.cert_file))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "api_tls.cert_file = {:?}: no CERTIFICATE in the PEM file",
+            files.cert_file
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key_file)
+        .map_err(|e| format!("api_tls.key_file = {:?}: {e}", files.key_file))?;
+    rustls::ServerConfig::builder_with_provider(outpost_protocol::broker::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map(Arc::new)
+        .map_err(|e| format!("api_tls.key_file = {:?}: {e}", files.key_file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_users_and_tokens_map_to_their_roles() {
+        let auth = Auth {
+            users: vec![User {
+                username: "ops".into(),
+                password: "s3cret:x".into(),
+                role: Role::Admin,
+            }],
+            tokens: vec![Token {
+                token: "t0k".into(),
+                role: Role::Read,
+            }],
+        };
+        let basic = |u: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(u)
+            )
+        };
+        assert_eq!(
+            auth.check(&basic("ops:s3cret:x")).map(|x| x.0),
+            Some(Role::Admin)
+        );
+        assert_eq!(auth.check(&basic("ops:wrong")), None);
+        assert_eq!(auth.check("token=t0k").map(|x| x.0), Some(Role::Read));
+        assert_eq!(auth.check("Bearer t0k").map(|x| x.0), Some(Role::Read));
+        assert_eq!(auth.check("token=t0"), None);
+        assert_eq!(auth.check("Digest x"), None);
+        assert!(!Auth::default().enabled());
+        let shown = format!("{auth:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("t0k"),
+            "{shown}"
+        );
+    }
+}
