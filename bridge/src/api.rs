@@ -30,6 +30,9 @@ type S = State<Arc<Shared>>;
 /// The version of Marathon whose API this is.
 pub const MARATHON_VERSION: &str = "1.11.0";
 
+/// Most task ids one `POST /v2/tasks/delete` may name.
+pub const MAX_IDS_PER_REQUEST: usize = 10_000;
+
 /// The Marathon API's routes.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -598,6 +601,13 @@ async fn delete_tasks(State(s): S, RawQuery(q): RawQuery, body: Bytes) -> Respon
         )
         .into_response();
     };
+    if ids.len() > MAX_IDS_PER_REQUEST {
+        return ApiError::invalid(json!([{ "path": "/ids", "errors": [format!(
+            "{} task ids; at most {MAX_IDS_PER_REQUEST} per request",
+            ids.len()
+        )] }]))
+        .into_response();
+    }
     let Some(ids) = ids
         .iter()
         .map(|x| x.as_str().map(str::to_string))

@@ -139,6 +139,26 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     r
 }
 
+/// Largest request body either API reads (an app definition is a few KiB): 413 beyond.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How long a handler may take to produce its response head (streams then run as long as
+/// they run): 503 beyond.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bounds every request: the body size (through axum's limit, set in the runtime) and the time
+/// to the response head.
+pub async fn bounded(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("{path}: no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+        ),
+    }
+}
+
 /// The middleware both routers run behind.
 pub async fn require(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
     if !auth.enabled() || matches!(req.uri().path(), "/ping" | "/master/health") {

@@ -142,10 +142,15 @@ pub async fn run(config: Config) -> Result<(), String> {
     tracing::info!(listen = %config.mesos_listen, "Mesos operator endpoints listening");
     let auth = Arc::new(config.auth.clone());
     let guard = |router: axum::Router| {
-        router.layer(axum::middleware::from_fn_with_state(
-            auth.clone(),
-            crate::auth::require,
-        ))
+        router
+            .layer(axum::middleware::from_fn_with_state(
+                auth.clone(),
+                crate::auth::require,
+            ))
+            .layer(axum::middleware::from_fn(crate::auth::bounded))
+            .layer(axum::extract::DefaultBodyLimit::max(
+                crate::auth::MAX_BODY_BYTES,
+            ))
     };
     let mesos = guard(crate::mesos::router(shared.clone()));
     let app = guard(crate::api::router(shared.clone()));

@@ -558,3 +558,78 @@ fn bad_api_settings_are_refused_naming_the_key() {
         assert!(err.contains(key), "{key}: {err}");
     }
 }
+
+#[test]
+fn oversized_requests_and_messages_are_refused_and_nothing_stops() {
+    // HTTP: bodies over 1 MiB, too many ids per request.
+    let broker = Broker::start().unwrap();
+    let bridge = Bridge::start(&broker.url(), "").unwrap();
+    let big = format!(
+        "{{\"id\": \"/big\", \"labels\": {{\"x\": \"{}\"}}}}",
+        "a".repeat(2 << 20)
+    );
+    let r = bridge.request("POST", "/v2/apps", Some(&big)).unwrap();
+    assert_eq!(r.status, 413, "{}", r.text);
+    let (code, _) =
+        outpost_tests::mesos_client::call(bridge.mesos_port(), None, "application/json", &big);
+    assert_eq!(code, 413);
+    let ids: Vec<String> = (0..10_001).map(|i| format!("\"t{i}\"")).collect();
+    let r = bridge
+        .request(
+            "POST",
+            "/v2/tasks/delete",
+            Some(&format!("{{\"ids\": [{}]}}", ids.join(","))),
+        )
+        .unwrap();
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("at most 10000"), "{}", r.text);
+    assert_eq!(bridge.get("/ping").unwrap().status, 200, "still serving");
+
+    // MQTT: the shipped broker config drops a packet over 129 KiB and disconnects its sender;
+    // the agent it was meant for stays connected and takes the next command.
+    let certs = tempfile::tempdir().unwrap();
+    let a = Agent::unique_id("big-a");
+    issue(certs.path(), &["--agent", &a]);
+    let tls = Broker::start_tls(certs.path()).unwrap();
+    let mut sim = BridgeSim::connect(&tls).unwrap();
+    let agent = Agent::start(
+        &a,
+        &tls.url(),
+        (21620, 21629),
+        &tls_toml(certs.path(), Some((certs.path(), &format!("agent-{a}")))),
+    )
+    .unwrap();
+    wait::until("A's offer", LONG, || sim.offer(&a)).unwrap();
+    let options = tls.mqtt_options("big-sender", "bridge").unwrap();
+    let (client, mut connection) = rumqttc::Client::new(options, 8);
+    let topic = Topic::new(&a, TopicKind::Cmd).unwrap().to_string();
+    client
+        .publish(
+            topic,
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            vec![0xa5u8; 200 * 1024],
+        )
+        .unwrap();
+    let mut dropped = false;
+    for event in connection.iter().take(20) {
+        if event.is_err() {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(
+        dropped,
+        "the broker disconnects the sender of an oversized packet"
+    );
+    let reply = sim
+        .call(&a, CommandKind::Reconcile(Reconcile::default()))
+        .unwrap();
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    assert_eq!(
+        agent.log().matches("connected to the broker host").count(),
+        1,
+        "the agent never lost its session: {}",
+        agent.log()
+    );
+}
