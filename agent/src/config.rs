@@ -21,6 +21,7 @@ struct File {
     broker_auth: Option<BrokerAuth>,
     broker_tls: Option<TlsFiles>,
     commands: Option<CommandsFile>,
+    policy: Option<PolicyFile>,
     state_dir: Option<PathBuf>,
     docker: Option<String>,
     port_range: Option<String>,
@@ -29,6 +30,15 @@ struct File {
     reserved: Option<Reserved>,
     attributes: Option<BTreeMap<String, String>>,
     registries: Option<Vec<RegistryFile>>,
+}
+
+/// The `[policy]` table: what tasks may do on this host.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    allow_privileged: Option<bool>,
+    allow_host_network: Option<bool>,
+    volume_paths: Option<Vec<String>>,
 }
 
 /// The `[commands]` table: who may command this agent.
@@ -90,6 +100,8 @@ pub struct Config {
     pub trusted_keys: Vec<[u8; 32]>,
     /// How old (or how far ahead) a signed command may be, in seconds.
     pub replay_window_s: u64,
+    /// What tasks may do on this host.
+    pub policy: crate::core::Policy,
     /// Where the agent keeps its state (and whose filesystem's free space is offered as disk).
     pub state_dir: PathBuf,
     /// dockerd.
@@ -226,6 +238,23 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let p = f.policy.unwrap_or_default();
+        if let Some(paths) = &p.volume_paths {
+            for (i, path) in paths.iter().enumerate() {
+                if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+                    return Err(invalid(
+                        &format!("policy.volume_paths[{i}]"),
+                        path,
+                        "must be an absolute path without \"..\"",
+                    ));
+                }
+            }
+        }
+        let policy = crate::core::Policy {
+            allow_privileged: p.allow_privileged.unwrap_or(false),
+            allow_host_network: p.allow_host_network.unwrap_or(true),
+            volume_paths: p.volume_paths,
+        };
         let docker = parse_docker(f.docker.as_deref().unwrap_or("unix:///var/run/docker.sock"))?;
         let port_range = parse_port_range(f.port_range.as_deref().unwrap_or("31000-32000"))?;
         let offer_interval_s = f.offer_interval_seconds.unwrap_or(30);
@@ -289,6 +318,7 @@ impl Config {
             broker_tls,
             trusted_keys,
             replay_window_s,
+            policy,
             state_dir: f.state_dir.unwrap_or_else(|| "/var/lib/outpost".into()),
             docker,
             port_range,

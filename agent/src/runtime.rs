@@ -89,6 +89,7 @@ fn settings(config: &Config, capacity: Capacity, started_at_ms: Millis) -> Setti
         outbox_capacity: config.outbox_capacity,
         trusted_keys: config.trusted_keys.clone(),
         replay_window_ms: config.replay_window_s * 1000,
+        policy: config.policy.clone(),
     }
 }
 

@@ -597,12 +597,6 @@ impl AppDefinition {
                                 ),
                             ));
                         }
-                        if d.privileged {
-                            v.push(violation(
-                                "/container/docker/privileged",
-                                "privileged containers are not supported",
-                            ));
-                        }
                         if !d.parameters.is_empty() {
                             v.push(violation(
                                 "/container/docker/parameters",
@@ -775,6 +769,8 @@ impl AppDefinition {
             app_id: Some(text("id", &self.id)?),
             image: text("container.docker.image", &docker.image)?,
             force_pull: docker.force_pull_image,
+            // Each agent's policy decides (refused by default, with a reason).
+            privileged: docker.privileged,
             cmd: self.cmd.as_deref().map(|c| text("cmd", c)).transpose()?,
             cpus: self.cpus,
             mem_mib: self.mem,

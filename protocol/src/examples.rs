@@ -116,6 +116,7 @@ pub fn task_spec() -> TaskSpec {
         }]),
         kill_grace_period_s: 3,
         restart: RestartPolicy::default(),
+        privileged: false,
     }
 }
 

@@ -295,6 +295,9 @@ pub struct TaskSpec {
     pub kill_grace_period_s: u32,
     /// Restart policy and backoff.
     pub restart: RestartPolicy,
+    /// Run the container privileged (Docker's `--privileged`); agents refuse it unless their
+    /// policy allows it.
+    pub privileged: bool,
 }
 
 /// Which tasks a drain kills.

@@ -154,11 +154,12 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
                 },
             ),
     );
-    (ids, resources, container).prop_map(
+    (ids, resources, container, any::<bool>()).prop_map(
         |(
             (task_id, app_id, image, force_pull, cmd, args, env, labels),
             (cpus, mem_mib, disk_mib, network),
             (port_mappings, volumes, health_checks, kill_grace_period_s, restart),
+            privileged,
         )| TaskSpec {
             task_id,
             app_id,
@@ -177,6 +178,7 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
             health_checks,
             kill_grace_period_s,
             restart,
+            privileged,
         },
     )
 }

@@ -771,3 +771,53 @@ fn an_https_check_talks_tls_without_verifying_the_certificate_and_fails_on_500()
         .status("https.1", LONG, |s| s.healthy == Some(false))
         .unwrap();
 }
+
+#[test]
+fn the_policy_refuses_privileged_and_root_mounts_unless_the_config_allows_them() {
+    let img = image::ensure().unwrap();
+    let mut rig = Rig::start("policy", (21630, 21639), "");
+    let Rig { bridge, id, .. } = &mut rig;
+    let mut spec = web_task("policy.1", img);
+    spec.privileged = true;
+    let reply = bridge.call(id, CommandKind::Launch(spec)).unwrap();
+    let Outcome::Rejected(r) = reply.outcome else {
+        panic!("a privileged task was accepted by default");
+    };
+    assert!(r.message.contains("allow_privileged"), "{}", r.message);
+    let mut spec = web_task("policy.2", img);
+    spec.volumes
+        .push(Volume {
+            host_path: t("/"),
+            container_path: t("/host"),
+            mode: VolumeMode::Ro,
+        })
+        .unwrap();
+    let reply = bridge.call(id, CommandKind::Launch(spec)).unwrap();
+    let Outcome::Rejected(r) = reply.outcome else {
+        panic!("a / mount was accepted by default");
+    };
+    assert!(r.message.contains("volume_paths"), "{}", r.message);
+    drop(rig);
+
+    // Allowed by the config: dockerd is asked for a privileged container. (This machine's
+    // dockerd runs nested and cannot start one, "unable to apply caps"; a host's can. What
+    // the agent controls is the container it creates, so that is what is checked.)
+    let mut rig = Rig::start(
+        "policy-on",
+        (21640, 21649),
+        "[policy]\nallow_privileged = true\n",
+    );
+    let Rig { bridge, id, .. } = &mut rig;
+    let mut spec = web_task("policy.3", img);
+    spec.privileged = true;
+    let reply = bridge.call(id, CommandKind::Launch(spec)).unwrap();
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    wait::until("a privileged container of the task", LONG, || {
+        let ids = docker(&["ps", "-aq", "--filter", "label=outpost.task-id=policy.3"]).ok()?;
+        ids.lines().find_map(|c| {
+            let p = docker(&["inspect", "-f", "{{.HostConfig.Privileged}}", c]).ok()?;
+            (p.trim() == "true").then_some(())
+        })
+    })
+    .unwrap();
+}

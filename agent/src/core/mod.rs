@@ -32,6 +32,7 @@ pub use health::{CheckState, Verdict};
 pub use outbox::Outbox;
 pub use ports::{PortError, Ports};
 pub use task::{AfterKill, Phase, Task};
+pub use validate::Policy;
 use validate::reject;
 
 /// Milliseconds since the Unix epoch: the core's only notion of time.
@@ -81,6 +82,8 @@ pub struct Settings {
     pub trusted_keys: Vec<[u8; 32]>,
     /// A signed command issued longer ago than this (or this far in the future) is a replay.
     pub replay_window_ms: Millis,
+    /// What tasks may do on this host.
+    pub policy: validate::Policy,
 }
 
 /// The agent's decisions and state.
@@ -512,6 +515,7 @@ impl Supervisor {
             ));
         }
         validate::spec(&spec)?;
+        validate::policy(&spec, &self.settings.policy)?;
         if self.tasks.contains_key(&spec.task_id) {
             return Err(reject(
                 RejectCode::DuplicateTask,

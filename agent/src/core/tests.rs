@@ -28,6 +28,7 @@ fn settings() -> Settings {
         outbox_capacity: 1000,
         trusted_keys: Vec::new(),
         replay_window_ms: 3_600_000,
+        policy: Default::default(),
     }
 }
 

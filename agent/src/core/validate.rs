@@ -26,6 +26,67 @@ pub fn note(s: &str) -> Note {
     Text::new(&s[..end]).unwrap_or_default()
 }
 
+/// What this host lets tasks do (the agent's `[policy]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Privileged containers (`--privileged`): off by default.
+    pub allow_privileged: bool,
+    /// The host's network namespace: on by default (Marathon apps use HOST networking).
+    pub allow_host_network: bool,
+    /// Host paths (and what is below them) tasks may mount; `None`: any path but `/`.
+    pub volume_paths: Option<Vec<String>>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            allow_privileged: false,
+            allow_host_network: true,
+            volume_paths: None,
+        }
+    }
+}
+
+/// Whether `path` is `root` or below it (by whole path components).
+fn under(path: &str, root: &str) -> bool {
+    let root = root.trim_end_matches('/');
+    root.is_empty() || path == root || path.strip_prefix(root).is_some_and(|r| r.starts_with('/'))
+}
+
+/// Checks a spec against the host's policy; every refusal names the field, the value and the
+/// setting that would allow it.
+pub fn policy(spec: &TaskSpec, policy: &Policy) -> Result<(), Rejection> {
+    let refuse = |m: std::fmt::Arguments<'_>| Err(reject(RejectCode::InvalidField, m));
+    if spec.privileged && !policy.allow_privileged {
+        return refuse(format_args!(
+            "privileged: true is refused by this agent's policy ([policy] allow_privileged)"
+        ));
+    }
+    if spec.network == NetworkMode::Host && !policy.allow_host_network {
+        return refuse(format_args!(
+            "network: HOST is refused by this agent's policy ([policy] allow_host_network)"
+        ));
+    }
+    for (i, v) in spec.volumes.iter().enumerate() {
+        let path = v.host_path.as_str();
+        if path.split('/').any(|c| c == "..") {
+            return refuse(format_args!(
+                "volumes[{i}].host_path: {path:?} may not contain \"..\""
+            ));
+        }
+        let allowed = match &policy.volume_paths {
+            None => path.trim_end_matches('/') != "",
+            Some(roots) => roots.iter().any(|r| under(path, r)),
+        };
+        if !allowed {
+            return refuse(format_args!(
+                "volumes[{i}].host_path: {path:?} is outside what this agent's policy lets tasks mount ([policy] volume_paths)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks what a spec says on its own (not whether the host has room for it).
 pub fn spec(spec: &TaskSpec) -> Result<(), Rejection> {
     let invalid = |m: std::fmt::Arguments<'_>| Err(reject(RejectCode::InvalidField, m));
@@ -200,6 +261,66 @@ pub fn image_reference(image: &str) -> Result<(), &'static str> {
 
 #[cfg(test)]
 mod tests {
+
+    fn volume(path: &str) -> outpost_protocol::Volume {
+        outpost_protocol::Volume {
+            host_path: Text::new(path).unwrap(),
+            container_path: Text::new("/data").unwrap(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_policy_refuses_privileged_root_mounts_and_paths_outside_its_list() {
+        let base = TaskSpec {
+            task_id: Text::new("t").unwrap(),
+            image: Text::new("busybox").unwrap(),
+            cpus: 0.1,
+            mem_mib: 32.0,
+            ..Default::default()
+        };
+        let default = Policy::default();
+        let why = |s: &TaskSpec, p: &Policy| policy(s, p).unwrap_err().message.to_string();
+        // Defaults: no privileged, no "/" mount; HOST networking and other paths allowed.
+        let mut s = base.clone();
+        s.privileged = true;
+        assert!(why(&s, &default).contains("allow_privileged"));
+        let allowing = Policy {
+            allow_privileged: true,
+            ..Policy::default()
+        };
+        assert!(policy(&s, &allowing).is_ok());
+        let mut s = base.clone();
+        s.volumes.push(volume("/")).unwrap();
+        assert!(why(&s, &default).contains("\"/\""));
+        let mut s = base.clone();
+        s.volumes.push(volume("/srv/../etc")).unwrap();
+        assert!(why(&s, &default).contains(".."));
+        let mut s = base.clone();
+        s.volumes.push(volume("/srv/data")).unwrap();
+        assert!(policy(&s, &default).is_ok());
+        let mut s = base.clone();
+        s.network = NetworkMode::Host;
+        assert!(policy(&s, &default).is_ok());
+        let strict = Policy {
+            allow_host_network: false,
+            volume_paths: Some(vec!["/srv".into()]),
+            ..Policy::default()
+        };
+        assert!(why(&s, &strict).contains("allow_host_network"));
+        // volume_paths matches whole components: /srv and below, not /srvx.
+        for (path, ok) in [
+            ("/srv", true),
+            ("/srv/a", true),
+            ("/srvx", false),
+            ("/var", false),
+        ] {
+            let mut s = base.clone();
+            s.volumes.push(volume(path)).unwrap();
+            assert_eq!(policy(&s, &strict).is_ok(), ok, "{path}");
+        }
+    }
+
     use super::*;
 
     #[test]

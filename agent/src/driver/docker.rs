@@ -255,6 +255,8 @@ pub async fn create(
             // 0.01-CPU task; memory is a hard limit. Whole numbers well inside i64.
             cpu_shares: Some(((spec.cpus * 1024.0) as i64).max(2)),
             memory: Some((spec.mem_mib * 1024.0 * 1024.0) as i64),
+            // Only when asked for and allowed (core/validate.rs `policy`).
+            privileged: spec.privileged.then_some(true),
             ..Default::default()
         }),
         ..Default::default()

@@ -1200,6 +1200,7 @@ fn task_spec(
         task_id: text("task_id", tid)?,
         image: text("container.docker.image", image)?,
         force_pull: docker["force_pull_image"].as_bool().unwrap_or(false),
+        privileged: docker["privileged"].as_bool().unwrap_or(false),
         cpus: amount.cpus,
         mem_mib: amount.mem,
         disk_mib: amount.disk,
