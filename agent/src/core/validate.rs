@@ -75,7 +75,7 @@ pub fn policy(spec: &TaskSpec, policy: &Policy) -> Result<(), Rejection> {
             ));
         }
         let allowed = match &policy.volume_paths {
-            None => path.trim_end_matches('/') != "",
+            None => !path.trim_end_matches('/').is_empty(),
             Some(roots) => roots.iter().any(|r| under(path, r)),
         };
         if !allowed {
