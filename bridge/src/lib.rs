@@ -11,6 +11,7 @@ pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod core;
+pub mod lb;
 pub mod mesos;
 pub mod placement;
 pub mod runtime;

@@ -23,6 +23,35 @@ struct Cli {
 enum Cmd {
     /// Validate the configuration, print it, and exit (1 if invalid).
     CheckConfig,
+    /// Load-balancer mode: follow a Marathon API (this bridge's, or any Marathon), render an
+    /// HAProxy config from its apps' healthy tasks, validate it, put it in place and reload
+    /// HAProxy on every change. See docs/discovery.md.
+    Lb {
+        /// The Marathon API to follow.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        marathon: String,
+        /// The HAProxy config file to write.
+        #[arg(long)]
+        haproxy_config: PathBuf,
+        /// A minijinja template replacing the built-in one (read again at every render).
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// The haproxy binary (validates every render; runs HAProxy unless --reload-command).
+        #[arg(long, default_value = "haproxy")]
+        haproxy: String,
+        /// Reload an HAProxy run elsewhere with this shell command instead of running one.
+        #[arg(long)]
+        reload_command: Option<String>,
+        /// The address frontends bind.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: String,
+        /// The port of the shared frontend for HAPROXY_{n}_VHOST apps.
+        #[arg(long, default_value_t = 80)]
+        http_port: u16,
+        /// Print the rendered config once and exit (nothing written or reloaded).
+        #[arg(long)]
+        once: bool,
+    },
     /// Make the Ed25519 key commands are signed with (or read the one in FILE) and print its
     /// public key, for agents' `[commands] trusted_keys`.
     SigningKey {
@@ -51,8 +80,70 @@ enum Cmd {
     },
 }
 
+fn lb(cmd: &Cmd) -> ExitCode {
+    let Cmd::Lb {
+        marathon,
+        haproxy_config,
+        template,
+        haproxy,
+        reload_command,
+        bind,
+        http_port,
+        once,
+    } = cmd
+    else {
+        return ExitCode::FAILURE;
+    };
+    let opts = outpost_bridge::lb::LbOptions {
+        marathon: marathon.clone(),
+        config: haproxy_config.clone(),
+        template: template.clone(),
+        haproxy: haproxy.clone(),
+        reload_command: reload_command.clone(),
+        settings: outpost_bridge::lb::RenderSettings {
+            bind: bind.clone(),
+            http_port: *http_port,
+            marathon: marathon.clone(),
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("outpost-bridge lb: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = if *once {
+        runtime
+            .block_on(outpost_bridge::lb::render_to_string(&opts))
+            .map(|text| print!("{text}"))
+    } else {
+        runtime.block_on(outpost_bridge::lb::run(opts))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("outpost-bridge lb: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(cmd @ Cmd::Lb { .. }) = &cli.command {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        return lb(cmd);
+    }
     if let Some(Cmd::SigningKey { file }) = &cli.command {
         return match outpost_bridge::signing::create_or_load(file) {
             Ok(s) => {

@@ -11,6 +11,8 @@ pub struct Reply {
     pub status: u16,
     /// The body as text.
     pub body: String,
+    /// The `X-Outpost-Task` header (which task HAProxy sent the request to), if any.
+    pub task: Option<String>,
 }
 
 /// GETs `url` with a 5 s timeout.
@@ -25,9 +27,14 @@ pub fn get(url: &str) -> Result<Reply> {
         .call()
         .with_context(|| format!("GET {url}"))?;
     let status = resp.status().as_u16();
+    let task = resp
+        .headers()
+        .get("x-outpost-task")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = resp
         .body_mut()
         .read_to_string()
         .with_context(|| format!("reading the body of GET {url}"))?;
-    Ok(Reply { status, body })
+    Ok(Reply { status, body, task })
 }
