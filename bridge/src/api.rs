@@ -30,6 +30,50 @@ type S = State<Arc<Shared>>;
 /// The version of Marathon whose API this is.
 pub const MARATHON_VERSION: &str = "1.11.0";
 
+// The web UI: three static files bundled into the binary (no build step), reading the APIs.
+const UI_INDEX: &str = include_str!("ui/index.html");
+const UI_JS: &str = include_str!("ui/app.js");
+const UI_CSS: &str = include_str!("ui/style.css");
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, content_type),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The agents as the UI shows them: liveness, last contact, attributes, offered and used.
+async fn ui_agents(State(s): S) -> Response {
+    let agents = s.read(|core| {
+        core.agents()
+            .map(|a| {
+                let offer = a.offer.as_ref();
+                json!({
+                    "id": a.id,
+                    "hostname": a.hostname,
+                    "liveness": a.liveness,
+                    "online": a.online(),
+                    "last_seen": rfc3339(a.last_seen_ms),
+                    "unreachable_since": a.unreachable_since_ms.map(rfc3339),
+                    "attributes": a.attributes,
+                    "offered": offer.map(|o| json!({
+                        "cpus": o.available.cpus, "mem": o.available.mem,
+                        "disk": o.available.disk, "ports": o.port_count,
+                    })),
+                    "used": offer.map(|o| json!({
+                        "cpus": o.used.cpus, "mem": o.used.mem, "disk": o.used.disk,
+                    })),
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    axum::Json(json!({ "agents": agents })).into_response()
+}
+
 /// Most task ids one `POST /v2/tasks/delete` may name.
 pub const MAX_IDS_PER_REQUEST: usize = 10_000;
 
@@ -51,6 +95,24 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v2/leader", get(leader))
         .route("/v2/events", get(events))
         .route("/ping", get(|| async { "pong" }))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::temporary("/ui/") }),
+        )
+        .route(
+            "/ui",
+            get(|| async { axum::response::Redirect::temporary("/ui/") }),
+        )
+        .route("/ui/", get(|| asset("text/html; charset=utf-8", UI_INDEX)))
+        .route(
+            "/ui/app.js",
+            get(|| asset("text/javascript; charset=utf-8", UI_JS)),
+        )
+        .route(
+            "/ui/style.css",
+            get(|| asset("text/css; charset=utf-8", UI_CSS)),
+        )
+        .route("/ui/agents", get(ui_agents))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(404, json!({ "message": "not found" })) })
         .with_state(shared)
