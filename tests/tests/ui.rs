@@ -119,6 +119,10 @@ fn the_ui_shows_agents_apps_and_tasks_in_a_real_browser() {
         dom.contains("id=\"tasks-healthy\">2<"),
         "the summary counts two healthy tasks"
     );
+    assert!(
+        dom.contains("class=\"live on\""),
+        "the page follows /v2/events"
+    );
 
     let shot = artifacts().join("ui.png");
     let _ = std::fs::remove_file(&shot);
