@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 pub use outpost_protocol::broker::{BrokerAuth, BrokerUrl};
-use outpost_protocol::broker::{TlsError, TlsFiles};
+use outpost_protocol::broker::{Brokers, BrokersError, TlsError, TlsFiles};
 use outpost_protocol::topics::valid_agent_id;
 use outpost_protocol::{PortRange, Value};
 
@@ -195,33 +195,12 @@ impl Config {
                 "must be 1-64 characters of [A-Za-z0-9._-]",
             ));
         }
-        let urls = f
-            .brokers
-            .unwrap_or_else(|| vec!["mqtt://127.0.0.1:1883".into()]);
-        if urls.is_empty() {
-            return Err(invalid("brokers", "[]", "list at least one broker URL"));
-        }
-        let brokers = urls
-            .iter()
-            .map(|u| parse_broker(u))
-            .collect::<Result<Vec<_>, _>>()?;
-        let broker_tls = f
-            .broker_tls
-            .map(|t| t.client_config("broker_tls"))
-            .transpose()?;
-        if let Some(u) = urls
-            .iter()
-            .zip(&brokers)
-            .find(|(_, b)| b.tls)
-            .map(|(u, _)| u)
-            && broker_tls.is_none()
-        {
-            return Err(invalid(
-                "brokers",
-                u,
-                "mqtts:// needs a [broker_tls] table with ca_file (and cert_file, key_file)",
-            ));
-        }
+        let brokers =
+            Brokers::from_config(f.brokers, f.broker_tls.as_ref()).map_err(|e| match e {
+                BrokersError::Invalid(key, value, reason) => invalid(&key, value, reason),
+                BrokersError::Tls(e) => ConfigError::Tls(e),
+            })?;
+        let (brokers, broker_tls) = (brokers.urls, brokers.tls);
         let commands = f.commands.unwrap_or_default();
         let trusted_keys = commands
             .trusted_keys
@@ -354,10 +333,6 @@ fn parse_public_key(i: usize, text: &str) -> Result<[u8; 32], ConfigError> {
             &format!("an Ed25519 public key is 32 bytes, this is {}", bytes.len()),
         )
     })
-}
-
-fn parse_broker(url: &str) -> Result<BrokerUrl, ConfigError> {
-    BrokerUrl::parse(url).map_err(|reason| invalid("brokers", url, reason))
 }
 
 fn parse_docker(s: &str) -> Result<DockerEndpoint, ConfigError> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 pub use outpost_protocol::broker::{BrokerAuth, BrokerUrl};
-use outpost_protocol::broker::{TlsError, TlsFiles};
+use outpost_protocol::broker::{Brokers, BrokersError, TlsError, TlsFiles};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -138,33 +138,12 @@ impl Config {
                 "must differ from listen (the Marathon API's address)",
             ));
         }
-        let urls = file
-            .brokers
-            .unwrap_or_else(|| vec!["mqtt://127.0.0.1:1883".into()]);
-        if urls.is_empty() {
-            return Err(invalid("brokers", "[]", "list at least one broker URL"));
-        }
-        let brokers = urls
-            .iter()
-            .map(|u| parse_broker(u))
-            .collect::<Result<Vec<_>, _>>()?;
-        let broker_tls = file
-            .broker_tls
-            .map(|t| t.client_config("broker_tls"))
-            .transpose()?;
-        if let Some(u) = urls
-            .iter()
-            .zip(&brokers)
-            .find(|(_, b)| b.tls)
-            .map(|(u, _)| u)
-            && broker_tls.is_none()
-        {
-            return Err(invalid(
-                "brokers",
-                u,
-                "mqtts:// needs a [broker_tls] table with ca_file (and cert_file, key_file)",
-            ));
-        }
+        let brokers =
+            Brokers::from_config(file.brokers, file.broker_tls.as_ref()).map_err(|e| match e {
+                BrokersError::Invalid(key, value, reason) => invalid(&key, value, reason),
+                BrokersError::Tls(e) => ConfigError::Tls(e),
+            })?;
+        let (brokers, broker_tls) = (brokers.urls, brokers.tls);
         let signer = match &file.command_signing_key {
             Some(path) => Some(
                 crate::signing::Signer::load(path)
@@ -228,10 +207,6 @@ impl Config {
             advertised_host,
         })
     }
-}
-
-fn parse_broker(url: &str) -> Result<BrokerUrl, ConfigError> {
-    BrokerUrl::parse(url).map_err(|reason| invalid("brokers", url, reason))
 }
 
 #[cfg(test)]

@@ -80,6 +80,17 @@ enum Cmd {
     },
 }
 
+/// Logs to stderr; `OUTPOST_LOG` sets the filter (`info` by default).
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn lb(cmd: &Cmd) -> ExitCode {
     let Cmd::Lb {
         marathon,
@@ -135,13 +146,7 @@ fn lb(cmd: &Cmd) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(cmd @ Cmd::Lb { .. }) = &cli.command {
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
-                    .unwrap_or_else(|_| "info".into()),
-            )
-            .with_writer(std::io::stderr)
-            .init();
+        init_logging();
         return lb(cmd);
     }
     if let Some(Cmd::SigningKey { file }) = &cli.command {
@@ -199,13 +204,7 @@ fn main() -> ExitCode {
         println!("{config:#?}");
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -75,6 +75,60 @@ impl core::fmt::Debug for BrokerAuth {
     }
 }
 
+/// The `brokers` list and `[broker_tls]` table of a configuration, checked together.
+#[derive(Debug, Clone)]
+pub struct Brokers {
+    /// The brokers, in order.
+    pub urls: Vec<BrokerUrl>,
+    /// TLS for the `mqtts://` ones.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Why a `brokers` list or its TLS table cannot be used.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokersError {
+    /// A value that is not allowed: the key, the value, what is expected.
+    Invalid(String, String, &'static str),
+    /// A TLS file that is missing or wrong.
+    Tls(TlsError),
+}
+
+impl Brokers {
+    /// Parses `urls` (`mqtt://127.0.0.1:1883` when absent) and loads `tls`; an `mqtts://`
+    /// broker without TLS files is refused, naming the URL.
+    pub fn from_config(
+        urls: Option<Vec<String>>,
+        tls: Option<&TlsFiles>,
+    ) -> Result<Self, BrokersError> {
+        let texts = urls.unwrap_or_else(|| alloc::vec!["mqtt://127.0.0.1:1883".into()]);
+        if texts.is_empty() {
+            return Err(BrokersError::Invalid(
+                "brokers".into(),
+                "[]".into(),
+                "list at least one broker URL",
+            ));
+        }
+        let mut parsed = Vec::with_capacity(texts.len());
+        for t in &texts {
+            let url = BrokerUrl::parse(t)
+                .map_err(|why| BrokersError::Invalid("brokers".into(), t.clone(), why))?;
+            if url.tls && tls.is_none() {
+                return Err(BrokersError::Invalid(
+                    "brokers".into(),
+                    t.clone(),
+                    "mqtts:// needs a [broker_tls] table with ca_file (and cert_file, key_file)",
+                ));
+            }
+            parsed.push(url);
+        }
+        let tls = tls
+            .map(|f| f.client_config("broker_tls"))
+            .transpose()
+            .map_err(BrokersError::Tls)?;
+        Ok(Self { urls: parsed, tls })
+    }
+}
+
 /// Where the PEM files are: the CA that signed the broker's certificate, and this client's
 /// certificate chain and private key (both or neither). The `[broker_tls]` table of the agent's
 /// and the bridge's configuration files.
