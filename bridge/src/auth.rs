@@ -149,12 +149,16 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bounds every request: the body size (through axum's limit, set in the runtime) and the time
 /// to the response head.
 pub async fn bounded(req: Request, next: Next) -> Response {
+    bounded_by(REQUEST_TIMEOUT, req, next).await
+}
+
+async fn bounded_by(limit: Duration, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+    match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            &format!("{path}: no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+            &format!("{path}: no answer within {} ms", limit.as_millis()),
         ),
     }
 }
@@ -296,6 +300,34 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_handler_that_takes_too_long_is_answered_503_naming_the_path() {
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            )
+            .route("/fast", axum::routing::get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(|req, next| {
+                bounded_by(Duration::from_millis(50), req, next)
+            }));
+        let get = |path: &str| {
+            axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let slow = app.clone().oneshot(get("/slow")).await.unwrap();
+        assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(slow.into_body(), 1024).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("/slow"));
+        let fast = app.oneshot(get("/fast")).await.unwrap();
+        assert_eq!(fast.status(), StatusCode::OK);
+    }
 
     #[test]
     fn basic_users_and_tokens_map_to_their_roles() {
