@@ -1,51 +1,130 @@
 //! The web UI in a real browser: headless Chromium (Debian's) loads the bridge's page, with a
-//! real agent, mosquitto and dockerd behind it, runs its JavaScript, and the test reads the
-//! rendered DOM; a screenshot is saved as an artifact (`target/test-artifacts/ui.png`).
+//! real agent, mosquitto and dockerd behind it. The test drives the browser through the
+//! DevTools protocol: it waits until the page has rendered and follows the event stream, reads
+//! the rendered DOM, scales the app and watches the page update itself, and saves a screenshot
+//! (`target/test-artifacts/ui.png`).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
 
 use outpost_tests::agent::Agent;
 use outpost_tests::bin_path::workspace_root;
 use outpost_tests::bridge::Bridge;
 use outpost_tests::mosquitto::Broker;
+use outpost_tests::net::free_port;
+use outpost_tests::process::Guarded;
 use outpost_tests::{image, wait};
 
 const LONG: Duration = Duration::from_secs(90);
 
-/// Chromium, headless, with a fresh profile and none of its background traffic; `extra` says
-/// what to do with `url` (`--dump-dom`, `--screenshot=...`). Returns stdout.
-fn chromium(profile: &Path, url: &str, extra: &[&str]) -> String {
-    // `timeout`: a browser that hangs fails the test instead of holding it.
-    let out = Command::new("timeout")
-        .args([
-            "60",
+/// A headless Chromium with a fresh profile, none of its background traffic, and its DevTools
+/// endpoint on a loopback port.
+struct Browser {
+    _process: Guarded,
+    _profile: tempfile::TempDir,
+    port: u16,
+}
+
+impl Browser {
+    fn start() -> Self {
+        let profile = tempfile::tempdir().unwrap();
+        let port = free_port().unwrap();
+        let process = Guarded::spawn(
             "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1400,1000",
-            // Stop loading after 5 s (the event stream never ends) and act on the page as is.
-            "--timeout=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(url)
-        .output()
-        .expect("timeout and chromium (Debian package chromium) run");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+            Command::new("chromium")
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--hide-scrollbars",
+                    "--window-size=1400,1000",
+                    "--remote-allow-origins=*",
+                ])
+                .arg(format!("--remote-debugging-port={port}"))
+                .arg(format!("--user-data-dir={}", profile.path().display()))
+                .arg("about:blank")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .expect("chromium (Debian package chromium) runs");
+        wait::until("Chromium's DevTools endpoint", LONG, || {
+            outpost_tests::http::get(&format!("http://127.0.0.1:{port}/json/version"))
+                .ok()
+                .filter(|r| r.status == 200)
+        })
+        .unwrap();
+        Self {
+            _process: process,
+            _profile: profile,
+            port,
+        }
+    }
+
+    /// A new tab on `url`, driven over its DevTools WebSocket.
+    fn open(&self, url: &str) -> Tab {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let target: Value = serde_json::from_str(
+            &agent
+                .put(&format!("http://127.0.0.1:{}/json/new?{url}", self.port))
+                .send_empty()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap(),
+        )
+        .unwrap();
+        let ws = target["webSocketDebuggerUrl"].as_str().unwrap().to_string();
+        let (socket, _) = tungstenite::connect(ws).unwrap();
+        Tab { socket, next: 0 }
+    }
+}
+
+/// One page's DevTools session.
+struct Tab {
+    socket: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    next: u64,
+}
+
+impl Tab {
+    /// Calls `method`; returns its result (events in between are skipped).
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let msg = json!({ "id": id, "method": method, "params": params }).to_string();
+        self.socket
+            .send(tungstenite::Message::Text(msg.into()))
+            .unwrap();
+        loop {
+            let msg = self.socket.read().unwrap();
+            let Ok(text) = msg.to_text() else { continue };
+            let v: Value = serde_json::from_str(text).unwrap_or_default();
+            if v["id"] == id {
+                assert!(v["error"].is_null(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates `expression` in the page; returns its value.
+    fn eval(&mut self, expression: &str) -> Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": expression, "returnByValue": true }),
+        );
+        r["result"]["value"].clone()
+    }
 }
 
 fn artifacts() -> PathBuf {
@@ -58,7 +137,7 @@ fn artifacts() -> PathBuf {
 }
 
 #[test]
-fn the_ui_shows_agents_apps_and_tasks_in_a_real_browser() {
+fn the_ui_shows_agents_apps_and_tasks_and_follows_changes_in_a_real_browser() {
     image::ensure().unwrap();
     let broker = Broker::start().unwrap();
     let bridge = Bridge::start(&broker.url(), "").unwrap();
@@ -93,14 +172,19 @@ fn the_ui_shows_agents_apps_and_tasks_in_a_real_browser() {
     })
     .unwrap();
 
-    let profile = tempfile::tempdir().unwrap();
-    let url = format!("http://127.0.0.1:{}/", bridge.port());
-    // The DOM after the page's scripts ran against the live APIs.
-    let dom = wait::until("the rendered page", LONG, || {
-        let dom = chromium(profile.path(), &url, &["--dump-dom"]);
-        dom.contains("data-loaded=\"true\"").then_some(dom)
+    let browser = Browser::start();
+    let mut tab = browser.open(&format!("http://127.0.0.1:{}/", bridge.port()));
+    wait::until("the page rendered and live", LONG, || {
+        (tab.eval(
+            "document.body.dataset.loaded === 'true' \
+             && document.getElementById('live').classList.contains('on') \
+             && document.getElementById('tasks-healthy').textContent === '2'",
+        ) == true)
+            .then_some(())
     })
     .unwrap();
+    let dom = tab.eval("document.documentElement.outerHTML");
+    let dom = dom.as_str().unwrap();
     for needle in [
         agent_id.as_str(),
         "zone=north",
@@ -115,27 +199,26 @@ fn the_ui_shows_agents_apps_and_tasks_in_a_real_browser() {
     for t in &tasks {
         assert!(dom.contains(t.as_str()), "task {t} not on the page");
     }
-    assert!(
-        dom.contains("id=\"tasks-healthy\">2<"),
-        "the summary counts two healthy tasks"
-    );
-    assert!(
-        dom.contains("class=\"live on\""),
-        "the page follows /v2/events"
-    );
 
-    let shot = artifacts().join("ui.png");
-    let _ = std::fs::remove_file(&shot);
-    chromium(
-        profile.path(),
-        &url,
-        &[&format!("--screenshot={}", shot.display())],
-    );
-    let png = std::fs::read(&shot).expect("a screenshot");
+    // Scaled through the API: the open page shows the third task by itself (event stream).
+    let scaled = bridge
+        .request("PUT", "/v2/apps/shop/web", Some(r#"{"instances": 3}"#))
+        .unwrap();
+    assert!(scaled.status < 300, "{}", scaled.text);
+    wait::until("the page to show three healthy tasks", LONG, || {
+        (tab.eval(
+            "document.querySelectorAll('#tasks tbody tr[data-task]').length === 3 \
+             && document.getElementById('tasks-healthy').textContent === '3'",
+        ) == true)
+            .then_some(())
+    })
+    .unwrap();
+
+    let shot = tab.call("Page.captureScreenshot", json!({ "format": "png" }));
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().unwrap())
+        .unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
-    assert!(
-        png.len() > 10_000,
-        "a screenshot with content: {} bytes",
-        png.len()
-    );
+    assert!(png.len() > 10_000, "a screenshot with content");
+    std::fs::write(artifacts().join("ui.png"), png).unwrap();
 }

@@ -106,7 +106,12 @@ function showError(e) {
 
 function live() {
   const es = new EventSource("/v2/events");
-  es.onopen = () => { $("live").textContent = "live"; $("live").classList.add("on"); };
+  // Every (re)connection re-reads everything: events missed while away are not replayed.
+  es.onopen = () => {
+    $("live").textContent = "live";
+    $("live").classList.add("on");
+    refresh().catch(showError);
+  };
   es.onerror = () => { $("live").textContent = "reconnecting"; $("live").classList.remove("on"); };
   for (const kind of ["status_update_event", "health_status_changed_event", "deployment_info",
     "deployment_success", "deployment_failed", "api_post_event", "app_terminated_event"]) {
@@ -114,6 +119,7 @@ function live() {
   }
 }
 
-refresh().catch(showError);
 live();
+// If the event stream cannot open (a proxy that buffers it), show the fleet anyway.
+setTimeout(() => { if (!document.body.dataset.loaded) refresh().catch(showError); }, 3000);
 setInterval(soon, 10000); // "last seen" ages, agents' liveness
