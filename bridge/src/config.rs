@@ -100,6 +100,58 @@ fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> ConfigErro
 }
 
 impl Config {
+    /// What the configuration means, one `key = value` line each, secrets left out (what
+    /// `check-config` prints).
+    pub fn summary(&self) -> String {
+        let brokers: Vec<String> = self.brokers.iter().map(ToString::to_string).collect();
+        let mut lines =
+            vec![
+                format!("listen = {}", self.listen),
+                format!("mesos_listen = {}", self.mesos_listen),
+                format!("brokers = [{}]", brokers.join(", ")),
+                format!(
+                    "broker_auth = {}",
+                    self.broker_auth
+                        .as_ref()
+                        .map_or("none".to_string(), |a| format!("user {:?}", a.username))
+                ),
+                format!(
+                    "broker_tls = {}",
+                    if self.broker_tls.is_some() {
+                        "loaded"
+                    } else {
+                        "none"
+                    }
+                ),
+                format!(
+                    "command_signing_key = {}",
+                    self.signer.as_ref().map_or(
+                        "none (commands unsigned)".to_string(),
+                        |s| format!("public key {}", s.public_base64())
+                    )
+                ),
+                format!(
+                    "api auth = {} user(s), {} token(s){}",
+                    self.auth.users.len(),
+                    self.auth.tokens.len(),
+                    if self.auth.enabled() { "" } else { " (open)" }
+                ),
+                format!(
+                    "api_tls = {}",
+                    if self.api_tls.is_some() {
+                        "loaded"
+                    } else {
+                        "none"
+                    }
+                ),
+                format!("state_dir = {}", self.state_dir.display()),
+                format!("client_id = {}", self.client_id),
+                format!("advertised_host = {}", self.advertised_host),
+            ];
+        lines.push(String::new());
+        lines.join("\n")
+    }
+
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -215,6 +267,25 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("bridge.toml"))
+    }
+
+    #[test]
+    fn the_summary_names_every_setting_and_no_secret() {
+        let c = parse(
+            "brokers = [\"mqtt://b1:1884\"]\n[broker_auth]\nusername = \"br\"\npassword = \"pw-secret\"\n\
+             [[api_tokens]]\ntoken = \"tok-secret-0123456789\"\nrole = \"read\"\n",
+        )
+        .unwrap();
+        let s = c.summary();
+        for k in [
+            "listen = ",
+            "brokers = [mqtt://b1:1884]",
+            "user \"br\"",
+            "1 token(s)",
+        ] {
+            assert!(s.contains(k), "{k}: {s}");
+        }
+        assert!(!s.contains("pw-secret") && !s.contains("tok-secret"), "{s}");
     }
 
     #[test]

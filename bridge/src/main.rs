@@ -201,7 +201,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Cmd::CheckConfig) = cli.command {
-        println!("{config:#?}");
+        print!("{}", config.summary());
         return ExitCode::SUCCESS;
     }
     init_logging();
