@@ -272,10 +272,11 @@ async fn mqtt_loop(
                     eventloop = el;
                     failures = 0;
                 }
-                tokio::time::sleep(Duration::from_millis(
-                    (250u64 << failures.min(7)).min(30_000),
-                ))
-                .await;
+                // 250 ms doubling to 5 s, plus up to half again at random: a healed broker is
+                // found within seconds, and bridges restarted together do not knock in step.
+                let base = (250u64 << failures.min(5)).min(5_000);
+                let jitter = (uuid::Uuid::new_v4().as_u128() as u64) % (base / 2 + 1);
+                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
             }
         }
     }
