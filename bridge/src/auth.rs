@@ -216,8 +216,14 @@ impl TlsListener {
         let (tx, ready) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let Ok((stream, addr)) = tcp.accept().await else {
-                    continue;
+                let (stream, addr) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors, say: do not spin on it.
+                        tracing::warn!(error = %e, "accepting a TLS connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();

@@ -314,6 +314,17 @@ async fn follow_events(base: String, changed: std::sync::Arc<tokio::sync::Notify
     }
 }
 
+/// The template to render with: `--template`'s file, read now (so a fixed file takes effect at
+/// the next render), or the built-in one.
+fn template(opts: &LbOptions) -> Result<String, String> {
+    match &opts.template {
+        Some(p) => {
+            std::fs::read_to_string(p).map_err(|e| format!("--template {}: {e}", p.display()))
+        }
+        None => Ok(BUILTIN_TEMPLATE.to_string()),
+    }
+}
+
 /// Writes `text` to `path` atomically (a temp file beside it, then rename).
 fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
@@ -342,12 +353,7 @@ fn validate(haproxy: &str, file: &Path) -> Result<(), String> {
 
 /// One render: Ok(true) if the config changed and is in place, Ok(false) if nothing changed.
 async fn render_once(opts: &LbOptions) -> Result<bool, String> {
-    let template = match &opts.template {
-        Some(p) => {
-            std::fs::read_to_string(p).map_err(|e| format!("--template {}: {e}", p.display()))?
-        }
-        None => BUILTIN_TEMPLATE.to_string(),
-    };
+    let template = template(opts)?;
     let apps = fetch_apps(&opts.marathon).await?;
     let (services, warnings) = services(&apps);
     for w in warnings {
@@ -450,12 +456,7 @@ async fn reload(
 
 /// The services for `--once`: renders and prints, validating nothing (for a look).
 pub async fn render_to_string(opts: &LbOptions) -> Result<String, String> {
-    let template = match &opts.template {
-        Some(p) => {
-            std::fs::read_to_string(p).map_err(|e| format!("--template {}: {e}", p.display()))?
-        }
-        None => BUILTIN_TEMPLATE.to_string(),
-    };
+    let template = template(opts)?;
     let apps = fetch_apps(&opts.marathon).await?;
     render(&template, &services(&apps).0, &opts.settings)
 }

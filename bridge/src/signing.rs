@@ -46,7 +46,6 @@ impl Signer {
 
     /// Signs `cmd` in place (its `agent_id` and `issued_at_ms` must be set first).
     pub fn sign(&self, cmd: &mut Command) {
-        cmd.signature = None;
         let sig = self.0.sign(&cmd.signed_bytes());
         let mut bytes = [0u8; 64];
         bytes.copy_from_slice(sig.as_ref());

@@ -383,14 +383,15 @@ pub struct Command {
 
 impl Command {
     /// What the signature covers: the command's canonical CBOR with the signature left out
-    /// (every field this protocol version knows, keys in table order).
+    /// (every field this protocol version knows, keys in table order). Takes `&mut` only to
+    /// lift the signature out while encoding, instead of copying a command that may hold a
+    /// whole task spec; it is put back before this returns.
     #[cfg(feature = "std")]
-    pub fn signed_bytes(&self) -> std::vec::Vec<u8> {
-        let unsigned = Command {
-            signature: None,
-            ..self.clone()
-        };
-        crate::codec::encode_to_vec(&unsigned)
+    pub fn signed_bytes(&mut self) -> std::vec::Vec<u8> {
+        let signature = self.signature.take();
+        let bytes = crate::codec::encode_to_vec(self);
+        self.signature = signature;
+        bytes
     }
 }
 

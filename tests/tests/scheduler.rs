@@ -24,6 +24,26 @@ fn scalar(offer: &Value, name: &str) -> f64 {
         .unwrap()
 }
 
+/// Subscribes again as framework `fid`, asks for implicit reconciliation, and returns the
+/// subscription and the UPDATE it brought for `task`.
+fn resubscribe_and_reconcile(
+    port: u16,
+    info: Value,
+    fid: &str,
+    task: &str,
+) -> (Subscription, Value) {
+    let mut sub = Subscription::open(port, info, Some(fid));
+    assert_eq!(sub.framework_id, fid);
+    let (code, _) = framework_call(
+        port,
+        &sub,
+        json!({ "type": "RECONCILE", "reconcile": { "tasks": [] } }),
+    );
+    assert_eq!(code, 202);
+    let rec = sub.next_event(|e| e["update"]["status"]["task_id"]["value"] == task, LONG);
+    (sub, rec)
+}
+
 #[test]
 fn a_v1_framework_gets_offers_launches_a_docker_task_and_manages_it() {
     image::ensure().unwrap();
@@ -198,18 +218,7 @@ fn a_v1_framework_gets_offers_launches_a_docker_task_and_manages_it() {
     // Disconnect, re-subscribe with the framework id: the task is still there.
     let fid = sub.framework_id.clone();
     drop(sub);
-    let mut sub = Subscription::open(port, info, Some(&fid));
-    assert_eq!(sub.framework_id, fid);
-    let (code, _) = framework_call(
-        port,
-        &sub,
-        json!({ "type": "RECONCILE", "reconcile": { "tasks": [] } }),
-    );
-    assert_eq!(code, 202);
-    let rec = sub.next_event(
-        |e| e["update"]["status"]["task_id"]["value"] == "fw-web-1",
-        LONG,
-    );
+    let (mut sub, rec) = resubscribe_and_reconcile(port, info, &fid, "fw-web-1");
     assert_eq!(rec["update"]["status"]["state"], "TASK_RUNNING");
 
     // KILL (no agent id), then the heartbeat, then TEARDOWN ends the stream.
@@ -283,18 +292,7 @@ fn a_framework_keeps_its_task_across_a_bridge_restart_and_a_teardown_sends_error
             .any(|f| f["id"] == fid.as_str()),
         "{frameworks}"
     );
-    let mut sub = Subscription::open(port, info, Some(&fid));
-    assert_eq!(sub.framework_id, fid);
-    let (code, _) = framework_call(
-        port,
-        &sub,
-        json!({ "type": "RECONCILE", "reconcile": { "tasks": [] } }),
-    );
-    assert_eq!(code, 202);
-    let rec = sub.next_event(
-        |e| e["update"]["status"]["task_id"]["value"] == "fw-keep-1",
-        LONG,
-    );
+    let (mut sub, rec) = resubscribe_and_reconcile(port, info, &fid, "fw-keep-1");
     assert_eq!(rec["update"]["status"]["state"], "TASK_RUNNING", "{rec}");
     wait::until("the agent back at the bridge", LONG, || {
         bridge.mesos_get("/master/slaves").ok()?.json()["slaves"]

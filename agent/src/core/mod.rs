@@ -362,7 +362,7 @@ impl Supervisor {
             return;
         }
         let id = cmd.command_id.to_string();
-        if let Err(r) = self.authenticate(now, &cmd) {
+        if let Err(r) = self.authenticate(now, &mut cmd) {
             tracing::warn!(command = %id, code = ?r.code, reason = %r.message, "command refused");
             self.reply(&id, Outcome::Rejected(r));
             return;
@@ -427,10 +427,12 @@ impl Supervisor {
     /// With trusted keys configured, a command must be signed by one of them, name this agent,
     /// and be neither seen before nor outside the replay window. Without keys, every command
     /// passes (and a seen one is answered again, as a QoS 1 redelivery).
-    fn authenticate(&self, now: Millis, cmd: &Command) -> Result<(), Rejection> {
+    fn authenticate(&self, now: Millis, cmd: &mut Command) -> Result<(), Rejection> {
         if self.settings.trusted_keys.is_empty() {
             return Ok(());
         }
+        let message = cmd.signed_bytes();
+        let cmd = &*cmd;
         let id = cmd.command_id.as_str();
         let me = self.settings.agent_id.as_str();
         let Some(signature) = &cmd.signature else {
@@ -459,7 +461,6 @@ impl Supervisor {
                 ));
             }
         }
-        let message = cmd.signed_bytes();
         let verified = self.settings.trusted_keys.iter().any(|key| {
             ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
                 .verify(&message, &signature.0)
