@@ -27,6 +27,8 @@ struct File {
     state_dir: Option<PathBuf>,
     client_id: Option<String>,
     advertised_host: Option<String>,
+    task_launch_timeout: Option<u64>,
+    scheduler_heartbeat_seconds: Option<u64>,
 }
 
 /// The validated configuration.
@@ -55,6 +57,12 @@ pub struct Config {
     pub client_id: String,
     /// The host name the bridge names itself by in `/v2/leader` and `/v2/info`.
     pub advertised_host: String,
+    /// A Marathon task not RUNNING this long after its launch is killed and replaced
+    /// (Marathon's `--task_launch_timeout`, in milliseconds; default 300,000).
+    pub task_launch_timeout_ms: u64,
+    /// Between two HEARTBEAT events on a Mesos framework's stream (default 15 s, as a Mesos
+    /// master sends them).
+    pub scheduler_heartbeat: std::time::Duration,
 }
 
 /// A configuration that cannot be used.
@@ -147,6 +155,11 @@ impl Config {
                 format!("state_dir = {}", self.state_dir.display()),
                 format!("client_id = {}", self.client_id),
                 format!("advertised_host = {}", self.advertised_host),
+                format!("task_launch_timeout = {} ms", self.task_launch_timeout_ms),
+                format!(
+                    "scheduler_heartbeat_seconds = {}",
+                    self.scheduler_heartbeat.as_secs()
+                ),
             ];
         lines.push(String::new());
         lines.join("\n")
@@ -243,7 +256,25 @@ impl Config {
                 listen.ip().to_string()
             }
         });
+        let task_launch_timeout_ms = file.task_launch_timeout.unwrap_or(300_000);
+        if task_launch_timeout_ms < 1_000 {
+            return Err(invalid(
+                "task_launch_timeout",
+                task_launch_timeout_ms,
+                "milliseconds, at least 1000 (Marathon's default is 300000)",
+            ));
+        }
+        let heartbeat = file.scheduler_heartbeat_seconds.unwrap_or(15);
+        if !(1..=3600).contains(&heartbeat) {
+            return Err(invalid(
+                "scheduler_heartbeat_seconds",
+                heartbeat,
+                "seconds, 1 to 3600",
+            ));
+        }
         Ok(Self {
+            task_launch_timeout_ms,
+            scheduler_heartbeat: std::time::Duration::from_secs(heartbeat),
             listen,
             mesos_listen,
             brokers,
@@ -312,5 +343,11 @@ mod tests {
         assert!(e.contains("brokers") && e.contains("http://x"), "{e}");
         let e = parse("colour = 1").unwrap_err().to_string();
         assert!(e.contains("colour"), "{e}");
+        let e = parse("task_launch_timeout = 5").unwrap_err().to_string();
+        assert!(e.contains("task_launch_timeout") && e.contains('5'), "{e}");
+        let e = parse("scheduler_heartbeat_seconds = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scheduler_heartbeat_seconds"), "{e}");
     }
 }

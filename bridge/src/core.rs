@@ -18,7 +18,7 @@ use outpost_protocol::{
 
 use crate::app::AppDefinition;
 use crate::placement::{self, Amount, Candidate, Constraint};
-use crate::store::{Table, Write};
+use crate::store::{StoreError, Table, Write};
 use crate::time::{Millis, rfc3339};
 
 /// Something the runtime must do after a core call.
@@ -294,14 +294,14 @@ pub struct Core {
     pub status_updates: u64,
     /// Signs every command, when the bridge has a key.
     signer: Option<crate::signing::Signer>,
+    /// A task not RUNNING this long after its launch is killed and replaced (0: the default).
+    task_launch_timeout_ms: Millis,
 }
 
-impl Core {
-    /// A core with what the store held.
-    pub fn restore(apps: Vec<AppRecord>, tasks: Vec<TaskRecord>, agents: Vec<AgentRecord>) -> Self {
-        Self::restore_all(0, apps, tasks, agents, Vec::new(), Vec::new())
-    }
+/// Marathon's default `--task_launch_timeout`: five minutes.
+pub const DEFAULT_TASK_LAUNCH_TIMEOUT_MS: Millis = 300_000;
 
+impl Core {
     /// A core with what the store held, Mesos frameworks and their tasks included (restored
     /// disconnected, their failover timeouts running from `now` at the latest).
     pub fn restore_all(
@@ -333,6 +333,32 @@ impl Core {
         core
     }
 
+    /// A core with what `store` holds (see [`Core::restore_all`]).
+    pub fn load(now: Millis, store: &dyn crate::store::StateStore) -> Result<Self, StoreError> {
+        use crate::store::load;
+        Ok(Self::restore_all(
+            now,
+            load(store, Table::Apps)?,
+            load(store, Table::Tasks)?,
+            load(store, Table::Agents)?,
+            load(store, Table::Frameworks)?,
+            load(store, Table::FwTasks)?,
+        ))
+    }
+
+    /// Kills and replaces a Marathon task that is not RUNNING `ms` after its launch.
+    pub fn set_task_launch_timeout_ms(&mut self, ms: Millis) {
+        self.task_launch_timeout_ms = ms;
+    }
+
+    fn task_launch_timeout(&self) -> Millis {
+        if self.task_launch_timeout_ms == 0 {
+            DEFAULT_TASK_LAUNCH_TIMEOUT_MS
+        } else {
+            self.task_launch_timeout_ms
+        }
+    }
+
     /// Signs every command from now on with `signer`.
     pub fn set_signer(&mut self, signer: Option<crate::signing::Signer>) {
         self.signer = signer;
@@ -361,6 +387,14 @@ impl Core {
             .into_iter()
             .map(|((table, key), value)| Write { table, key, value })
             .collect()
+    }
+
+    /// Puts back writes a failed commit did not store, under any newer write of the same
+    /// record (which supersedes it), so the next commit stores them.
+    pub fn keep_writes(&mut self, writes: Vec<Write>) {
+        for w in writes {
+            self.writes.entry((w.table, w.key)).or_insert(w.value);
+        }
     }
 
     /// Agents.
@@ -886,17 +920,26 @@ impl Core {
             self.remove_task(now, tid);
             return;
         }
+        self.send_kill(now, tid, grace);
+        self.save_task(tid);
+    }
+
+    /// Sends the kill of task `tid` to its agent (the task's record is not changed).
+    fn send_kill(&mut self, now: Millis, tid: &str, grace: Option<u32>) {
+        let (Some(t), Ok(task_id)) = (self.tasks.get(tid), wire::TaskId::new(tid)) else {
+            return;
+        };
+        let agent = t.agent_id.clone();
         let cid = format!("k-{}", uuid::Uuid::new_v4().simple());
         self.command(
             now,
             &agent,
             &cid,
             CommandKind::Kill(KillTask {
-                task_id: wire::TaskId::new(tid).expect("task ids fit"),
+                task_id,
                 grace_period_s: grace,
             }),
         );
-        self.save_task(tid);
     }
 
     // ---------------------------------------------------------------- apps (API side)
@@ -937,7 +980,16 @@ impl Core {
         action: &str,
         previous: Option<AppDefinition>,
     ) -> Deployment {
-        let app = self.apps.get_mut(app_id).expect("app exists");
+        let Some(app) = self.apps.get_mut(app_id) else {
+            // Callers start deployments of apps they hold; an id that is not there gets a
+            // deployment nobody waits for rather than a panic.
+            return Deployment {
+                id: uuid::Uuid::new_v4().to_string(),
+                version: rfc3339(now),
+                action: action.into(),
+                previous,
+            };
+        };
         let d = Deployment {
             id: uuid::Uuid::new_v4().to_string(),
             version: app.version.clone(),
@@ -961,7 +1013,11 @@ impl Core {
         now: Millis,
         mut def: AppDefinition,
     ) -> Result<(AppRecord, Deployment), ApiError> {
-        if self.apps.contains_key(&def.id) {
+        if let Some(app) = self.apps.get(&def.id) {
+            // Being deleted (or deploying): locked, as Marathon says, with the deployment.
+            if let Some(d) = &app.deployment {
+                return Err(ApiError::locked(d));
+            }
             return Err(ApiError {
                 status: 409,
                 body: json!({ "message": format!("An app with id [{}] already exists.", def.id) }),
@@ -1082,14 +1138,15 @@ impl Core {
     }
 
     /// Kills tasks (`DELETE /v2/apps/{id}/tasks[/{task}]`, `POST /v2/tasks/delete`); with
-    /// `scale`, the app's instances shrink by as many. Returns the tasks as they were.
+    /// `scale`, the app's instances shrink by as many, as a deployment. Returns the tasks as
+    /// they were, and the deployments of the scaled apps.
     pub fn kill_tasks(
         &mut self,
         now: Millis,
         ids: &[String],
         scale: bool,
         wipe: bool,
-    ) -> Result<Vec<TaskRecord>, ApiError> {
+    ) -> Result<(Vec<TaskRecord>, Vec<Deployment>), ApiError> {
         let killed: Vec<TaskRecord> = ids
             .iter()
             .filter_map(|id| self.tasks.get(id).cloned())
@@ -1097,8 +1154,12 @@ impl Core {
         if killed.is_empty() && !ids.is_empty() {
             return Err(ApiError::not_found(&format!("Task '{}'", ids[0])));
         }
+        let mut scaled: BTreeMap<String, AppDefinition> = BTreeMap::new();
         for t in &killed {
             if scale && let Some(app) = self.apps.get_mut(&t.app_id) {
+                scaled
+                    .entry(t.app_id.clone())
+                    .or_insert_with(|| app.def.clone());
                 app.def.instances = app.def.instances.saturating_sub(1);
                 app.version = rfc3339(now);
                 app.last_scaling_at = app.version.clone();
@@ -1109,8 +1170,22 @@ impl Core {
             }
             self.kill(now, &t.id, None);
         }
+        // A scaling kill is a deployment of the smaller app (Marathon answers with its id);
+        // one already running goes on and covers it.
+        let mut deployments = Vec::new();
+        for (app_id, previous) in scaled {
+            match self.apps.get(&app_id).and_then(|a| a.deployment.clone()) {
+                Some(d) => deployments.push(d),
+                None => deployments.push(self.start_deployment(
+                    now,
+                    &app_id,
+                    "ScaleApplication",
+                    Some(previous),
+                )),
+            }
+        }
         self.tick(now);
-        Ok(killed)
+        Ok((killed, deployments))
     }
 
     /// `DELETE /v2/deployments/{id}`: with `force`, stop it where it is; otherwise roll back
@@ -1163,6 +1238,7 @@ impl Core {
     /// change and every second or so.
     pub fn tick(&mut self, now: Millis) {
         self.unreachable_timers(now);
+        self.launch_timeouts(now);
         self.framework_timers(now);
         let ids: Vec<String> = self.apps.keys().cloned().collect();
         for id in ids {
@@ -1170,6 +1246,34 @@ impl Core {
         }
         // Frameworks get what Marathon's apps left.
         self.make_offers(now);
+    }
+
+    /// Marathon's task launch timeout: a task still STAGING or STARTING that long after its
+    /// launch (its launch was lost, its image never came, its agent never answered) is killed
+    /// and replaced, and the reason goes into the app's `lastTaskFailure`. A task whose agent
+    /// is unreachable follows the app's unreachable strategy instead.
+    fn launch_timeouts(&mut self, now: Millis) {
+        let timeout = self.task_launch_timeout();
+        let overdue: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                matches!(t.state(), TaskState::Staging | TaskState::Starting)
+                    && !t.killing
+                    && t.unreachable_since_ms.is_none()
+                    && now >= t.staged_at_ms + timeout
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        for tid in overdue {
+            let message = format!(
+                "task launch timeout: not RUNNING within {} s of its launch (task_launch_timeout)",
+                timeout / 1000
+            );
+            tracing::warn!(task = %tid, "{message}: killing and replacing it");
+            self.send_kill(now, &tid, None);
+            self.task_ended(now, &tid, TaskState::Failed, &message, true);
+        }
     }
 
     fn unreachable_timers(&mut self, now: Millis) {
@@ -1224,8 +1328,34 @@ impl Core {
             for t in all {
                 self.kill(now, &t, None);
             }
+            // A kill sent to an agent that went away since is recorded, and the stop is done
+            // for the API: the agent's reconcile kills the task when it returns (no app owns it).
+            let stranded: Vec<String> = self
+                .tasks
+                .values()
+                .filter(|t| t.app_id == id && t.killing)
+                .filter(|t| {
+                    t.unreachable_since_ms.is_some()
+                        || self
+                            .agents
+                            .get(&t.agent_id)
+                            .is_none_or(|a| !a.online() && a.liveness != "draining")
+                })
+                .map(|t| t.id.clone())
+                .collect();
+            for t in stranded {
+                self.status_event(
+                    now,
+                    &t,
+                    TaskState::Killed,
+                    "killed while its agent was unreachable",
+                );
+                self.remove_task(now, &t);
+            }
             if !self.tasks.values().any(|t| t.app_id == id) {
-                let app = self.apps.remove(id).expect("exists");
+                let Some(app) = self.apps.remove(id) else {
+                    return;
+                };
                 if let Some(d) = &app.deployment {
                     let plan = deployment_json(d, id);
                     self.event(
@@ -1573,4 +1703,4 @@ mod framework;
 #[cfg(test)]
 mod tests;
 
-pub use framework::{CallError, Framework, FrameworkRecord, FwTask, HEARTBEAT_SECONDS, REMOVED};
+pub use framework::{CallError, Framework, FrameworkRecord, FwTask, REMOVED};

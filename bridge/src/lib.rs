@@ -1,20 +1,25 @@
 //! `outpost-bridge`: the central side of Outpost. It speaks MQTT to the agents and Marathon's
-//! REST API to the rest of the world.
+//! REST API and Mesos's APIs to the rest of the world.
 //!
-//! Read in this order: [`core`] (the state and the scheduler, no I/O), [`app`] (Marathon's app
-//! definition), [`placement`] (constraints and resource fit), [`api`] (the HTTP routes),
-//! [`runtime`] (wiring: store, MQTT, events), [`store`], [`config`].
+//! Layers, bottom up (each uses only those below it):
+//! - [`core`]: the state and the decisions, no I/O, no clock ([`app`], [`placement`] beside it);
+//! - [`store`]: where the state is kept ([`store::StateStore`]);
+//! - [`handle`]: the one owner of the core, and the handle to it every edge uses;
+//! - the edges: [`marathon`] and [`mesos`] (HTTP), [`mqtt`] (the agents);
+//! - [`server`]: composes the routers and starts everything.
 
-pub mod api;
 pub mod app;
 pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod core;
+pub mod handle;
 pub mod lb;
+pub mod marathon;
 pub mod mesos;
+pub mod mqtt;
 pub mod placement;
-pub mod runtime;
+pub mod server;
 pub mod signing;
 pub mod store;
 pub mod time;

@@ -215,7 +215,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(outpost_bridge::runtime::run(config)) {
+    match runtime.block_on(outpost_bridge::server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -142,7 +142,12 @@ proptest! {
         if let Value::Object(m) = &mut call {
             m.insert("type".into(), json!(kind));
         }
-        if let Err(e) = core.call(2_000, &id, &call) {
+        if let Err(e) = core.call(2_000, &id, Some("s"), &call) {
+            prop_assert!(!e.message.is_empty());
+        }
+        // The same call again: after a TEARDOWN (or a re-subscription) the framework or its
+        // stream is gone, which is an answer, never a panic.
+        if let Err(e) = core.call(2_001, &id, Some("s"), &call) {
             prop_assert!(!e.message.is_empty());
         }
     }

@@ -20,8 +20,6 @@ use super::{Core, Effect};
 use crate::placement::Amount;
 use crate::time::Millis;
 
-/// Seconds between HEARTBEAT events.
-pub const HEARTBEAT_SECONDS: u64 = 15;
 /// DECLINE's and ACCEPT's default `refuse_seconds`.
 const DEFAULT_REFUSE_S: f64 = 5.0;
 /// How long a framework may hold an offer before it is rescinded (Mesos's `--offer_timeout`):
@@ -155,6 +153,21 @@ pub struct CallError {
     pub status: u16,
     /// For people.
     pub message: String,
+}
+
+impl CallError {
+    /// The framework was torn down: a SUBSCRIBE gets an ERROR event, not an HTTP error.
+    pub fn removed() -> Self {
+        Self {
+            status: 403,
+            message: REMOVED.to_string(),
+        }
+    }
+
+    /// Whether this is [`CallError::removed`].
+    pub fn is_removed(&self) -> bool {
+        self.status == 403 && self.message == REMOVED
+    }
 }
 
 fn bad(message: impl Into<String>) -> CallError {
@@ -340,6 +353,11 @@ impl Core {
             .as_str()
             .or(info["id"]["value"].as_str())
             .map(str::to_string);
+        if let Some(id) = &wanted
+            && self.removed_frameworks.contains_key(id)
+        {
+            return Err(CallError::removed());
+        }
         let partition_aware = info["capabilities"]
             .as_array()
             .into_iter()
@@ -395,25 +413,44 @@ impl Core {
         }
     }
 
-    /// Checks that `stream_id` is `framework_id`'s current subscription.
+    /// Checks that `stream_id` is `framework_id`'s current subscription, as a Mesos master
+    /// does before it runs a call: a removed framework is 403 "Framework has been removed", an
+    /// unknown one 404, a disconnected one or another stream 403.
     pub fn check_stream(
         &self,
         framework_id: &str,
         stream_id: Option<&str>,
     ) -> Result<(), CallError> {
+        if self.removed_frameworks.contains_key(framework_id) {
+            return Err(CallError::removed());
+        }
         match self.frameworks.get(framework_id) {
             Some(f) if f.stream_id.is_some() && f.stream_id.as_deref() == stream_id => Ok(()),
+            Some(f) if f.stream_id.is_none() => Err(CallError {
+                status: 403,
+                message: format!("Framework {framework_id:?} is not subscribed"),
+            }),
             Some(_) => Err(CallError {
                 status: 403,
                 message: format!(
-                    "the request's Mesos-Stream-Id {stream_id:?} is not framework {framework_id:?}'s subscription"
+                    "The stream ID {stream_id:?} included in this request didn't match the stream ID currently associated with framework ID {framework_id:?}"
                 ),
             }),
             None => Err(CallError {
-                status: 403,
-                message: format!("framework {framework_id:?} is not subscribed"),
+                status: 404,
+                message: format!("Framework {framework_id:?} cannot be found"),
             }),
         }
+    }
+
+    /// The framework a call is for, or the error a master answers when it is gone.
+    fn framework_mut(&mut self, framework_id: &str) -> Result<&mut Framework, CallError> {
+        self.frameworks
+            .get_mut(framework_id)
+            .ok_or_else(|| CallError {
+                status: 404,
+                message: format!("Framework {framework_id:?} cannot be found"),
+            })
     }
 
     /// Per agent: resources and ports held by framework tasks and outstanding offers, in one
@@ -788,8 +825,17 @@ impl Core {
         }
     }
 
-    /// A non-SUBSCRIBE call of `framework_id` (its stream already checked).
-    pub fn call(&mut self, now: Millis, framework_id: &str, body: &Value) -> Result<(), CallError> {
+    /// A non-SUBSCRIBE call of `framework_id` on stream `stream_id` (the `Mesos-Stream-Id`
+    /// header): the stream is checked here, in the same step as the call runs, so a framework
+    /// torn down in between is an error, never a panic.
+    pub fn call(
+        &mut self,
+        now: Millis,
+        framework_id: &str,
+        stream_id: Option<&str>,
+        body: &Value,
+    ) -> Result<(), CallError> {
+        self.check_stream(framework_id, stream_id)?;
         let kind = body["type"]
             .as_str()
             .ok_or_else(|| bad("type is required"))?;
@@ -801,18 +847,18 @@ impl Core {
                 let refuse = d["filters"]["refuse_seconds"]
                     .as_f64()
                     .unwrap_or(DEFAULT_REFUSE_S);
-                self.consume_offers(now, framework_id, &ids, refuse);
+                self.consume_offers(now, framework_id, &ids, refuse)?;
                 Ok(())
             }
             "REVIVE" => {
-                let f = self.frameworks.get_mut(framework_id).expect("checked");
+                let f = self.framework_mut(framework_id)?;
                 f.suppressed = false;
                 f.refused.clear();
                 self.make_offers(now);
                 Ok(())
             }
             "SUPPRESS" => {
-                let f = self.frameworks.get_mut(framework_id).expect("checked");
+                let f = self.framework_mut(framework_id)?;
                 f.suppressed = true;
                 f.offers.clear();
                 Ok(())
@@ -852,7 +898,7 @@ impl Core {
                 let uuid: [u8; 16] = bytes
                     .try_into()
                     .map_err(|_| bad(format!("acknowledge.uuid {uuid_text:?} is not 16 bytes")))?;
-                let f = self.frameworks.get_mut(framework_id).expect("checked");
+                let f = self.framework_mut(framework_id)?;
                 if let Some((agent, task)) = f.unacked.remove(&uuid) {
                     self.forward_ack(&agent, &task, uuid);
                 }
@@ -973,8 +1019,8 @@ impl Core {
         framework_id: &str,
         ids: &[String],
         refuse_s: f64,
-    ) -> Vec<OfferHeld> {
-        let f = self.frameworks.get_mut(framework_id).expect("checked");
+    ) -> Result<Vec<OfferHeld>, CallError> {
+        let f = self.framework_mut(framework_id)?;
         let mut used = Vec::new();
         for id in ids {
             if let Some(o) = f.offers.remove(id) {
@@ -985,7 +1031,7 @@ impl Core {
                 used.push(o);
             }
         }
-        used
+        Ok(used)
     }
 
     fn accept(&mut self, now: Millis, framework_id: &str, a: &Value) -> Result<(), CallError> {
@@ -993,9 +1039,12 @@ impl Core {
         let refuse = a["filters"]["refuse_seconds"]
             .as_f64()
             .unwrap_or(DEFAULT_REFUSE_S);
-        let valid = {
-            let f = &self.frameworks[framework_id];
-            !ids.is_empty() && ids.iter().all(|id| f.offers.contains_key(id))
+        let (valid, aware) = {
+            let f = self.framework_mut(framework_id)?;
+            (
+                !ids.is_empty() && ids.iter().all(|id| f.offers.contains_key(id)),
+                f.partition_aware,
+            )
         };
         let launches: Vec<Value> = a["operations"]
             .as_array()
@@ -1011,7 +1060,6 @@ impl Core {
             .flatten()
             .collect();
         if !valid {
-            let aware = self.frameworks[framework_id].partition_aware;
             let state = if aware {
                 TaskState::Dropped
             } else {
@@ -1033,10 +1081,10 @@ impl Core {
                 );
                 self.fw_event(framework_id, ev);
             }
-            self.consume_offers(now, framework_id, &ids, refuse);
+            self.consume_offers(now, framework_id, &ids, refuse)?;
             return Ok(());
         }
-        let offers = self.consume_offers(now, framework_id, &ids, refuse);
+        let offers = self.consume_offers(now, framework_id, &ids, refuse)?;
         let agent_id = offers[0].agent_id.clone();
         let mut left = offers.iter().fold(Amount::default(), |s, o| Amount {
             cpus: s.cpus + o.amount.cpus,

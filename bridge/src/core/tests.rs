@@ -7,6 +7,10 @@ use outpost_protocol::{
 };
 
 use super::*;
+use crate::store::StateStore;
+
+/// The stream id test frameworks subscribe on.
+const STREAM: &str = "stream-1";
 
 const NGINX: &str = include_str!("../../../docs/examples/nginx.json");
 
@@ -308,15 +312,19 @@ fn an_agent_back_within_inactive_after_keeps_its_tasks() {
 fn scaling_down_kills_the_youngest() {
     let mut w = World::new();
     w.agent("a1", "north");
-    w.create(&simple_app(2));
-    let l = w.launches();
-    for (a, t) in &l {
-        w.run(a, t);
-    }
-    w.advance(1000);
+    w.create(&simple_app(1));
+    let (_, oldest) = w.launches().remove(0);
+    w.run("a1", &oldest);
+    // The second instance is launched later: it is the youngest.
+    w.advance(5_000);
     let mut def = w.core.app("/web").unwrap().def.clone();
+    def.instances = 2;
+    w.core.update_app(w.now, def.clone(), true).unwrap();
+    let (_, youngest) = w.launches().remove(0);
+    w.run("a1", &youngest);
+    w.advance(1000);
     def.instances = 1;
-    let d = w.core.update_app(w.now, def, false).unwrap();
+    let d = w.core.update_app(w.now, def, true).unwrap();
     assert_eq!(d.action, "ScaleApplication");
     let kills: Vec<String> = w
         .commands()
@@ -326,7 +334,7 @@ fn scaling_down_kills_the_youngest() {
             _ => None,
         })
         .collect();
-    assert_eq!(kills.len(), 1);
+    assert_eq!(kills, vec![youngest]);
 }
 
 #[test]
@@ -389,13 +397,9 @@ fn writes_cover_every_change_so_a_restored_core_has_the_same_tasks() {
     for (a, t) in w.launches() {
         w.run(&a, &t);
     }
-    let store = crate::store::Store::in_memory();
+    let mut store = crate::store::MemoryStore::new();
     store.commit(&w.core.take_writes()).unwrap();
-    let restored = Core::restore(
-        store.load(Table::Apps).unwrap(),
-        store.load(Table::Tasks).unwrap(),
-        store.load(Table::Agents).unwrap(),
-    );
+    let restored = Core::load(0, &store).unwrap();
     let ids = |c: &Core| {
         c.tasks(None)
             .map(|t| (t.id.clone(), t.state))
@@ -465,13 +469,9 @@ fn a_restored_core_reconciles_each_agent_on_its_first_liveness() {
     w.create(&simple_app(1));
     let (_, task) = w.launches().remove(0);
     w.run("a1", &task);
-    let store = crate::store::Store::in_memory();
+    let mut store = crate::store::MemoryStore::new();
     store.commit(&w.core.take_writes()).unwrap();
-    let mut restored = Core::restore(
-        store.load(Table::Apps).unwrap(),
-        store.load(Table::Tasks).unwrap(),
-        store.load(Table::Agents).unwrap(),
-    );
+    let mut restored = Core::load(0, &store).unwrap();
     // The broker's retained liveness, unchanged since before the restart.
     let s = AgentState {
         version: 1,
@@ -515,7 +515,7 @@ fn a_framework_s_offer_is_not_given_to_marathon_and_invalid_offers_drop_tasks() 
     w.agent("a1", "north");
     let sub = serde_json::json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
         "user": "root", "name": "fw", "capabilities": [{ "type": "PARTITION_AWARE" }] } } });
-    let fid = w.core.subscribe(w.now, &sub, "stream-1").unwrap();
+    let fid = w.core.subscribe(w.now, &sub, STREAM).unwrap();
     w.core.offer_now(w.now);
     let offers: Vec<serde_json::Value> = w
         .core
@@ -537,7 +537,7 @@ fn a_framework_s_offer_is_not_given_to_marathon_and_invalid_offers_drop_tasks() 
     let accept = serde_json::json!({ "type": "ACCEPT", "accept": { "offer_ids": [{ "value": "nope" }],
         "operations": [{ "type": "LAUNCH", "launch": { "task_infos": [{ "task_id": { "value": "t1" },
             "agent_id": { "value": "a1" }, "resources": [] }] } }] } });
-    w.core.call(w.now, &fid, &accept).unwrap();
+    w.core.call(w.now, &fid, Some(STREAM), &accept).unwrap();
     let dropped = w.core.take_effects().into_iter().find_map(|e| match e {
         Effect::Framework { event, .. } if event["type"] == "UPDATE" => Some(event),
         _ => None,
@@ -551,6 +551,7 @@ fn a_framework_s_offer_is_not_given_to_marathon_and_invalid_offers_drop_tasks() 
         .call(
             w.now,
             &fid,
+            Some(STREAM),
             &serde_json::json!({ "type": "DECLINE", "decline": { "offer_ids": [offer_id] } }),
         )
         .unwrap();
@@ -564,7 +565,7 @@ fn frameworks_hear_of_a_lost_agent_and_their_tasks_go_unreachable() {
     w.agent("a1", "north");
     let sub = serde_json::json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
         "user": "root", "name": "fw", "capabilities": [{ "type": "PARTITION_AWARE" }] } } });
-    let fid = w.core.subscribe(w.now, &sub, "s").unwrap();
+    let fid = w.core.subscribe(w.now, &sub, STREAM).unwrap();
     w.core.offer_now(w.now);
     let offer = w.core.take_effects().into_iter().find_map(|e| match e {
         Effect::Framework { event, .. } if event["type"] == "OFFERS" => {
@@ -579,7 +580,7 @@ fn frameworks_hear_of_a_lost_agent_and_their_tasks_go_unreachable() {
             "resources": [{ "name": "cpus", "type": "SCALAR", "scalar": { "value": 0.1 } },
                           { "name": "mem", "type": "SCALAR", "scalar": { "value": 32 } }],
             "container": { "type": "DOCKER", "docker": { "image": "busybox" } } }] } }] } });
-    w.core.call(w.now, &fid, &accept).unwrap();
+    w.core.call(w.now, &fid, Some(STREAM), &accept).unwrap();
     assert!(w.commands().iter().any(|(a, c)| a == "a1" && matches!(&c.kind, CommandKind::Launch(s) if s.task_id == "t1" && s.restart.mode == outpost_protocol::RestartMode::Never)));
     w.liveness("a1", Liveness::Offline, 1);
     let events: Vec<serde_json::Value> = w
@@ -608,7 +609,7 @@ fn frameworks_hear_of_a_lost_agent_and_their_tasks_go_unreachable() {
 fn framework_with_a_task(w: &mut World) -> String {
     let sub = serde_json::json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
         "user": "root", "name": "fw", "failover_timeout": 60.0 } } });
-    let fid = w.core.subscribe(w.now, &sub, "s").unwrap();
+    let fid = w.core.subscribe(w.now, &sub, STREAM).unwrap();
     w.core.offer_now(w.now);
     let offer = w.core.take_effects().into_iter().find_map(|e| match e {
         Effect::Framework { event, .. } if event["type"] == "OFFERS" => {
@@ -622,20 +623,13 @@ fn framework_with_a_task(w: &mut World) -> String {
             "resources": [{ "name": "cpus", "type": "SCALAR", "scalar": { "value": 0.1 } },
                           { "name": "mem", "type": "SCALAR", "scalar": { "value": 32 } }],
             "container": { "type": "DOCKER", "docker": { "image": "busybox" } } }] } }] } });
-    w.core.call(w.now, &fid, &accept).unwrap();
+    w.core.call(w.now, &fid, Some(STREAM), &accept).unwrap();
     w.run("a1", "t1");
     fid
 }
 
-fn restore_from(store: &crate::store::Store, now: u64) -> Core {
-    Core::restore_all(
-        now,
-        store.load(Table::Apps).unwrap(),
-        store.load(Table::Tasks).unwrap(),
-        store.load(Table::Agents).unwrap(),
-        store.load(Table::Frameworks).unwrap(),
-        store.load(Table::FwTasks).unwrap(),
-    )
+fn restore_from(store: &crate::store::MemoryStore, now: u64) -> Core {
+    Core::load(now, store).unwrap()
 }
 
 #[test]
@@ -643,7 +637,7 @@ fn a_restored_bridge_keeps_frameworks_and_their_tasks_within_the_failover_timeou
     let mut w = World::new();
     w.agent("a1", "north");
     let fid = framework_with_a_task(&mut w);
-    let store = crate::store::Store::in_memory();
+    let mut store = crate::store::MemoryStore::new();
     store.commit(&w.core.take_writes()).unwrap();
 
     let mut restored = restore_from(&store, w.now);
@@ -718,12 +712,13 @@ fn message_and_shutdown_calls_are_validated_like_a_master_does() {
     w.agent("a1", "north");
     let sub = serde_json::json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
         "user": "root", "name": "fw" } } });
-    let fid = w.core.subscribe(w.now, &sub, "s").unwrap();
+    let fid = w.core.subscribe(w.now, &sub, STREAM).unwrap();
     let bad = w
         .core
         .call(
             w.now,
             &fid,
+            Some(STREAM),
             &serde_json::json!({ "type": "MESSAGE", "message": {} }),
         )
         .unwrap_err();
@@ -731,12 +726,13 @@ fn message_and_shutdown_calls_are_validated_like_a_master_does() {
     assert!(bad.message.contains("message.agent_id"), "{}", bad.message);
     let ok = serde_json::json!({ "type": "MESSAGE", "message": { "agent_id": { "value": "a1" },
         "executor_id": { "value": "t1" }, "data": "aGk=" } });
-    w.core.call(w.now, &fid, &ok).unwrap();
+    w.core.call(w.now, &fid, Some(STREAM), &ok).unwrap();
     let bad = w
         .core
         .call(
             w.now,
             &fid,
+            Some(STREAM),
             &serde_json::json!({ "type": "SHUTDOWN", "shutdown": {} }),
         )
         .unwrap_err();
@@ -774,4 +770,212 @@ fn a_re_sent_older_status_of_a_framework_task_is_forwarded_but_does_not_regress_
             .any(|e| matches!(e, Effect::Framework { event, .. }
         if event["update"]["status"]["state"] == "TASK_STARTING"))
     );
+}
+
+#[test]
+fn a_call_for_a_framework_torn_down_since_its_check_is_an_answer_not_a_panic() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    let fid = framework_with_a_task(&mut w);
+    // Torn down by the operator (or a failover timeout) between the request's arrival and its
+    // call: every call is refused as a master refuses it.
+    w.core.operator_teardown(w.now, &fid).unwrap();
+    for kind in [
+        "REVIVE",
+        "SUPPRESS",
+        "DECLINE",
+        "ACCEPT",
+        "ACKNOWLEDGE",
+        "KILL",
+    ] {
+        let call = serde_json::json!({ "type": kind, "decline": { "offer_ids": [] },
+            "accept": { "offer_ids": [] },
+            "acknowledge": { "uuid": "AAAAAAAAAAAAAAAAAAAAAA==" }, "kill": { "task_id": { "value": "t1" } } });
+        let e = w.core.call(w.now, &fid, Some(STREAM), &call).unwrap_err();
+        assert_eq!((e.status, e.message.as_str()), (403, REMOVED), "{kind}");
+    }
+    let e = w
+        .core
+        .call(
+            w.now,
+            "never-was",
+            Some(STREAM),
+            &serde_json::json!({ "type": "REVIVE" }),
+        )
+        .unwrap_err();
+    assert_eq!(e.status, 404);
+    assert!(e.message.contains("never-was"), "{}", e.message);
+    // A SUBSCRIBE with the removed id is refused too (the edge answers it with ERROR).
+    let sub = serde_json::json!({ "type": "SUBSCRIBE", "framework_id": { "value": fid },
+        "subscribe": { "framework_info": { "user": "root", "name": "fw", "id": { "value": fid } } } });
+    assert!(
+        w.core
+            .subscribe(w.now, &sub, "s2")
+            .unwrap_err()
+            .is_removed()
+    );
+}
+
+#[test]
+fn a_call_on_another_stream_is_refused() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    let fid = framework_with_a_task(&mut w);
+    let e = w
+        .core
+        .call(
+            w.now,
+            &fid,
+            Some("other"),
+            &serde_json::json!({ "type": "REVIVE" }),
+        )
+        .unwrap_err();
+    assert_eq!(e.status, 403);
+    let e = w
+        .core
+        .call(w.now, &fid, None, &serde_json::json!({ "type": "REVIVE" }))
+        .unwrap_err();
+    assert_eq!(e.status, 403);
+}
+
+#[test]
+fn a_task_not_running_within_the_launch_timeout_is_killed_replaced_and_reported() {
+    let mut w = World::new();
+    w.core.set_task_launch_timeout_ms(60_000);
+    w.agent("a1", "north");
+    w.create(&simple_app(1));
+    // The launch went nowhere (its publish was lost): the task stays STAGING.
+    let (_, stuck) = w.launches().remove(0);
+    w.advance(59_000);
+    assert!(w.launches().is_empty(), "not before the timeout");
+    assert!(w.core.task(&stuck).is_some());
+    w.advance(1_000);
+    let commands = w.commands();
+    assert!(
+        commands
+            .iter()
+            .any(|(_, c)| matches!(&c.kind, CommandKind::Kill(k) if k.task_id.as_str() == stuck)),
+        "the stuck task is killed on its agent"
+    );
+    assert!(w.core.task(&stuck).is_none(), "and forgotten by the bridge");
+    let failure = w.core.app("/web").unwrap().last_failure.clone().unwrap();
+    assert_eq!(failure.task_id, stuck);
+    assert!(
+        failure.message.contains("task launch timeout"),
+        "{}",
+        failure.message
+    );
+    // A replacement comes after the app's backoff (1 s by default).
+    w.advance(1_000);
+    w.advance(1_000);
+    let l = w.launches();
+    assert_eq!(l.len(), 1, "replaced");
+    assert_ne!(l[0].1, stuck);
+    // A task that does become RUNNING in time is left alone.
+    w.run("a1", &l[0].1);
+    w.advance(120_000);
+    assert!(w.core.task(&l[0].1).is_some());
+}
+
+#[test]
+fn deleting_an_app_whose_agent_went_away_during_the_kill_completes_and_frees_the_id() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(1));
+    let (_, task) = w.launches().remove(0);
+    w.run("a1", &task);
+    w.advance(1000);
+    let d = w.core.delete_app(w.now, "/web", false).unwrap();
+    assert_eq!(d.action, "StopApplication");
+    assert!(w.core.app("/web").is_some(), "waiting for the kill");
+    // Locked while the stop runs: Marathon's words and the deployment id, not "exists".
+    let def = AppDefinition::parse(simple_app(1).as_bytes(), None).unwrap();
+    let e = w.core.create_app(w.now, def.clone()).unwrap_err();
+    assert_eq!(e.status, 409);
+    assert!(
+        e.body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("App is locked by one or more deployments"),
+        "{}",
+        e.body
+    );
+    assert_eq!(e.body["deployments"][0]["id"], d.id);
+    // The agent goes away before it reports the kill.
+    w.liveness("a1", Liveness::Offline, 1);
+    w.advance(1000);
+    assert!(w.core.app("/web").is_none(), "the stop is done for the API");
+    assert!(w.core.apps().all(|a| a.deployment.is_none()));
+    w.core.create_app(w.now, def).unwrap();
+}
+
+#[test]
+fn a_scaling_kill_answers_with_a_real_deployment_that_completes() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(2));
+    for (a, t) in w.launches() {
+        w.run(&a, &t);
+    }
+    w.advance(1000);
+    assert!(w.core.app("/web").unwrap().deployment.is_none());
+    let victim = w.core.tasks(Some("/web")).next().unwrap().id.clone();
+    w.core.take_effects();
+    let (killed, deployments) = w
+        .core
+        .kill_tasks(w.now, std::slice::from_ref(&victim), true, false)
+        .unwrap();
+    assert_eq!(killed[0].id, victim);
+    let [d] = deployments.as_slice() else {
+        panic!("one deployment: {deployments:?}")
+    };
+    assert_eq!(d.action, "ScaleApplication");
+    assert_eq!(w.core.app("/web").unwrap().def.instances, 1);
+    // One instance is left and it is ready: the deployment is done at once, and says so.
+    let events: Vec<Value> = w
+        .core
+        .take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Event(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    for kind in ["deployment_info", "deployment_success"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["eventType"] == kind && (e["plan"]["id"] == d.id || e["id"] == d.id)),
+            "{kind}: {events:?}"
+        );
+    }
+}
+
+#[test]
+fn writes_a_failed_commit_kept_are_stored_by_the_next_without_undoing_newer_ones() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(1));
+    let (_, task) = w.launches().remove(0);
+    let first = w.core.take_writes();
+    assert!(
+        first
+            .iter()
+            .any(|x| x.table == Table::Tasks && x.key == task)
+    );
+    // The commit failed: the writes go back; a newer write of the task supersedes its own.
+    w.status("a1", &task, TaskState::Running, None);
+    w.core.keep_writes(first.clone());
+    let again = w.core.take_writes();
+    let stored: Vec<&Write> = again.iter().filter(|x| x.key == task).collect();
+    assert_eq!(stored.len(), 1);
+    let t: TaskRecord = serde_json::from_slice(stored[0].value.as_ref().unwrap()).unwrap();
+    assert_eq!(t.state(), TaskState::Running, "the newer record wins");
+    for w0 in &first {
+        assert!(
+            again.iter().any(|x| x.table == w0.table && x.key == w0.key),
+            "{} kept",
+            w0.key
+        );
+    }
 }

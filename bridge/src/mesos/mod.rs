@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -21,8 +20,8 @@ use serde_json::{Value, json};
 
 use outpost_protocol::TaskState;
 
-use crate::core::{AgentRecord, CallError, Core, HEARTBEAT_SECONDS, TaskRecord};
-use crate::runtime::Shared;
+use crate::core::{AgentRecord, CallError, Core, TaskRecord};
+use crate::handle::Shared;
 
 type S = State<Arc<Shared>>;
 
@@ -337,10 +336,16 @@ fn framework_json(shared: &Shared, core: &Core) -> Value {
     })
 }
 
+fn stored(e: crate::store::StoreError) -> Response {
+    text(503, format!("the bridge cannot answer: {e}"))
+}
+
 async fn state(State(s): S) -> Response {
     let pid = master_pid(&s);
-    let c = &s.config;
-    let body = s.read(|core| {
+    let shared = s.clone();
+    let body = s.read(move |core| {
+        let s = &shared;
+        let c = &s.config;
         let agents: Vec<&AgentRecord> = core.agents().collect();
         json!({
             "version": MESOS_VERSION,
@@ -368,13 +373,16 @@ async fn state(State(s): S) -> Response {
             "log_dir": "",
             "flags": {},
             "slaves": agents.iter().map(|a| agent_json(core, a)).collect::<Vec<_>>(),
-            "frameworks": all_frameworks(&s, core),
+            "frameworks": all_frameworks(s, core),
             "completed_frameworks": [],
             "orphan_tasks": [],
             "unregistered_frameworks": [],
         })
     });
-    axum::Json(body).into_response()
+    match body.await {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(e) => stored(e),
+    }
 }
 
 fn params(q: Option<String>) -> Vec<(String, String)> {
@@ -390,7 +398,7 @@ fn param<'a>(p: &'a [(String, String)], key: &str) -> Option<&'a str> {
 async fn slaves(State(s): S, RawQuery(q): RawQuery) -> Response {
     let p = params(q);
     let only = param(&p, "slave_id").map(str::to_string);
-    let body = s.read(|core| {
+    let body = s.read(move |core| {
         let list: Vec<Value> = core
             .agents()
             .filter(|a| only.as_deref().is_none_or(|id| a.id == id))
@@ -398,7 +406,10 @@ async fn slaves(State(s): S, RawQuery(q): RawQuery) -> Response {
             .collect();
         json!({ "slaves": list, "recovered_slaves": [] })
     });
-    axum::Json(body).into_response()
+    match body.await {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(e) => stored(e),
+    }
 }
 
 async fn tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
@@ -423,7 +434,7 @@ async fn tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
     let descending = param(&p, "order") == Some("desc");
     let framework = param(&p, "framework_id").map(str::to_string);
     let task = param(&p, "task_id").map(str::to_string);
-    let body = s.read(|core| {
+    let body = s.read(move |core| {
         let mut list: Vec<&TaskRecord> = core
             .tasks(None)
             .filter(|_| {
@@ -448,18 +459,25 @@ async fn tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
         let page: Vec<Value> = all.into_iter().skip(offset).take(limit).collect();
         json!({ "tasks": page })
     });
-    axum::Json(body).into_response()
+    match body.await {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(e) => stored(e),
+    }
 }
 
 async fn frameworks(State(s): S) -> Response {
-    let body = s.read(|core| {
+    let shared = s.clone();
+    let body = s.read(move |core| {
         json!({
-            "frameworks": all_frameworks(&s, core),
+            "frameworks": all_frameworks(&shared, core),
             "completed_frameworks": [],
             "unregistered_frameworks": [],
         })
     });
-    axum::Json(body).into_response()
+    match body.await {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(e) => stored(e),
+    }
 }
 
 async fn redirect(State(s): S) -> Response {
@@ -475,7 +493,8 @@ async fn redirect(State(s): S) -> Response {
 /// `/metrics/snapshot`: the master's gauges Mesos dashboards read.
 async fn metrics_snapshot(State(s): S) -> Response {
     let now = crate::time::now_ms();
-    let body = s.read(|core| {
+    let started = s.started_at_ms;
+    let body = s.read(move |core| {
         let agents: Vec<&AgentRecord> = core.agents().collect();
         let active = agents
             .iter()
@@ -506,7 +525,7 @@ async fn metrics_snapshot(State(s): S) -> Response {
             });
         json!({
             "master/elected": 1.0,
-            "master/uptime_secs": secs(now.saturating_sub(s.started_at_ms)),
+            "master/uptime_secs": secs(now.saturating_sub(started)),
             "master/slaves_active": active as f64,
             "master/slaves_connected": active as f64,
             "master/slaves_disconnected": (agents.len() - active) as f64,
@@ -527,7 +546,10 @@ async fn metrics_snapshot(State(s): S) -> Response {
             "master/disk_used": used_disk,
         })
     });
-    axum::Json(body).into_response()
+    match body.await {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(e) => stored(e),
+    }
 }
 
 fn text(status: u16, message: impl Into<String>) -> Response {
@@ -561,19 +583,11 @@ struct StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        {
-            let mut streams = self.shared.streams.lock().expect("streams lock");
-            if streams
-                .get(&self.framework_id)
-                .is_some_and(|(sid, _)| *sid == self.stream_id)
-            {
-                streams.remove(&self.framework_id);
-            }
-        }
         let (fid, sid) = (self.framework_id.clone(), self.stream_id.clone());
-        let _ = self
-            .shared
-            .apply(|c, now| c.framework_disconnected(now, &fid, &sid));
+        self.shared.detach(move |o, now| {
+            o.close_stream(&fid, &sid);
+            o.core.framework_disconnected(now, &fid, &sid);
+        });
     }
 }
 
@@ -615,11 +629,16 @@ async fn scheduler(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
             format!("Failed to validate scheduler::Call: {kind} needs 'framework_id'"),
         );
     };
-    let stream_id = headers.get("Mesos-Stream-Id").and_then(|v| v.to_str().ok());
-    if let Err(e) = s.read(|c| c.check_stream(framework_id, stream_id)) {
-        return e.into();
-    }
-    match s.apply(|c, now| c.call(now, framework_id, &call)) {
+    let framework_id = framework_id.to_string();
+    let stream_id = headers
+        .get("Mesos-Stream-Id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // The stream is checked by the core in the same step that runs the call.
+    match s
+        .apply(move |c, now| c.call(now, &framework_id, stream_id.as_deref(), &call))
+        .await
+    {
         Err(e) => text(503, format!("the bridge could not store the change: {e}")),
         Ok(Err(e)) => e.into(),
         Ok(Ok(())) => StatusCode::ACCEPTED.into_response(),
@@ -650,7 +669,7 @@ async fn teardown(State(s): S, body: Bytes) -> Response {
             "Missing 'frameworkId' query parameter in the request body",
         );
     };
-    match s.apply(|c, now| c.operator_teardown(now, &id)) {
+    match s.apply(move |c, now| c.operator_teardown(now, &id)).await {
         Err(e) => text(503, format!("the bridge could not store the change: {e}")),
         Ok(Err(e)) => e.into(),
         Ok(Ok(())) => StatusCode::OK.into_response(),
@@ -658,33 +677,34 @@ async fn teardown(State(s): S, body: Bytes) -> Response {
 }
 
 async fn subscribe(s: Arc<Shared>, call: Value) -> Response {
-    let wanted = call["framework_id"]["value"]
-        .as_str()
-        .or(call["subscribe"]["framework_info"]["id"]["value"].as_str());
-    if let Some(id) = wanted
-        && s.read(|c| c.framework_removed(id))
-    {
-        return closed_stream(vec![
-            json!({ "type": "ERROR", "error": { "message": crate::core::REMOVED } }),
-        ]);
-    }
     let stream_id = uuid::Uuid::new_v4().to_string();
-    let framework_id = match s.apply(|c, now| c.subscribe(now, &call, &stream_id)) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    // The stream's sender is registered in the same step as the subscription, before any
+    // effect of it runs: offers a tick makes right after go to this stream, not nowhere.
+    let sid = stream_id.clone();
+    let framework_id = match s
+        .apply_owner(move |o, now| {
+            let id = o.core.subscribe(now, &call, &sid)?;
+            o.open_stream(&id, &sid, tx);
+            Ok::<_, CallError>(id)
+        })
+        .await
+    {
         Err(e) => return text(503, format!("the bridge could not store the change: {e}")),
+        Ok(Err(e)) if e.is_removed() => {
+            return closed_stream(vec![
+                json!({ "type": "ERROR", "error": { "message": crate::core::REMOVED } }),
+            ]);
+        }
         Ok(Err(e)) => return e.into(),
         Ok(Ok(id)) => id,
     };
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    s.streams
-        .lock()
-        .expect("streams lock")
-        .insert(framework_id.clone(), (stream_id.clone(), tx));
     let c = &s.config;
     let subscribed = json!({
         "type": "SUBSCRIBED",
         "subscribed": {
             "framework_id": { "value": framework_id },
-            "heartbeat_interval_seconds": HEARTBEAT_SECONDS as f64,
+            "heartbeat_interval_seconds": c.scheduler_heartbeat.as_secs_f64(),
             "master_info": {
                 "id": "outpost-bridge",
                 "pid": master_pid(&s),
@@ -696,17 +716,14 @@ async fn subscribe(s: Arc<Shared>, call: Value) -> Response {
     });
     // Offers right away, queued behind SUBSCRIBED; off the request's task, so the response
     // head goes out at once even when the fleet is large.
-    let offers = s.clone();
-    tokio::task::spawn_blocking(move || {
-        let _ = offers.apply(|c, now| c.offer_now(now));
-    });
+    s.detach(|o, now| o.core.offer_now(now));
     let guard = StreamGuard {
         shared: s.clone(),
         framework_id: framework_id.clone(),
         stream_id: stream_id.clone(),
     };
     // Events until the framework is torn down (its sender dropped), a HEARTBEAT every interval.
-    let period = Duration::from_secs(HEARTBEAT_SECONDS);
+    let period = s.config.scheduler_heartbeat;
     let ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let events = futures_util::stream::unfold((rx, ticks), |(mut rx, mut ticks)| async move {
         tokio::select! {

@@ -22,7 +22,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::app::{AppDefinition, Invalid, normalize_id};
 use crate::core::{ApiError, AppRecord, Core, TaskRecord, deployment_json, ip_addresses};
-use crate::runtime::Shared;
+use crate::handle::Shared;
 use crate::time::rfc3339;
 
 type S = State<Arc<Shared>>;
@@ -31,9 +31,9 @@ type S = State<Arc<Shared>>;
 pub const MARATHON_VERSION: &str = "1.11.0";
 
 // The web UI: three static files bundled into the binary (no build step), reading the APIs.
-const UI_INDEX: &str = include_str!("ui/index.html");
-const UI_JS: &str = include_str!("ui/app.js");
-const UI_CSS: &str = include_str!("ui/style.css");
+const UI_INDEX: &str = include_str!("../ui/index.html");
+const UI_JS: &str = include_str!("../ui/app.js");
+const UI_CSS: &str = include_str!("../ui/style.css");
 
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -71,7 +71,10 @@ async fn ui_agents(State(s): S) -> Response {
             })
             .collect::<Vec<_>>()
     });
-    axum::Json(json!({ "agents": agents })).into_response()
+    match agents.await {
+        Ok(agents) => axum::Json(json!({ "agents": agents })).into_response(),
+        Err(e) => stored(e),
+    }
 }
 
 /// Most task ids one `POST /v2/tasks/delete` may name.
@@ -357,7 +360,7 @@ async fn list_apps(State(s): S, RawQuery(q): RawQuery) -> Response {
     let id_filter = p.get("id").map(str::to_string);
     let cmd_filter = p.get("cmd").map(str::to_string);
     let label_filter = p.get("label").map(str::to_string);
-    let apps = s.read(|core| {
+    let apps = s.read(move |core| {
         core.apps()
             .filter(|a| !a.deleting)
             .filter(|a| id_filter.as_deref().is_none_or(|f| a.def.id.contains(f)))
@@ -377,7 +380,10 @@ async fn list_apps(State(s): S, RawQuery(q): RawQuery) -> Response {
             .map(|a| app_json(core, a, embed))
             .collect::<Vec<_>>()
     });
-    axum::Json(json!({ "apps": apps })).into_response()
+    match apps.await {
+        Ok(apps) => axum::Json(json!({ "apps": apps })).into_response(),
+        Err(e) => stored(e),
+    }
 }
 
 fn client_ip(headers: &HeaderMap, addr: Option<SocketAddr>) -> String {
@@ -404,13 +410,15 @@ async fn create_app(
         Err(i) => return invalid(i),
     };
     let ip = client_ip(&headers, Some(addr));
-    let result = s.apply(|core, now| {
-        let r = core.create_app(now, def);
-        if let Ok((app, _)) = &r {
-            core.api_post_event(now, &ip, "/v2/apps", &app.def);
-        }
-        r.map(|(app, d)| (app_json(core, &app, Embed::all()), d, app.def.id.clone()))
-    });
+    let result = s
+        .apply(move |core, now| {
+            let r = core.create_app(now, def);
+            if let Ok((app, _)) = &r {
+                core.api_post_event(now, &ip, "/v2/apps", &app.def);
+            }
+            r.map(|(app, d)| (app_json(core, &app, Embed::all()), d, app.def.id.clone()))
+        })
+        .await;
     match result {
         Err(e) => stored(e),
         Ok(Err(e)) => e.into_response(),
@@ -458,17 +466,18 @@ async fn app_route(
             Ok(f) => f,
             Err(r) => return r,
         };
-        return match s.apply(|c, now| c.restart_app(now, id, force)) {
+        let id = id.to_string();
+        return match s.apply(move |c, now| c.restart_app(now, &id, force)).await {
             Err(e) => stored(e),
             Ok(Err(e)) => e.into_response(),
             Ok(Ok(d)) => deployment_result(&d),
         };
     }
     if let Some(id) = path.strip_suffix("/tasks") {
-        return app_tasks(&s, &method, &normalize_id(id), None, &p);
+        return app_tasks(s, method, normalize_id(id), None, p).await;
     }
     if let Some((id, task)) = path.rsplit_once("/tasks/") {
-        return app_tasks(&s, &method, &normalize_id(id), Some(task), &p);
+        return app_tasks(s, method, normalize_id(id), Some(task.to_string()), p).await;
     }
     let id = path;
     match method {
@@ -481,13 +490,18 @@ async fn app_route(
                 e.deployments = true;
                 e
             };
-            s.read(|core| match core.app(&id).filter(|a| !a.deleting) {
-                Some(a) => axum::Json(json!({ "app": app_json(core, a, embed) })).into_response(),
-                None => error(
-                    404,
-                    json!({ "message": format!("App '{id}' does not exist") }),
-                ),
-            })
+            let answer = s
+                .read(move |core| match core.app(&id).filter(|a| !a.deleting) {
+                    Some(a) => {
+                        axum::Json(json!({ "app": app_json(core, a, embed) })).into_response()
+                    }
+                    None => error(
+                        404,
+                        json!({ "message": format!("App '{id}' does not exist") }),
+                    ),
+                })
+                .await;
+            answer.unwrap_or_else(stored)
         }
         Method::PUT => {
             let force = match p.flag("force") {
@@ -498,45 +512,30 @@ async fn app_route(
                 Ok(v) => v,
                 Err(r) => return r,
             };
-            let Some(patch_obj) = patch.as_object() else {
+            let Value::Object(patch) = patch else {
                 return invalid(Invalid::Violations(vec![crate::app::Violation {
                     path: "/".into(),
                     errors: vec!["error.expected.jsobject".into()],
                 }]));
             };
-            // Marathon's PUT is a partial update: the given fields over the current app.
-            let mut merged = s
-                .read(|core| {
-                    core.app(&id)
-                        .map(|a| serde_json::to_value(&a.def).expect("json"))
-                })
-                .unwrap_or_else(|| json!({}));
-            for (k, v) in patch_obj {
-                merged[k] = v.clone();
-            }
-            if patch_obj.contains_key("container")
-                && let Some(c) = merged.get_mut("container").and_then(Value::as_object_mut)
-                && c.get("docker")
-                    .and_then(|d| d.get("portMappings"))
-                    .is_some()
-            {
-                // New legacy mappings replace the current ones.
-                c.remove("portMappings");
-            }
-            let def = match AppDefinition::from_value(merged, Some(&id)) {
-                Ok(d) => d,
-                Err(i) => return invalid(i),
-            };
             let ip = client_ip(&headers, Some(addr));
-            match s.apply(|c, now| {
-                let r = c.update_app(now, def.clone(), force);
-                if r.is_ok() {
+            // Marathon's PUT is a partial update: the given fields over the current app. The
+            // read, the merge and the update are one step of the owner, so two concurrent
+            // partial updates both land.
+            let result = s
+                .apply(move |c, now| {
+                    let current = c.app(&id).map(|a| a.def.clone());
+                    let def = merge_partial(current.as_ref(), &patch, &id).map_err(invalid)?;
+                    let d = c
+                        .update_app(now, def.clone(), force)
+                        .map_err(IntoResponse::into_response)?;
                     c.api_post_event(now, &ip, &format!("/v2/apps{id}"), &def);
-                }
-                r
-            }) {
+                    Ok::<_, Response>(d)
+                })
+                .await;
+            match result {
                 Err(e) => stored(e),
-                Ok(Err(e)) => e.into_response(),
+                Ok(Err(r)) => r,
                 Ok(Ok(d)) => deployment_result(&d),
             }
         }
@@ -545,7 +544,7 @@ async fn app_route(
                 Ok(f) => f,
                 Err(r) => return r,
             };
-            match s.apply(|c, now| c.delete_app(now, &id, force)) {
+            match s.apply(move |c, now| c.delete_app(now, &id, force)).await {
                 Err(e) => stored(e),
                 Ok(Err(e)) => e.into_response(),
                 Ok(Ok(d)) => deployment_result(&d),
@@ -558,68 +557,104 @@ async fn app_route(
     }
 }
 
-fn app_tasks(s: &Shared, method: &Method, id: &str, task: Option<&str>, p: &Params) -> Response {
-    if !s.read(|c| c.app(id).is_some_and(|a| !a.deleting)) {
-        return error(
+/// A partial `PUT` body over the current definition (none: the body alone), as Marathon merges
+/// it: top-level fields replace, and new legacy `docker.portMappings` replace the current
+/// mappings.
+fn merge_partial(
+    current: Option<&AppDefinition>,
+    patch: &serde_json::Map<String, Value>,
+    id: &str,
+) -> Result<AppDefinition, Invalid> {
+    let mut merged = match current {
+        Some(def) => serde_json::to_value(def).map_err(|e| Invalid::Syntax(e.to_string()))?,
+        None => json!({}),
+    };
+    for (k, v) in patch {
+        merged[k] = v.clone();
+    }
+    if patch.contains_key("container")
+        && let Some(c) = merged.get_mut("container").and_then(Value::as_object_mut)
+        && c.get("docker")
+            .and_then(|d| d.get("portMappings"))
+            .is_some()
+    {
+        c.remove("portMappings");
+    }
+    AppDefinition::from_value(merged, Some(id))
+}
+
+/// `GET` and `DELETE` on `/v2/apps/{id}/tasks[/{task}]`; the check that the app exists, the
+/// choice of tasks and the kill are one step of the owner.
+async fn app_tasks(
+    s: Arc<Shared>,
+    method: Method,
+    id: String,
+    task: Option<String>,
+    p: Params,
+) -> Response {
+    let missing_app = |id: &str| {
+        error(
             404,
             json!({ "message": format!("App '{id}' does not exist") }),
-        );
-    }
-    match *method {
-        Method::GET => s.read(|core| {
-            let app = core.app(id);
-            let tasks: Vec<Value> = core
-                .tasks(Some(id))
-                .filter(|t| task.is_none_or(|x| t.id == x))
-                .map(|t| task_json(t, app))
-                .collect();
-            axum::Json(json!({ "tasks": tasks })).into_response()
-        }),
+        )
+    };
+    match method {
+        Method::GET => s
+            .read(move |core| {
+                let Some(app) = core.app(&id).filter(|a| !a.deleting) else {
+                    return missing_app(&id);
+                };
+                let tasks: Vec<Value> = core
+                    .tasks(Some(&id))
+                    .filter(|t| task.as_deref().is_none_or(|x| t.id == x))
+                    .map(|t| task_json(t, Some(app)))
+                    .collect();
+                axum::Json(json!({ "tasks": tasks })).into_response()
+            })
+            .await
+            .unwrap_or_else(stored),
         Method::DELETE => {
             let (scale, wipe) = match (p.flag("scale"), p.flag("wipe")) {
                 (Ok(a), Ok(b)) => (a, b),
                 (Err(r), _) | (_, Err(r)) => return r,
             };
             let host = p.get("host").map(str::to_string);
-            let ids: Vec<String> = s.read(|core| {
-                core.tasks(Some(id))
-                    .filter(|t| task.is_none_or(|x| t.id == x))
+            s.apply(move |c, now| {
+                if c.app(&id).is_none_or(|a| a.deleting) {
+                    return missing_app(&id);
+                }
+                let ids: Vec<String> = c
+                    .tasks(Some(&id))
+                    .filter(|t| task.as_deref().is_none_or(|x| t.id == x))
                     .filter(|t| host.as_deref().is_none_or(|h| t.host == h))
                     .map(|t| t.id.clone())
-                    .collect()
-            });
-            if let Some(tid) = task
-                && ids.is_empty()
-            {
-                return error(
-                    404,
-                    json!({ "message": format!("Task '{tid}' does not exist") }),
-                );
-            }
-            match s.apply(|c, now| {
-                let killed = c.kill_tasks(now, &ids, scale, wipe)?;
-                let app = c.app(id).cloned();
-                Ok::<_, ApiError>(
-                    killed
-                        .iter()
-                        .map(|t| task_json(t, app.as_ref()))
-                        .collect::<Vec<_>>(),
-                )
-            }) {
-                Err(e) => stored(e),
-                Ok(Err(e)) => e.into_response(),
-                Ok(Ok(tasks)) => {
-                    if scale {
-                        // Marathon answers a scaling kill with the deployment.
-                        let v = s.read(|c| c.app(id).map(|a| a.version.clone()));
-                        axum::Json(json!({ "deploymentId": uuid::Uuid::new_v4().to_string(), "version": v })).into_response()
-                    } else if task.is_some() {
-                        axum::Json(json!({ "task": tasks.first() })).into_response()
-                    } else {
-                        axum::Json(json!({ "tasks": tasks })).into_response()
-                    }
+                    .collect();
+                if let Some(tid) = &task
+                    && ids.is_empty()
+                {
+                    return error(
+                        404,
+                        json!({ "message": format!("Task '{tid}' does not exist") }),
+                    );
                 }
-            }
+                let (killed, deployments) = match c.kill_tasks(now, &ids, scale, wipe) {
+                    Ok(k) => k,
+                    Err(e) => return e.into_response(),
+                };
+                if let Some(d) = deployments.first() {
+                    // Marathon answers a scaling kill with the deployment that scales the app.
+                    return deployment_result(d);
+                }
+                let app = c.app(&id);
+                let tasks: Vec<Value> = killed.iter().map(|t| task_json(t, app)).collect();
+                if task.is_some() {
+                    axum::Json(json!({ "task": tasks.first() })).into_response()
+                } else {
+                    axum::Json(json!({ "tasks": tasks })).into_response()
+                }
+            })
+            .await
+            .unwrap_or_else(stored)
         }
         _ => error(
             405,
@@ -637,7 +672,7 @@ async fn list_tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
         .iter()
         .map(|x| format!("TASK_{}", x.to_ascii_uppercase()))
         .collect();
-    s.read(|core| {
+    s.read(move |core| {
         let tasks: Vec<Value> = core
             .tasks(None)
             .map(|t| task_json(t, core.app(&t.app_id)))
@@ -645,6 +680,8 @@ async fn list_tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
             .collect();
         axum::Json(json!({ "tasks": tasks })).into_response()
     })
+    .await
+    .unwrap_or_else(stored)
 }
 
 async fn delete_tasks(State(s): S, RawQuery(q): RawQuery, body: Bytes) -> Response {
@@ -678,10 +715,17 @@ async fn delete_tasks(State(s): S, RawQuery(q): RawQuery, body: Bytes) -> Respon
         return ApiError::invalid(json!([{ "path": "/ids", "errors": ["task ids are strings"] }]))
             .into_response();
     };
-    match s.apply(|c, now| c.kill_tasks(now, &ids, scale, wipe)) {
+    match s
+        .apply(move |c, now| c.kill_tasks(now, &ids, scale, wipe))
+        .await
+    {
         Err(e) => stored(e),
         Ok(Err(e)) => e.into_response(),
-        Ok(Ok(_)) => StatusCode::OK.into_response(),
+        // With scale, Marathon answers with the deployment.
+        Ok(Ok((_, deployments))) => match deployments.first() {
+            Some(d) => deployment_result(d),
+            None => StatusCode::OK.into_response(),
+        },
     }
 }
 
@@ -693,6 +737,8 @@ async fn list_deployments(State(s): S) -> Response {
             .collect();
         axum::Json(list).into_response()
     })
+    .await
+    .unwrap_or_else(stored)
 }
 
 async fn cancel_deployment(State(s): S, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
@@ -700,7 +746,10 @@ async fn cancel_deployment(State(s): S, Path(id): Path<String>, RawQuery(q): Raw
         Ok(f) => f,
         Err(r) => return r,
     };
-    match s.apply(|c, now| c.cancel_deployment(now, &id, force)) {
+    match s
+        .apply(move |c, now| c.cancel_deployment(now, &id, force))
+        .await
+    {
         Err(e) => stored(e),
         Ok(Err(e)) => e.into_response(),
         Ok(Ok(None)) => StatusCode::ACCEPTED.into_response(),
@@ -710,7 +759,7 @@ async fn cancel_deployment(State(s): S, Path(id): Path<String>, RawQuery(q): Raw
 
 async fn queue(State(s): S) -> Response {
     let now = crate::time::now_ms();
-    s.read(|core| {
+    s.read(move |core| {
         let items: Vec<Value> = core
             .apps()
             .filter(|a| !a.deleting)
@@ -733,6 +782,8 @@ async fn queue(State(s): S) -> Response {
             .collect();
         axum::Json(json!({ "queue": items })).into_response()
     })
+    .await
+    .unwrap_or_else(stored)
 }
 
 // ------------------------------------------------------------------ info, metrics, events
@@ -752,10 +803,21 @@ async fn info(State(s): S) -> Response {
             "hostname": c.advertised_host,
         },
         "zookeeper_config": {},
-        "http_config": { "http_port": c.listen.port(), "https_port": 8443 },
+        "http_config": http_config(c),
         "event_subscriber": null,
     }))
     .into_response()
+}
+
+/// Marathon's `http_config`: the API's one listener is HTTPS when `api_tls` is set, plain HTTP
+/// otherwise; the port that is not served is 0.
+fn http_config(c: &crate::config::Config) -> Value {
+    let port = c.listen.port();
+    if c.api_tls.is_some() {
+        json!({ "http_port": 0, "https_port": port })
+    } else {
+        json!({ "http_port": port, "https_port": 0 })
+    }
 }
 
 async fn leader(State(s): S) -> Response {
@@ -765,7 +827,7 @@ async fn leader(State(s): S) -> Response {
 }
 
 async fn metrics(State(s): S) -> Response {
-    let (apps, tasks, agents, online, updates) = s.read(|c| {
+    let read = s.read(|c| {
         (
             c.apps().count(),
             c.tasks(None).count(),
@@ -774,6 +836,14 @@ async fn metrics(State(s): S) -> Response {
             c.status_updates,
         )
     });
+    let (apps, tasks, agents, online, updates) = match read.await {
+        Ok(r) => r,
+        Err(e) => return stored(e),
+    };
+    let slow = s
+        .counters
+        .slow_event_subscribers
+        .load(std::sync::atomic::Ordering::Relaxed);
     let uptime = crate::time::now_ms().saturating_sub(s.started_at_ms);
     let g = |v: u64| json!({ "value": v });
     axum::Json(json!({
@@ -785,7 +855,10 @@ async fn metrics(State(s): S) -> Response {
             "outpost.agents.count": g(agents as u64),
             "outpost.agents.online.count": g(online as u64),
         },
-        "counters": { "outpost.status_updates": { "count": updates } },
+        "counters": {
+            "outpost.status_updates": { "count": updates },
+            "outpost.events.slow_subscribers_dropped": { "count": slow },
+        },
         "histograms": {},
         "meters": {},
         "timers": {},
@@ -822,8 +895,21 @@ async fn events(
         filter.is_empty() || filter.iter().any(|f| f == t)
     };
     let first = wanted(&attached).then_some(attached);
+    // A subscriber that falls more than the buffer behind is cut off (as Marathon closes a
+    // slow subscriber's stream): it reconnects and re-reads, instead of silently missing events.
+    let counted = s.clone();
+    let live = BroadcastStream::new(rx)
+        .take_while(move |r| {
+            let lagged = r.is_err();
+            if lagged {
+                counted.count_slow_subscriber();
+                tracing::warn!(remote = %addr, "an event subscriber fell behind: its stream is closed");
+            }
+            futures_util::future::ready(!lagged)
+        })
+        .filter_map(|r| async move { r.ok() });
     let stream = futures_util::stream::iter(first)
-        .chain(BroadcastStream::new(rx).filter_map(|r| async move { r.ok() }))
+        .chain(live)
         .filter(move |v| futures_util::future::ready(wanted(v)))
         .map(|v| {
             let kind = v["eventType"].as_str().unwrap_or("event").to_string();

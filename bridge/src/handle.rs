@@ -1,0 +1,312 @@
+//! The one owner of the bridge's core, and the handle everything else reaches it through.
+//!
+//! A dedicated thread (not a tokio worker: it fsyncs) owns the [`Core`], the [`StateStore`],
+//! the Mesos frameworks' event streams and the MQTT publisher. API requests, MQTT batches and
+//! ticks arrive as jobs on one bounded channel. The owner runs every job that is waiting (up to
+//! [`GROUP`]), lets the core settle, commits all their writes at once (group commit), and only
+//! then publishes, broadcasts and answers (invariant 10). A failed commit sends nothing: its
+//! writes are kept for the next commit, and every job of the group gets the error. A commit the
+//! store refuses by its fence stops the owner from acting for good.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::config::Config;
+use crate::core::{Core, Effect};
+use crate::store::{StateStore, StoreError};
+use crate::time::Millis;
+
+/// Most jobs run before one commit.
+pub const GROUP: usize = 1024;
+/// Jobs that may wait for the owner before senders wait (the backpressure).
+const QUEUE: usize = 4096;
+
+/// Where MQTT publishes go: the broker client, or a test's channel.
+pub trait Publisher: Send {
+    /// Queues one QoS 1 publish; an error is logged (the agent's reconcile repairs a lost one).
+    fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), String>;
+}
+
+impl Publisher for rumqttc::AsyncClient {
+    fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+        self.try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Publisher for std::sync::mpsc::Sender<(String, Vec<u8>)> {
+    fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+        self.send((topic, payload)).map_err(|e| e.to_string())
+    }
+}
+
+/// A Mesos framework's subscription stream: its id and where its events go.
+type Stream = (String, mpsc::UnboundedSender<Value>);
+
+/// What the owner thread holds.
+pub struct Owner {
+    /// The state and the decisions.
+    pub core: Core,
+    store: Box<dyn StateStore>,
+    publisher: Box<dyn Publisher>,
+    events: broadcast::Sender<Value>,
+    /// Subscribed frameworks' streams: framework id -> (stream id, sender).
+    streams: HashMap<String, Stream>,
+    clock: Box<dyn Fn() -> Millis + Send>,
+    /// Set once the store's fence refused a commit: nothing is done from then on.
+    fenced: Option<String>,
+}
+
+impl Owner {
+    /// Registers `framework_id`'s stream (in the same step as its SUBSCRIBE, so no effect of
+    /// the subscription or of a later tick can miss it).
+    pub fn open_stream(
+        &mut self,
+        framework_id: &str,
+        stream_id: &str,
+        tx: mpsc::UnboundedSender<Value>,
+    ) {
+        self.streams
+            .insert(framework_id.to_string(), (stream_id.to_string(), tx));
+    }
+
+    /// Forgets `framework_id`'s stream if `stream_id` is still the current one.
+    pub fn close_stream(&mut self, framework_id: &str, stream_id: &str) {
+        if self
+            .streams
+            .get(framework_id)
+            .is_some_and(|(sid, _)| sid == stream_id)
+        {
+            self.streams.remove(framework_id);
+        }
+    }
+
+    /// Replaces the MQTT publisher (the MQTT loop moved to another broker).
+    pub fn set_publisher(&mut self, p: Box<dyn Publisher>) {
+        self.publisher = p;
+    }
+
+    fn run_effects(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Publish { topic, payload } => {
+                    if let Err(e) = self.publisher.publish(topic, payload) {
+                        tracing::warn!(error = %e, "could not queue an MQTT publish");
+                    }
+                }
+                Effect::Event(v) => {
+                    let _ = self.events.send(v);
+                }
+                Effect::Framework {
+                    framework_id,
+                    event,
+                } => {
+                    if let Some((_, tx)) = self.streams.get(&framework_id) {
+                        let _ = tx.send(event);
+                    }
+                }
+                Effect::EndStream { framework_id } => {
+                    self.streams.remove(&framework_id);
+                }
+            }
+        }
+    }
+
+    /// Settles the core, commits what the group changed, then sends what it produced.
+    fn commit(&mut self, now: Millis) -> Result<(), StoreError> {
+        if let Some(why) = &self.fenced {
+            // Whatever the jobs changed is dropped with the rest: a deposed bridge acts no more.
+            let _ = self.core.take_writes();
+            let _ = self.core.take_effects();
+            return Err(StoreError::Fenced(why.clone()));
+        }
+        self.core.settle(now);
+        let writes = self.core.take_writes();
+        let effects = self.core.take_effects();
+        match self.store.commit(&writes) {
+            Ok(()) => {
+                self.run_effects(effects);
+                Ok(())
+            }
+            Err(StoreError::Fenced(why)) => {
+                tracing::error!(reason = %why, "the store refused this bridge's commit: it stops acting");
+                self.fenced = Some(why.clone());
+                Err(StoreError::Fenced(why))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = writes.len(), "could not store the bridge's state; nothing is sent, the writes are kept for the next commit");
+                self.core.keep_writes(writes);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Called with the group's commit result once it is known.
+type Reply = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
+/// One unit of work for the owner.
+type Job = Box<dyn FnOnce(&mut Owner, Millis) -> Option<Reply> + Send>;
+
+/// Counters the HTTP layers keep.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// `/v2/events` subscribers whose stream was closed because they fell behind.
+    pub slow_event_subscribers: AtomicU64,
+}
+
+/// What the HTTP handlers and the MQTT loop share: the way to the owner, the Marathon event
+/// broadcast, the configuration.
+pub struct Shared {
+    jobs: mpsc::Sender<Job>,
+    /// Marathon events, for `/v2/events`.
+    pub events: broadcast::Sender<Value>,
+    /// The configuration.
+    pub config: Config,
+    /// When the bridge started.
+    pub started_at_ms: u64,
+    /// Counters.
+    pub counters: Counters,
+}
+
+/// How to build the owner.
+pub struct Parts {
+    /// The core (restored from the store).
+    pub core: Core,
+    /// The store.
+    pub store: Box<dyn StateStore>,
+    /// Where MQTT publishes go.
+    pub publisher: Box<dyn Publisher>,
+    /// The wall clock (a test passes its own).
+    pub clock: Box<dyn Fn() -> Millis + Send>,
+    /// How many Marathon events a `/v2/events` subscriber may fall behind before its stream
+    /// is closed.
+    pub event_buffer: usize,
+}
+
+impl Shared {
+    /// Starts the owner thread with `parts` and returns the handle to it.
+    pub fn start(parts: Parts, config: Config, started_at_ms: u64) -> Arc<Self> {
+        let (events, _) = broadcast::channel(parts.event_buffer.max(1));
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        let owner = Owner {
+            core: parts.core,
+            store: parts.store,
+            publisher: parts.publisher,
+            events: events.clone(),
+            streams: HashMap::new(),
+            clock: parts.clock,
+            fenced: None,
+        };
+        std::thread::Builder::new()
+            .name("outpost-core".into())
+            .spawn(move || run(owner, rx))
+            .map_err(|e| tracing::error!(error = %e, "cannot start the core's thread"))
+            .ok();
+        Arc::new(Self {
+            jobs,
+            events,
+            config,
+            started_at_ms,
+            counters: Counters::default(),
+        })
+    }
+
+    async fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Owner, Millis) -> T + Send + 'static,
+        needs_commit: bool,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |owner, now| {
+            let out = f(owner, now);
+            Some(Box::new(move |r: &Result<(), StoreError>| {
+                let answer = match r {
+                    Err(e) if needs_commit => Err(e.clone()),
+                    _ => Ok(out),
+                };
+                let _ = tx.send(answer);
+            }))
+        });
+        self.jobs.send(job).await.map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Runs `f` on the core, commits its writes, then sends what it produced; answers once the
+    /// commit is done. Nothing is sent unless the store committed first.
+    pub async fn apply<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core, Millis) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.submit(move |o, now| f(&mut o.core, now), true).await
+    }
+
+    /// As [`Shared::apply`], with the whole owner (its streams).
+    pub async fn apply_owner<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Owner, Millis) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.submit(f, true).await
+    }
+
+    /// Reads the core (on the owner, between two groups of writes).
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Core) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.submit(move |o, _| f(&o.core), false).await
+    }
+
+    /// Queues `f` without waiting for it (from places that cannot wait: a dropped stream).
+    pub fn detach(&self, f: impl FnOnce(&mut Owner, Millis) + Send + 'static) {
+        let job: Job = Box::new(move |owner, now| {
+            f(owner, now);
+            None
+        });
+        if let Err(mpsc::error::TrySendError::Full(job)) = self.jobs.try_send(job) {
+            let jobs = self.jobs.clone();
+            tokio::spawn(async move {
+                let _ = jobs.send(job).await;
+            });
+        }
+    }
+
+    /// Jobs waiting for the owner.
+    pub fn queued(&self) -> usize {
+        QUEUE - self.jobs.capacity()
+    }
+
+    /// Counts a `/v2/events` subscriber dropped for falling behind.
+    pub fn count_slow_subscriber(&self) {
+        self.counters
+            .slow_event_subscribers
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The owner's loop: a group of jobs, one commit, the answers.
+fn run(mut owner: Owner, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let now = (owner.clock)();
+        let mut replies: Vec<Reply> = Vec::new();
+        replies.extend(first(&mut owner, now));
+        let mut ran = 1;
+        while ran < GROUP {
+            match rx.try_recv() {
+                Ok(job) => {
+                    replies.extend(job(&mut owner, now));
+                    ran += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let result = owner.commit(now);
+        for r in replies {
+            r(&result);
+        }
+    }
+    tracing::info!("the core's owner stopped");
+}

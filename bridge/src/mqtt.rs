@@ -1,0 +1,137 @@
+//! The MQTT side: one rumqttc client with a persistent session, subscribed to every agent's
+//! topics; incoming messages go to the owner in batches, decoded there into core calls. The
+//! client's publisher is handed to the owner, which publishes only after a commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+
+use outpost_protocol::codec::MAX_MESSAGE_BYTES;
+use outpost_protocol::{
+    AgentState, CommandReply, Hello, Offer, TaskStatus, Topic, TopicKind, decode,
+};
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::handle::Shared;
+use crate::time::Millis;
+
+/// Most messages applied in one owner job.
+const BATCH: usize = 1024;
+
+/// The client options for broker `index` of the configuration.
+pub fn options(config: &Config, index: usize) -> MqttOptions {
+    let b = &config.brokers[index];
+    let mut o = MqttOptions::new(config.client_id.clone(), b.host.clone(), b.port);
+    o.set_keep_alive(Duration::from_secs(15));
+    // A persistent session: statuses published while the bridge was down wait at the broker.
+    o.set_clean_session(false);
+    o.set_max_packet_size(MAX_MESSAGE_BYTES + 1024, MAX_MESSAGE_BYTES + 1024);
+    if let Some(a) = &config.broker_auth {
+        o.set_credentials(a.username.clone(), a.password.clone());
+    }
+    if b.tls
+        && let Some(tls) = &config.broker_tls
+    {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
+    o
+}
+
+/// Polls the broker connection for ever: subscribes on every CONNACK, hands incoming
+/// publishes to the batcher, moves to the next broker after three failures in a row.
+pub async fn run(shared: Arc<Shared>, mut client: AsyncClient, mut eventloop: rumqttc::EventLoop) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(batcher(shared.clone(), rx));
+    let mut failures = 0u32;
+    let mut index = 0usize;
+    loop {
+        match eventloop.poll().await {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                failures = 0;
+                tracing::info!(broker = %shared.config.brokers[index].host, "connected to the broker");
+                for kind in TopicKind::ALL.into_iter().filter(|k| k.from_agent()) {
+                    let _ = client
+                        .try_subscribe(kind.all_agents_filter().to_string(), QoS::AtLeastOnce);
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                let _ = tx.send((p.topic, p.payload));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "broker connection failed");
+                if failures >= 3 && shared.config.brokers.len() > 1 {
+                    index = (index + 1) % shared.config.brokers.len();
+                    let (c, el) = AsyncClient::new(options(&shared.config, index), 65536);
+                    let publisher = c.clone();
+                    shared.detach(move |o, _| o.set_publisher(Box::new(publisher)));
+                    client = c;
+                    eventloop = el;
+                    failures = 0;
+                }
+                // 250 ms doubling to 5 s, plus up to half again at random: a healed broker is
+                // found within seconds, and bridges restarted together do not knock in step.
+                let base = (250u64 << failures.min(5)).min(5_000);
+                let jitter = (uuid::Uuid::new_v4().as_u128() as u64) % (base / 2 + 1);
+                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+            }
+        }
+    }
+}
+
+/// Hands MQTT messages to the owner in batches: all the messages that arrived together are
+/// one job (and the owner commits a whole group of jobs at once), so a burst of status
+/// updates is not paced by the disk.
+async fn batcher(
+    shared: Arc<Shared>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, bytes::Bytes)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        let result = shared
+            .apply(move |core, now| {
+                for (topic, payload) in &batch {
+                    dispatch(core, now, topic, payload);
+                }
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, messages = n, "messages not stored; nothing acknowledged");
+        }
+    }
+}
+
+/// One MQTT message into the core: decoded by its topic's kind, an undecodable one logged and
+/// dropped.
+pub fn dispatch(core: &mut Core, now: Millis, topic: &str, payload: &[u8]) {
+    let Ok(t) = Topic::parse(topic) else {
+        tracing::warn!(topic, "a message on a topic that is not Outpost's");
+        return;
+    };
+    if payload.is_empty() {
+        return; // a cleared retained message
+    }
+    let result = match t.kind {
+        TopicKind::Hello => decode::<Hello>(payload).map(|m| core.on_hello(now, &m)),
+        TopicKind::Offer => decode::<Offer>(payload).map(|m| core.on_offer(now, &m)),
+        TopicKind::State => decode::<AgentState>(payload).map(|m| core.on_state(now, &m)),
+        TopicKind::Status => decode::<TaskStatus>(payload).map(|m| core.on_status(now, &m)),
+        TopicKind::Reply => decode::<CommandReply>(payload).map(|m| core.on_reply(now, &m)),
+        _ => return,
+    };
+    if let Err(e) = result {
+        tracing::warn!(topic, error = %e, "dropping an undecodable message");
+    }
+}
