@@ -1,0 +1,403 @@
+//! The HTTP layers in process: the Marathon and Mesos routers over a real owner of the core
+//! and an in-memory store, requests sent with tower's `oneshot`. MQTT publishes go to a channel
+//! the test reads; agents are their messages. API behaviour is tested here without the whole
+//! stack; the end-to-end tests in `tests/` run the built bridge against real services.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use outpost_bridge::config::Config;
+use outpost_bridge::core::Core;
+use outpost_bridge::handle::{Parts, Shared};
+use outpost_bridge::store::{MemoryStore, StoreError, Table};
+use outpost_protocol::{
+    AgentId, AgentState, Hello, Liveness, Offer, PortRange, Resources, TaskState, TaskStatus, Text,
+};
+
+const NGINX: &str = include_str!("../../docs/examples/nginx.json");
+
+struct Bridge {
+    shared: Arc<Shared>,
+    marathon: Router,
+    mesos: Router,
+    published: Receiver<(String, Vec<u8>)>,
+    store: MemoryStore,
+}
+
+impl Bridge {
+    fn start(event_buffer: usize) -> Self {
+        let store = MemoryStore::new();
+        let (tx, published) = std::sync::mpsc::channel();
+        let config = Config::parse("", Path::new("bridge.toml")).unwrap();
+        let shared = Shared::start(
+            Parts {
+                core: Core::default(),
+                store: Box::new(store.clone()),
+                publisher: Box::new(tx),
+                clock: Box::new(outpost_bridge::time::now_ms),
+                event_buffer,
+            },
+            config,
+            outpost_bridge::time::now_ms(),
+        );
+        let (marathon, mesos) = outpost_bridge::server::routers(&shared);
+        Self {
+            shared,
+            marathon,
+            mesos,
+            published,
+            store,
+        }
+    }
+
+    /// An online agent with room for a few tasks.
+    async fn agent(&self, id: &str) {
+        let id = id.to_string();
+        self.shared
+            .apply(move |core, now| {
+                let agent_id = AgentId::new(&id).unwrap();
+                core.on_hello(
+                    now,
+                    &Hello {
+                        version: 1,
+                        agent_id: agent_id.clone(),
+                        hostname: Text::new(&format!("{id}.host")).unwrap(),
+                        ..Default::default()
+                    },
+                );
+                let mut ports = heapless::Vec::new();
+                let _ = ports.push(PortRange {
+                    begin: 31000,
+                    end: 31099,
+                });
+                core.on_offer(
+                    now,
+                    &Offer {
+                        version: 1,
+                        agent_id: agent_id.clone(),
+                        seq: 1,
+                        available: Resources {
+                            cpus: 4.0,
+                            mem_mib: 4096.0,
+                            disk_mib: 1000.0,
+                            ports,
+                        },
+                        ..Default::default()
+                    },
+                );
+                core.on_state(
+                    now,
+                    &AgentState {
+                        version: 1,
+                        agent_id,
+                        liveness: Liveness::Online,
+                        started_at_ms: 1,
+                    },
+                );
+            })
+            .await
+            .unwrap();
+        self.drain_published();
+    }
+
+    fn drain_published(&self) -> Vec<String> {
+        self.published.try_iter().map(|(topic, _)| topic).collect()
+    }
+
+    async fn send(&self, router: &Router, method: &str, uri: &str, body: Option<Value>) -> Response {
+        let mut req = Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            req = req.header("Content-Type", "application/json");
+        }
+        let mut req = req
+            .body(body.map_or(Body::empty(), |b| Body::from(b.to_string())))
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        let r = router.clone().oneshot(req).await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        Response {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn marathon(&self, method: &str, uri: &str, body: Option<Value>) -> Response {
+        self.send(&self.marathon, method, uri, body).await
+    }
+}
+
+struct Response {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+    text: String,
+}
+
+fn app(id: &str) -> Value {
+    let mut v: Value = serde_json::from_str(NGINX).unwrap();
+    v["id"] = json!(id);
+    v["instances"] = json!(1);
+    v
+}
+
+#[tokio::test]
+async fn a_failed_commit_sends_nothing_and_its_writes_are_stored_by_the_next() {
+    let b = Bridge::start(64);
+    b.agent("a1").await;
+    let mut events = b.shared.events.subscribe();
+    b.store.refuse(true);
+    let r = b.marathon("POST", "/v2/apps", Some(app("/web"))).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert!(r.text.contains("could not store"), "{}", r.text);
+    // A status update while the disk is full: not acknowledged.
+    let err = b
+        .shared
+        .apply(|core, now| {
+            core.on_status(
+                now,
+                &TaskStatus {
+                    version: 1,
+                    agent_id: AgentId::new("a1").unwrap(),
+                    task_id: Text::new("orphan.1").unwrap(),
+                    uuid: [7; 16],
+                    state: TaskState::Running,
+                    ..Default::default()
+                },
+            )
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Db(_)), "{err}");
+    assert_eq!(b.drain_published(), Vec::<String>::new(), "no launch, no ack, no kill");
+    assert!(events.try_recv().is_err(), "no Marathon event");
+    assert_eq!(b.store.count(Table::Apps), 0);
+    // Healed: the next commit stores what the failed one held.
+    b.store.refuse(false);
+    b.shared.apply(|core, now| core.tick(now)).await.unwrap();
+    assert_eq!(b.store.count(Table::Apps), 1);
+}
+
+#[tokio::test]
+async fn a_fenced_store_stops_the_bridge_acting_for_good() {
+    let b = Bridge::start(64);
+    b.agent("a1").await;
+    let before = b.store.commits();
+    b.store.fence();
+    let r = b.marathon("POST", "/v2/apps", Some(app("/web"))).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert!(r.text.contains("may no longer write"), "{}", r.text);
+    // Even a store that would take writes again gets none: a deposed bridge does not retry.
+    let err = b
+        .shared
+        .apply(|core, now| core.tick(now))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced(_)), "{err}");
+    assert_eq!(b.drain_published(), Vec::<String>::new());
+    assert_eq!(b.store.commits(), before);
+}
+
+#[tokio::test]
+async fn concurrent_partial_puts_all_land() {
+    let b = Bridge::start(64);
+    b.agent("a1").await;
+    let r = b.marathon("POST", "/v2/apps", Some(app("/web"))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let patches = [
+        json!({ "cpus": 0.2 }),
+        json!({ "mem": 100 }),
+        json!({ "disk": 10 }),
+        json!({ "env": { "A": "1" } }),
+        json!({ "labels": { "team": "edge" } }),
+        json!({ "backoffSeconds": 7 }),
+        json!({ "maxLaunchDelaySeconds": 700 }),
+        json!({ "instances": 2 }),
+    ];
+    let puts = patches
+        .iter()
+        .map(|p| b.marathon("PUT", "/v2/apps/web?force=true", Some(p.clone())));
+    for r in futures_util::future::join_all(puts).await {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let r = b.marathon("GET", "/v2/apps/web", None).await;
+    let a = &r.body["app"];
+    assert_eq!(a["cpus"], 0.2);
+    assert_eq!(a["mem"], 100.0);
+    assert_eq!(a["disk"], 10.0);
+    assert_eq!(a["env"]["A"], "1");
+    assert_eq!(a["labels"]["team"], "edge");
+    assert_eq!(a["backoffSeconds"], 7.0);
+    assert_eq!(a["maxLaunchDelaySeconds"], 700.0);
+    assert_eq!(a["instances"], 2);
+}
+
+#[tokio::test]
+async fn a_slow_event_subscriber_is_cut_off_and_counted() {
+    let b = Bridge::start(4);
+    b.agent("a1").await;
+    let mut req = Request::builder()
+        .uri("/v2/events")
+        .header("Accept", "text/event-stream")
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40001))));
+    let r = b.marathon.clone().oneshot(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut body = r.into_body().into_data_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("event_stream_attached"));
+    // Far more events than the subscriber's buffer while it reads nothing.
+    for i in 0..5 {
+        let r = b.marathon("POST", "/v2/apps", Some(app(&format!("/web{i}")))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    // It gets what was buffered, then the stream ends (it would otherwise wait for ever).
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut n = 0;
+        while let Some(chunk) = body.next().await {
+            chunk.unwrap();
+            n += 1;
+        }
+        n
+    })
+    .await
+    .expect("the slow subscriber's stream ends");
+    assert!(rest <= 8, "{rest} chunks");
+    let r = b.marathon("GET", "/metrics", None).await;
+    assert_eq!(
+        r.body["counters"]["outpost.events.slow_subscribers_dropped"]["count"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn info_tells_the_port_the_api_listens_on() {
+    let b = Bridge::start(64);
+    let r = b.marathon("GET", "/v2/info", None).await;
+    assert_eq!(r.body["http_config"]["http_port"], 8080, "{}", r.text);
+    assert_eq!(r.body["http_config"]["https_port"], 0, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_kill_with_scale_answers_with_the_deployment_it_started() {
+    let b = Bridge::start(256);
+    b.agent("a1").await;
+    let mut two = app("/web");
+    two["instances"] = json!(2);
+    let mut events = b.shared.events.subscribe();
+    assert_eq!(
+        b.marathon("POST", "/v2/apps", Some(two)).await.status,
+        StatusCode::CREATED
+    );
+    let r = b.marathon("GET", "/v2/apps/web/tasks", None).await;
+    let task = r.body["tasks"][0]["id"].as_str().unwrap().to_string();
+    let r = b
+        .marathon("DELETE", &format!("/v2/apps/web/tasks/{task}?scale=true"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let id = r.body["deploymentId"].as_str().unwrap().to_string();
+    assert_eq!(r.headers["Marathon-Deployment-Id"], id.as_str());
+    let mut seen = false;
+    while let Ok(e) = events.try_recv() {
+        seen |= e["eventType"] == "deployment_info" && e["plan"]["id"] == id.as_str();
+    }
+    assert!(seen, "the answered deployment is a real one");
+    let r = b.marathon("GET", "/v2/apps/web", None).await;
+    assert_eq!(r.body["app"]["instances"], 1);
+}
+
+/// Subscribes a framework on the Mesos router; returns its id, stream id and event stream.
+async fn subscribe(
+    b: &Bridge,
+) -> (
+    String,
+    String,
+    impl futures_util::Stream<Item = Result<axum::body::Bytes, axum::Error>>,
+) {
+    let call = json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
+        "user": "root", "name": "fw" } } });
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/v1/scheduler")
+        .header("Content-Type", "application/json")
+        .body(Body::from(call.to_string()))
+        .unwrap();
+    let r = b.mesos.clone().oneshot(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let stream_id = r.headers()["Mesos-Stream-Id"].to_str().unwrap().to_string();
+    let mut body = r.into_body().into_data_stream();
+    let first = body.next().await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&first).into_owned();
+    let json = &text[text.find('\n').unwrap() + 1..];
+    let v: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["type"], "SUBSCRIBED");
+    let fid = v["subscribed"]["framework_id"]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (fid, stream_id, body)
+}
+
+#[tokio::test]
+async fn a_subscribed_framework_gets_its_offers_on_its_stream() {
+    let b = Bridge::start(64);
+    b.agent("a1").await;
+    let (_, _, mut body) = subscribe(&b).await;
+    let next = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .expect("an event")
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&next);
+    assert!(text.contains("\"OFFERS\""), "{text}");
+    assert!(text.contains("a1"), "{text}");
+}
+
+#[tokio::test]
+async fn a_call_after_an_operator_teardown_is_refused_and_the_bridge_keeps_serving() {
+    let b = Bridge::start(64);
+    b.agent("a1").await;
+    let (fid, stream_id, _body) = subscribe(&b).await;
+    let req = Request::builder()
+        .method("POST")
+        .uri("/master/teardown")
+        .body(Body::from(format!("frameworkId={fid}")))
+        .unwrap();
+    let r = b.mesos.clone().oneshot(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    for kind in ["REVIVE", "SUPPRESS"] {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/v1/scheduler")
+            .header("Content-Type", "application/json")
+            .header("Mesos-Stream-Id", &stream_id)
+            .body(Body::from(
+                json!({ "type": kind, "framework_id": { "value": fid } }).to_string(),
+            ))
+            .unwrap();
+        let r = b.mesos.clone().oneshot(req).await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{kind}");
+        let text = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&text[..], b"Framework has been removed");
+    }
+    let r = b.marathon("GET", "/ping", None).await;
+    assert_eq!(r.text, "pong");
+}
