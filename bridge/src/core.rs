@@ -47,6 +47,37 @@ pub enum Effect {
     },
 }
 
+/// Whether an agent is there, as its retained liveness message says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentLiveness {
+    /// Not heard from since the bridge started (its retained liveness is on its way).
+    Unknown,
+    /// Connected; takes launches.
+    Online,
+    /// Connected; keeps no tasks and takes no launches.
+    Draining,
+    /// Its connection to the broker is gone (its last will): its tasks are UNREACHABLE.
+    Offline,
+}
+
+impl AgentLiveness {
+    /// Its name, as the UI and the logs show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Online => "online",
+            Self::Draining => "draining",
+            Self::Offline => "offline",
+        }
+    }
+
+    /// Connected (online or draining): commands reach it.
+    pub fn connected(self) -> bool {
+        matches!(self, Self::Online | Self::Draining)
+    }
+}
+
 /// An agent as the bridge knows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentRecord {
@@ -57,22 +88,29 @@ pub struct AgentRecord {
     /// Attributes (for constraints).
     pub attributes: BTreeMap<String, String>,
     /// Online, draining or offline.
-    pub liveness: String,
+    pub liveness: AgentLiveness,
     /// The agent process's start time, telling one run from the next.
     pub started_at_ms: u64,
     /// Last message from it.
     pub last_seen_ms: Millis,
     /// Since when it is offline.
     pub unreachable_since_ms: Option<Millis>,
+    /// The IP address it advertises (its hello), for Mesos pids (`slave(1)@IP:5051`).
+    #[serde(default)]
+    pub address: Option<String>,
     /// Its latest offer.
     #[serde(skip)]
     pub offer: Option<OfferView>,
+    /// Where the search for the next dynamic host port starts (round-robin, as the agent
+    /// itself hands ports out: a port just freed is not given again at once).
+    #[serde(skip)]
+    pub port_cursor: u16,
 }
 
 impl AgentRecord {
     /// Whether it takes launches.
     pub fn online(&self) -> bool {
-        self.liveness == "online"
+        self.liveness == AgentLiveness::Online
     }
 }
 
@@ -127,7 +165,8 @@ pub struct TaskRecord {
     pub state: u8,
     /// The state before the agent went away (shown again if it comes back).
     pub host_ports: Vec<u16>,
-    /// Fixed host ports the task asked for (held before the agent reports them).
+    /// The host ports the task was launched with (fixed ones and those placement picked), held
+    /// until the agent reports them.
     #[serde(default)]
     pub fixed_ports: Vec<u16>,
     /// Service ports of the app at launch.
@@ -325,8 +364,8 @@ impl Core {
         for mut a in agents {
             // Whether it is still there is for the broker to say (its retained liveness
             // arrives on subscribe); its first "online" then reconciles its tasks.
-            if a.liveness != "offline" {
-                a.liveness = "unknown".into();
+            if a.liveness != AgentLiveness::Offline {
+                a.liveness = AgentLiveness::Unknown;
             }
             core.agents.insert(a.id.clone(), a);
         }
@@ -485,11 +524,13 @@ impl Core {
                 id: id.to_string(),
                 hostname: id.to_string(),
                 attributes: BTreeMap::new(),
-                liveness: "unknown".into(),
+                liveness: AgentLiveness::Unknown,
+                address: None,
                 started_at_ms: 0,
                 last_seen_ms: now,
                 unreachable_since_ms: None,
                 offer: None,
+                port_cursor: 0,
             })
     }
 
@@ -550,13 +591,13 @@ impl Core {
     pub fn on_state(&mut self, now: Millis, s: &AgentState) {
         let id = s.agent_id.to_string();
         let a = self.agent_entry(now, &id);
-        let was = a.liveness.clone();
+        let was = a.liveness;
         let restarted = a.started_at_ms != s.started_at_ms;
         a.last_seen_ms = now;
         match s.liveness {
             Liveness::Offline => {
-                a.liveness = "offline".into();
-                if was == "offline" {
+                a.liveness = AgentLiveness::Offline;
+                if was == AgentLiveness::Offline {
                     return;
                 }
                 a.unreachable_since_ms = Some(now);
@@ -577,15 +618,14 @@ impl Core {
             }
             Liveness::Online | Liveness::Draining => {
                 a.liveness = if s.liveness == Liveness::Online {
-                    "online"
+                    AgentLiveness::Online
                 } else {
-                    "draining"
-                }
-                .into();
+                    AgentLiveness::Draining
+                };
                 a.started_at_ms = s.started_at_ms;
                 a.unreachable_since_ms = None;
                 if was != a.liveness || restarted {
-                    tracing::info!(agent = %id, "agent is {}; reconciling its tasks", a.liveness);
+                    tracing::info!(agent = %id, "agent is {}; reconciling its tasks", a.liveness.name());
                     self.reconcile_agent(now, &id);
                     // New capacity: instances waiting for an agent are placed when this
                     // batch settles, not at the next tick.
@@ -765,7 +805,7 @@ impl Core {
         let draining = self
             .agents
             .get(s.agent_id.as_str())
-            .is_some_and(|a| a.liveness == "draining");
+            .is_some_and(|a| a.liveness == AgentLiveness::Draining);
         match state {
             TaskState::Running => {
                 let ready = {
@@ -907,7 +947,7 @@ impl Core {
         let offline = self
             .agents
             .get(&agent)
-            .is_none_or(|a| !a.online() && a.liveness != "draining");
+            .is_none_or(|a| !a.liveness.connected());
         if offline {
             // Nobody to tell: forget it now; if its agent comes back, the task is an orphan
             // and is killed then.
@@ -1339,7 +1379,7 @@ impl Core {
                         || self
                             .agents
                             .get(&t.agent_id)
-                            .is_none_or(|a| !a.online() && a.liveness != "draining")
+                            .is_none_or(|a| !a.liveness.connected())
                 })
                 .map(|t| t.id.clone())
                 .collect();
@@ -1437,22 +1477,20 @@ impl Core {
     fn launch_many(&mut self, now: Millis, app_id: &str, count: usize) -> usize {
         let placements = self.place(app_id, count);
         let n = placements.len();
-        for agent_id in placements {
-            self.launch_on(now, app_id, &agent_id);
+        for (agent_id, ports) in placements {
+            self.launch_on(now, app_id, &agent_id, &ports);
         }
         n
     }
 
-    fn place(&self, app_id: &str, count: usize) -> Vec<String> {
-        #[derive(Default)]
-        struct Usage {
-            held: Amount,
-            ports: Vec<u16>,
-            unassigned: usize,
-            tasks: usize,
-            same_app: usize,
-        }
-        let def = &self.apps[app_id].def;
+    /// Chooses agents for up to `count` instances of `app_id`, with the host ports each gets
+    /// (fixed ones as asked, dynamic ones picked from what the agent has free). Resources and
+    /// ports come from the capacity [`Ledger`], the same one framework offers are cut from.
+    fn place(&self, app_id: &str, count: usize) -> Vec<(String, Vec<u16>)> {
+        let Some(app) = self.apps.get(app_id) else {
+            return Vec::new();
+        };
+        let def = &app.def;
         let need = Amount {
             cpus: def.cpus,
             mem: def.mem,
@@ -1463,17 +1501,11 @@ impl Core {
             .iter()
             .filter_map(|c| Constraint::parse(c).ok())
             .collect();
-        let fixed: Vec<u16> = def
+        let wanted: Vec<u16> = def
             .port_mappings()
             .iter()
-            .filter(|p| p.host_port != 0)
             .map(|p| p.host_port as u16)
             .collect();
-        let dynamic = def
-            .port_mappings()
-            .iter()
-            .filter(|p| p.host_port == 0)
-            .count();
         let all: Vec<Candidate> = self
             .agents
             .values()
@@ -1484,65 +1516,28 @@ impl Core {
             })
             .collect();
         let by_id: HashMap<&str, &Candidate> = all.iter().map(|c| (c.agent_id, c)).collect();
-        let mut usage: HashMap<&str, Usage> = HashMap::new();
+        let mut ledger = Ledger::of(self);
+        let mut same_app: HashMap<&str, usize> = HashMap::new();
         let mut peers: Vec<Candidate> = Vec::new();
         for t in self.tasks.values() {
-            let u = usage.entry(t.agent_id.as_str()).or_default();
-            u.held.cpus += t.cpus;
-            u.held.mem += t.mem;
-            u.held.disk += t.disk;
-            if t.host_ports.is_empty() {
-                // Not reported yet: hold what it asked for.
-                u.ports.extend(t.fixed_ports.iter().copied());
-                u.unassigned += dynamic;
-            } else {
-                u.ports.extend(t.host_ports.iter().copied());
-            }
-            u.tasks += 1;
             if t.app_id == app_id && !t.killing && !t.inactive {
-                u.same_app += 1;
+                *same_app.entry(t.agent_id.as_str()).or_default() += 1;
                 if let Some(c) = by_id.get(t.agent_id.as_str()) {
                     peers.push((*c).clone());
                 }
             }
         }
-        // Frameworks' tasks and outstanding offers are not Marathon's to use.
-        for (agent, fw) in self.framework_usage() {
-            let Some(a) = self.agents.get_key_value(&agent).map(|(k, _)| k.as_str()) else {
-                continue;
-            };
-            let u = usage.entry(a).or_default();
-            u.held.cpus += fw.amount.cpus;
-            u.held.mem += fw.amount.mem;
-            u.held.disk += fw.amount.disk;
-            // Their ports are taken: fixed ones are checked against the list, dynamic ones
-            // against the count.
-            u.unassigned += fw.ports.len()
-                + fw.ranges
-                    .iter()
-                    .map(|&(b, e)| usize::from(e - b) + 1)
-                    .sum::<usize>();
-            u.ports.extend(fw.ports);
-            u.ports.extend(fw.ranges.iter().flat_map(|&(b, e)| b..=e));
-        }
         let mut counts = placement::PeerCounts::new(&constraints, &peers, &all);
-        let eligible = |a: &AgentRecord, u: &Usage, counts: &placement::PeerCounts| -> bool {
-            let Some(offer) = &a.offer else { return false };
-            let free = Amount {
-                cpus: offer.available.cpus + offer.used.cpus - u.held.cpus,
-                mem: offer.available.mem + offer.used.mem - u.held.mem,
-                disk: offer.available.disk + offer.used.disk - u.held.disk,
-            };
-            // Offered ranges already exclude the ports in use (the bridge's own tasks' among
-            // them): fixed ports must be offered and not held by a task the offer does not
-            // show yet; dynamic ones must fit in what is left.
-            let fixed_ok = fixed.iter().all(|p| {
-                !u.ports.contains(p) && offer.ranges.iter().any(|&(b, e)| (b..=e).contains(p))
-            });
-            free.fits(&need)
-                && fixed_ok
-                && offer.port_count >= fixed.len() + dynamic + u.unassigned
-                && placement::allowed(&constraints, by_id[a.id.as_str()], counts)
+        // The ports an instance would get on `a`, if it fits there.
+        let fit = |a: &AgentRecord, ledger: &Ledger, counts: &placement::PeerCounts| {
+            let free = ledger.free(a)?;
+            let allowed = by_id
+                .get(a.id.as_str())
+                .is_some_and(|c| placement::allowed(&constraints, c, counts));
+            if !free.amount.fits(&need) || !allowed {
+                return None;
+            }
+            ledger::pick_ports(&free, &wanted, a.port_cursor)
         };
         // Spread: fewest instances of this app, then fewest tasks, then agent id. An agent's
         // key only grows as it takes instances, and (without GROUP_BY, whose allowed values
@@ -1557,60 +1552,66 @@ impl Core {
             .values()
             .filter(|a| a.online() && a.offer.is_some())
             .collect();
+        let key = |a: &str, ledger: &Ledger, same_app: &HashMap<&str, usize>| {
+            (same_app.get(a).copied().unwrap_or(0), ledger.count(a))
+        };
         let mut heap: BinaryHeap<Reverse<(usize, usize, &str)>> = BinaryHeap::new();
         if !group_by {
             for a in &online {
-                let u = usage.entry(a.id.as_str()).or_default();
-                heap.push(Reverse((u.same_app, u.tasks, a.id.as_str())));
+                let (n, t) = key(&a.id, &ledger, &same_app);
+                heap.push(Reverse((n, t, a.id.as_str())));
             }
         }
         let mut out = Vec::new();
         while out.len() < count {
             let pick = if group_by {
-                let mut best: Option<(usize, usize, &str)> = None;
+                let mut best: Option<((usize, usize, &str), Vec<u16>)> = None;
                 for a in &online {
-                    let u = usage.entry(a.id.as_str()).or_default();
-                    let key = (u.same_app, u.tasks, a.id.as_str());
-                    if best.is_none_or(|b| key < b) && eligible(a, u, &counts) {
-                        best = Some(key);
+                    let (n, t) = key(&a.id, &ledger, &same_app);
+                    let k = (n, t, a.id.as_str());
+                    if best.as_ref().is_none_or(|b| k < b.0)
+                        && let Some(ports) = fit(a, &ledger, &counts)
+                    {
+                        best = Some((k, ports));
                     }
                 }
-                best.map(|b| b.2)
+                best.map(|(k, ports)| (k.2, ports))
             } else {
                 loop {
                     let Some(Reverse((_, _, id))) = heap.pop() else {
                         break None;
                     };
-                    let u = usage.entry(id).or_default();
-                    if eligible(&self.agents[id], u, &counts) {
-                        break Some(id);
+                    if let Some(a) = self.agents.get(id)
+                        && let Some(ports) = fit(a, &ledger, &counts)
+                    {
+                        break Some((id, ports));
                     }
                 }
             };
-            let Some(agent_id) = pick else {
+            let Some((agent_id, ports)) = pick else {
                 tracing::debug!(app = %app_id, placed = out.len(), wanted = count, "no agent fits");
                 break;
             };
-            let u = usage.entry(agent_id).or_default();
-            u.held.cpus += need.cpus;
-            u.held.mem += need.mem;
-            u.held.disk += need.disk;
-            u.ports.extend(fixed.iter().copied());
-            u.unassigned += dynamic;
-            u.tasks += 1;
-            u.same_app += 1;
+            ledger.hold_task(agent_id, need, ports.iter().copied());
+            *same_app.entry(agent_id).or_default() += 1;
             if !group_by {
-                heap.push(Reverse((u.same_app, u.tasks, agent_id)));
+                let (n, t) = key(agent_id, &ledger, &same_app);
+                heap.push(Reverse((n, t, agent_id)));
             }
-            counts.add(by_id[agent_id]);
-            out.push(agent_id.to_string());
+            if let Some(c) = by_id.get(agent_id) {
+                counts.add(c);
+            }
+            out.push((agent_id.to_string(), ports));
         }
         out
     }
 
-    /// Launches one instance of `app_id` on `agent_id`: stores the task, then sends the command.
-    fn launch_on(&mut self, now: Millis, app_id: &str, agent_id: &str) {
-        let app = &self.apps[app_id];
+    /// Launches one instance of `app_id` on `agent_id` with host `ports` (one per port mapping):
+    /// stores the task, then sends the command.
+    fn launch_on(&mut self, now: Millis, app_id: &str, agent_id: &str, ports: &[u16]) {
+        let (Some(app), Some(agent)) = (self.apps.get(app_id), self.agents.get(agent_id)) else {
+            return;
+        };
         let def = &app.def;
         let need = Amount {
             cpus: def.cpus,
@@ -1618,10 +1619,16 @@ impl Core {
             disk: def.disk,
         };
         let agent_id = agent_id.to_string();
-        let agent = &self.agents[&agent_id];
         let task_id = format!("{}.{}", task_prefix(app_id), uuid::Uuid::new_v4());
         let spec = match def.task_spec(&task_id) {
-            Ok(s) => s,
+            Ok(mut s) => {
+                // The ports placement picked, as Marathon sends Mesos the ports it took from
+                // the offer: the agent binds exactly these.
+                for (m, &p) in s.port_mappings.iter_mut().zip(ports) {
+                    m.host_port = p;
+                }
+                s
+            }
             Err(e) => {
                 tracing::error!(app = %app_id, error = %e, "cannot build the task spec");
                 return;
@@ -1637,12 +1644,7 @@ impl Core {
             version: app.last_config_change_at.clone(),
             state: TaskState::Staging.mesos_number(),
             host_ports: Vec::new(),
-            fixed_ports: def
-                .port_mappings()
-                .iter()
-                .filter(|p| p.host_port != 0)
-                .map(|p| p.host_port as u16)
-                .collect(),
+            fixed_ports: ports.to_vec(),
             service_ports: def
                 .port_mappings()
                 .iter()
@@ -1661,6 +1663,16 @@ impl Core {
             mem: need.mem,
             disk: need.disk,
         };
+        if let Some(&last) = ports
+            .iter()
+            .zip(def.port_mappings())
+            .filter(|(_, m)| m.host_port == 0)
+            .map(|(p, _)| p)
+            .last()
+            && let Some(a) = self.agents.get_mut(&agent_id)
+        {
+            a.port_cursor = last.wrapping_add(1);
+        }
         self.tasks.insert(task_id.clone(), t);
         self.by_command.insert(cid.clone(), task_id.clone());
         self.save_task(&task_id);
@@ -1700,6 +1712,8 @@ pub fn deployment_json(d: &Deployment, app_id: &str) -> Value {
 }
 
 mod framework;
+pub mod ledger;
+pub use ledger::Ledger;
 #[cfg(test)]
 mod tests;
 

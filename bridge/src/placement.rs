@@ -185,6 +185,40 @@ pub struct Amount {
     pub disk: f64,
 }
 
+impl std::ops::Add for Amount {
+    type Output = Amount;
+    fn add(self, o: Amount) -> Amount {
+        Amount {
+            cpus: self.cpus + o.cpus,
+            mem: self.mem + o.mem,
+            disk: self.disk + o.disk,
+        }
+    }
+}
+
+impl std::ops::Sub for Amount {
+    type Output = Amount;
+    fn sub(self, o: Amount) -> Amount {
+        Amount {
+            cpus: self.cpus - o.cpus,
+            mem: self.mem - o.mem,
+            disk: self.disk - o.disk,
+        }
+    }
+}
+
+impl std::ops::AddAssign for Amount {
+    fn add_assign(&mut self, o: Amount) {
+        *self = *self + o;
+    }
+}
+
+impl std::ops::SubAssign for Amount {
+    fn sub_assign(&mut self, o: Amount) {
+        *self = *self - o;
+    }
+}
+
 impl Amount {
     /// Whether `need` fits into `self`.
     pub fn fits(&self, need: &Amount) -> bool {

@@ -116,7 +116,13 @@ impl Bridge {
         self.published.try_iter().map(|(topic, _)| topic).collect()
     }
 
-    async fn send(&self, router: &Router, method: &str, uri: &str, body: Option<Value>) -> Response {
+    async fn send(
+        &self,
+        router: &Router,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> Response {
         let mut req = Request::builder().method(method).uri(uri);
         if body.is_some() {
             req = req.header("Content-Type", "application/json");
@@ -185,7 +191,11 @@ async fn a_failed_commit_sends_nothing_and_its_writes_are_stored_by_the_next() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Db(_)), "{err}");
-    assert_eq!(b.drain_published(), Vec::<String>::new(), "no launch, no ack, no kill");
+    assert_eq!(
+        b.drain_published(),
+        Vec::<String>::new(),
+        "no launch, no ack, no kill"
+    );
     assert!(events.try_recv().is_err(), "no Marathon event");
     assert_eq!(b.store.count(Table::Apps), 0);
     // Healed: the next commit stores what the failed one held.
@@ -266,7 +276,9 @@ async fn a_slow_event_subscriber_is_cut_off_and_counted() {
     assert!(String::from_utf8_lossy(&first).contains("event_stream_attached"));
     // Far more events than the subscriber's buffer while it reads nothing.
     for i in 0..5 {
-        let r = b.marathon("POST", "/v2/apps", Some(app(&format!("/web{i}")))).await;
+        let r = b
+            .marathon("POST", "/v2/apps", Some(app(&format!("/web{i}"))))
+            .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     }
     // It gets what was buffered, then the stream ends (it would otherwise wait for ever).
@@ -310,7 +322,11 @@ async fn a_kill_with_scale_answers_with_the_deployment_it_started() {
     let r = b.marathon("GET", "/v2/apps/web/tasks", None).await;
     let task = r.body["tasks"][0]["id"].as_str().unwrap().to_string();
     let r = b
-        .marathon("DELETE", &format!("/v2/apps/web/tasks/{task}?scale=true"), None)
+        .marathon(
+            "DELETE",
+            &format!("/v2/apps/web/tasks/{task}?scale=true"),
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let id = r.body["deploymentId"].as_str().unwrap().to_string();

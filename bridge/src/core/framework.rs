@@ -70,17 +70,6 @@ pub struct Framework {
     pub unacked: HashMap<[u8; 16], (String, String)>,
 }
 
-/// What frameworks hold on one agent: their tasks' resources and ports, and their offers.
-#[derive(Debug, Clone, Default)]
-pub struct FwUsage {
-    /// Resources.
-    pub amount: Amount,
-    /// Host ports of tasks.
-    pub ports: Vec<u16>,
-    /// Port ranges on offer.
-    pub ranges: Vec<(u16, u16)>,
-}
-
 /// What of a framework survives a bridge restart (its offers, filters and unacknowledged
 /// updates do not: offers are made afresh, and agents re-send what was not acknowledged).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,34 +200,6 @@ fn resources_json(a: &Amount, ranges: &[(u16, u16)]) -> Value {
         v.push(json!({ "name": "ports", "type": "RANGES", "ranges": { "range": r }, "role": "*" }));
     }
     Value::Array(v)
-}
-
-/// Ranges minus single ports.
-fn subtract(ranges: &[(u16, u16)], taken: &[u16]) -> Vec<(u16, u16)> {
-    let mut out = Vec::new();
-    for &(b, e) in ranges {
-        let mut start = b;
-        let mut t: Vec<u16> = taken
-            .iter()
-            .copied()
-            .filter(|p| (b..=e).contains(p))
-            .collect();
-        t.sort_unstable();
-        t.dedup();
-        for p in t {
-            if p > start {
-                out.push((start, p - 1));
-            }
-            start = p.saturating_add(1);
-            if p == u16::MAX {
-                start = e.saturating_add(1);
-            }
-        }
-        if start <= e && start >= b {
-            out.push((start, e));
-        }
-    }
-    out
 }
 
 impl Core {
@@ -453,27 +414,6 @@ impl Core {
             })
     }
 
-    /// Per agent: resources and ports held by framework tasks and outstanding offers, in one
-    /// pass over both (so placing over many agents does not rescan every offer per agent).
-    pub(super) fn framework_usage(&self) -> HashMap<String, FwUsage> {
-        let mut by_agent: HashMap<String, FwUsage> = HashMap::new();
-        for t in self.fw_tasks.values() {
-            let u = by_agent.entry(t.agent_id.clone()).or_default();
-            u.amount.cpus += t.amount.cpus;
-            u.amount.mem += t.amount.mem;
-            u.amount.disk += t.amount.disk;
-            u.ports.extend(t.ports.iter().copied());
-        }
-        for o in self.frameworks.values().flat_map(|f| f.offers.values()) {
-            let u = by_agent.entry(o.agent_id.clone()).or_default();
-            u.amount.cpus += o.amount.cpus;
-            u.amount.mem += o.amount.mem;
-            u.amount.disk += o.amount.disk;
-            u.ranges.extend(o.ranges.iter().copied());
-        }
-        by_agent
-    }
-
     /// Sends offers to connected, unsuppressed frameworks for agents with free resources.
     pub(super) fn make_offers(&mut self, now: Millis) {
         let ids: Vec<String> = self
@@ -485,59 +425,43 @@ impl Core {
         if ids.is_empty() {
             return;
         }
-        // Marathon's tasks per agent, and frameworks' holdings per agent: one pass each.
-        let mut marathon: HashMap<String, (Amount, Vec<u16>)> = HashMap::new();
-        for t in self.tasks.values() {
-            let m = marathon.entry(t.agent_id.clone()).or_default();
-            m.0.cpus += t.cpus;
-            m.0.mem += t.mem;
-            m.0.disk += t.disk;
-            m.1.extend(t.host_ports.iter().copied());
-        }
-        let mut fw_usage = self.framework_usage();
+        // One ledger for the pass: Marathon's tasks (staged ones with the ports they were
+        // given), frameworks' tasks and the offers they hold; each offer made is held in it, so
+        // the next framework is offered what is left.
+        let mut ledger = super::Ledger::of(self);
+        let agents: Vec<String> = self
+            .agents
+            .values()
+            .filter(|a| a.online() && a.offer.is_some())
+            .map(|a| a.id.clone())
+            .collect();
         for fid in ids {
             let mut offers = Vec::new();
-            let offered: std::collections::HashSet<String> = self.frameworks[&fid]
-                .offers
-                .values()
-                .map(|o| o.agent_id.clone())
-                .collect();
-            let agents: Vec<String> = self
-                .agents
-                .values()
-                .filter(|a| a.online() && a.offer.is_some())
-                .map(|a| a.id.clone())
-                .collect();
-            for agent_id in agents {
-                let f = &self.frameworks[&fid];
-                if offered.contains(&agent_id) || f.refused.get(&agent_id).is_some_and(|t| *t > now)
-                {
+            let Some(f) = self.frameworks.get(&fid) else {
+                continue;
+            };
+            let offered: std::collections::HashSet<String> =
+                f.offers.values().map(|o| o.agent_id.clone()).collect();
+            let mut made: Vec<(String, OfferHeld)> = Vec::new();
+            for agent_id in &agents {
+                if offered.contains(agent_id) || f.refused.get(agent_id).is_some_and(|t| *t > now) {
                     continue;
                 }
-                let a = &self.agents[&agent_id];
-                let o = a.offer.as_ref().expect("filtered");
-                // Marathon's tasks on the agent, then frameworks' tasks and offers.
-                let (held, ports) = marathon.get(&agent_id).cloned().unwrap_or_default();
-                let fw = fw_usage.get(&agent_id).cloned().unwrap_or_default();
+                let Some(a) = self.agents.get(agent_id) else {
+                    continue;
+                };
+                let Some(left) = ledger.free(a) else {
+                    continue;
+                };
                 let free = Amount {
-                    cpus: ((o.available.cpus + o.used.cpus - held.cpus - fw.amount.cpus) * 1000.0)
-                        .floor()
-                        / 1000.0,
-                    mem: (o.available.mem + o.used.mem - held.mem - fw.amount.mem).floor(),
-                    disk: (o.available.disk + o.used.disk - held.disk - fw.amount.disk)
-                        .floor()
-                        .max(0.0),
+                    cpus: (left.amount.cpus * 1000.0).floor() / 1000.0,
+                    mem: left.amount.mem.floor(),
+                    disk: left.amount.disk.floor().max(0.0),
                 };
                 if !free.fits(&MIN_OFFER) {
                     continue;
                 }
-                let (fw_ports, fw_ranges) = (fw.ports, fw.ranges);
-                let mut taken = ports;
-                taken.extend(fw_ports);
-                for (b, e) in fw_ranges {
-                    taken.extend(b..=e);
-                }
-                let ranges = subtract(&o.ranges, &taken);
+                let ranges = left.ranges;
                 let offer_id = format!("outpost-offer-{}", uuid::Uuid::new_v4());
                 offers.push(json!({
                     "id": { "value": offer_id },
@@ -549,25 +473,19 @@ impl Core {
                     "executor_ids": [],
                     "allocation_info": { "role": "*" },
                 }));
-                self.frameworks
-                    .get_mut(&fid)
-                    .expect("listed")
-                    .offers
-                    .insert(
-                        offer_id,
-                        OfferHeld {
-                            agent_id: agent_id.clone(),
-                            amount: free,
-                            ranges: ranges.clone(),
-                            made_at: now,
-                        },
-                    );
-                // The next framework is offered what is left.
-                let u = fw_usage.entry(agent_id).or_default();
-                u.amount.cpus += free.cpus;
-                u.amount.mem += free.mem;
-                u.amount.disk += free.disk;
-                u.ranges.extend(ranges);
+                ledger.hold_offer(agent_id, free, &ranges);
+                made.push((
+                    offer_id,
+                    OfferHeld {
+                        agent_id: agent_id.clone(),
+                        amount: free,
+                        ranges,
+                        made_at: now,
+                    },
+                ));
+            }
+            if let Some(f) = self.frameworks.get_mut(&fid) {
+                f.offers.extend(made);
             }
             if !offers.is_empty() {
                 self.fw_event(
@@ -932,7 +850,7 @@ impl Core {
                             let unreachable = self
                                 .agents
                                 .get(&t.agent_id)
-                                .is_some_and(|a| a.liveness == "offline");
+                                .is_some_and(|a| a.liveness == super::AgentLiveness::Offline);
                             let state = if unreachable {
                                 TaskState::Unreachable
                             } else {
@@ -1396,17 +1314,5 @@ mod tests {
         plain["health_check"]["http"]["scheme"] = json!("http");
         let (spec, _, _) = task_spec(&plain, &[]).unwrap();
         assert_eq!(spec.health_checks[0].protocol, wire::HealthProtocol::Http);
-    }
-
-    #[test]
-    fn subtract_cuts_ports_out_of_ranges() {
-        assert_eq!(
-            subtract(&[(31000, 31009)], &[31000, 31005]),
-            vec![(31001, 31004), (31006, 31009)]
-        );
-        assert_eq!(
-            subtract(&[(31000, 31000)], &[31000]),
-            Vec::<(u16, u16)>::new()
-        );
     }
 }

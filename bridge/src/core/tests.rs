@@ -979,3 +979,74 @@ fn writes_a_failed_commit_kept_are_stored_by_the_next_without_undoing_newer_ones
         );
     }
 }
+
+#[test]
+fn a_staged_task_s_host_ports_are_neither_placed_again_nor_offered_to_a_framework() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    let fixed = r#"{"id":"/fixed","instances":1,"cpus":0.1,"mem":32,
+        "container":{"type":"DOCKER","docker":{"image":"busybox","network":"BRIDGE"},
+        "portMappings":[{"containerPort":80,"hostPort":31050},{"containerPort":81,"hostPort":0}]}}"#;
+    w.commands();
+    w.create(fixed);
+    let spec = w
+        .commands()
+        .into_iter()
+        .find_map(|(_, c)| match c.kind {
+            CommandKind::Launch(spec) => Some(spec),
+            _ => None,
+        })
+        .expect("a launch");
+    // The bridge picks the dynamic port itself (as Marathon does from an offer).
+    let dynamic = spec.port_mappings[1].host_port;
+    assert_eq!(spec.port_mappings[0].host_port, 31050);
+    assert!(
+        (31000..=31099).contains(&dynamic) && dynamic != 31050,
+        "{dynamic}"
+    );
+    // Staged, not reported yet: a framework's offer leaves both ports out.
+    let sub = serde_json::json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
+        "user": "root", "name": "fw" } } });
+    let fid = w.core.subscribe(w.now, &sub, STREAM).unwrap();
+    w.core.offer_now(w.now);
+    let offer = w
+        .core
+        .take_effects()
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Framework { event, .. } if event["type"] == "OFFERS" => {
+                Some(event["offers"]["offers"][0].clone())
+            }
+            _ => None,
+        })
+        .expect("an offer");
+    let ranges: Vec<(u64, u64)> = offer["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"] == "ports")
+        .flat_map(|r| r["ranges"]["range"].as_array().unwrap().clone())
+        .map(|r| (r["begin"].as_u64().unwrap(), r["end"].as_u64().unwrap()))
+        .collect();
+    for p in [31050u64, u64::from(dynamic)] {
+        assert!(
+            !ranges.iter().any(|&(b, e)| (b..=e).contains(&p)),
+            "port {p} offered: {ranges:?}"
+        );
+    }
+    assert!(ranges.iter().any(|&(b, e)| (b..=e).contains(&31099)));
+    // And a second app asking for the same fixed port does not get this agent (the offer
+    // holds the rest, so decline it first).
+    let offer_id = offer["id"].clone();
+    w.core
+        .call(
+            w.now,
+            &fid,
+            Some(STREAM),
+            &serde_json::json!({ "type": "DECLINE", "decline": { "offer_ids": [offer_id],
+                "filters": { "refuse_seconds": 3600 } } }),
+        )
+        .unwrap();
+    w.create(&fixed.replace("/fixed", "/fixed2"));
+    assert!(w.launches().is_empty(), "31050 is held by the staged task");
+}

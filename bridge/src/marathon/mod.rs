@@ -55,7 +55,7 @@ async fn ui_agents(State(s): S) -> Response {
                 json!({
                     "id": a.id,
                     "hostname": a.hostname,
-                    "liveness": a.liveness,
+                    "liveness": a.liveness.name(),
                     "online": a.online(),
                     "last_seen": rfc3339(a.last_seen_ms),
                     "unreachable_since": a.unreachable_since_ms.map(rfc3339),

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use outpost_protocol::TaskState;
 
-use crate::core::{AgentRecord, CallError, Core, TaskRecord};
+use crate::core::{AgentLiveness, AgentRecord, CallError, Core, Ledger, TaskRecord};
 use crate::handle::Shared;
 
 type S = State<Arc<Shared>>;
@@ -82,50 +82,48 @@ fn master_pid(shared: &Shared) -> String {
     format!("master@{}:{}", c.advertised_host, c.mesos_listen.port())
 }
 
-fn agent_json(core: &Core, a: &AgentRecord) -> Value {
-    let tasks: Vec<&TaskRecord> = core.tasks(None).filter(|t| t.agent_id == a.id).collect();
-    let used_ports: Vec<u16> = tasks
-        .iter()
-        .flat_map(|t| t.host_ports.iter().copied())
-        .collect();
-    let (total, used) = match &a.offer {
+/// An agent as `/master/slaves` shows it: its capacity from its latest offer, and what the
+/// capacity ledger says is used by tasks and held by offers (the same numbers placement and
+/// framework offers go by).
+fn agent_json(ledger: &Ledger, a: &AgentRecord) -> Value {
+    let usage = ledger.usage(&a.id);
+    let task_ports: Vec<u16> = usage.task_ports.iter().copied().collect();
+    let offered_ports: Vec<u16> = usage.offered_ports.iter().copied().collect();
+    let amount = |x: &crate::placement::Amount, ports: Option<String>| {
+        let mut v = json!({ "cpus": x.cpus, "mem": x.mem, "disk": x.disk });
+        if let Some(p) = ports {
+            v["ports"] = json!(p);
+        }
+        v
+    };
+    let total = match &a.offer {
         Some(o) => {
             let mut all = o.ranges.clone();
             all.extend(o.used_ranges.iter().copied());
-            (
-                json!({
-                    "cpus": o.available.cpus + o.used.cpus,
-                    "mem": o.available.mem + o.used.mem,
-                    "disk": o.available.disk + o.used.disk,
-                    "ports": ranges_text(&merge(all)),
-                }),
-                json!({
-                    "cpus": o.used.cpus,
-                    "mem": o.used.mem,
-                    "disk": o.used.disk,
-                    "ports": ranges_text(&o.used_ranges),
-                }),
-            )
+            amount(&(o.available + o.used), Some(ranges_text(&merge(all))))
         }
-        None => (
-            json!({ "cpus": 0.0, "mem": 0.0, "disk": 0.0 }),
-            json!({ "cpus": 0.0, "mem": 0.0, "disk": 0.0, "ports": ranges_text(&port_ranges(&used_ports)) }),
-        ),
+        None => amount(&crate::placement::Amount::default(), None),
     };
+    let used = amount(&usage.tasks, Some(ranges_text(&port_ranges(&task_ports))));
+    let offered = amount(
+        &usage.offered,
+        Some(ranges_text(&port_ranges(&offered_ports))),
+    );
+    let ip = a.address.as_deref().unwrap_or(&a.hostname);
     json!({
         "id": a.id,
         "hostname": a.hostname,
         "port": AGENT_PORT,
         "attributes": a.attributes,
-        "pid": format!("slave(1)@{}:{AGENT_PORT}", a.hostname),
+        "pid": format!("slave(1)@{ip}:{AGENT_PORT}"),
         "registered_time": secs(a.last_seen_ms),
         "resources": total,
         "used_resources": used,
-        "offered_resources": { "cpus": 0.0, "mem": 0.0, "disk": 0.0 },
+        "offered_resources": offered,
         "reserved_resources": {},
         "unreserved_resources": total,
-        "active": a.online() || a.liveness == "draining",
-        "deactivated": a.liveness == "draining",
+        "active": a.liveness.connected(),
+        "deactivated": a.liveness == AgentLiveness::Draining,
         "version": MESOS_VERSION,
         "capabilities": ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
     })
@@ -346,6 +344,7 @@ async fn state(State(s): S) -> Response {
     let body = s.read(move |core| {
         let s = &shared;
         let c = &s.config;
+        let ledger = Ledger::of(core);
         let agents: Vec<&AgentRecord> = core.agents().collect();
         json!({
             "version": MESOS_VERSION,
@@ -359,9 +358,9 @@ async fn state(State(s): S) -> Response {
             "id": "outpost-bridge",
             "pid": pid,
             "hostname": c.advertised_host,
-            "activated_slaves": agents.iter().filter(|a| a.online() || a.liveness == "draining").count(),
+            "activated_slaves": agents.iter().filter(|a| a.liveness.connected()).count(),
             "deactivated_slaves": 0,
-            "unreachable_slaves": agents.iter().filter(|a| a.liveness == "offline").count(),
+            "unreachable_slaves": agents.iter().filter(|a| a.liveness == AgentLiveness::Offline).count(),
             "leader": pid,
             "leader_info": {
                 "id": "outpost-bridge",
@@ -372,7 +371,7 @@ async fn state(State(s): S) -> Response {
             "cluster": "outpost",
             "log_dir": "",
             "flags": {},
-            "slaves": agents.iter().map(|a| agent_json(core, a)).collect::<Vec<_>>(),
+            "slaves": agents.iter().map(|a| agent_json(&ledger, a)).collect::<Vec<_>>(),
             "frameworks": all_frameworks(s, core),
             "completed_frameworks": [],
             "orphan_tasks": [],
@@ -399,10 +398,11 @@ async fn slaves(State(s): S, RawQuery(q): RawQuery) -> Response {
     let p = params(q);
     let only = param(&p, "slave_id").map(str::to_string);
     let body = s.read(move |core| {
+        let ledger = Ledger::of(core);
         let list: Vec<Value> = core
             .agents()
             .filter(|a| only.as_deref().is_none_or(|id| a.id == id))
-            .map(|a| agent_json(core, a))
+            .map(|a| agent_json(&ledger, a))
             .collect();
         json!({ "slaves": list, "recovered_slaves": [] })
     });
@@ -496,11 +496,11 @@ async fn metrics_snapshot(State(s): S) -> Response {
     let started = s.started_at_ms;
     let body = s.read(move |core| {
         let agents: Vec<&AgentRecord> = core.agents().collect();
-        let active = agents
+        let active = agents.iter().filter(|a| a.liveness.connected()).count();
+        let unreachable = agents
             .iter()
-            .filter(|a| a.online() || a.liveness == "draining")
+            .filter(|a| a.liveness == AgentLiveness::Offline)
             .count();
-        let unreachable = agents.iter().filter(|a| a.liveness == "offline").count();
         let count = |st: TaskState| {
             core.tasks(None)
                 .filter(|t| t.unreachable_since_ms.is_none() && t.state() == st)
