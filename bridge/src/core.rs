@@ -1565,7 +1565,9 @@ impl Core {
         let mut out = Vec::new();
         while out.len() < count {
             let pick = if group_by {
-                let mut best: Option<((usize, usize, &str), Vec<u16>)> = None;
+                // The best key so far, with the ports the instance would get there.
+                type Best<'k> = Option<((usize, usize, &'k str), Vec<u16>)>;
+                let mut best: Best = None;
                 for a in &online {
                     let (n, t) = key(&a.id, &ledger, &same_app);
                     let k = (n, t, a.id.as_str());
@@ -1668,7 +1670,7 @@ impl Core {
             .zip(def.port_mappings())
             .filter(|(_, m)| m.host_port == 0)
             .map(|(p, _)| p)
-            .last()
+            .next_back()
             && let Some(a) = self.agents.get_mut(&agent_id)
         {
             a.port_cursor = last.wrapping_add(1);
