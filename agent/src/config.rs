@@ -17,6 +17,7 @@ use outpost_protocol::{PortRange, Value};
 #[serde(deny_unknown_fields)]
 struct File {
     agent_id: Option<String>,
+    advertise_ip: Option<String>,
     brokers: Option<Vec<String>>,
     broker_auth: Option<BrokerAuth>,
     broker_tls: Option<TlsFiles>,
@@ -90,6 +91,9 @@ pub struct RegistryAuth {
 pub struct Config {
     /// This agent's id.
     pub agent_id: String,
+    /// The IP address the agent tells the bridge (Mesos pids, mesos-dns); `None`: the local
+    /// address of its connection to the broker.
+    pub advertise_ip: Option<std::net::IpAddr>,
     /// Brokers, tried in order.
     pub brokers: Vec<BrokerUrl>,
     /// Broker credentials.
@@ -290,7 +294,18 @@ impl Config {
             .enumerate()
             .map(|(i, r)| registry_auth(i, r))
             .collect::<Result<Vec<_>, _>>()?;
+        let advertise_ip = match &f.advertise_ip {
+            Some(text) => Some(text.parse::<std::net::IpAddr>().map_err(|_| {
+                invalid(
+                    "advertise_ip",
+                    text,
+                    "expected an IPv4 or IPv6 address, e.g. 10.0.0.7",
+                )
+            })?),
+            None => None,
+        };
         Ok(Self {
+            advertise_ip,
             agent_id,
             brokers,
             broker_auth: f.broker_auth,
@@ -541,6 +556,10 @@ mod tests {
             (
                 "agent_id = \"a/b\"",
                 "agent_id = \"a/b\": must be 1-64 characters",
+            ),
+            (
+                "advertise_ip = \"edge-7\"",
+                "advertise_ip = \"edge-7\": expected an IPv4 or IPv6 address",
             ),
             (
                 "docker = \"/var/run/docker.sock\"",

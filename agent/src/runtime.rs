@@ -80,6 +80,9 @@ fn settings(config: &Config, capacity: Capacity, started_at_ms: Millis) -> Setti
     Settings {
         agent_id: outpost_protocol::AgentId::new(&config.agent_id).unwrap_or_default(),
         hostname: outpost_protocol::Hostname::new(&crate::config::hostname()).unwrap_or_default(),
+        advertise_ip: config
+            .advertise_ip
+            .and_then(|ip| outpost_protocol::IpText::new(&ip.to_string()).ok()),
         attributes,
         port_range: config.port_range,
         capacity,

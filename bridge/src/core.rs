@@ -538,6 +538,7 @@ impl Core {
     pub fn on_hello(&mut self, now: Millis, h: &Hello) {
         let a = self.agent_entry(now, &h.agent_id);
         a.hostname = h.hostname.to_string();
+        a.address = h.address.as_ref().map(|ip| ip.to_string());
         a.attributes = h
             .attributes
             .iter()

@@ -74,6 +74,7 @@ impl Bridge {
                         version: 1,
                         agent_id: agent_id.clone(),
                         hostname: Text::new(&format!("{id}.host")).unwrap(),
+                        address: Some(Text::new("192.0.2.7").unwrap()),
                         ..Default::default()
                     },
                 );
@@ -416,4 +417,30 @@ async fn a_call_after_an_operator_teardown_is_refused_and_the_bridge_keeps_servi
     }
     let r = b.marathon("GET", "/ping", None).await;
     assert_eq!(r.text, "pong");
+}
+
+#[tokio::test]
+async fn mesos_pids_carry_the_agent_s_ip_and_the_hostname_stays() {
+    let b = Bridge::start(64);
+    b.agent("a1").await;
+    for path in ["/master/slaves", "/master/state"] {
+        let r = b.send(&b.mesos, "GET", path, None).await;
+        let slave = &r.body["slaves"][0];
+        assert_eq!(slave["pid"], "slave(1)@192.0.2.7:5051", "{path}: {slave}");
+        assert_eq!(slave["hostname"], "a1.host", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn master_slaves_shows_what_a_staged_task_holds() {
+    let b = Bridge::start(64);
+    b.agent("a1").await;
+    let mut fixed = app("/web");
+    fixed["container"]["portMappings"] = json!([{ "containerPort": 80, "hostPort": 31050 }]);
+    let r = b.marathon("POST", "/v2/apps", Some(fixed)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = b.send(&b.mesos, "GET", "/master/slaves", None).await;
+    let used = &r.body["slaves"][0]["used_resources"];
+    assert_eq!(used["ports"], "[31050-31050]", "{used}");
+    assert!(used["cpus"].as_f64().unwrap() > 0.0, "{used}");
 }

@@ -961,7 +961,7 @@ wire_struct!(Rejection { 0 => code, 1 => message });
 
 wire_struct!(Hello {
     0 => version, 1 => agent_id, 2 => hostname, 3 => agent_version, 4 => attributes,
-    5 => started_at_ms,
+    5 => started_at_ms, 6 => address,
 });
 wire_struct!(Offer { 0 => version, 1 => agent_id, 2 => seq, 3 => available, 4 => used, 5 => attributes });
 wire_struct!(Command {

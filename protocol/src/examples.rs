@@ -43,6 +43,7 @@ pub fn hello() -> Hello {
         agent_version: t("0.1.0"),
         attributes: list([kv("rack", "r2"), kv("zone", "north")]),
         started_at_ms: 1_764_000_000_000,
+        address: Some(t("192.0.2.7")),
     }
 }
 

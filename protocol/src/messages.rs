@@ -107,6 +107,10 @@ pub struct Hello {
     pub attributes: Vec<KeyValue, MAX_ATTRIBUTES>,
     /// When the agent process started, milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+    /// The IP address the agent is reached at (its `advertise_ip`, else the local address of
+    /// its connection to the broker): Mesos pids and mesos-dns use it. Absent from agents
+    /// older than this field.
+    pub address: Option<IpText>,
 }
 
 /// What an agent can still run, and what it runs now.

@@ -85,6 +85,20 @@ fn golden_bytes_decode_to_the_examples() {
 }
 
 #[test]
+fn a_hello_from_an_agent_older_than_its_address_field_still_decodes() {
+    // The hello example as agents before the `address` field (key 6) sent it.
+    let old = "a600010167656467652d3037026e656467652d30372e736974652d610365302e312e30048282647261636b62723282647a6f6e65656e6f727468051b0000019ab697e800";
+    let bytes: Vec<u8> = (0..old.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&old[i..i + 2], 16).unwrap())
+        .collect();
+    let hello = outpost_protocol::decode::<outpost_protocol::Hello>(&bytes).unwrap();
+    let mut expected = examples::hello();
+    expected.address = None;
+    assert_eq!(hello, expected);
+}
+
+#[test]
 fn the_protocol_doc_shows_every_example_as_it_is_encoded() {
     for (name, bytes) in examples::all_encoded() {
         let diag = minicbor::display(&bytes).to_string();

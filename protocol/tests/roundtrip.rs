@@ -272,9 +272,10 @@ proptest! {
 
     #[test]
     fn hello_round_trips(agent_id in text(), hostname in text(), agent_version in text(),
-                         attributes in bounded(key_value()), started_at_ms in any::<u64>()) {
+                         attributes in bounded(key_value()), started_at_ms in any::<u64>(),
+                         address in proptest::option::of(text())) {
         round_trip(&Hello { version: PROTOCOL_VERSION, agent_id, hostname, agent_version,
-                            attributes, started_at_ms });
+                            attributes, started_at_ms, address });
     }
 
     #[test]

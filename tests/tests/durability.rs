@@ -141,6 +141,11 @@ fn a_cold_boot_without_the_broker_restarts_dead_work_and_reports_it_later() {
 fn a_corrupt_state_file_falls_back_to_the_previous_generation() {
     let (_broker, _bridge, mut agent, ctr) = running_task("corrupt", (21420, 21429), "corrupt.1");
     agent.kill();
+    // The SIGKILL may have cut a save after its temp file was written: that newer generation
+    // is a save that did not finish (as if the kill came a moment earlier). The newest one
+    // that remains is `agent-state`, which the save keeps present at every instant; corrupt
+    // it.
+    let _ = std::fs::remove_file(agent.state_dir().join("agent-state.tmp"));
     let path = agent.state_dir().join("agent-state");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();

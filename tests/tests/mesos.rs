@@ -78,11 +78,30 @@ fn operator_endpoints_show_agents_frameworks_and_tasks_as_mesos_does() {
     assert_eq!(state["activated_slaves"], 1);
     let slave = &state["slaves"][0];
     assert_eq!(slave["id"], id.as_str());
+    // The pid carries the agent's IP (its connection to the loopback broker), the hostname
+    // stays the host name: mesos-dns reads the IP from the pid.
+    assert_eq!(slave["pid"], "slave(1)@127.0.0.1:5051", "{slave}");
     assert!(valid_pid(slave["pid"].as_str().unwrap()));
+    assert_ne!(slave["hostname"], "127.0.0.1");
     assert_eq!(slave["attributes"]["rack"], "r7");
     assert_eq!(slave["resources"]["ports"], "[21460-21469]", "{slave}");
-    let used = slave["used_resources"]["ports"].as_str().unwrap();
-    assert!(used.starts_with('[') && used.ends_with(']'), "{used}");
+    // Used: exactly the two tasks' host ports, as Mesos flattens them.
+    let mut ports: Vec<u64> = marathon_tasks
+        .iter()
+        .map(|t| t["ports"][0].as_u64().unwrap())
+        .collect();
+    ports.sort_unstable();
+    let want = if ports[1] == ports[0] + 1 {
+        format!("[{}-{}]", ports[0], ports[1])
+    } else {
+        format!("[{}-{}, {}-{}]", ports[0], ports[0], ports[1], ports[1])
+    };
+    assert_eq!(slave["used_resources"]["ports"], want, "{slave}");
+    assert!(
+        (slave["used_resources"]["cpus"].as_f64().unwrap() - 0.1).abs() < 1e-9,
+        "{slave}"
+    );
+    assert_eq!(slave["used_resources"]["mem"], 64.0, "{slave}");
     let framework = &state["frameworks"][0];
     assert_eq!(framework["name"], "marathon");
     assert!(valid_pid(framework["pid"].as_str().unwrap()));

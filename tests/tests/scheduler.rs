@@ -48,7 +48,8 @@ fn resubscribe_and_reconcile(
 fn a_v1_framework_gets_offers_launches_a_docker_task_and_manages_it() {
     image::ensure().unwrap();
     let broker = Broker::start().unwrap();
-    let bridge = Bridge::start(&broker.url(), "").unwrap();
+    // Heartbeats every second: the test uses them as a barrier on the stream.
+    let bridge = Bridge::start(&broker.url(), "scheduler_heartbeat_seconds = 1").unwrap();
     let port = bridge.mesos_port();
     let agent_id = Agent::unique_id("fw");
     let _agent = Agent::start(&agent_id, &broker.url(), (21480, 21489), "").unwrap();
@@ -193,11 +194,36 @@ fn a_v1_framework_gets_offers_launches_a_docker_task_and_manages_it() {
         "offer_ids": [offer2["offers"]["offers"][0]["id"]], "filters": { "refuse_seconds": 3600 } } }),
     );
     assert_eq!(code, 202);
-    let quiet = wait::until("three quiet seconds", Duration::from_secs(4), || {
+    // A barrier instead of a quiet wait: a second framework's SUBSCRIBE makes an offer pass
+    // over every framework; once it has its offer of the agent, the first framework's stream
+    // carries its next HEARTBEAT after anything that pass sent it (one stream is in order).
+    let mut other = Subscription::open(port, json!({ "user": "root", "name": "barrier" }), None);
+    let barrier = other.next_event(|e| e["type"] == "OFFERS", LONG);
+    assert_eq!(
+        barrier["offers"]["offers"][0]["agent_id"]["value"],
+        agent_id.as_str()
+    );
+    drop(other);
+    let heartbeats = sub
+        .events
+        .iter()
+        .filter(|e| e["type"] == "HEARTBEAT")
+        .count();
+    wait::until("the next heartbeat", LONG, || {
         sub.pump();
-        (sub.events.iter().filter(|e| e["type"] == "OFFERS").count() > seen_offers).then_some(())
-    });
-    assert!(quiet.is_err(), "an offer came despite the filter");
+        (sub.events
+            .iter()
+            .filter(|e| e["type"] == "HEARTBEAT")
+            .count()
+            > heartbeats)
+            .then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        sub.events.iter().filter(|e| e["type"] == "OFFERS").count(),
+        seen_offers,
+        "an offer came despite the filter"
+    );
     let (code, _) = framework_call(port, &sub, json!({ "type": "REVIVE" }));
     assert_eq!(code, 202);
     sub.next_event(|e| e["type"] == "OFFERS", Duration::from_secs(10));
@@ -229,7 +255,7 @@ fn a_v1_framework_gets_offers_launches_a_docker_task_and_manages_it() {
     );
     assert_eq!(code, 202);
     sub.next_event(|e| e["update"]["status"]["state"] == "TASK_KILLED", LONG);
-    sub.next_event(|e| e["type"] == "HEARTBEAT", Duration::from_secs(20));
+    sub.next_event(|e| e["type"] == "HEARTBEAT", LONG);
     let (code, _) = framework_call(port, &sub, json!({ "type": "TEARDOWN" }));
     assert_eq!(code, 202);
     wait::until("the stream to end", Duration::from_secs(10), || {

@@ -10,7 +10,11 @@ pub enum Event {
     /// Time passed; the driver sends this at [`Supervisor::next_deadline`].
     Tick,
     /// The broker connection is up (subscriptions in place).
-    BrokerConnected,
+    BrokerConnected {
+        /// The local address of the connection (what the hello advertises without an
+        /// `advertise_ip`), if the driver could tell.
+        local_ip: Option<outpost_protocol::IpText>,
+    },
     /// The broker connection is down.
     BrokerDisconnected,
     /// A payload arrived on the command topic.

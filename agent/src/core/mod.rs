@@ -63,6 +63,9 @@ pub struct Settings {
     pub agent_id: AgentId,
     /// The host's name.
     pub hostname: outpost_protocol::Hostname,
+    /// The address the hello advertises (the config's `advertise_ip`); `None`: the local
+    /// address of the broker connection, as the MQTT driver reports it.
+    pub advertise_ip: Option<outpost_protocol::IpText>,
     /// Attributes for placement constraints.
     pub attributes: heapless::Vec<KeyValue, MAX_ATTRIBUTES>,
     /// The host port range tasks get their ports from.
@@ -114,6 +117,8 @@ pub struct Supervisor {
     storage_failure: Option<String>,
     /// The broker connection is up (`connected` also needs recovery to be done).
     broker_up: bool,
+    /// The local address of the latest broker connection.
+    local_ip: Option<outpost_protocol::IpText>,
 }
 
 impl Supervisor {
@@ -135,6 +140,7 @@ impl Supervisor {
             actions: Vec::new(),
             recovering: HashMap::new(),
             awaiting_list: false,
+            local_ip: None,
             storage_failure: None,
             broker_up: false,
             settings,
@@ -145,8 +151,11 @@ impl Supervisor {
     pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Action> {
         match event {
             Event::Tick => {}
-            Event::BrokerConnected => {
+            Event::BrokerConnected { local_ip } => {
                 self.broker_up = true;
+                if local_ip.is_some() {
+                    self.local_ip = local_ip;
+                }
                 // A restored agent reports once its containers are re-adopted, not before.
                 if !self.awaiting_list {
                     self.on_connected(now);
@@ -282,6 +291,11 @@ impl Supervisor {
             agent_version: VersionText::new(env!("CARGO_PKG_VERSION")).unwrap_or_default(),
             attributes: self.settings.attributes.clone(),
             started_at_ms: self.settings.started_at_ms,
+            address: self
+                .settings
+                .advertise_ip
+                .clone()
+                .or_else(|| self.local_ip.clone()),
         };
         self.publish(TopicKind::Hello, encode_to_vec(&hello));
         self.publish_state();

@@ -12,6 +12,7 @@ fn settings() -> Settings {
     Settings {
         agent_id: AgentId::new("edge-1").unwrap(),
         hostname: Hostname::new("edge-1.test").unwrap(),
+        advertise_ip: None,
         attributes: heapless::Vec::new(),
         port_range: PortRange {
             begin: 31000,
@@ -54,7 +55,7 @@ impl Sim {
             actions: Vec::new(),
             next_cmd: 0,
         };
-        sim.ev(Event::BrokerConnected);
+        sim.ev(Event::BrokerConnected { local_ip: None });
         sim
     }
 
@@ -562,7 +563,7 @@ fn statuses_wait_while_disconnected_and_are_resent_until_acknowledged() {
     sim.launch_running(spec("w"));
     assert!(sim.statuses.is_empty(), "published while disconnected");
     assert_eq!(sim.sup.outbox().len(), 3);
-    sim.ev(Event::BrokerConnected);
+    sim.ev(Event::BrokerConnected { local_ip: None });
     assert_eq!(
         sim.states("w"),
         [TaskState::Staging, TaskState::Starting, TaskState::Running]
@@ -928,7 +929,7 @@ proptest! {
                 Step::Wait { ms } => sim.advance(u64::from(ms)),
                 Step::Docker => sim.ev(Event::DockerConnected),
                 Step::Disconnect => sim.ev(Event::BrokerDisconnected),
-                Step::Connect => sim.ev(Event::BrokerConnected),
+                Step::Connect => sim.ev(Event::BrokerConnected { local_ip: None }),
             };
             dockerd.serve(&mut sim, acts);
             check_invariants(&sim, &dockerd);
@@ -1031,7 +1032,7 @@ fn a_container_that_died_while_the_agent_was_down_is_restarted_and_reported() {
         Vec::<TaskState>::new(),
         "not connected yet: queued, not sent"
     );
-    after.ev(Event::BrokerConnected);
+    after.ev(Event::BrokerConnected { local_ip: None });
     assert_eq!(after.states("web.1"), vec![TaskState::Failed]);
 }
 
@@ -1048,7 +1049,7 @@ fn unacknowledged_statuses_and_seen_commands_survive_a_restart() {
         "web.1",
         true,
     )]));
-    after.ev(Event::BrokerConnected);
+    after.ev(Event::BrokerConnected { local_ip: None });
     let sent: Vec<[u8; 16]> = after.statuses.iter().map(|s| s.uuid).collect();
     assert_eq!(sent, queued, "the same updates, in order, with their uuids");
     // The launch command redelivered by the broker is answered again, not run again.
@@ -1172,7 +1173,7 @@ fn a_restored_agent_reports_only_after_its_containers_are_re_adopted() {
     let ctr = sim.launch_running(spec("web.1"));
     let mut after = restarted(&sim);
     let before = after.actions.len();
-    after.ev(Event::BrokerConnected);
+    after.ev(Event::BrokerConnected { local_ip: None });
     assert!(
         after.offers.is_empty() && after.statuses.is_empty(),
         "nothing before recovery"
@@ -1227,7 +1228,7 @@ impl Sim {
         s.trusted_keys = keys;
         let mut sim = Sim::new();
         sim.sup = Supervisor::new(s);
-        sim.ev(Event::BrokerConnected);
+        sim.ev(Event::BrokerConnected { local_ip: None });
         sim
     }
 
@@ -1346,4 +1347,37 @@ fn without_trusted_keys_unsigned_commands_run_and_a_redelivery_is_answered_again
     let bytes = signed("u1", "edge-1", now, None);
     assert_eq!(code(&sim.send(bytes.clone())), None);
     assert_eq!(code(&sim.send(bytes)), None, "the stored reply, again");
+}
+
+/// The hello published for a connection that reports `local_ip`, with `advertise_ip` set.
+fn hello_on_connect(advertise_ip: Option<&str>, local_ip: Option<&str>) -> Hello {
+    let mut s = settings();
+    s.advertise_ip = advertise_ip.map(|ip| IpText::new(ip).unwrap());
+    let mut sup = Supervisor::new(s);
+    let actions = sup.handle(
+        T0,
+        Event::BrokerConnected {
+            local_ip: local_ip.map(|ip| IpText::new(ip).unwrap()),
+        },
+    );
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Publish {
+                kind: TopicKind::Hello,
+                payload,
+            } => Some(decode::<Hello>(payload).unwrap()),
+            _ => None,
+        })
+        .expect("a hello on connect")
+}
+
+#[test]
+fn the_hello_advertises_the_configured_ip_else_the_connection_s_local_one() {
+    let h = hello_on_connect(Some("10.9.8.7"), Some("127.0.0.1"));
+    assert_eq!(h.address.as_deref(), Some("10.9.8.7"));
+    let h = hello_on_connect(None, Some("127.0.0.1"));
+    assert_eq!(h.address.as_deref(), Some("127.0.0.1"));
+    let h = hello_on_connect(None, None);
+    assert_eq!(h.address, None);
 }

@@ -141,7 +141,8 @@ async fn run(
                         if !connected {
                             connected = true;
                             tracing::info!(host = %broker.host, port = broker.port, "connected to the broker");
-                            let _ = events.send(Event::BrokerConnected);
+                            let local_ip = local_ip_towards(&broker.host, broker.port).await;
+                            let _ = events.send(Event::BrokerConnected { local_ip });
                         }
                     }
                     Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
@@ -196,4 +197,19 @@ async fn run(
             }
         }
     }
+}
+
+/// The local address this host uses to reach `host:port`: a UDP socket "connected" there
+/// (which only picks the route, it sends nothing) tells it. `None` if the name does not resolve.
+async fn local_ip_towards(host: &str, port: u16) -> Option<outpost_protocol::IpText> {
+    let target = tokio::net::lookup_host((host, port)).await.ok()?.next()?;
+    let any: std::net::SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(target).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    outpost_protocol::IpText::new(&ip.to_string()).ok()
 }

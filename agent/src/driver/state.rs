@@ -1,7 +1,11 @@
 //! The agent's durable state file: the core's snapshot, written atomically in generations.
 //!
-//! A save writes `agent-state.tmp`, fsyncs it, moves the current file to `agent-state.prev`,
-//! renames the new one to `agent-state` and fsyncs the directory. Every file is framed as
+//! A save writes `agent-state.tmp` and fsyncs it, hard-links the current file as
+//! `agent-state.prev` (through `agent-state.prev.tmp` and a rename, so the previous generation
+//! is replaced atomically too), renames the new file over `agent-state` and fsyncs the
+//! directory. `agent-state` therefore exists at every instant once the first save is done, and
+//! so does `agent-state.prev` once the second is: a crash anywhere leaves the current
+//! generation in place, and the new one at most in the temp file. Every file is framed as
 //!
 //! ```text
 //! "OPST" | format 1 (u8) | generation (u64 LE) | length (u32 LE) | CRC-32 of the payload (u32 LE) | payload
@@ -32,6 +36,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 const CURRENT: &str = "agent-state";
 const PREVIOUS: &str = "agent-state.prev";
 const TEMP: &str = "agent-state.tmp";
+const PREVIOUS_TEMP: &str = "agent-state.prev.tmp";
 
 /// What loading found.
 #[derive(Debug, Default)]
@@ -155,11 +160,18 @@ impl StateFile {
             f.sync_all()?;
         }
         let current = self.dir.join(CURRENT);
-        match fs::rename(&current, self.dir.join(PREVIOUS)) {
+        let prev_tmp = self.dir.join(PREVIOUS_TEMP);
+        match fs::remove_file(&prev_tmp) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        match fs::hard_link(&current, &prev_tmp) {
+            Ok(()) => fs::rename(&prev_tmp, self.dir.join(PREVIOUS))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        // Replaces the current file atomically: there is no moment without one.
         fs::rename(&tmp, &current)?;
         sync_dir(&self.dir)?;
         self.generation = generation;
@@ -236,16 +248,35 @@ mod tests {
     }
 
     #[test]
-    fn a_save_cut_between_its_renames_loses_nothing() {
+    fn a_save_cut_at_any_step_leaves_the_current_generation_in_place() {
         let d = dir("cut");
         let (mut s, _) = StateFile::open(&d).unwrap();
         s.save(b"one").unwrap();
-        // The crash: tmp written and synced, current moved away, not yet renamed.
-        fs::write(d.join(TEMP), frame(2, b"two")).unwrap();
-        fs::rename(d.join(CURRENT), d.join(PREVIOUS)).unwrap();
+        s.save(b"two").unwrap();
+        // Cut after the temp file is written: the current file is still there, and the new
+        // generation is found in the temp file.
+        fs::write(d.join(TEMP), frame(3, b"three")).unwrap();
+        assert!(d.join(CURRENT).exists());
         let (_, loaded) = StateFile::open(&d).unwrap();
-        assert_eq!(loaded.payload, Some((2, TEMP.into(), b"two".to_vec())));
-        assert!(loaded.rejected.is_empty());
+        assert_eq!(loaded.payload, Some((3, TEMP.into(), b"three".to_vec())));
+        // Cut after the previous generation's link: both files still hold their generations.
+        fs::remove_file(d.join(TEMP)).unwrap();
+        fs::hard_link(d.join(CURRENT), d.join(PREVIOUS_TEMP)).unwrap();
+        let (_, loaded) = StateFile::open(&d).unwrap();
+        assert_eq!(loaded.payload, Some((2, CURRENT.into(), b"two".to_vec())));
+        assert_eq!(
+            unframe(&fs::read(d.join(PREVIOUS)).unwrap()).unwrap(),
+            (1, &b"one"[..])
+        );
+        // The next save goes through despite the leftovers.
+        let (mut s, _) = StateFile::open(&d).unwrap();
+        s.save(b"three").unwrap();
+        let (_, loaded) = StateFile::open(&d).unwrap();
+        assert_eq!(loaded.payload, Some((3, CURRENT.into(), b"three".to_vec())));
+        assert_eq!(
+            unframe(&fs::read(d.join(PREVIOUS)).unwrap()).unwrap(),
+            (2, &b"two"[..])
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -726,7 +726,10 @@ async fn subscribe(s: Arc<Shared>, call: Value) -> Response {
     let period = s.config.scheduler_heartbeat;
     let ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let events = futures_util::stream::unfold((rx, ticks), |(mut rx, mut ticks)| async move {
+        // Events already queued go before a heartbeat: a heartbeat tells a framework that
+        // everything sent before it has arrived.
         tokio::select! {
+            biased;
             ev = rx.recv() => ev.map(|v| (v, (rx, ticks))),
             _ = ticks.tick() => Some((json!({ "type": "HEARTBEAT" }), (rx, ticks))),
         }
