@@ -1718,6 +1718,8 @@ mod framework;
 pub mod ledger;
 pub use ledger::Ledger;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 pub use framework::{CallError, Framework, FrameworkRecord, FwTask, REMOVED};
