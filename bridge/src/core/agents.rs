@@ -1,0 +1,158 @@
+//! Agents: their hello (host name, attributes, address), offers and liveness; an agent that
+//! comes (back) online is reconciled.
+
+#[allow(unused_imports)]
+use super::*;
+
+impl Core {
+    // ---------------------------------------------------------------- agents (MQTT side)
+
+    pub(super) fn agent_entry(&mut self, now: Millis, id: &str) -> &mut AgentRecord {
+        self.agents
+            .entry(id.to_string())
+            .or_insert_with(|| AgentRecord {
+                id: id.to_string(),
+                hostname: id.to_string(),
+                attributes: BTreeMap::new(),
+                liveness: AgentLiveness::Unknown,
+                address: None,
+                started_at_ms: 0,
+                last_seen_ms: now,
+                unreachable_since_ms: None,
+                offer: None,
+                port_cursor: 0,
+            })
+    }
+
+    /// An agent's hello (retained): its host name and attributes.
+    pub fn on_hello(&mut self, now: Millis, h: &Hello) {
+        let a = self.agent_entry(now, &h.agent_id);
+        a.hostname = h.hostname.to_string();
+        a.address = h.address.as_ref().map(|ip| ip.to_string());
+        a.attributes = h
+            .attributes
+            .iter()
+            .map(|kv| (kv.name.to_string(), kv.value.to_string()))
+            .collect();
+        a.last_seen_ms = now;
+        let host = a.hostname.clone();
+        for t in self
+            .tasks
+            .values_mut()
+            .filter(|t| t.agent_id == *h.agent_id)
+        {
+            t.host = host.clone();
+        }
+        self.save_agent(&h.agent_id);
+    }
+
+    /// An agent's offer.
+    pub fn on_offer(&mut self, now: Millis, o: &Offer) {
+        let amount = |r: &wire::Resources| Amount {
+            cpus: r.cpus,
+            mem: r.mem_mib,
+            disk: r.disk_mib,
+        };
+        let a = self.agent_entry(now, &o.agent_id);
+        a.last_seen_ms = now;
+        if a.attributes.is_empty() {
+            a.attributes = o
+                .attributes
+                .iter()
+                .map(|kv| (kv.name.to_string(), kv.value.to_string()))
+                .collect();
+        }
+        a.offer = Some(OfferView {
+            seq: o.seq,
+            available: amount(&o.available),
+            used: amount(&o.used),
+            ranges: o.available.ports.iter().map(|r| (r.begin, r.end)).collect(),
+            used_ranges: o.used.ports.iter().map(|r| (r.begin, r.end)).collect(),
+            port_count: o
+                .available
+                .ports
+                .iter()
+                .map(|r| (r.end as usize + 1).saturating_sub(r.begin as usize))
+                .sum(),
+        });
+    }
+
+    /// An agent's liveness: online (reconcile its tasks) or offline (its tasks become
+    /// UNREACHABLE).
+    pub fn on_state(&mut self, now: Millis, s: &AgentState) {
+        let id = s.agent_id.to_string();
+        let a = self.agent_entry(now, &id);
+        let was = a.liveness;
+        let restarted = a.started_at_ms != s.started_at_ms;
+        a.last_seen_ms = now;
+        match s.liveness {
+            Liveness::Offline => {
+                a.liveness = AgentLiveness::Offline;
+                if was == AgentLiveness::Offline {
+                    return;
+                }
+                a.unreachable_since_ms = Some(now);
+                tracing::warn!(agent = %id, "agent is unreachable; its tasks are UNREACHABLE");
+                self.framework_agent_lost(now, &id);
+                let ids: Vec<String> = self
+                    .tasks
+                    .values()
+                    .filter(|t| t.agent_id == id && t.unreachable_since_ms.is_none())
+                    .map(|t| t.id.clone())
+                    .collect();
+                for tid in ids {
+                    let t = self.tasks.get_mut(&tid).expect("listed");
+                    t.unreachable_since_ms = Some(now);
+                    self.status_event(now, &tid, TaskState::Unreachable, "agent unreachable");
+                    self.save_task(&tid);
+                }
+            }
+            Liveness::Online | Liveness::Draining => {
+                a.liveness = if s.liveness == Liveness::Online {
+                    AgentLiveness::Online
+                } else {
+                    AgentLiveness::Draining
+                };
+                a.started_at_ms = s.started_at_ms;
+                a.unreachable_since_ms = None;
+                if was != a.liveness || restarted {
+                    tracing::info!(agent = %id, "agent is {}; reconciling its tasks", a.liveness.name());
+                    self.reconcile_agent(now, &id);
+                    // New capacity: instances waiting for an agent are placed when this
+                    // batch settles, not at the next tick.
+                    let apps: Vec<String> = self.apps.keys().cloned().collect();
+                    self.dirty.extend(apps);
+                }
+            }
+        }
+        self.save_agent(&id);
+    }
+
+    /// Asks `agent` for the state of every task it has (finds orphans) and of every task the
+    /// bridge believes it has (finds lost ones: answered TASK_UNKNOWN).
+    pub(super) fn reconcile_agent(&mut self, now: Millis, agent: &str) {
+        let cid = format!("r-{}", uuid::Uuid::new_v4().simple());
+        self.command(
+            now,
+            agent,
+            &cid,
+            CommandKind::Reconcile(Reconcile::default()),
+        );
+        let ids: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| t.agent_id == agent)
+            .map(|t| t.id.clone())
+            .collect();
+        for chunk in ids.chunks(wire::MAX_RECONCILE_TASKS) {
+            let mut r = Reconcile::default();
+            for id in chunk {
+                let _ = r
+                    .task_ids
+                    .push(wire::TaskId::new(id).expect("task ids fit"));
+            }
+            let cid = format!("r-{}", uuid::Uuid::new_v4().simple());
+            self.command(now, agent, &cid, CommandKind::Reconcile(r));
+        }
+    }
+}

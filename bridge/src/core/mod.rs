@@ -1,0 +1,569 @@
+//! The bridge's state and decisions, without I/O: agents (from their hello, offer and liveness
+//! messages), apps and their deployments, tasks (from status updates), and the scheduler that
+//! places, replaces, scales and upgrades. Time comes in as an argument; what must happen goes
+//! out as [`Effect`]s (MQTT publishes, Marathon events) and [`Write`]s to the store, which the
+//! owner ([`crate::handle`]) commits before it sends anything.
+//!
+//! This file holds the records and the state; each concern is its own file: `agents.rs`
+//! (hello, offers, liveness), `tasks.rs` (the status state machine, kills, timers),
+//! `apps.rs` (the Marathon API's changes and deployments), `scheduler.rs` (what to launch and
+//! kill), `place.rs` (which agent, which ports), `ledger.rs` (what each agent has left),
+//! `framework.rs` (Mesos frameworks: subscriptions, offers, calls, updates).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use outpost_protocol::codec::encode_to_vec;
+use outpost_protocol::{
+    self as wire, AgentState, Command, CommandKind, CommandReply, Hello, KillTask, Liveness, Offer,
+    Outcome, PROTOCOL_VERSION, Reconcile, StatusAck, TaskState, TaskStatus, Topic, TopicKind,
+};
+
+use crate::app::AppDefinition;
+use crate::placement::{self, Amount, Candidate, Constraint};
+use crate::store::{StoreError, Table, Write};
+use crate::time::{Millis, rfc3339};
+
+/// Something the runtime must do after a core call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Publish to MQTT (QoS 1).
+    Publish {
+        /// Topic.
+        topic: String,
+        /// CBOR payload.
+        payload: Vec<u8>,
+    },
+    /// A Marathon event for `/v2/events` subscribers.
+    Event(Value),
+    /// An event for a Mesos framework's subscription stream.
+    Framework {
+        /// The framework.
+        framework_id: String,
+        /// The event (`{"type": ..., ...}`).
+        event: Value,
+    },
+    /// The framework is gone (TEARDOWN, failover timeout): close its stream.
+    EndStream {
+        /// The framework.
+        framework_id: String,
+    },
+}
+
+/// Whether an agent is there, as its retained liveness message says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentLiveness {
+    /// Not heard from since the bridge started (its retained liveness is on its way).
+    Unknown,
+    /// Connected; takes launches.
+    Online,
+    /// Connected; keeps no tasks and takes no launches.
+    Draining,
+    /// Its connection to the broker is gone (its last will): its tasks are UNREACHABLE.
+    Offline,
+}
+
+impl AgentLiveness {
+    /// Its name, as the UI and the logs show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Online => "online",
+            Self::Draining => "draining",
+            Self::Offline => "offline",
+        }
+    }
+
+    /// Connected (online or draining): commands reach it.
+    pub fn connected(self) -> bool {
+        matches!(self, Self::Online | Self::Draining)
+    }
+}
+
+/// An agent as the bridge knows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Id.
+    pub id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Attributes (for constraints).
+    pub attributes: BTreeMap<String, String>,
+    /// Online, draining or offline.
+    pub liveness: AgentLiveness,
+    /// The agent process's start time, telling one run from the next.
+    pub started_at_ms: u64,
+    /// Last message from it.
+    pub last_seen_ms: Millis,
+    /// Since when it is offline.
+    pub unreachable_since_ms: Option<Millis>,
+    /// The IP address it advertises (its hello), for Mesos pids (`slave(1)@IP:5051`).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Its latest offer.
+    #[serde(skip)]
+    pub offer: Option<OfferView>,
+    /// Where the search for the next dynamic host port starts (round-robin, as the agent
+    /// itself hands ports out: a port just freed is not given again at once).
+    #[serde(skip)]
+    pub port_cursor: u16,
+}
+
+impl AgentRecord {
+    /// Whether it takes launches.
+    pub fn online(&self) -> bool {
+        self.liveness == AgentLiveness::Online
+    }
+}
+
+/// What the bridge keeps of an offer.
+#[derive(Debug, Clone, Default)]
+pub struct OfferView {
+    /// Offer sequence number.
+    pub seq: u64,
+    /// Free resources.
+    pub available: Amount,
+    /// Resources used by tasks.
+    pub used: Amount,
+    /// Free port ranges.
+    pub ranges: Vec<(u16, u16)>,
+    /// How many ports the ranges hold.
+    pub port_count: usize,
+    /// Port ranges in use by tasks.
+    pub used_ranges: Vec<(u16, u16)>,
+}
+
+/// The health history of a task, as Marathon's `healthCheckResults`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HealthRecord {
+    /// Latest result.
+    pub alive: Option<bool>,
+    /// Failed results in a row.
+    pub consecutive_failures: u32,
+    /// First success.
+    pub first_success_ms: Option<Millis>,
+    /// Latest success.
+    pub last_success_ms: Option<Millis>,
+    /// Latest failure.
+    pub last_failure_ms: Option<Millis>,
+    /// Why it failed last.
+    pub last_failure_cause: Option<String>,
+}
+
+/// A task (one instance of an app on one agent).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Task id, `app.uuid`.
+    pub id: String,
+    /// The app.
+    pub app_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The agent's host name.
+    pub host: String,
+    /// The app's config version the task runs.
+    pub version: String,
+    /// Mesos state number.
+    pub state: u8,
+    /// The state before the agent went away (shown again if it comes back).
+    pub host_ports: Vec<u16>,
+    /// The host ports the task was launched with (fixed ones and those placement picked), held
+    /// until the agent reports them.
+    #[serde(default)]
+    pub fixed_ports: Vec<u16>,
+    /// Service ports of the app at launch.
+    pub service_ports: Vec<u16>,
+    /// Container IP.
+    pub ip: Option<String>,
+    /// When the launch was sent.
+    pub staged_at_ms: Millis,
+    /// When it last became RUNNING.
+    pub started_at_ms: Option<Millis>,
+    /// Health.
+    pub health: HealthRecord,
+    /// Uuids of the latest status updates (duplicate detection).
+    pub seen: Vec<[u8; 16]>,
+    /// Since when its agent is unreachable.
+    pub unreachable_since_ms: Option<Millis>,
+    /// Unreachable longer than `inactiveAfterSeconds`: replaced, killed if it comes back.
+    pub inactive: bool,
+    /// The bridge asked the agent to kill it.
+    pub killing: bool,
+    /// The launch command's id.
+    pub launch_command: String,
+    /// Resources it holds.
+    pub cpus: f64,
+    /// MiB of memory.
+    pub mem: f64,
+    /// MiB of disk.
+    pub disk: f64,
+}
+
+impl TaskRecord {
+    /// Its Mesos state.
+    pub fn state(&self) -> TaskState {
+        TaskState::from_mesos_number(self.state).unwrap_or(TaskState::Unknown)
+    }
+
+    /// RUNNING, and healthy if it has health checks.
+    pub fn ready(&self, has_checks: bool) -> bool {
+        self.state() == TaskState::Running
+            && self.unreachable_since_ms.is_none()
+            && (!has_checks || self.health.alive == Some(true))
+    }
+}
+
+/// `lastTaskFailure`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskFailure {
+    /// Task.
+    pub task_id: String,
+    /// Host.
+    pub host: String,
+    /// Agent.
+    pub agent_id: String,
+    /// Mesos state name.
+    pub state: String,
+    /// Message.
+    pub message: String,
+    /// When.
+    pub at_ms: Millis,
+    /// App version.
+    pub version: String,
+}
+
+/// A running deployment of one app.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Id (a uuid).
+    pub id: String,
+    /// The app version it deploys.
+    pub version: String,
+    /// Marathon's action name: StartApplication, ScaleApplication, RestartApplication,
+    /// StopApplication.
+    pub action: String,
+    /// The definition before it, for a rollback.
+    pub previous: Option<AppDefinition>,
+}
+
+/// An app with what Marathon computes about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppRecord {
+    /// The definition.
+    pub def: AppDefinition,
+    /// Latest version (any change).
+    pub version: String,
+    /// Latest scaling.
+    pub last_scaling_at: String,
+    /// Latest config change; tasks of another version are replaced.
+    pub last_config_change_at: String,
+    /// The running deployment.
+    pub deployment: Option<Deployment>,
+    /// Latest failure.
+    pub last_failure: Option<TaskFailure>,
+    /// Failed launches in a row (backoff).
+    pub failures: u32,
+    /// No launch before this.
+    pub delay_until_ms: Millis,
+    /// Being deleted: every task is killed, then the app is removed.
+    pub deleting: bool,
+}
+
+/// An API error with Marathon's status and body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Value,
+}
+
+impl ApiError {
+    fn not_found(what: &str) -> Self {
+        Self {
+            status: 404,
+            body: json!({ "message": format!("{what} does not exist") }),
+        }
+    }
+
+    fn locked(deployment: &Deployment) -> Self {
+        Self {
+            status: 409,
+            body: json!({
+                "message": format!("App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments/{}'.", deployment.id),
+                "deployments": [{ "id": deployment.id }],
+            }),
+        }
+    }
+
+    /// 422 with details.
+    pub fn invalid(details: Value) -> Self {
+        Self {
+            status: 422,
+            body: json!({ "message": "Object is not valid", "details": details }),
+        }
+    }
+}
+
+/// How many status uuids a task remembers for duplicate detection.
+const SEEN: usize = 16;
+/// Service ports Marathon assigns from.
+const SERVICE_PORTS: std::ops::RangeInclusive<u16> = 10000..=20000;
+
+/// The bridge's state.
+#[derive(Default)]
+pub struct Core {
+    agents: BTreeMap<String, AgentRecord>,
+    apps: BTreeMap<String, AppRecord>,
+    tasks: BTreeMap<String, TaskRecord>,
+    by_command: HashMap<String, String>,
+    effects: Vec<Effect>,
+    writes: BTreeMap<(Table, String), Option<Vec<u8>>>,
+    /// Apps whose tasks changed since the last [`Core::settle`].
+    dirty: BTreeSet<String>,
+    /// Mesos frameworks on the scheduler API.
+    frameworks: BTreeMap<String, Framework>,
+    /// Their tasks.
+    fw_tasks: BTreeMap<String, FwTask>,
+    /// Launch command id -> framework task.
+    fw_by_command: HashMap<String, String>,
+    /// Torn-down frameworks, kept so their ids are refused with ERROR.
+    removed_frameworks: BTreeMap<String, FrameworkRecord>,
+    /// Frameworks and framework tasks changed since the last [`Core::take_writes`].
+    fw_dirty: BTreeSet<(Table, String)>,
+    /// Status updates seen (metrics).
+    pub status_updates: u64,
+    /// Signs every command, when the bridge has a key.
+    signer: Option<crate::signing::Signer>,
+    /// A task not RUNNING this long after its launch is killed and replaced (0: the default).
+    task_launch_timeout_ms: Millis,
+}
+
+/// Marathon's default `--task_launch_timeout`: five minutes.
+pub const DEFAULT_TASK_LAUNCH_TIMEOUT_MS: Millis = 300_000;
+
+impl Core {
+    /// A core with what the store held, Mesos frameworks and their tasks included (restored
+    /// disconnected, their failover timeouts running from `now` at the latest).
+    pub fn restore_all(
+        now: Millis,
+        apps: Vec<AppRecord>,
+        tasks: Vec<TaskRecord>,
+        agents: Vec<AgentRecord>,
+        frameworks: Vec<FrameworkRecord>,
+        fw_tasks: Vec<FwTask>,
+    ) -> Self {
+        let mut core = Self::default();
+        core.restore_frameworks(now, frameworks, fw_tasks);
+        for a in apps {
+            core.apps.insert(a.def.id.clone(), a);
+        }
+        for t in tasks {
+            core.by_command
+                .insert(t.launch_command.clone(), t.id.clone());
+            core.tasks.insert(t.id.clone(), t);
+        }
+        for mut a in agents {
+            // Whether it is still there is for the broker to say (its retained liveness
+            // arrives on subscribe); its first "online" then reconciles its tasks.
+            if a.liveness != AgentLiveness::Offline {
+                a.liveness = AgentLiveness::Unknown;
+            }
+            core.agents.insert(a.id.clone(), a);
+        }
+        core
+    }
+
+    /// A core with what `store` holds (see [`Core::restore_all`]).
+    pub fn load(now: Millis, store: &dyn crate::store::StateStore) -> Result<Self, StoreError> {
+        use crate::store::load;
+        Ok(Self::restore_all(
+            now,
+            load(store, Table::Apps)?,
+            load(store, Table::Tasks)?,
+            load(store, Table::Agents)?,
+            load(store, Table::Frameworks)?,
+            load(store, Table::FwTasks)?,
+        ))
+    }
+
+    /// Kills and replaces a Marathon task that is not RUNNING `ms` after its launch.
+    pub fn set_task_launch_timeout_ms(&mut self, ms: Millis) {
+        self.task_launch_timeout_ms = ms;
+    }
+
+    fn task_launch_timeout(&self) -> Millis {
+        if self.task_launch_timeout_ms == 0 {
+            DEFAULT_TASK_LAUNCH_TIMEOUT_MS
+        } else {
+            self.task_launch_timeout_ms
+        }
+    }
+
+    /// Signs every command from now on with `signer`.
+    pub fn set_signer(&mut self, signer: Option<crate::signing::Signer>) {
+        self.signer = signer;
+    }
+
+    /// Takes the effects produced so far.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Takes the store writes produced so far (commit them before running the effects).
+    pub fn take_writes(&mut self) -> Vec<Write> {
+        for (table, id) in std::mem::take(&mut self.fw_dirty) {
+            let v = match table {
+                Table::Frameworks => self
+                    .framework_record(&id)
+                    .map(|r| serde_json::to_vec(&r).expect("framework serialises")),
+                _ => self
+                    .fw_tasks
+                    .get(&id)
+                    .map(|t| serde_json::to_vec(t).expect("framework task serialises")),
+            };
+            self.writes.insert((table, id), v);
+        }
+        std::mem::take(&mut self.writes)
+            .into_iter()
+            .map(|((table, key), value)| Write { table, key, value })
+            .collect()
+    }
+
+    /// Puts back writes a failed commit did not store, under any newer write of the same
+    /// record (which supersedes it), so the next commit stores them.
+    pub fn keep_writes(&mut self, writes: Vec<Write>) {
+        for w in writes {
+            self.writes.entry((w.table, w.key)).or_insert(w.value);
+        }
+    }
+
+    /// Agents.
+    pub fn agents(&self) -> impl Iterator<Item = &AgentRecord> {
+        self.agents.values()
+    }
+
+    /// Apps.
+    pub fn apps(&self) -> impl Iterator<Item = &AppRecord> {
+        self.apps.values()
+    }
+
+    /// One app.
+    pub fn app(&self, id: &str) -> Option<&AppRecord> {
+        self.apps.get(id)
+    }
+
+    /// Tasks, optionally of one app.
+    pub fn tasks<'a>(&'a self, app: Option<&'a str>) -> impl Iterator<Item = &'a TaskRecord> + 'a {
+        self.tasks
+            .values()
+            .filter(move |t| app.is_none_or(|a| t.app_id == a))
+    }
+
+    /// One task.
+    pub fn task(&self, id: &str) -> Option<&TaskRecord> {
+        self.tasks.get(id)
+    }
+
+    fn save_task(&mut self, id: &str) {
+        let v = self
+            .tasks
+            .get(id)
+            .map(|t| serde_json::to_vec(t).expect("task serialises"));
+        self.writes.insert((Table::Tasks, id.to_string()), v);
+    }
+
+    fn save_app(&mut self, id: &str) {
+        let v = self
+            .apps
+            .get(id)
+            .map(|a| serde_json::to_vec(a).expect("app serialises"));
+        self.writes.insert((Table::Apps, id.to_string()), v);
+    }
+
+    fn save_agent(&mut self, id: &str) {
+        let v = self
+            .agents
+            .get(id)
+            .map(|a| serde_json::to_vec(a).expect("agent serialises"));
+        self.writes.insert((Table::Agents, id.to_string()), v);
+    }
+
+    fn event(&mut self, now: Millis, kind: &str, mut body: Value) {
+        body["eventType"] = json!(kind);
+        body["timestamp"] = json!(rfc3339(now));
+        self.effects.push(Effect::Event(body));
+    }
+
+    fn command(&mut self, now: Millis, agent: &str, command_id: &str, kind: CommandKind) {
+        let Ok(topic) = Topic::new(agent, TopicKind::Cmd) else {
+            tracing::warn!(agent, "no command topic for this agent id");
+            return;
+        };
+        let mut cmd = Command {
+            version: PROTOCOL_VERSION,
+            command_id: wire::CommandId::new(command_id).expect("command ids are short"),
+            issued_at_ms: now,
+            kind,
+            agent_id: wire::AgentId::new(agent).ok(),
+            signature: None,
+        };
+        if let Some(signer) = &self.signer {
+            signer.sign(&mut cmd);
+        }
+        self.effects.push(Effect::Publish {
+            topic: topic.to_string(),
+            payload: encode_to_vec(&cmd),
+        });
+    }
+}
+
+/// `/web/api` → `web_api`, the prefix of its task ids.
+pub fn task_prefix(app_id: &str) -> String {
+    app_id.trim_start_matches('/').replace('/', "_")
+}
+
+/// `ipAddresses` of a task.
+pub fn ip_addresses(t: &TaskRecord) -> Value {
+    match &t.ip {
+        Some(ip) => {
+            json!([{ "ipAddress": ip, "protocol": if ip.contains(':') { "IPv6" } else { "IPv4" } }])
+        }
+        None => json!([]),
+    }
+}
+
+/// A deployment as `GET /v2/deployments` shows it.
+pub fn deployment_json(d: &Deployment, app_id: &str) -> Value {
+    let action = json!({ "action": d.action, "app": app_id });
+    json!({
+        "id": d.id,
+        "version": d.version,
+        "affectedApps": [app_id],
+        "affectedPods": [],
+        "steps": [{ "actions": [action] }],
+        "currentActions": [{ "action": d.action, "app": app_id, "readinessCheckResults": [] }],
+        "currentStep": 1,
+        "totalSteps": 1,
+    })
+}
+
+// The core, split by concern: each file is one more `impl Core` over the state above.
+mod agents;
+mod apps;
+mod framework;
+pub mod ledger;
+mod place;
+#[cfg(test)]
+mod proptests;
+mod scheduler;
+mod tasks;
+#[cfg(test)]
+mod tests;
+
+pub use framework::{CallError, Framework, FrameworkRecord, FwTask, REMOVED};
+pub use ledger::Ledger;

@@ -1,0 +1,241 @@
+//! The scheduler: per app, how many tasks to launch and which to kill (scaling, rolling
+//! replacement within the upgrade strategy, deletes), and launches onto the agents placement
+//! chose. `settle` runs it for the apps that changed, `tick` for all of them and the timers.
+
+#[allow(unused_imports)]
+use super::*;
+
+impl Core {
+    // ---------------------------------------------------------------- the scheduler
+
+    /// Schedules the apps whose tasks changed since the last call (a deployment may be done,
+    /// an instance may be missing). The runtime calls it once per batch of messages, so a
+    /// burst of status updates costs one pass per app, not one per update.
+    pub fn settle(&mut self, now: Millis) {
+        for id in std::mem::take(&mut self.dirty) {
+            self.schedule_app(now, &id);
+        }
+    }
+
+    /// Runs the scheduler: unreachable timers, launches, kills, deployments. Call after every
+    /// change and every second or so.
+    pub fn tick(&mut self, now: Millis) {
+        self.unreachable_timers(now);
+        self.launch_timeouts(now);
+        self.framework_timers(now);
+        let ids: Vec<String> = self.apps.keys().cloned().collect();
+        for id in ids {
+            self.schedule_app(now, &id);
+        }
+        // Frameworks get what Marathon's apps left.
+        self.make_offers(now);
+    }
+
+    /// One app's pass: how many to launch and which to kill, or the next step of its delete.
+    pub(super) fn schedule_app(&mut self, now: Millis, id: &str) {
+        let Some(app) = self.apps.get(id) else { return };
+        let has_checks = !app.def.health_checks.is_empty();
+        let live: Vec<&TaskRecord> = self
+            .tasks
+            .values()
+            .filter(|t| t.app_id == id && !t.killing && !t.inactive)
+            .collect();
+        if app.deleting {
+            let all: Vec<String> = self
+                .tasks
+                .values()
+                .filter(|t| t.app_id == id && !t.killing)
+                .map(|t| t.id.clone())
+                .collect();
+            for t in all {
+                self.kill(now, &t, None);
+            }
+            // A kill sent to an agent that went away since is recorded, and the stop is done
+            // for the API: the agent's reconcile kills the task when it returns (no app owns it).
+            let stranded: Vec<String> = self
+                .tasks
+                .values()
+                .filter(|t| t.app_id == id && t.killing)
+                .filter(|t| {
+                    t.unreachable_since_ms.is_some()
+                        || self
+                            .agents
+                            .get(&t.agent_id)
+                            .is_none_or(|a| !a.liveness.connected())
+                })
+                .map(|t| t.id.clone())
+                .collect();
+            for t in stranded {
+                self.status_event(
+                    now,
+                    &t,
+                    TaskState::Killed,
+                    "killed while its agent was unreachable",
+                );
+                self.remove_task(now, &t);
+            }
+            if !self.tasks.values().any(|t| t.app_id == id) {
+                let Some(app) = self.apps.remove(id) else {
+                    return;
+                };
+                if let Some(d) = &app.deployment {
+                    let plan = deployment_json(d, id);
+                    self.event(
+                        now,
+                        "deployment_success",
+                        json!({ "id": d.id, "plan": plan }),
+                    );
+                }
+                self.event(now, "app_terminated_event", json!({ "appId": id }));
+                self.save_app(id);
+            }
+            return;
+        }
+        let n = app.def.instances as usize;
+        let current = app.last_config_change_at.clone();
+        let (new, old): (Vec<&TaskRecord>, Vec<&TaskRecord>) =
+            live.iter().partition(|t| t.version == current);
+        let ready = |ts: &[&TaskRecord]| ts.iter().filter(|t| t.ready(has_checks)).count();
+        let (ready_new, ready_old) = (ready(&new), ready(&old));
+        let mut to_kill: Vec<String> = Vec::new();
+        let mut to_launch = 0usize;
+        if old.is_empty() {
+            if new.len() < n {
+                to_launch = n - new.len();
+            } else if new.len() > n {
+                // Youngest first (Marathon's default killSelection).
+                let mut by_age = new.clone();
+                by_age.sort_by_key(|t| std::cmp::Reverse((t.staged_at_ms, t.id.clone())));
+                to_kill.extend(by_age.iter().take(new.len() - n).map(|t| t.id.clone()));
+            }
+        } else {
+            let u = &app.def.upgrade_strategy;
+            let max_total = n + (n as f64 * u.maximum_over_capacity).floor() as usize;
+            let min_ready = (n as f64 * u.minimum_health_capacity).ceil() as usize;
+            to_launch = n
+                .saturating_sub(new.len())
+                .min(max_total.saturating_sub(live.len()));
+            let mut ready_left = ready_new + ready_old;
+            // Not-ready old tasks first, then ready ones while enough stay ready.
+            let mut victims = old.clone();
+            victims.sort_by_key(|t| (t.ready(has_checks), t.staged_at_ms));
+            for v in victims {
+                let r = v.ready(has_checks);
+                if !r || ready_left > min_ready || (ready_new >= n && new.len() >= n) {
+                    to_kill.push(v.id.clone());
+                    if r {
+                        ready_left -= 1;
+                    }
+                }
+            }
+            if to_launch == 0 && to_kill.is_empty() && new.len() < n {
+                // Both bounds at their limit (e.g. minimumHealthCapacity 1 and
+                // maximumOverCapacity 0): make room by one.
+                to_kill.push(old[0].id.clone());
+            }
+        }
+        let done = old.is_empty() && new.len() == n && ready_new == n;
+        for t in to_kill {
+            self.kill(now, &t, None);
+        }
+        if to_launch > 0 && now >= self.apps[id].delay_until_ms {
+            self.launch_many(now, id, to_launch);
+        }
+        if done && let Some(d) = self.apps.get_mut(id).and_then(|a| a.deployment.take()) {
+            let plan = deployment_json(&d, id);
+            tracing::info!(app = %id, deployment = %d.id, "deployment finished");
+            self.event(
+                now,
+                "deployment_success",
+                json!({ "id": d.id, "plan": plan }),
+            );
+            self.save_app(id);
+        }
+    }
+
+    /// Places up to `count` instances of `app_id` and launches them; returns how many were
+    /// placed. Per-agent usage and the app's per-value instance counts are computed once and
+    /// updated per placement, so a pass costs instances × agents.
+    pub(super) fn launch_many(&mut self, now: Millis, app_id: &str, count: usize) -> usize {
+        let placements = self.place(app_id, count);
+        let n = placements.len();
+        for (agent_id, ports) in placements {
+            self.launch_on(now, app_id, &agent_id, &ports);
+        }
+        n
+    }
+
+    /// Launches one instance of `app_id` on `agent_id` with host `ports` (one per port mapping):
+    /// stores the task, then sends the command.
+    pub(super) fn launch_on(&mut self, now: Millis, app_id: &str, agent_id: &str, ports: &[u16]) {
+        let (Some(app), Some(agent)) = (self.apps.get(app_id), self.agents.get(agent_id)) else {
+            return;
+        };
+        let def = &app.def;
+        let need = Amount {
+            cpus: def.cpus,
+            mem: def.mem,
+            disk: def.disk,
+        };
+        let agent_id = agent_id.to_string();
+        let task_id = format!("{}.{}", task_prefix(app_id), uuid::Uuid::new_v4());
+        let spec = match def.task_spec(&task_id) {
+            Ok(mut s) => {
+                // The ports placement picked, as Marathon sends Mesos the ports it took from
+                // the offer: the agent binds exactly these.
+                for (m, &p) in s.port_mappings.iter_mut().zip(ports) {
+                    m.host_port = p;
+                }
+                s
+            }
+            Err(e) => {
+                tracing::error!(app = %app_id, error = %e, "cannot build the task spec");
+                return;
+            }
+        };
+        let cid = format!("l-{}", uuid::Uuid::new_v4().simple());
+        tracing::info!(app = %app_id, task = %task_id, agent = %agent_id, "placed (fewest of this app, then fewest tasks)");
+        let t = TaskRecord {
+            id: task_id.clone(),
+            app_id: app_id.to_string(),
+            agent_id: agent_id.clone(),
+            host: agent.hostname.clone(),
+            version: app.last_config_change_at.clone(),
+            state: TaskState::Staging.mesos_number(),
+            host_ports: Vec::new(),
+            fixed_ports: ports.to_vec(),
+            service_ports: def
+                .port_mappings()
+                .iter()
+                .map(|p| p.service_port as u16)
+                .collect(),
+            ip: None,
+            staged_at_ms: now,
+            started_at_ms: None,
+            health: HealthRecord::default(),
+            seen: Vec::new(),
+            unreachable_since_ms: None,
+            inactive: false,
+            killing: false,
+            launch_command: cid.clone(),
+            cpus: need.cpus,
+            mem: need.mem,
+            disk: need.disk,
+        };
+        if let Some(&last) = ports
+            .iter()
+            .zip(def.port_mappings())
+            .filter(|(_, m)| m.host_port == 0)
+            .map(|(p, _)| p)
+            .next_back()
+            && let Some(a) = self.agents.get_mut(&agent_id)
+        {
+            a.port_cursor = last.wrapping_add(1);
+        }
+        self.tasks.insert(task_id.clone(), t);
+        self.by_command.insert(cid.clone(), task_id.clone());
+        self.save_task(&task_id);
+        self.command(now, &agent_id, &cid, CommandKind::Launch(spec));
+        self.status_event(now, &task_id, TaskState::Staging, "");
+    }
+}
