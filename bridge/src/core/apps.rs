@@ -40,7 +40,7 @@ impl Core {
         &mut self,
         now: Millis,
         app_id: &str,
-        action: &str,
+        action: DeploymentAction,
         previous: Option<AppDefinition>,
     ) -> Deployment {
         let Some(app) = self.apps.get_mut(app_id) else {
@@ -49,14 +49,14 @@ impl Core {
             return Deployment {
                 id: uuid::Uuid::new_v4().to_string(),
                 version: rfc3339(now),
-                action: action.into(),
+                action,
                 previous,
             };
         };
         let d = Deployment {
             id: uuid::Uuid::new_v4().to_string(),
             version: app.version.clone(),
-            action: action.into(),
+            action,
             previous,
         };
         app.deployment = Some(d.clone());
@@ -104,7 +104,7 @@ impl Core {
                 deleting: false,
             },
         );
-        let d = self.start_deployment(now, &id, "StartApplication", None);
+        let d = self.start_deployment(now, &id, DeploymentAction::StartApplication, None);
         self.tick(now);
         Ok((self.apps[&id].clone(), d))
     }
@@ -151,10 +151,10 @@ impl Core {
         app.delay_until_ms = 0;
         let action = if config_change {
             app.last_config_change_at = version.clone();
-            "RestartApplication"
+            DeploymentAction::RestartApplication
         } else {
             app.last_scaling_at = version;
-            "ScaleApplication"
+            DeploymentAction::ScaleApplication
         };
         let d = self.start_deployment(now, &id, action, Some(previous));
         self.tick(now);
@@ -176,7 +176,7 @@ impl Core {
         let app = self.apps.get_mut(id).expect("exists");
         app.version = version.clone();
         app.last_config_change_at = version;
-        let d = self.start_deployment(now, id, "RestartApplication", None);
+        let d = self.start_deployment(now, id, DeploymentAction::RestartApplication, None);
         self.tick(now);
         Ok(d)
     }
@@ -195,7 +195,7 @@ impl Core {
         let app = self.apps.get_mut(id).expect("exists");
         app.deleting = true;
         app.version = rfc3339(now);
-        let d = self.start_deployment(now, id, "StopApplication", None);
+        let d = self.start_deployment(now, id, DeploymentAction::StopApplication, None);
         self.tick(now);
         Ok(d)
     }
@@ -242,7 +242,7 @@ impl Core {
                 None => deployments.push(self.start_deployment(
                     now,
                     &app_id,
-                    "ScaleApplication",
+                    DeploymentAction::ScaleApplication,
                     Some(previous),
                 )),
             }
@@ -281,7 +281,9 @@ impl Core {
         }
         match d.previous {
             Some(prev) => self.update_app(now, prev, true).map(Some),
-            None if d.action == "StartApplication" => self.delete_app(now, &app_id, true).map(Some),
+            None if d.action == DeploymentAction::StartApplication => {
+                self.delete_app(now, &app_id, true).map(Some)
+            }
             None => Ok(None),
         }
     }

@@ -98,7 +98,7 @@ pub struct FwTask {
     /// Its agent.
     pub agent_id: String,
     /// Mesos state.
-    #[serde(with = "mesos_state")]
+    #[serde(with = "super::mesos_state")]
     pub state: TaskState,
     /// Resources it holds.
     pub amount: Amount,
@@ -114,22 +114,6 @@ pub struct FwTask {
     /// repeats what the framework has not acknowledged) is forwarded but changes nothing.
     #[serde(default)]
     pub updated_ms: u64,
-}
-
-/// A task state stored as its Mesos number.
-mod mesos_state {
-    use outpost_protocol::TaskState;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(s: &TaskState, ser: S) -> Result<S::Ok, S::Error> {
-        ser.serialize_u8(s.mesos_number())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<TaskState, D::Error> {
-        let n = u8::deserialize(de)?;
-        TaskState::from_mesos_number(n)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown Mesos task state {n}")))
-    }
 }
 
 /// The message of the ERROR event a removed framework gets, as a Mesos master words it.

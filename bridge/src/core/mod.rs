@@ -167,9 +167,10 @@ pub struct TaskRecord {
     pub host: String,
     /// The app's config version the task runs.
     pub version: String,
-    /// Mesos state number.
-    pub state: u8,
-    /// The state before the agent went away (shown again if it comes back).
+    /// Its Mesos state (stored as its Mesos number).
+    #[serde(with = "mesos_state")]
+    pub state: TaskState,
+    /// The host ports the agent reported.
     pub host_ports: Vec<u16>,
     /// The host ports the task was launched with (fixed ones and those placement picked), held
     /// until the agent reports them.
@@ -206,7 +207,7 @@ pub struct TaskRecord {
 impl TaskRecord {
     /// Its Mesos state.
     pub fn state(&self) -> TaskState {
-        TaskState::from_mesos_number(self.state).unwrap_or(TaskState::Unknown)
+        self.state
     }
 
     /// RUNNING, and healthy if it has health checks.
@@ -236,6 +237,19 @@ pub struct TaskFailure {
     pub version: String,
 }
 
+/// What a deployment of one app does, in Marathon's words (its plan's `action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeploymentAction {
+    /// A new app's first instances.
+    StartApplication,
+    /// More or fewer instances of the same definition.
+    ScaleApplication,
+    /// Every task replaced (a new definition, or a restart).
+    RestartApplication,
+    /// Every task killed, then the app removed.
+    StopApplication,
+}
+
 /// A running deployment of one app.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Deployment {
@@ -243,9 +257,8 @@ pub struct Deployment {
     pub id: String,
     /// The app version it deploys.
     pub version: String,
-    /// Marathon's action name: StartApplication, ScaleApplication, RestartApplication,
-    /// StopApplication.
-    pub action: String,
+    /// What it does.
+    pub action: DeploymentAction,
     /// The definition before it, for a rollback.
     pub previous: Option<AppDefinition>,
 }
@@ -519,6 +532,22 @@ impl Core {
             topic: topic.to_string(),
             payload: encode_to_vec(&cmd),
         });
+    }
+}
+
+/// A task state stored as its Mesos number.
+pub(crate) mod mesos_state {
+    use outpost_protocol::TaskState;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(s: &TaskState, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_u8(s.mesos_number())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<TaskState, D::Error> {
+        let n = u8::deserialize(de)?;
+        TaskState::from_mesos_number(n)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown Mesos task state {n}")))
     }
 }
 

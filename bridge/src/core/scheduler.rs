@@ -109,6 +109,13 @@ impl Core {
                 to_kill.extend(by_age.iter().take(new.len() - n).map(|t| t.id.clone()));
             }
         } else {
+            if new.len() > n {
+                // Scaled down in the middle of a replacement: new tasks beyond the instances
+                // go too, youngest first, as when nothing is being replaced.
+                let mut by_age = new.clone();
+                by_age.sort_by_key(|t| std::cmp::Reverse((t.staged_at_ms, t.id.clone())));
+                to_kill.extend(by_age.iter().take(new.len() - n).map(|t| t.id.clone()));
+            }
             let u = &app.def.upgrade_strategy;
             let max_total = n + (n as f64 * u.maximum_over_capacity).floor() as usize;
             let min_ready = (n as f64 * u.minimum_health_capacity).ceil() as usize;
@@ -201,7 +208,7 @@ impl Core {
             agent_id: agent_id.clone(),
             host: agent.hostname.clone(),
             version: app.last_config_change_at.clone(),
-            state: TaskState::Staging.mesos_number(),
+            state: TaskState::Staging,
             host_ports: Vec::new(),
             fixed_ports: ports.to_vec(),
             service_ports: def

@@ -102,7 +102,7 @@ impl Core {
             t.ip = Some(ip.to_string());
         }
         let prev = t.state();
-        t.state = state.mesos_number();
+        t.state = state;
         if state == TaskState::Running && (prev != TaskState::Running || t.started_at_ms.is_none())
         {
             t.started_at_ms = Some(s.timestamp_ms.max(1));
@@ -260,7 +260,7 @@ impl Core {
         let Some(t) = self.tasks.get_mut(tid) else {
             return;
         };
-        t.state = state.mesos_number();
+        t.state = state;
         self.status_event(now, tid, state, message);
         if failure {
             self.record_failure(now, tid, state, message);

@@ -325,7 +325,7 @@ fn scaling_down_kills_the_youngest() {
     w.advance(1000);
     def.instances = 1;
     let d = w.core.update_app(w.now, def, true).unwrap();
-    assert_eq!(d.action, "ScaleApplication");
+    assert_eq!(d.action, DeploymentAction::ScaleApplication);
     let kills: Vec<String> = w
         .commands()
         .into_iter()
@@ -354,7 +354,7 @@ fn a_config_change_replaces_tasks_within_the_upgrade_strategy() {
     def.cmd = Some("sleep 1000".into());
     w.advance(1000);
     assert!(
-        matches!(w.core.update_app(w.now, def.clone(), false), Ok(d) if d.action == "RestartApplication")
+        matches!(w.core.update_app(w.now, def.clone(), false), Ok(d) if d.action == DeploymentAction::RestartApplication)
     );
     // One old task goes first (min health 0.5 of 2 = 1 stays), no extra capacity.
     let cmds = w.commands();
@@ -886,7 +886,7 @@ fn deleting_an_app_whose_agent_went_away_during_the_kill_completes_and_frees_the
     w.run("a1", &task);
     w.advance(1000);
     let d = w.core.delete_app(w.now, "/web", false).unwrap();
-    assert_eq!(d.action, "StopApplication");
+    assert_eq!(d.action, DeploymentAction::StopApplication);
     assert!(w.core.app("/web").is_some(), "waiting for the kill");
     // Locked while the stop runs: Marathon's words and the deployment id, not "exists".
     let def = AppDefinition::parse(simple_app(1).as_bytes(), None).unwrap();
@@ -929,7 +929,7 @@ fn a_scaling_kill_answers_with_a_real_deployment_that_completes() {
     let [d] = deployments.as_slice() else {
         panic!("one deployment: {deployments:?}")
     };
-    assert_eq!(d.action, "ScaleApplication");
+    assert_eq!(d.action, DeploymentAction::ScaleApplication);
     assert_eq!(w.core.app("/web").unwrap().def.instances, 1);
     // One instance is left and it is ready: the deployment is done at once, and says so.
     let events: Vec<Value> = w
