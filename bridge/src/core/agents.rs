@@ -36,12 +36,10 @@ impl Core {
             .collect();
         a.last_seen_ms = now;
         let host = a.hostname.clone();
-        for t in self
-            .tasks
-            .values_mut()
-            .filter(|t| t.agent_id == *h.agent_id)
-        {
-            t.host = host.clone();
+        for tid in self.agent_task_ids(&h.agent_id) {
+            if let Some(t) = self.tasks.get_mut(&tid) {
+                t.host = host.clone();
+            }
         }
         self.save_agent(&h.agent_id);
     }
@@ -94,14 +92,13 @@ impl Core {
                 a.unreachable_since_ms = Some(now);
                 tracing::warn!(agent = %id, "agent is unreachable; its tasks are UNREACHABLE");
                 self.framework_agent_lost(now, &id);
-                let ids: Vec<String> = self
-                    .tasks
-                    .values()
-                    .filter(|t| t.agent_id == id && t.unreachable_since_ms.is_none())
-                    .map(|t| t.id.clone())
-                    .collect();
-                for tid in ids {
-                    let t = self.tasks.get_mut(&tid).expect("listed");
+                for tid in self.agent_task_ids(&id) {
+                    let Some(t) = self.tasks.get_mut(&tid) else {
+                        continue;
+                    };
+                    if t.unreachable_since_ms.is_some() {
+                        continue;
+                    }
                     t.unreachable_since_ms = Some(now);
                     self.status_event(now, &tid, TaskState::Unreachable, "agent unreachable");
                     self.save_task(&tid);
@@ -138,12 +135,7 @@ impl Core {
             &cid,
             CommandKind::Reconcile(Reconcile::default()),
         );
-        let ids: Vec<String> = self
-            .tasks
-            .values()
-            .filter(|t| t.agent_id == agent)
-            .map(|t| t.id.clone())
-            .collect();
+        let ids = self.agent_task_ids(agent);
         for chunk in ids.chunks(wire::MAX_RECONCILE_TASKS) {
             let mut r = Reconcile::default();
             for id in chunk {

@@ -334,6 +334,10 @@ pub struct Core {
     apps: BTreeMap<String, AppRecord>,
     tasks: BTreeMap<String, TaskRecord>,
     by_command: HashMap<String, String>,
+    /// Task ids by app and by agent (derived from `tasks`, kept by `insert_task` and
+    /// `drop_task`): a pass over one app or one agent costs its tasks, not the fleet's.
+    by_app: HashMap<String, BTreeSet<String>>,
+    by_agent: HashMap<String, BTreeSet<String>>,
     effects: Vec<Effect>,
     writes: BTreeMap<(Table, String), Option<Vec<u8>>>,
     /// Apps whose tasks changed since the last [`Core::settle`].
@@ -376,9 +380,7 @@ impl Core {
             core.apps.insert(a.def.id.clone(), a);
         }
         for t in tasks {
-            core.by_command
-                .insert(t.launch_command.clone(), t.id.clone());
-            core.tasks.insert(t.id.clone(), t);
+            core.insert_task(t);
         }
         for mut a in agents {
             // Whether it is still there is for the broker to say (its retained liveness
@@ -470,11 +472,59 @@ impl Core {
         self.apps.get(id)
     }
 
-    /// Tasks, optionally of one app.
-    pub fn tasks<'a>(&'a self, app: Option<&'a str>) -> impl Iterator<Item = &'a TaskRecord> + 'a {
-        self.tasks
-            .values()
-            .filter(move |t| app.is_none_or(|a| t.app_id == a))
+    /// Tasks, optionally of one app (in task id order either way).
+    pub fn tasks<'a>(&'a self, app: Option<&'a str>) -> Box<dyn Iterator<Item = &'a TaskRecord> + 'a> {
+        match app {
+            None => Box::new(self.tasks.values()),
+            Some(a) => Box::new(self.app_tasks(a)),
+        }
+    }
+
+    /// The tasks of app `app`.
+    fn app_tasks<'a>(&'a self, app: &str) -> impl Iterator<Item = &'a TaskRecord> + 'a {
+        self.by_app
+            .get(app)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+    }
+
+    /// The ids of the tasks on agent `agent`.
+    fn agent_task_ids(&self, agent: &str) -> Vec<String> {
+        self.by_agent
+            .get(agent)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds a task with its indexes (it is saved by the caller).
+    fn insert_task(&mut self, t: TaskRecord) {
+        self.by_command
+            .insert(t.launch_command.clone(), t.id.clone());
+        self.by_app
+            .entry(t.app_id.clone())
+            .or_default()
+            .insert(t.id.clone());
+        self.by_agent
+            .entry(t.agent_id.clone())
+            .or_default()
+            .insert(t.id.clone());
+        self.tasks.insert(t.id.clone(), t);
+    }
+
+    /// Removes a task and its indexes.
+    fn drop_task(&mut self, tid: &str) -> Option<TaskRecord> {
+        let t = self.tasks.remove(tid)?;
+        self.by_command.remove(&t.launch_command);
+        for (index, key) in [(&mut self.by_app, &t.app_id), (&mut self.by_agent, &t.agent_id)] {
+            if let Some(set) = index.get_mut(key) {
+                set.remove(tid);
+                if set.is_empty() {
+                    index.remove(key);
+                }
+            }
+        }
+        Some(t)
     }
 
     /// One task.

@@ -42,8 +42,8 @@ impl Core {
         let mut ledger = Ledger::of(self);
         let mut same_app: HashMap<&str, usize> = HashMap::new();
         let mut peers: Vec<Candidate> = Vec::new();
-        for t in self.tasks.values() {
-            if t.app_id == app_id && !t.killing && !t.inactive {
+        for t in self.app_tasks(app_id) {
+            if !t.killing && !t.inactive {
                 *same_app.entry(t.agent_id.as_str()).or_default() += 1;
                 if let Some(c) = by_id.get(t.agent_id.as_str()) {
                     peers.push((*c).clone());

@@ -36,15 +36,13 @@ impl Core {
         let Some(app) = self.apps.get(id) else { return };
         let has_checks = !app.def.health_checks.is_empty();
         let live: Vec<&TaskRecord> = self
-            .tasks
-            .values()
-            .filter(|t| t.app_id == id && !t.killing && !t.inactive)
+            .app_tasks(id)
+            .filter(|t| !t.killing && !t.inactive)
             .collect();
         if app.deleting {
             let all: Vec<String> = self
-                .tasks
-                .values()
-                .filter(|t| t.app_id == id && !t.killing)
+                .app_tasks(id)
+                .filter(|t| !t.killing)
                 .map(|t| t.id.clone())
                 .collect();
             for t in all {
@@ -53,9 +51,8 @@ impl Core {
             // A kill sent to an agent that went away since is recorded, and the stop is done
             // for the API: the agent's reconcile kills the task when it returns (no app owns it).
             let stranded: Vec<String> = self
-                .tasks
-                .values()
-                .filter(|t| t.app_id == id && t.killing)
+                .app_tasks(id)
+                .filter(|t| t.killing)
                 .filter(|t| {
                     t.unreachable_since_ms.is_some()
                         || self
@@ -74,7 +71,7 @@ impl Core {
                 );
                 self.remove_task(now, &t);
             }
-            if !self.tasks.values().any(|t| t.app_id == id) {
+            if self.app_tasks(id).next().is_none() {
                 let Some(app) = self.apps.remove(id) else {
                     return;
                 };
@@ -239,8 +236,7 @@ impl Core {
         {
             a.port_cursor = last.wrapping_add(1);
         }
-        self.tasks.insert(task_id.clone(), t);
-        self.by_command.insert(cid.clone(), task_id.clone());
+        self.insert_task(t);
         self.save_task(&task_id);
         self.command(now, &agent_id, &cid, CommandKind::Launch(spec));
         self.status_event(now, &task_id, TaskState::Staging, "");

@@ -279,8 +279,7 @@ impl Core {
     }
 
     pub(super) fn remove_task(&mut self, _now: Millis, tid: &str) {
-        if let Some(t) = self.tasks.remove(tid) {
-            self.by_command.remove(&t.launch_command);
+        if self.drop_task(tid).is_some() {
             self.save_task(tid);
         }
     }
@@ -360,7 +359,14 @@ impl Core {
     pub(super) fn unreachable_timers(&mut self, now: Millis) {
         let mut expunge = Vec::new();
         let mut inactivate = Vec::new();
-        for t in self.tasks.values() {
+        // Only agents that are away (or not heard from yet) have unreachable tasks.
+        let away: Vec<String> = self
+            .agents
+            .values()
+            .filter(|a| !a.liveness.connected())
+            .flat_map(|a| self.agent_task_ids(&a.id))
+            .collect();
+        for t in away.iter().filter_map(|id| self.tasks.get(id)) {
             let Some(since) = t.unreachable_since_ms else {
                 continue;
             };
@@ -376,8 +382,10 @@ impl Core {
         }
         for id in inactivate {
             tracing::info!(task = %id, "unreachable past inactiveAfterSeconds: replacing it");
-            self.tasks.get_mut(&id).expect("listed").inactive = true;
-            self.save_task(&id);
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.inactive = true;
+                self.save_task(&id);
+            }
         }
         for id in expunge {
             tracing::info!(task = %id, "unreachable past expungeAfterSeconds: expunged");

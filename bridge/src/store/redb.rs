@@ -7,6 +7,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{StateStore, StoreError, Table, Write};
 
+/// The store's page cache.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 fn def(t: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
     TableDefinition::new(t.name())
 }
@@ -23,7 +26,11 @@ pub struct RedbStore {
 impl RedbStore {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)
+        // redb caches up to 1 GiB by default; the core holds every record in memory already,
+        // so the store needs only enough cache for a commit's pages.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
             .map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(db_err)?;
         for t in Table::ALL {
