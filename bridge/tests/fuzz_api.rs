@@ -5,6 +5,7 @@
 
 use outpost_bridge::app::AppDefinition;
 use outpost_bridge::core::Core;
+use outpost_bridge::core::calls::Call;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -101,7 +102,13 @@ fn core_with_framework() -> (Core, String) {
     let mut core = Core::default();
     let sub = json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
         "user": "root", "name": "fuzz" } } });
-    let id = core.subscribe(1_000, &sub, "s").unwrap();
+    let id = core
+        .subscribe(
+            1_000,
+            &Call::parse(sub.to_string().as_bytes()).unwrap(),
+            "s",
+        )
+        .unwrap();
     core.offer_now(1_000);
     (core, id)
 }
@@ -137,17 +144,33 @@ proptest! {
         "RECONCILE", "MESSAGE", "REQUEST", "TEARDOWN", "BOGUS",
     ])) {
         let (mut core, id) = core_with_framework();
-        let _ = core.subscribe(2_000, &v, "s2");
+        // As SUBSCRIBE: parsed as the HTTP edge parses it, then (if it parses) subscribed.
+        let mut sub = v.clone();
+        if let Value::Object(m) = &mut sub {
+            m.insert("type".into(), json!("SUBSCRIBE"));
+        }
+        match Call::parse(sub.to_string().as_bytes()) {
+            Ok(c) => { let _ = core.subscribe(2_000, &c, "s2"); }
+            Err(e) => prop_assert!(!e.message.is_empty()),
+        }
         let mut call = v.clone();
         if let Value::Object(m) = &mut call {
             m.insert("type".into(), json!(kind));
+            m.insert("framework_id".into(), json!({ "value": id }));
         }
-        if let Err(e) = core.call(2_000, &id, Some("s"), &call) {
+        let call = match Call::parse(call.to_string().as_bytes()) {
+            Ok(c) => c,
+            Err(e) => {
+                prop_assert!(!e.message.is_empty());
+                return Ok(());
+            }
+        };
+        if let Err(e) = core.call(2_000, Some("s"), &call) {
             prop_assert!(!e.message.is_empty());
         }
         // The same call again: after a TEARDOWN (or a re-subscription) the framework or its
         // stream is gone, which is an answer, never a panic.
-        if let Err(e) = core.call(2_001, &id, Some("s"), &call) {
+        if let Err(e) = core.call(2_001, Some("s"), &call) {
             prop_assert!(!e.message.is_empty());
         }
     }

@@ -16,6 +16,7 @@ use outpost_protocol::{
     codec::encode_to_vec,
 };
 
+use super::calls::{self, Accept, Call, TaskInfo};
 use super::{Core, Effect};
 use crate::placement::Amount;
 use crate::time::Millis;
@@ -150,26 +151,6 @@ fn bad(message: impl Into<String>) -> CallError {
     }
 }
 
-fn scalar(r: &Value, name: &str) -> f64 {
-    r.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|x| x["name"] == name)
-        .filter_map(|x| x["scalar"]["value"].as_f64())
-        // Not `sum()`: a float sum of nothing is -0.0, which JSON would show as such.
-        .fold(0.0, |a, b| a + b)
-}
-
-fn ranges_of(r: &Value) -> Vec<(u16, u16)> {
-    r.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|x| x["name"] == "ports")
-        .flat_map(|x| x["ranges"]["range"].as_array().cloned().unwrap_or_default())
-        .filter_map(|x| Some((x["begin"].as_u64()? as u16, x["end"].as_u64()? as u16)))
-        .collect()
-}
-
 fn resources_json(a: &Amount, ranges: &[(u16, u16)]) -> Value {
     let mut v = vec![
         json!({ "name": "cpus", "type": "SCALAR", "scalar": { "value": a.cpus }, "role": "*" }),
@@ -286,29 +267,22 @@ impl Core {
     pub fn subscribe(
         &mut self,
         now: Millis,
-        body: &Value,
+        call: &Call,
         stream_id: &str,
     ) -> Result<String, CallError> {
-        let info = &body["subscribe"]["framework_info"];
-        if !info.is_object() {
-            return Err(bad("subscribe.framework_info is required"));
-        }
-        let name = info["name"].as_str().unwrap_or("").to_string();
-        let wanted = body["framework_id"]["value"]
-            .as_str()
-            .or(info["id"]["value"].as_str())
-            .map(str::to_string);
+        let Call::Subscribe { subscribe, .. } = call else {
+            return Err(bad("only a SUBSCRIBE call opens a stream"));
+        };
+        let info = &subscribe.framework_info;
+        let wanted = call.framework_id().map(str::to_string);
         if let Some(id) = &wanted
             && self.removed_frameworks.contains_key(id)
         {
             return Err(CallError::removed());
         }
-        let partition_aware = info["capabilities"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "PARTITION_AWARE");
-        let failover_timeout_s = info["failover_timeout"].as_f64().unwrap_or(0.0);
+        let name = info.name.clone();
+        let partition_aware = info.partition_aware();
+        let failover_timeout_s = info.failover_timeout.unwrap_or(0.0);
         let id = match wanted {
             Some(id) if self.frameworks.contains_key(&id) => {
                 tracing::info!(framework = %id, "framework re-subscribed; it keeps its tasks");
@@ -377,9 +351,14 @@ impl Core {
             }),
             Some(_) => Err(CallError {
                 status: 403,
-                message: format!(
-                    "The stream ID {stream_id:?} included in this request didn't match the stream ID currently associated with framework ID {framework_id:?}"
-                ),
+                message: match stream_id {
+                    None => format!(
+                        "The request has no Mesos-Stream-Id header: calls of framework ID {framework_id:?} carry the stream ID of its subscription"
+                    ),
+                    Some(sid) => format!(
+                        "The Mesos-Stream-Id {sid:?} included in this request didn't match the stream ID currently associated with framework ID {framework_id:?}"
+                    ),
+                },
             }),
             None => Err(CallError {
                 status: 404,
@@ -567,7 +546,6 @@ impl Core {
     #[allow(clippy::too_many_arguments)]
     fn update_json(
         &self,
-        fid: &str,
         task_id: &str,
         agent_id: &str,
         state: TaskState,
@@ -601,7 +579,6 @@ impl Core {
                     json!({ "network_infos": [{ "ip_addresses": [{ "ip_address": ip }] }] });
             }
         }
-        let _ = fid;
         json!({ "type": "UPDATE", "update": { "status": status } })
     }
 
@@ -647,7 +624,6 @@ impl Core {
             .map(|m| m.to_string())
             .unwrap_or_default();
         let ev = self.update_json(
-            &fid,
             &tid,
             &s.agent_id,
             s.state,
@@ -713,7 +689,6 @@ impl Core {
                 TaskState::Lost
             };
             let ev = self.update_json(
-                &fid,
                 &tid,
                 agent,
                 state,
@@ -727,54 +702,50 @@ impl Core {
         }
     }
 
-    /// A non-SUBSCRIBE call of `framework_id` on stream `stream_id` (the `Mesos-Stream-Id`
-    /// header): the stream is checked here, in the same step as the call runs, so a framework
-    /// torn down in between is an error, never a panic.
+    /// A call other than SUBSCRIBE, on stream `stream_id` (the `Mesos-Stream-Id` header): the
+    /// stream is checked here, in the same step as the call runs, so a framework torn down in
+    /// between is an error, never a panic.
     pub fn call(
         &mut self,
         now: Millis,
-        framework_id: &str,
         stream_id: Option<&str>,
-        body: &Value,
+        call: &Call,
     ) -> Result<(), CallError> {
+        if matches!(call, Call::Subscribe { .. }) {
+            return Err(bad("SUBSCRIBE is answered with the event stream"));
+        }
+        let framework_id = call.framework_id().unwrap_or_default().to_string();
+        let framework_id = framework_id.as_str();
         self.check_stream(framework_id, stream_id)?;
-        let kind = body["type"]
-            .as_str()
-            .ok_or_else(|| bad("type is required"))?;
-        match kind {
-            "ACCEPT" => self.accept(now, framework_id, &body["accept"]),
-            "DECLINE" => {
-                let d = &body["decline"];
-                let ids = offer_ids(d)?;
-                let refuse = d["filters"]["refuse_seconds"]
-                    .as_f64()
-                    .unwrap_or(DEFAULT_REFUSE_S);
+        match call {
+            Call::Subscribe { .. } => Ok(()),
+            Call::Accept { accept, .. } => self.accept(now, framework_id, accept),
+            Call::Decline { decline, .. } => {
+                let ids: Vec<String> = decline.offer_ids.iter().map(|i| i.value.clone()).collect();
+                let refuse = decline.filters.refuse_seconds.unwrap_or(DEFAULT_REFUSE_S);
                 self.consume_offers(now, framework_id, &ids, refuse)?;
                 Ok(())
             }
-            "REVIVE" => {
+            Call::Revive { .. } => {
                 let f = self.framework_mut(framework_id)?;
                 f.suppressed = false;
                 f.refused.clear();
                 self.make_offers(now);
                 Ok(())
             }
-            "SUPPRESS" => {
+            Call::Suppress { .. } => {
                 let f = self.framework_mut(framework_id)?;
                 f.suppressed = true;
                 f.offers.clear();
                 Ok(())
             }
-            "KILL" => {
-                let tid = body["kill"]["task_id"]["value"]
-                    .as_str()
-                    .ok_or_else(|| bad("kill.task_id.value is required"))?;
+            Call::Kill { kill, .. } => {
+                let tid = kill.task_id.value.as_str();
                 match self.fw_tasks.get(tid) {
                     Some(t) if t.framework_id == framework_id => self.fw_kill(now, tid),
                     _ => {
-                        let agent = body["kill"]["agent_id"]["value"].as_str().unwrap_or("");
+                        let agent = kill.agent_id.as_ref().map_or("", |a| a.value.as_str());
                         let ev = self.update_json(
-                            framework_id,
                             tid,
                             agent,
                             TaskState::Lost,
@@ -789,11 +760,8 @@ impl Core {
                 }
                 Ok(())
             }
-            "ACKNOWLEDGE" => {
-                let a = &body["acknowledge"];
-                let uuid_text = a["uuid"]
-                    .as_str()
-                    .ok_or_else(|| bad("acknowledge.uuid is required"))?;
+            Call::Acknowledge { acknowledge, .. } => {
+                let uuid_text = &acknowledge.uuid;
                 let bytes = B64.decode(uuid_text).map_err(|e| {
                     bad(format!("acknowledge.uuid {uuid_text:?} is not base64: {e}"))
                 })?;
@@ -806,27 +774,22 @@ impl Core {
                 }
                 Ok(())
             }
-            "RECONCILE" => {
-                let listed: Vec<(String, String)> = body["reconcile"]["tasks"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| {
-                        Some((
-                            t["task_id"]["value"].as_str()?.to_string(),
-                            t["agent_id"]["value"].as_str().unwrap_or("").to_string(),
-                        ))
-                    })
-                    .collect();
-                let all = listed.is_empty();
-                let tasks: Vec<(String, String)> = if all {
+            Call::Reconcile { reconcile, .. } => {
+                let tasks: Vec<(String, String)> = if reconcile.tasks.is_empty() {
                     self.fw_tasks
                         .values()
                         .filter(|t| t.framework_id == framework_id)
                         .map(|t| (t.id.clone(), t.agent_id.clone()))
                         .collect()
                 } else {
-                    listed
+                    reconcile
+                        .tasks
+                        .iter()
+                        .map(|t| {
+                            let agent = t.agent_id.as_ref().map_or("", |a| a.value.as_str());
+                            (t.task_id.value.clone(), agent.to_string())
+                        })
+                        .collect()
                 };
                 for (tid, agent) in tasks {
                     let ev = match self.fw_tasks.get(&tid) {
@@ -841,7 +804,6 @@ impl Core {
                                 t.state
                             };
                             self.update_json(
-                                framework_id,
                                 &tid,
                                 &t.agent_id.clone(),
                                 state,
@@ -853,7 +815,6 @@ impl Core {
                             )
                         }
                         _ => self.update_json(
-                            framework_id,
                             &tid,
                             &agent,
                             TaskState::Lost,
@@ -868,35 +829,15 @@ impl Core {
                 }
                 Ok(())
             }
-            "TEARDOWN" => {
+            Call::Teardown { .. } => {
                 self.teardown(now, framework_id);
                 Ok(())
             }
             // Tasks run under the built-in command executor, which (as Mesos's does) ignores
             // framework messages and has nothing to shut down apart from its task: the calls
-            // are checked as a master checks them, then accepted.
-            "MESSAGE" => {
-                let m = &body["message"];
-                for field in ["agent_id", "executor_id"] {
-                    if !m[field]["value"].is_string() {
-                        return Err(bad(format!("message.{field}.value is required")));
-                    }
-                }
-                if !m["data"].is_string() {
-                    return Err(bad("message.data is required (base64 bytes)"));
-                }
-                Ok(())
-            }
-            "SHUTDOWN" => {
-                if !body["shutdown"]["executor_id"]["value"].is_string() {
-                    return Err(bad("shutdown.executor_id.value is required"));
-                }
-                Ok(())
-            }
-            "REQUEST" => Ok(()),
-            other => Err(bad(format!(
-                "type {other:?} is not a scheduler call this master takes"
-            ))),
+            // are checked as a master checks them (their fields are required by the parser),
+            // then accepted.
+            Call::Message { .. } | Call::Shutdown { .. } | Call::Request { .. } => Ok(()),
         }
     }
 
@@ -936,11 +877,9 @@ impl Core {
         Ok(used)
     }
 
-    fn accept(&mut self, now: Millis, framework_id: &str, a: &Value) -> Result<(), CallError> {
-        let ids = offer_ids(a)?;
-        let refuse = a["filters"]["refuse_seconds"]
-            .as_f64()
-            .unwrap_or(DEFAULT_REFUSE_S);
+    fn accept(&mut self, now: Millis, framework_id: &str, a: &Accept) -> Result<(), CallError> {
+        let ids: Vec<String> = a.offer_ids.iter().map(|i| i.value.clone()).collect();
+        let refuse = a.filters.refuse_seconds.unwrap_or(DEFAULT_REFUSE_S);
         let (valid, aware) = {
             let f = self.framework_mut(framework_id)?;
             (
@@ -948,19 +887,7 @@ impl Core {
                 f.partition_aware,
             )
         };
-        let launches: Vec<Value> = a["operations"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|op| match op["type"].as_str() {
-                Some("LAUNCH") => op["launch"]["task_infos"].as_array().cloned(),
-                Some("LAUNCH_GROUP") => op["launch_group"]["task_group"]["tasks"]
-                    .as_array()
-                    .cloned(),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let launches: Vec<&TaskInfo> = a.operations.iter().flat_map(|op| op.tasks()).collect();
         if !valid {
             let state = if aware {
                 TaskState::Dropped
@@ -968,11 +895,9 @@ impl Core {
                 TaskState::Lost
             };
             for ti in &launches {
-                let tid = ti["task_id"]["value"].as_str().unwrap_or("");
-                let agent = ti["agent_id"]["value"].as_str().unwrap_or("");
+                let agent = ti.agent_id.as_ref().map_or("", |a| a.value.as_str());
                 let ev = self.update_json(
-                    framework_id,
-                    tid,
+                    &ti.task_id.value,
                     agent,
                     state,
                     "SOURCE_MASTER",
@@ -987,19 +912,17 @@ impl Core {
             return Ok(());
         }
         let offers = self.consume_offers(now, framework_id, &ids, refuse)?;
-        let agent_id = offers[0].agent_id.clone();
-        let mut left = offers.iter().fold(Amount::default(), |s, o| Amount {
-            cpus: s.cpus + o.amount.cpus,
-            mem: s.mem + o.amount.mem,
-            disk: s.disk + o.amount.disk,
-        });
+        let Some(agent_id) = offers.first().map(|o| o.agent_id.clone()) else {
+            return Ok(());
+        };
+        let mut left = offers.iter().fold(Amount::default(), |s, o| s + o.amount);
         let ranges: Vec<(u16, u16)> = offers
             .iter()
             .flat_map(|o| o.ranges.iter().copied())
             .collect();
         for ti in launches {
-            let tid = ti["task_id"]["value"].as_str().unwrap_or("").to_string();
-            let result = task_spec(&ti, &ranges).and_then(|(spec, amount, ports)| {
+            let tid = ti.task_id.value.clone();
+            let result = task_spec(ti, &ranges).and_then(|(spec, amount, ports)| {
                 if !left.fits(&amount) {
                     return Err(format!("task {tid:?} asks for more than the offers hold"));
                 }
@@ -1010,9 +933,7 @@ impl Core {
             });
             match result {
                 Ok((spec, amount, ports)) => {
-                    left.cpus -= amount.cpus;
-                    left.mem -= amount.mem;
-                    left.disk -= amount.disk;
+                    left -= amount;
                     self.fw_tasks.insert(
                         tid.clone(),
                         FwTask {
@@ -1036,7 +957,6 @@ impl Core {
                 }
                 Err(e) => {
                     let ev = self.update_json(
-                        framework_id,
                         &tid,
                         &agent_id,
                         TaskState::Error,
@@ -1066,7 +986,6 @@ impl Core {
         if let Some(t) = self.fw_tasks.remove(&tid) {
             self.touch_fw_task(&tid);
             let ev = self.update_json(
-                &t.framework_id,
                 &tid,
                 &t.agent_id,
                 TaskState::Error,
@@ -1092,51 +1011,39 @@ impl Core {
     }
 }
 
-fn offer_ids(v: &Value) -> Result<Vec<String>, CallError> {
-    let ids = v["offer_ids"]
-        .as_array()
-        .ok_or_else(|| bad("offer_ids is required"))?;
-    ids.iter()
-        .map(|x| {
-            x["value"]
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| bad("offer_ids[].value must be a string"))
-        })
-        .collect()
-}
-
-/// A Mesos TaskInfo (JSON) as the agent's task spec: DOCKER container, network, port
-/// mappings with host ports from the offered ranges, env, health check, kill policy.
+/// A Mesos TaskInfo as the agent's task spec: DOCKER container, network, port mappings with
+/// host ports from the offered ranges, env, health check, kill policy.
 fn task_spec(
-    ti: &Value,
+    ti: &TaskInfo,
     ranges: &[(u16, u16)],
 ) -> Result<(wire::TaskSpec, Amount, Vec<u16>), String> {
     fn text<const N: usize>(field: &str, s: &str) -> Result<wire::Text<N>, String> {
         wire::Text::new(s).map_err(|_| format!("{field}: {s:?} is longer than {N} bytes"))
     }
-    let tid = ti["task_id"]["value"]
-        .as_str()
-        .ok_or("task_id.value is required")?;
+    let tid = ti.task_id.value.as_str();
     let amount = Amount {
-        cpus: scalar(&ti["resources"], "cpus"),
-        mem: scalar(&ti["resources"], "mem"),
-        disk: scalar(&ti["resources"], "disk"),
+        cpus: calls::scalar(&ti.resources, "cpus"),
+        mem: calls::scalar(&ti.resources, "mem"),
+        disk: calls::scalar(&ti.resources, "disk"),
     };
-    let wanted_ports: Vec<u16> = ranges_of(&ti["resources"])
-        .iter()
-        .flat_map(|&(b, e)| b..=e)
-        .collect();
+    let mut wanted_ports: Vec<u16> = Vec::new();
+    for (b, e) in calls::ranges(&ti.resources, "ports") {
+        if b > e || e > u64::from(u16::MAX) {
+            return Err(format!("ports range {b}-{e} is not a range of ports"));
+        }
+        wanted_ports.extend(b as u16..=e as u16);
+    }
     for p in &wanted_ports {
         if !ranges.iter().any(|&(b, e)| (b..=e).contains(p)) {
             return Err(format!("port {p} is not in the offer"));
         }
     }
-    let docker = &ti["container"]["docker"];
-    let image = docker["image"]
-        .as_str()
+    let docker = ti
+        .container
+        .as_ref()
+        .and_then(|c| c.docker.as_ref())
         .ok_or("container.docker.image is required (Outpost runs Docker containers)")?;
-    let network = match docker["network"].as_str().unwrap_or("HOST") {
+    let network = match docker.network.as_deref().unwrap_or("HOST") {
         "BRIDGE" => wire::NetworkMode::Bridge,
         "HOST" => wire::NetworkMode::Host,
         "NONE" => wire::NetworkMode::None,
@@ -1148,16 +1055,18 @@ fn task_spec(
     };
     let mut spec = wire::TaskSpec {
         task_id: text("task_id", tid)?,
-        image: text("container.docker.image", image)?,
-        force_pull: docker["force_pull_image"].as_bool().unwrap_or(false),
-        privileged: docker["privileged"].as_bool().unwrap_or(false),
+        image: text("container.docker.image", &docker.image)?,
+        force_pull: docker.force_pull_image,
+        privileged: docker.privileged,
         cpus: amount.cpus,
         mem_mib: amount.mem,
         disk_mib: amount.disk,
         network,
-        kill_grace_period_s: ti["kill_policy"]["grace_period"]["nanoseconds"]
-            .as_u64()
-            .map(|n| (n / 1_000_000_000) as u32)
+        kill_grace_period_s: ti
+            .kill_policy
+            .as_ref()
+            .and_then(|k| k.grace_period.as_ref())
+            .map(|g| (g.nanoseconds.max(0) / 1_000_000_000) as u32)
             .unwrap_or(3),
         restart: wire::RestartPolicy {
             mode: wire::RestartMode::Never,
@@ -1165,55 +1074,42 @@ fn task_spec(
         },
         ..Default::default()
     };
-    let cmd = &ti["command"];
-    if cmd["shell"].as_bool().unwrap_or(true) {
-        if let Some(v) = cmd["value"].as_str().filter(|v| !v.is_empty()) {
+    let cmd = &ti.command;
+    if cmd.shell.unwrap_or(true) {
+        if let Some(v) = cmd.value.as_deref().filter(|v| !v.is_empty()) {
             spec.cmd = Some(text("command.value", v)?);
         }
     } else {
-        for a in cmd["arguments"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
+        for a in &cmd.arguments {
             spec.args
                 .push(text("command.arguments", a)?)
                 .map_err(|_| "command.arguments: too many")?;
         }
     }
-    for v in cmd["environment"]["variables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+    for v in cmd.environment.iter().flat_map(|e| &e.variables) {
         let kv = wire::KeyValue {
-            name: text("environment.name", v["name"].as_str().unwrap_or(""))?,
-            value: text("environment.value", v["value"].as_str().unwrap_or(""))?,
+            name: text("environment.name", &v.name)?,
+            value: text("environment.value", &v.value)?,
         };
         spec.env.push(kv).map_err(|_| "environment: too many")?;
     }
     let mut ports = Vec::new();
-    for (i, pm) in docker["port_mappings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let host = pm["host_port"].as_u64().ok_or(format!(
+    for (i, pm) in docker.port_mappings.iter().enumerate() {
+        let host = pm.host_port.ok_or(format!(
             "container.docker.port_mappings[{i}].host_port is required"
-        ))? as u16;
-        if !wanted_ports.contains(&host) {
-            return Err(format!(
+        ))?;
+        let host = u16::try_from(host)
+            .ok()
+            .filter(|h| wanted_ports.contains(h))
+            .ok_or(format!(
                 "container.docker.port_mappings[{i}].host_port {host} is not in the task's ports resource"
-            ));
-        }
+            ))?;
         ports.push(host);
         spec.port_mappings
             .push(wire::PortMapping {
-                container_port: pm["container_port"].as_u64().unwrap_or(0) as u16,
+                container_port: pm.container_port.min(u64::from(u16::MAX)) as u16,
                 host_port: host,
-                protocol: if pm["protocol"] == "udp" {
+                protocol: if pm.protocol.as_deref() == Some("udp") {
                     wire::PortProtocol::Udp
                 } else {
                     wire::PortProtocol::Tcp
@@ -1222,23 +1118,25 @@ fn task_spec(
             })
             .map_err(|_| "port_mappings: too many")?;
     }
-    let hc = &ti["health_check"];
-    if hc.is_object() {
-        let (protocol, port, path, command) = match hc["type"].as_str().unwrap_or("COMMAND") {
+    if let Some(hc) = &ti.health_check {
+        let (protocol, port, path, command) = match hc.kind.as_deref().unwrap_or("COMMAND") {
             // Mesos's HTTP check with `scheme: "https"` is an HTTPS check.
-            "HTTP" => (
-                if hc["http"]["scheme"].as_str() == Some("https") {
-                    wire::HealthProtocol::Https
-                } else {
-                    wire::HealthProtocol::Http
-                },
-                hc["http"]["port"].as_u64(),
-                hc["http"]["path"].as_str().map(str::to_string),
-                None,
-            ),
+            "HTTP" => {
+                let http = hc.http.as_ref();
+                (
+                    if http.and_then(|h| h.scheme.as_deref()) == Some("https") {
+                        wire::HealthProtocol::Https
+                    } else {
+                        wire::HealthProtocol::Http
+                    },
+                    http.and_then(|h| h.port),
+                    http.and_then(|h| h.path.clone()),
+                    None,
+                )
+            }
             "TCP" => (
                 wire::HealthProtocol::Tcp,
-                hc["tcp"]["port"].as_u64(),
+                hc.tcp.as_ref().and_then(|t| t.port),
                 None,
                 None,
             ),
@@ -1246,7 +1144,7 @@ fn task_spec(
                 wire::HealthProtocol::Command,
                 None,
                 None,
-                hc["command"]["value"].as_str().map(str::to_string),
+                hc.command.as_ref().and_then(|c| c.value.clone()),
             ),
             other => return Err(format!("health_check.type {other:?} is not supported")),
         };
@@ -1256,6 +1154,7 @@ fn task_spec(
                 .iter()
                 .position(|m| u64::from(m.container_port) == p)
         });
+        let secs = |v: Option<f64>, default: f64| v.unwrap_or(default).max(0.0) as u32;
         spec.health_checks
             .push(wire::HealthCheck {
                 protocol,
@@ -1264,18 +1163,21 @@ fn task_spec(
                     .transpose()?,
                 port_index: port_index.unwrap_or(0) as u16,
                 port: if port_index.is_none() {
-                    port.map(|p| p as u16)
+                    port.map(|p| p.min(u64::from(u16::MAX)) as u16)
                 } else {
                     None
                 },
                 command: command
                     .map(|c| text("health_check.command.value", &c))
                     .transpose()?,
-                grace_period_s: hc["grace_period_seconds"].as_f64().unwrap_or(10.0) as u32,
-                interval_s: (hc["interval_seconds"].as_f64().unwrap_or(10.0) as u32).max(1),
-                timeout_s: hc["timeout_seconds"].as_f64().unwrap_or(20.0) as u32,
-                max_consecutive_failures: hc["consecutive_failures"].as_u64().unwrap_or(3) as u32,
-                delay_s: hc["delay_seconds"].as_f64().unwrap_or(15.0) as u32,
+                grace_period_s: secs(hc.grace_period_seconds, 10.0),
+                interval_s: secs(hc.interval_seconds, 10.0).max(1),
+                timeout_s: secs(hc.timeout_seconds, 20.0),
+                max_consecutive_failures: hc
+                    .consecutive_failures
+                    .unwrap_or(3)
+                    .min(u64::from(u32::MAX)) as u32,
+                delay_s: secs(hc.delay_seconds, 15.0),
             })
             .map_err(|_| "health checks: too many")?;
     }
@@ -1292,11 +1194,12 @@ mod tests {
             "resources": [{ "name": "cpus", "type": "SCALAR", "scalar": { "value": 0.1 } }],
             "container": { "type": "DOCKER", "docker": { "image": "x", "network": "HOST" } },
             "health_check": { "type": "HTTP", "http": { "scheme": "https", "port": 8443, "path": "/ok" } } });
-        let (spec, _, _) = task_spec(&ti, &[]).unwrap();
+        let info = |v: &Value| -> TaskInfo { serde_json::from_value(v.clone()).unwrap() };
+        let (spec, _, _) = task_spec(&info(&ti), &[]).unwrap();
         assert_eq!(spec.health_checks[0].protocol, wire::HealthProtocol::Https);
         let mut plain = ti.clone();
         plain["health_check"]["http"]["scheme"] = json!("http");
-        let (spec, _, _) = task_spec(&plain, &[]).unwrap();
+        let (spec, _, _) = task_spec(&info(&plain), &[]).unwrap();
         assert_eq!(spec.health_checks[0].protocol, wire::HealthProtocol::Http);
     }
 }

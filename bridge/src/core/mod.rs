@@ -473,7 +473,10 @@ impl Core {
     }
 
     /// Tasks, optionally of one app (in task id order either way).
-    pub fn tasks<'a>(&'a self, app: Option<&'a str>) -> Box<dyn Iterator<Item = &'a TaskRecord> + 'a> {
+    pub fn tasks<'a>(
+        &'a self,
+        app: Option<&'a str>,
+    ) -> Box<dyn Iterator<Item = &'a TaskRecord> + 'a> {
         match app {
             None => Box::new(self.tasks.values()),
             Some(a) => Box::new(self.app_tasks(a)),
@@ -516,7 +519,10 @@ impl Core {
     fn drop_task(&mut self, tid: &str) -> Option<TaskRecord> {
         let t = self.tasks.remove(tid)?;
         self.by_command.remove(&t.launch_command);
-        for (index, key) in [(&mut self.by_app, &t.app_id), (&mut self.by_agent, &t.agent_id)] {
+        for (index, key) in [
+            (&mut self.by_app, &t.app_id),
+            (&mut self.by_agent, &t.agent_id),
+        ] {
             if let Some(set) = index.get_mut(key) {
                 set.remove(tid);
                 if set.is_empty() {
@@ -634,6 +640,7 @@ pub fn deployment_json(d: &Deployment, app_id: &str) -> Value {
 // The core, split by concern: each file is one more `impl Core` over the state above.
 mod agents;
 mod apps;
+pub mod calls;
 mod framework;
 pub mod ledger;
 mod place;

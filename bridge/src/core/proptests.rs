@@ -22,6 +22,7 @@ use outpost_protocol::{
     TaskState, TaskStatus, Text,
 };
 
+use super::calls::Call;
 use super::{Core, Effect};
 use crate::app::AppDefinition;
 use crate::placement::Amount;
@@ -237,7 +238,14 @@ impl World {
                 if self.framework.is_none() {
                     let sub = json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
                         "user": "root", "name": "prop", "failover_timeout": 3600.0 } } });
-                    self.framework = self.core.subscribe(self.now, &sub, "s").ok();
+                    self.framework = self
+                        .core
+                        .subscribe(
+                            self.now,
+                            &Call::parse(sub.to_string().as_bytes()).unwrap(),
+                            "s",
+                        )
+                        .ok();
                     self.core.offer_now(self.now);
                 }
             }
@@ -275,7 +283,9 @@ impl World {
                         "resources": resources,
                         "container": { "type": "DOCKER", "docker": { "image": "busybox",
                             "network": "BRIDGE", "port_mappings": mappings } } }] } }] } });
-                let _ = self.core.call(self.now, &fid, Some("s"), &accept);
+                let _ = self
+                    .core
+                    .call(self.now, Some("s"), &with_id(&fid, accept.clone()));
                 if let Some(p) = port {
                     self.launched_ports.insert(tid, vec![p]);
                 }
@@ -294,7 +304,9 @@ impl World {
                 };
                 let decline =
                     json!({ "type": "DECLINE", "decline": { "offer_ids": [{ "value": id }] } });
-                let _ = self.core.call(self.now, &fid, Some("s"), &decline);
+                let _ = self
+                    .core
+                    .call(self.now, Some("s"), &with_id(&fid, decline.clone()));
             }
             Step::Advance(ms) => {
                 self.now += u64::from(ms);
@@ -406,6 +418,12 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// A call of framework `fid`, parsed as the HTTP edge parses it.
+fn with_id(fid: &str, mut v: serde_json::Value) -> Call {
+    v["framework_id"] = json!({ "value": fid });
+    Call::parse(v.to_string().as_bytes()).unwrap()
 }
 
 proptest! {

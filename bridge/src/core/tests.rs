@@ -9,6 +9,17 @@ use outpost_protocol::{
 use super::*;
 use crate::store::StateStore;
 
+/// A Mesos call from its JSON, as the HTTP edge parses it.
+fn mesos(v: &serde_json::Value) -> calls::Call {
+    calls::Call::parse(v.to_string().as_bytes()).unwrap()
+}
+
+/// A call of framework `fid` from its JSON (the framework id filled in).
+fn call_of(fid: &str, mut v: serde_json::Value) -> calls::Call {
+    v["framework_id"] = serde_json::json!({ "value": fid });
+    mesos(&v)
+}
+
 /// The stream id test frameworks subscribe on.
 const STREAM: &str = "stream-1";
 
@@ -515,7 +526,7 @@ fn a_framework_s_offer_is_not_given_to_marathon_and_invalid_offers_drop_tasks() 
     w.agent("a1", "north");
     let sub = serde_json::json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
         "user": "root", "name": "fw", "capabilities": [{ "type": "PARTITION_AWARE" }] } } });
-    let fid = w.core.subscribe(w.now, &sub, STREAM).unwrap();
+    let fid = w.core.subscribe(w.now, &mesos(&sub), STREAM).unwrap();
     w.core.offer_now(w.now);
     let offers: Vec<serde_json::Value> = w
         .core
@@ -537,7 +548,9 @@ fn a_framework_s_offer_is_not_given_to_marathon_and_invalid_offers_drop_tasks() 
     let accept = serde_json::json!({ "type": "ACCEPT", "accept": { "offer_ids": [{ "value": "nope" }],
         "operations": [{ "type": "LAUNCH", "launch": { "task_infos": [{ "task_id": { "value": "t1" },
             "agent_id": { "value": "a1" }, "resources": [] }] } }] } });
-    w.core.call(w.now, &fid, Some(STREAM), &accept).unwrap();
+    w.core
+        .call(w.now, Some(STREAM), &call_of(&fid, accept.clone()))
+        .unwrap();
     let dropped = w.core.take_effects().into_iter().find_map(|e| match e {
         Effect::Framework { event, .. } if event["type"] == "UPDATE" => Some(event),
         _ => None,
@@ -550,9 +563,11 @@ fn a_framework_s_offer_is_not_given_to_marathon_and_invalid_offers_drop_tasks() 
     w.core
         .call(
             w.now,
-            &fid,
             Some(STREAM),
-            &serde_json::json!({ "type": "DECLINE", "decline": { "offer_ids": [offer_id] } }),
+            &call_of(
+                &fid,
+                serde_json::json!({ "type": "DECLINE", "decline": { "offer_ids": [offer_id] } }),
+            ),
         )
         .unwrap();
     w.advance(1000);
@@ -565,7 +580,7 @@ fn frameworks_hear_of_a_lost_agent_and_their_tasks_go_unreachable() {
     w.agent("a1", "north");
     let sub = serde_json::json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
         "user": "root", "name": "fw", "capabilities": [{ "type": "PARTITION_AWARE" }] } } });
-    let fid = w.core.subscribe(w.now, &sub, STREAM).unwrap();
+    let fid = w.core.subscribe(w.now, &mesos(&sub), STREAM).unwrap();
     w.core.offer_now(w.now);
     let offer = w.core.take_effects().into_iter().find_map(|e| match e {
         Effect::Framework { event, .. } if event["type"] == "OFFERS" => {
@@ -580,7 +595,9 @@ fn frameworks_hear_of_a_lost_agent_and_their_tasks_go_unreachable() {
             "resources": [{ "name": "cpus", "type": "SCALAR", "scalar": { "value": 0.1 } },
                           { "name": "mem", "type": "SCALAR", "scalar": { "value": 32 } }],
             "container": { "type": "DOCKER", "docker": { "image": "busybox" } } }] } }] } });
-    w.core.call(w.now, &fid, Some(STREAM), &accept).unwrap();
+    w.core
+        .call(w.now, Some(STREAM), &call_of(&fid, accept.clone()))
+        .unwrap();
     assert!(w.commands().iter().any(|(a, c)| a == "a1" && matches!(&c.kind, CommandKind::Launch(s) if s.task_id == "t1" && s.restart.mode == outpost_protocol::RestartMode::Never)));
     w.liveness("a1", Liveness::Offline, 1);
     let events: Vec<serde_json::Value> = w
@@ -609,7 +626,7 @@ fn frameworks_hear_of_a_lost_agent_and_their_tasks_go_unreachable() {
 fn framework_with_a_task(w: &mut World) -> String {
     let sub = serde_json::json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
         "user": "root", "name": "fw", "failover_timeout": 60.0 } } });
-    let fid = w.core.subscribe(w.now, &sub, STREAM).unwrap();
+    let fid = w.core.subscribe(w.now, &mesos(&sub), STREAM).unwrap();
     w.core.offer_now(w.now);
     let offer = w.core.take_effects().into_iter().find_map(|e| match e {
         Effect::Framework { event, .. } if event["type"] == "OFFERS" => {
@@ -623,7 +640,9 @@ fn framework_with_a_task(w: &mut World) -> String {
             "resources": [{ "name": "cpus", "type": "SCALAR", "scalar": { "value": 0.1 } },
                           { "name": "mem", "type": "SCALAR", "scalar": { "value": 32 } }],
             "container": { "type": "DOCKER", "docker": { "image": "busybox" } } }] } }] } });
-    w.core.call(w.now, &fid, Some(STREAM), &accept).unwrap();
+    w.core
+        .call(w.now, Some(STREAM), &call_of(&fid, accept.clone()))
+        .unwrap();
     w.run("a1", "t1");
     fid
 }
@@ -655,7 +674,12 @@ fn a_restored_bridge_keeps_frameworks_and_their_tasks_within_the_failover_timeou
     let sub = serde_json::json!({ "type": "SUBSCRIBE", "framework_id": { "value": fid },
         "subscribe": { "framework_info": { "user": "root", "name": "fw", "failover_timeout": 60.0,
         "id": { "value": fid } } } });
-    assert_eq!(restored.subscribe(w.now + 1000, &sub, "s2").unwrap(), fid);
+    assert_eq!(
+        restored
+            .subscribe(w.now + 1000, &mesos(&sub), "s2")
+            .unwrap(),
+        fid
+    );
     restored.framework_timers(w.now + 120_000);
     assert_eq!(restored.framework_tasks().count(), 1);
 
@@ -712,35 +736,22 @@ fn message_and_shutdown_calls_are_validated_like_a_master_does() {
     w.agent("a1", "north");
     let sub = serde_json::json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
         "user": "root", "name": "fw" } } });
-    let fid = w.core.subscribe(w.now, &sub, STREAM).unwrap();
-    let bad = w
-        .core
-        .call(
-            w.now,
-            &fid,
-            Some(STREAM),
-            &serde_json::json!({ "type": "MESSAGE", "message": {} }),
-        )
-        .unwrap_err();
+    let fid = w.core.subscribe(w.now, &mesos(&sub), STREAM).unwrap();
+    let parse = |v: serde_json::Value| {
+        let mut v = v;
+        v["framework_id"] = serde_json::json!({ "value": fid });
+        calls::Call::parse(v.to_string().as_bytes())
+    };
+    let bad = parse(serde_json::json!({ "type": "MESSAGE", "message": {} })).unwrap_err();
     assert_eq!(bad.status, 400);
-    assert!(bad.message.contains("message.agent_id"), "{}", bad.message);
+    assert!(bad.message.contains("agent_id"), "{}", bad.message);
     let ok = serde_json::json!({ "type": "MESSAGE", "message": { "agent_id": { "value": "a1" },
         "executor_id": { "value": "t1" }, "data": "aGk=" } });
-    w.core.call(w.now, &fid, Some(STREAM), &ok).unwrap();
-    let bad = w
-        .core
-        .call(
-            w.now,
-            &fid,
-            Some(STREAM),
-            &serde_json::json!({ "type": "SHUTDOWN", "shutdown": {} }),
-        )
-        .unwrap_err();
-    assert!(
-        bad.message.contains("shutdown.executor_id"),
-        "{}",
-        bad.message
-    );
+    w.core
+        .call(w.now, Some(STREAM), &parse(ok).unwrap())
+        .unwrap();
+    let bad = parse(serde_json::json!({ "type": "SHUTDOWN", "shutdown": {} })).unwrap_err();
+    assert!(bad.message.contains("executor_id"), "{}", bad.message);
 }
 
 #[test]
@@ -791,16 +802,18 @@ fn a_call_for_a_framework_torn_down_since_its_check_is_an_answer_not_a_panic() {
         let call = serde_json::json!({ "type": kind, "decline": { "offer_ids": [] },
             "accept": { "offer_ids": [] },
             "acknowledge": { "uuid": "AAAAAAAAAAAAAAAAAAAAAA==" }, "kill": { "task_id": { "value": "t1" } } });
-        let e = w.core.call(w.now, &fid, Some(STREAM), &call).unwrap_err();
+        let e = w
+            .core
+            .call(w.now, Some(STREAM), &call_of(&fid, call.clone()))
+            .unwrap_err();
         assert_eq!((e.status, e.message.as_str()), (403, REMOVED), "{kind}");
     }
     let e = w
         .core
         .call(
             w.now,
-            "never-was",
             Some(STREAM),
-            &serde_json::json!({ "type": "REVIVE" }),
+            &call_of("never-was", serde_json::json!({ "type": "REVIVE" })),
         )
         .unwrap_err();
     assert_eq!(e.status, 404);
@@ -810,7 +823,7 @@ fn a_call_for_a_framework_torn_down_since_its_check_is_an_answer_not_a_panic() {
         "subscribe": { "framework_info": { "user": "root", "name": "fw", "id": { "value": fid } } } });
     assert!(
         w.core
-            .subscribe(w.now, &sub, "s2")
+            .subscribe(w.now, &mesos(&sub), "s2")
             .unwrap_err()
             .is_removed()
     );
@@ -825,15 +838,18 @@ fn a_call_on_another_stream_is_refused() {
         .core
         .call(
             w.now,
-            &fid,
             Some("other"),
-            &serde_json::json!({ "type": "REVIVE" }),
+            &call_of(&fid, serde_json::json!({ "type": "REVIVE" })),
         )
         .unwrap_err();
     assert_eq!(e.status, 403);
     let e = w
         .core
-        .call(w.now, &fid, None, &serde_json::json!({ "type": "REVIVE" }))
+        .call(
+            w.now,
+            None,
+            &call_of(&fid, serde_json::json!({ "type": "REVIVE" })),
+        )
         .unwrap_err();
     assert_eq!(e.status, 403);
 }
@@ -1007,7 +1023,7 @@ fn a_staged_task_s_host_ports_are_neither_placed_again_nor_offered_to_a_framewor
     // Staged, not reported yet: a framework's offer leaves both ports out.
     let sub = serde_json::json!({ "type": "SUBSCRIBE", "subscribe": { "framework_info": {
         "user": "root", "name": "fw" } } });
-    let fid = w.core.subscribe(w.now, &sub, STREAM).unwrap();
+    let fid = w.core.subscribe(w.now, &mesos(&sub), STREAM).unwrap();
     w.core.offer_now(w.now);
     let offer = w
         .core
@@ -1041,10 +1057,12 @@ fn a_staged_task_s_host_ports_are_neither_placed_again_nor_offered_to_a_framewor
     w.core
         .call(
             w.now,
-            &fid,
             Some(STREAM),
-            &serde_json::json!({ "type": "DECLINE", "decline": { "offer_ids": [offer_id],
+            &call_of(
+                &fid,
+                serde_json::json!({ "type": "DECLINE", "decline": { "offer_ids": [offer_id],
                 "filters": { "refuse_seconds": 3600 } } }),
+            ),
         )
         .unwrap();
     w.create(&fixed.replace("/fixed", "/fixed2"));

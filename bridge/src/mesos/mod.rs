@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use outpost_protocol::TaskState;
 
+use crate::core::calls::Call;
 use crate::core::{AgentLiveness, AgentRecord, CallError, Core, Ledger, TaskRecord};
 use crate::handle::Shared;
 
@@ -610,33 +611,24 @@ async fn scheduler(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
             format!("Content-Type {content_type:?} is not supported: send application/json"),
         );
     }
-    let call: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return text(400, format!("Failed to parse body into Call: {e}")),
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        return text(400, format!("Failed to parse body into Call: {e}"));
+    }
+    // Typed here, at the edge: the core gets fields, not JSON.
+    let call = match Call::parse(&body) {
+        Ok(c) => c,
+        Err(e) => return e.into(),
     };
-    let Some(kind) = call["type"].as_str() else {
-        return text(
-            400,
-            "Failed to validate scheduler::Call: Expecting 'type' to be present",
-        );
-    };
-    if kind == "SUBSCRIBE" {
+    if matches!(call, Call::Subscribe { .. }) {
         return subscribe(s, call).await;
     }
-    let Some(framework_id) = call["framework_id"]["value"].as_str() else {
-        return text(
-            400,
-            format!("Failed to validate scheduler::Call: {kind} needs 'framework_id'"),
-        );
-    };
-    let framework_id = framework_id.to_string();
     let stream_id = headers
         .get("Mesos-Stream-Id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     // The stream is checked by the core in the same step that runs the call.
     match s
-        .apply(move |c, now| c.call(now, &framework_id, stream_id.as_deref(), &call))
+        .apply(move |c, now| c.call(now, stream_id.as_deref(), &call))
         .await
     {
         Err(e) => text(503, format!("the bridge could not store the change: {e}")),
@@ -676,7 +668,7 @@ async fn teardown(State(s): S, body: Bytes) -> Response {
     }
 }
 
-async fn subscribe(s: Arc<Shared>, call: Value) -> Response {
+async fn subscribe(s: Arc<Shared>, call: Call) -> Response {
     let stream_id = uuid::Uuid::new_v4().to_string();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
     // The stream's sender is registered in the same step as the subscription, before any
