@@ -13,6 +13,10 @@
 //!   agent's liveness message to its launch, p50 and p99;
 //! - the bridge's RSS (against the idle bridge) and its CPU time during the deploy.
 //!
+//! With `--read-load`, each N runs twice on fresh bridges: once as above, once with a reader
+//! polling `GET /v2/apps?embed=apps.tasks` and `GET /master/state` back to back for the whole
+//! deploy (bounded: at most 100,000 requests); it prints both deploy times and their ratio.
+//!
 //! `OUTPOST_BRIDGE_BIN` picks the binary (the static release build for the figures).
 
 use std::time::{Duration, Instant};
@@ -52,7 +56,18 @@ fn running(bridge: &Bridge, id: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn run(n: usize) -> Result<()> {
+/// Reads the bridge's two biggest answers back to back until `stop`; returns how many.
+fn read_load(bridge: &Bridge, stop: &std::sync::atomic::AtomicBool) -> usize {
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 100_000 {
+        let _ = bridge.get("/v2/apps?embed=apps.tasks");
+        let _ = bridge.mesos_get("/master/state");
+        n += 2;
+    }
+    n
+}
+
+fn run(n: usize, with_reads: bool) -> Result<Duration> {
     // Lift mosquitto's per-client limits (1000 queued, 20 in flight by default): the bridge's
     // and the fleet's sessions carry tens of thousands of QoS 1 messages.
     let broker = Broker::start_with_config("max_queued_messages 0\nmax_inflight_messages 0\n")?;
@@ -88,13 +103,21 @@ fn run(n: usize) -> Result<()> {
         "container": { "type": "DOCKER", "docker": { "image": "busybox", "network": "HOST" } }
     });
     let cpu0 = cpu_seconds(pid);
-    let posted = Instant::now();
-    let a = bridge.request("POST", "/v2/apps", Some(&app.to_string()))?;
-    anyhow::ensure!(a.status == 201, "POST: {} {}", a.status, a.text);
-    wait::until("every instance RUNNING", long, || {
-        (running(&bridge, "/fleet") as usize >= n).then_some(())
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (deploy, posted, reads) = std::thread::scope(|scope| -> Result<_> {
+        let reader = with_reads.then(|| scope.spawn(|| read_load(&bridge, &stop)));
+        let posted = Instant::now();
+        let a = bridge.request("POST", "/v2/apps", Some(&app.to_string()))?;
+        anyhow::ensure!(a.status == 201, "POST: {} {}", a.status, a.text);
+        let done = wait::until("every instance RUNNING", long, || {
+            (running(&bridge, "/fleet") as usize >= n).then_some(())
+        });
+        let deploy = posted.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reads = reader.map(|r| r.join().unwrap_or(0)).unwrap_or(0);
+        done?;
+        Ok((deploy, posted, reads))
     })?;
-    let deploy = posted.elapsed();
     let cpu = cpu_seconds(pid) - cpu0;
     let launch: Vec<Duration> = fleet
         .seen
@@ -142,7 +165,14 @@ fn run(n: usize) -> Result<()> {
             .collect()
     };
 
-    println!("## {n} agents");
+    println!(
+        "## {n} agents{}",
+        if with_reads {
+            format!(" (with {reads} reads during the deploy)")
+        } else {
+            String::new()
+        }
+    );
     println!("register {n} agents: {:.2} s", register.as_secs_f64());
     println!(
         "deploy to all RUNNING: {:.2} s; broker-only echo of {n} messages: {:.2} s; ratio {:.1}x",
@@ -170,7 +200,7 @@ fn run(n: usize) -> Result<()> {
         100.0 * cpu / deploy.as_secs_f64()
     );
     println!();
-    Ok(())
+    Ok(deploy)
 }
 
 fn main() -> Result<()> {
@@ -183,8 +213,19 @@ fn main() -> Result<()> {
     } else {
         sizes
     };
+    let reads = std::env::args().any(|a| a == "--read-load");
     for n in sizes {
-        run(n)?;
+        let alone = run(n, false)?;
+        if reads {
+            let loaded = run(n, true)?;
+            println!(
+                "read load at {n} agents: deploy {:.2} s alone, {:.2} s under reads: {:.2}x",
+                alone.as_secs_f64(),
+                loaded.as_secs_f64(),
+                loaded.as_secs_f64() / alone.as_secs_f64().max(1e-6)
+            );
+            println!();
+        }
     }
     Ok(())
 }
