@@ -46,6 +46,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     let store = RedbStore::open(&path).map_err(|e| e.to_string())?;
     let mut core = Core::load(now_ms(), &store).map_err(|e| e.to_string())?;
     core.set_signer(config.signer.clone());
+    // Ids must differ from one run of the bridge to the next (and between bridges).
+    core.seed_ids(uuid::Uuid::new_v4().as_u128() as u64);
     core.set_task_launch_timeout_ms(config.task_launch_timeout_ms);
     match &config.signer {
         Some(s) => tracing::info!(public_key = %s.public_base64(), "commands are signed"),

@@ -128,7 +128,7 @@ impl Core {
     /// Asks `agent` for the state of every task it has (finds orphans) and of every task the
     /// bridge believes it has (finds lost ones: answered TASK_UNKNOWN).
     pub(super) fn reconcile_agent(&mut self, now: Millis, agent: &str) {
-        let cid = format!("r-{}", uuid::Uuid::new_v4().simple());
+        let cid = format!("r-{}", self.ids.uuid().simple());
         self.command(
             now,
             agent,
@@ -143,7 +143,7 @@ impl Core {
                     .task_ids
                     .push(wire::TaskId::new(id).expect("task ids fit"));
             }
-            let cid = format!("r-{}", uuid::Uuid::new_v4().simple());
+            let cid = format!("r-{}", self.ids.uuid().simple());
             self.command(now, agent, &cid, CommandKind::Reconcile(r));
         }
     }

@@ -47,14 +47,14 @@ impl Core {
             // Callers start deployments of apps they hold; an id that is not there gets a
             // deployment nobody waits for rather than a panic.
             return Deployment {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: self.ids.uuid().to_string(),
                 version: rfc3339(now),
                 action,
                 previous,
             };
         };
         let d = Deployment {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: self.ids.uuid().to_string(),
             version: app.version.clone(),
             action,
             previous,

@@ -289,7 +289,7 @@ impl Core {
                 id
             }
             Some(id) => id,
-            None => format!("outpost-fw-{}", uuid::Uuid::new_v4()),
+            None => format!("outpost-fw-{}", self.ids.uuid()),
         };
         let f = self
             .frameworks
@@ -425,7 +425,7 @@ impl Core {
                     continue;
                 }
                 let ranges = left.ranges;
-                let offer_id = format!("outpost-offer-{}", uuid::Uuid::new_v4());
+                let offer_id = format!("outpost-offer-{}", self.ids.uuid());
                 offers.push(json!({
                     "id": { "value": offer_id },
                     "framework_id": { "value": fid },
@@ -530,7 +530,7 @@ impl Core {
         t.killing = true;
         let agent = t.agent_id.clone();
         self.touch_fw_task(task_id);
-        let cid = format!("k-{}", uuid::Uuid::new_v4().simple());
+        let cid = format!("k-{}", self.ids.uuid().simple());
         self.command(
             now,
             &agent,
@@ -950,7 +950,7 @@ impl Core {
                         },
                     );
                     self.touch_fw_task(&tid);
-                    let cid = format!("l-{}", uuid::Uuid::new_v4().simple());
+                    let cid = format!("l-{}", self.ids.uuid().simple());
                     self.fw_by_command.insert(cid.clone(), tid.clone());
                     tracing::info!(framework = %framework_id, task = %tid, agent = %agent_id, "framework task launched");
                     self.command(now, &agent_id, &cid, CommandKind::Launch(spec));

@@ -358,6 +358,8 @@ pub struct Core {
     signer: Option<crate::signing::Signer>,
     /// A task not RUNNING this long after its launch is killed and replaced (0: the default).
     task_launch_timeout_ms: Millis,
+    /// Where every id the core makes comes from.
+    ids: Ids,
 }
 
 /// Marathon's default `--task_launch_timeout`: five minutes.
@@ -375,6 +377,9 @@ impl Core {
         fw_tasks: Vec<FwTask>,
     ) -> Self {
         let mut core = Self::default();
+        // Another sequence than a new core's (a test restoring one core from another must not
+        // make its ids again); the owner seeds it afresh anyway.
+        core.ids = Ids::seeded(now ^ 0x5EED_0F_1D5);
         core.restore_frameworks(now, frameworks, fw_tasks);
         for a in apps {
             core.apps.insert(a.def.id.clone(), a);
@@ -404,6 +409,11 @@ impl Core {
             load(store, Table::Frameworks)?,
             load(store, Table::FwTasks)?,
         ))
+    }
+
+    /// Makes the ids from now on from `seed` (the owner passes a random one; tests a number).
+    pub fn seed_ids(&mut self, seed: u64) {
+        self.ids = Ids::seeded(seed);
     }
 
     /// Kills and replaces a Marathon task that is not RUNNING `ms` after its launch.
@@ -642,6 +652,7 @@ mod agents;
 mod apps;
 pub mod calls;
 mod framework;
+pub mod ids;
 pub mod ledger;
 mod place;
 #[cfg(test)]
@@ -652,4 +663,5 @@ mod tasks;
 mod tests;
 
 pub use framework::{CallError, Framework, FrameworkRecord, FwTask, REMOVED};
+pub use ids::Ids;
 pub use ledger::Ledger;

@@ -182,7 +182,7 @@ impl Core {
             disk: def.disk,
         };
         let agent_id = agent_id.to_string();
-        let task_id = format!("{}.{}", task_prefix(app_id), uuid::Uuid::new_v4());
+        let task_id = format!("{}.{}", task_prefix(app_id), self.ids.uuid());
         let spec = match def.task_spec(&task_id) {
             Ok(mut s) => {
                 // The ports placement picked, as Marathon sends Mesos the ports it took from
@@ -197,7 +197,7 @@ impl Core {
                 return;
             }
         };
-        let cid = format!("l-{}", uuid::Uuid::new_v4().simple());
+        let cid = format!("l-{}", self.ids.uuid().simple());
         tracing::info!(app = %app_id, task = %task_id, agent = %agent_id, "placed (fewest of this app, then fewest tasks)");
         let t = TaskRecord {
             id: task_id.clone(),

@@ -55,7 +55,7 @@ impl Core {
             }
             // A task no app owns (expunged, or from before a crash): kill it.
             tracing::warn!(task = %tid, agent = %s.agent_id, "killing an orphan task");
-            let cid = format!("k-{}", uuid::Uuid::new_v4().simple());
+            let cid = format!("k-{}", self.ids.uuid().simple());
             self.command(
                 now,
                 &s.agent_id,
@@ -316,7 +316,7 @@ impl Core {
             return;
         };
         let agent = t.agent_id.clone();
-        let cid = format!("k-{}", uuid::Uuid::new_v4().simple());
+        let cid = format!("k-{}", self.ids.uuid().simple());
         self.command(
             now,
             &agent,
