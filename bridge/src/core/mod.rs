@@ -379,7 +379,7 @@ impl Core {
         let mut core = Self::default();
         // Another sequence than a new core's (a test restoring one core from another must not
         // make its ids again); the owner seeds it afresh anyway.
-        core.ids = Ids::seeded(now ^ 0x5EED_0F_1D5);
+        core.ids = Ids::seeded(now ^ 0x0005_EED0_F1D5);
         core.restore_frameworks(now, frameworks, fw_tasks);
         for a in apps {
             core.apps.insert(a.def.id.clone(), a);
