@@ -376,10 +376,12 @@ impl Core {
         frameworks: Vec<FrameworkRecord>,
         fw_tasks: Vec<FwTask>,
     ) -> Self {
-        let mut core = Self::default();
-        // Another sequence than a new core's (a test restoring one core from another must not
-        // make its ids again); the owner seeds it afresh anyway.
-        core.ids = Ids::seeded(now ^ 0x0005_EED0_F1D5);
+        // Another id sequence than a new core's (a test restoring one core from another must
+        // not make its ids again); the owner seeds it afresh anyway.
+        let mut core = Self {
+            ids: Ids::seeded(now ^ 0x0005_EED0_F1D5),
+            ..Self::default()
+        };
         core.restore_frameworks(now, frameworks, fw_tasks);
         for a in apps {
             core.apps.insert(a.def.id.clone(), a);
