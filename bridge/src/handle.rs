@@ -291,6 +291,9 @@ impl Shared {
 fn run(mut owner: Owner, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
         let now = (owner.clock)();
+        owner
+            .core
+            .set_events_wanted(owner.events.receiver_count() > 0);
         let mut replies: Vec<Reply> = Vec::new();
         replies.extend(first(&mut owner, now));
         let mut ran = 1;

@@ -111,14 +111,17 @@ impl PeerCounts {
         let mut pc = Self::default();
         for k in constraints {
             let f = k.field().to_string();
-            let mut values: Vec<String> = all
-                .iter()
-                .filter_map(|a| a.value(&f))
-                .map(str::to_string)
-                .collect();
-            values.sort_unstable();
-            values.dedup();
-            pc.values.insert(f.clone(), values);
+            // Every value of the field matters only to GROUP_BY (the lowest count over all).
+            if matches!(k, Constraint::GroupBy(_)) {
+                let mut values: Vec<String> = all
+                    .iter()
+                    .filter_map(|a| a.value(&f))
+                    .map(str::to_string)
+                    .collect();
+                values.sort_unstable();
+                values.dedup();
+                pc.values.insert(f.clone(), values);
+            }
             pc.counts.entry(f).or_default();
         }
         for p in peers {

@@ -171,13 +171,13 @@ impl Core {
     /// Marks framework `id` for the store (written, or deleted, at the next
     /// [`Core::take_writes`]).
     fn touch_framework(&mut self, id: &str) {
-        self.fw_dirty
+        self.dirty_records
             .insert((crate::store::Table::Frameworks, id.to_string()));
     }
 
     /// Marks framework task `id` for the store.
     fn touch_fw_task(&mut self, id: &str) {
-        self.fw_dirty
+        self.dirty_records
             .insert((crate::store::Table::FwTasks, id.to_string()));
     }
 

@@ -60,10 +60,32 @@ impl Free {
     }
 }
 
-/// The ledger of every agent, built from the core in one pass over its tasks and offers.
+/// The ledger of every agent: built from the core in one pass over its tasks and offers
+/// ([`Ledger::of`]), or, for a placement pass that looks at a few agents, from the frameworks'
+/// holdings at once and each agent's Marathon tasks when it is first looked at
+/// ([`Ledger::lazy`], then [`Ledger::load`]).
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     agents: HashMap<String, Usage>,
+    /// With [`Ledger::lazy`]: the agents whose Marathon tasks are counted in already.
+    loaded: Option<std::collections::HashSet<String>>,
+}
+
+/// What a Marathon task holds: its resources and its ports (reported, else assigned).
+fn task_holding(t: &super::TaskRecord) -> (Amount, &[u16]) {
+    let ports = if t.host_ports.is_empty() {
+        &t.fixed_ports
+    } else {
+        &t.host_ports
+    };
+    (
+        Amount {
+            cpus: t.cpus,
+            mem: t.mem,
+            disk: t.disk,
+        },
+        ports,
+    )
 }
 
 impl Ledger {
@@ -71,28 +93,70 @@ impl Ledger {
     pub fn of(core: &Core) -> Self {
         let mut l = Self::default();
         for t in core.tasks.values() {
-            let ports = if t.host_ports.is_empty() {
-                &t.fixed_ports
-            } else {
-                &t.host_ports
-            };
-            l.hold_task(
-                &t.agent_id,
-                Amount {
-                    cpus: t.cpus,
-                    mem: t.mem,
-                    disk: t.disk,
-                },
-                ports.iter().copied(),
-            );
+            let (amount, ports) = task_holding(t);
+            l.hold_task(&t.agent_id, amount, ports.iter().copied());
         }
+        l.hold_frameworks(core);
+        l
+    }
+
+    /// A ledger with the frameworks' holdings only; an agent's Marathon tasks are counted in by
+    /// [`Ledger::load`] before it is asked about.
+    pub fn lazy(core: &Core) -> Self {
+        let mut l = Self {
+            loaded: Some(Default::default()),
+            ..Self::default()
+        };
+        l.hold_frameworks(core);
+        l
+    }
+
+    /// Counts `agent`'s Marathon tasks in (once; a no-op for a full ledger).
+    pub fn load(&mut self, core: &Core, agent: &str) {
+        let Some(loaded) = &mut self.loaded else {
+            return;
+        };
+        if !loaded.insert(agent.to_string()) {
+            return;
+        }
+        for id in core.by_agent.get(agent).into_iter().flatten() {
+            if let Some(t) = core.tasks.get(id) {
+                let (amount, ports) = task_holding(t);
+                self.hold_task(agent, amount, ports.iter().copied());
+            }
+        }
+    }
+
+    /// How many tasks `agent` holds (without loading it: from the core's index).
+    pub fn task_count(&self, core: &Core, agent: &str) -> usize {
+        let marathon = match &self.loaded {
+            Some(loaded) if !loaded.contains(agent) => {
+                core.by_agent.get(agent).map_or(0, |s| s.len())
+            }
+            _ => 0,
+        };
+        marathon + self.count(agent)
+    }
+
+    fn hold_frameworks(&mut self, core: &Core) {
+        let l = self;
         for t in core.fw_tasks.values() {
             l.hold_task(&t.agent_id, t.amount, t.ports.iter().copied());
         }
         for o in core.frameworks.values().flat_map(|f| f.offers.values()) {
             l.hold_offer(&o.agent_id, o.amount, &o.ranges);
         }
-        l
+    }
+
+    /// What `agent` has left in resources (ports not counted: see [`Ledger::free`]).
+    pub fn free_amount(&self, agent: &AgentRecord) -> Option<Amount> {
+        let offer = agent.offer.as_ref()?;
+        let held = self
+            .agents
+            .get(&agent.id)
+            .map(Usage::held)
+            .unwrap_or_default();
+        Some(offer.available + offer.used - held)
     }
 
     /// How many tasks `agent` holds.
@@ -167,6 +231,9 @@ impl Ledger {
 /// freed is not given again at once, while dockerd may still release it). `None` if they do
 /// not fit.
 pub fn pick_ports(free: &Free, wanted: &[u16], cursor: u16) -> Option<Vec<u16>> {
+    if wanted.is_empty() {
+        return Some(Vec::new());
+    }
     let mut taken: BTreeSet<u16> = BTreeSet::new();
     for &p in wanted.iter().filter(|&&p| p != 0) {
         if !free.has_port(p) || !taken.insert(p) {

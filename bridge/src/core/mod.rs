@@ -350,8 +350,8 @@ pub struct Core {
     fw_by_command: HashMap<String, String>,
     /// Torn-down frameworks, kept so their ids are refused with ERROR.
     removed_frameworks: BTreeMap<String, FrameworkRecord>,
-    /// Frameworks and framework tasks changed since the last [`Core::take_writes`].
-    fw_dirty: BTreeSet<(Table, String)>,
+    /// Records changed since the last [`Core::take_writes`] (encoded then).
+    dirty_records: BTreeSet<(Table, String)>,
     /// Status updates seen (metrics).
     pub status_updates: u64,
     /// Signs every command, when the bridge has a key.
@@ -360,6 +360,8 @@ pub struct Core {
     task_launch_timeout_ms: Millis,
     /// Where every id the core makes comes from.
     ids: Ids,
+    /// No Marathon event is built while nobody listens (the owner says so before each group).
+    events_unwanted: bool,
 }
 
 /// Marathon's default `--task_launch_timeout`: five minutes.
@@ -443,15 +445,16 @@ impl Core {
 
     /// Takes the store writes produced so far (commit them before running the effects).
     pub fn take_writes(&mut self) -> Vec<Write> {
-        for (table, id) in std::mem::take(&mut self.fw_dirty) {
+        // Records are encoded here, once per commit, however often they changed since.
+        for (table, id) in std::mem::take(&mut self.dirty_records) {
             let v = match table {
+                Table::Apps => self.apps.get(&id).map(|r| encode_record(table, &id, r)),
+                Table::Tasks => self.tasks.get(&id).map(|r| encode_record(table, &id, r)),
+                Table::Agents => self.agents.get(&id).map(|r| encode_record(table, &id, r)),
                 Table::Frameworks => self
                     .framework_record(&id)
-                    .map(|r| serde_json::to_vec(&r).expect("framework serialises")),
-                _ => self
-                    .fw_tasks
-                    .get(&id)
-                    .map(|t| serde_json::to_vec(t).expect("framework task serialises")),
+                    .map(|r| encode_record(table, &id, &r)),
+                Table::FwTasks => self.fw_tasks.get(&id).map(|r| encode_record(table, &id, r)),
             };
             self.writes.insert((table, id), v);
         }
@@ -550,31 +553,36 @@ impl Core {
         self.tasks.get(id)
     }
 
+    /// Marks task `id` for the store (written, or deleted, at the next [`Core::take_writes`]).
     fn save_task(&mut self, id: &str) {
-        let v = self
-            .tasks
-            .get(id)
-            .map(|t| serde_json::to_vec(t).expect("task serialises"));
-        self.writes.insert((Table::Tasks, id.to_string()), v);
+        self.dirty_records.insert((Table::Tasks, id.to_string()));
     }
 
+    /// Marks app `id` for the store.
     fn save_app(&mut self, id: &str) {
-        let v = self
-            .apps
-            .get(id)
-            .map(|a| serde_json::to_vec(a).expect("app serialises"));
-        self.writes.insert((Table::Apps, id.to_string()), v);
+        self.dirty_records.insert((Table::Apps, id.to_string()));
     }
 
+    /// Marks agent `id` for the store.
     fn save_agent(&mut self, id: &str) {
-        let v = self
-            .agents
-            .get(id)
-            .map(|a| serde_json::to_vec(a).expect("agent serialises"));
-        self.writes.insert((Table::Agents, id.to_string()), v);
+        self.dirty_records.insert((Table::Agents, id.to_string()));
+    }
+
+    /// Whether anybody listens to Marathon events (`/v2/events` subscribers): without one, the
+    /// core builds none (a status update's event costs as much as the rest of it).
+    pub fn set_events_wanted(&mut self, wanted: bool) {
+        self.events_unwanted = !wanted;
+    }
+
+    /// Whether a Marathon event would reach anybody.
+    fn events_wanted(&self) -> bool {
+        !self.events_unwanted
     }
 
     fn event(&mut self, now: Millis, kind: &str, mut body: Value) {
+        if self.events_unwanted {
+            return;
+        }
         body["eventType"] = json!(kind);
         body["timestamp"] = json!(rfc3339(now));
         self.effects.push(Effect::Event(body));
@@ -616,6 +624,19 @@ pub(crate) mod mesos_state {
         let n = u8::deserialize(de)?;
         TaskState::from_mesos_number(n)
             .ok_or_else(|| serde::de::Error::custom(format!("unknown Mesos task state {n}")))
+    }
+}
+
+/// A record's JSON for the store (our own types always serialise; a failure is logged and
+/// stored as `null`, which a restore reports naming the record).
+fn encode_record(table: Table, key: &str, value: &impl Serialize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(1024);
+    match serde_json::to_writer(&mut buf, value) {
+        Ok(()) => buf,
+        Err(e) => {
+            tracing::error!(?table, key, error = %e, "a record did not serialise");
+            b"null".to_vec()
+        }
     }
 }
 

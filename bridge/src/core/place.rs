@@ -29,58 +29,74 @@ impl Core {
             .iter()
             .map(|p| p.host_port as u16)
             .collect();
-        let all: Vec<Candidate> = self
-            .agents
-            .values()
-            .map(|a| Candidate {
+        fn candidate(a: &AgentRecord) -> Candidate<'_> {
+            Candidate {
                 agent_id: &a.id,
                 hostname: &a.hostname,
                 attributes: &a.attributes,
-            })
-            .collect();
-        let by_id: HashMap<&str, &Candidate> = all.iter().map(|c| (c.agent_id, c)).collect();
-        let mut ledger = Ledger::of(self);
+            }
+        }
+        let group_by = constraints
+            .iter()
+            .any(|c| matches!(c, Constraint::GroupBy(_)));
+        // Every agent is a candidate value only for GROUP_BY (which balances over all values).
+        let all: Vec<Candidate> = if group_by {
+            self.agents.values().map(candidate).collect()
+        } else {
+            Vec::new()
+        };
+        // Only the agents this pass looks at get their tasks counted: a pass costs the agents
+        // it considers, not the fleet's tasks.
+        let mut ledger = Ledger::lazy(self);
         let mut same_app: HashMap<&str, usize> = HashMap::new();
         let mut peers: Vec<Candidate> = Vec::new();
         for t in self.app_tasks(app_id) {
             if !t.killing && !t.inactive {
                 *same_app.entry(t.agent_id.as_str()).or_default() += 1;
-                if let Some(c) = by_id.get(t.agent_id.as_str()) {
-                    peers.push((*c).clone());
+                if let Some(a) = self.agents.get(&t.agent_id) {
+                    peers.push(candidate(a));
                 }
             }
         }
         let mut counts = placement::PeerCounts::new(&constraints, &peers, &all);
         // The ports an instance would get on `a`, if it fits there.
-        let fit = |a: &AgentRecord, ledger: &Ledger, counts: &placement::PeerCounts| {
-            let free = ledger.free(a)?;
-            let allowed = by_id
-                .get(a.id.as_str())
-                .is_some_and(|c| placement::allowed(&constraints, c, counts));
-            if !free.amount.fits(&need) || !allowed {
+        let fit = |a: &AgentRecord, ledger: &mut Ledger, counts: &placement::PeerCounts| {
+            if !placement::allowed(&constraints, &candidate(a), counts) {
                 return None;
             }
-            ledger::pick_ports(&free, &wanted, a.port_cursor)
+            ledger.load(self, &a.id);
+            if !ledger.free_amount(a)?.fits(&need) {
+                return None;
+            }
+            if wanted.is_empty() {
+                return Some(Vec::new());
+            }
+            ledger::pick_ports(&ledger.free(a)?, &wanted, a.port_cursor)
         };
         // Spread: fewest instances of this app, then fewest tasks, then agent id. An agent's
         // key only grows as it takes instances, and (without GROUP_BY, whose allowed values
         // move as groups fill) an agent refused once stays refused for the rest of the pass:
         // resources and per-value counts only grow. So a heap makes the same choices as a
         // scan of every agent, in n log m instead of n * m.
-        let group_by = constraints
-            .iter()
-            .any(|c| matches!(c, Constraint::GroupBy(_)));
         let online: Vec<&AgentRecord> = self
             .agents
             .values()
             .filter(|a| a.online() && a.offer.is_some())
             .collect();
         let key = |a: &str, ledger: &Ledger, same_app: &HashMap<&str, usize>| {
-            (same_app.get(a).copied().unwrap_or(0), ledger.count(a))
+            (
+                same_app.get(a).copied().unwrap_or(0),
+                ledger.task_count(self, a),
+            )
         };
         let mut heap: BinaryHeap<Reverse<(usize, usize, &str)>> = BinaryHeap::new();
         if !group_by {
-            for a in &online {
+            // An agent the constraints refuse now stays refused for the pass (without
+            // GROUP_BY): it never enters the heap.
+            for a in online
+                .iter()
+                .filter(|a| placement::allowed(&constraints, &candidate(a), &counts))
+            {
                 let (n, t) = key(&a.id, &ledger, &same_app);
                 heap.push(Reverse((n, t, a.id.as_str())));
             }
@@ -95,7 +111,7 @@ impl Core {
                     let (n, t) = key(&a.id, &ledger, &same_app);
                     let k = (n, t, a.id.as_str());
                     if best.as_ref().is_none_or(|b| k < b.0)
-                        && let Some(ports) = fit(a, &ledger, &counts)
+                        && let Some(ports) = fit(a, &mut ledger, &counts)
                     {
                         best = Some((k, ports));
                     }
@@ -107,7 +123,7 @@ impl Core {
                         break None;
                     };
                     if let Some(a) = self.agents.get(id)
-                        && let Some(ports) = fit(a, &ledger, &counts)
+                        && let Some(ports) = fit(a, &mut ledger, &counts)
                     {
                         break Some((id, ports));
                     }
@@ -123,8 +139,8 @@ impl Core {
                 let (n, t) = key(agent_id, &ledger, &same_app);
                 heap.push(Reverse((n, t, agent_id)));
             }
-            if let Some(c) = by_id.get(agent_id) {
-                counts.add(c);
+            if let Some(a) = self.agents.get(agent_id) {
+                counts.add(&candidate(a));
             }
             out.push((agent_id.to_string(), ports));
         }

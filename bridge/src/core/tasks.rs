@@ -209,6 +209,9 @@ impl Core {
     }
 
     pub(super) fn status_event(&mut self, now: Millis, tid: &str, state: TaskState, message: &str) {
+        if !self.events_wanted() {
+            return;
+        }
         let Some(t) = self.tasks.get(tid) else { return };
         let body = json!({
             "slaveId": t.agent_id,
