@@ -186,7 +186,8 @@ pub struct TaskRecord {
     pub started_at_ms: Option<Millis>,
     /// Health.
     pub health: HealthRecord,
-    /// Uuids of the latest status updates (duplicate detection).
+    /// Uuids of the latest status updates (duplicate detection), stored as hex.
+    #[serde(with = "uuid_list")]
     pub seen: Vec<[u8; 16]>,
     /// Since when its agent is unreachable.
     pub unreachable_since_ms: Option<Millis>,
@@ -332,7 +333,9 @@ const SERVICE_PORTS: std::ops::RangeInclusive<u16> = 10000..=20000;
 pub struct Core {
     agents: BTreeMap<String, AgentRecord>,
     apps: BTreeMap<String, AppRecord>,
-    tasks: BTreeMap<String, TaskRecord>,
+    /// By id; hashed (a lookup per task of a pass must not cost a tree walk), with a fixed
+    /// hasher so a core's iterations, and so its decisions, are the same on every run.
+    tasks: HashMap<String, TaskRecord, FixedHash>,
     by_command: HashMap<String, String>,
     /// Task ids by app and by agent (derived from `tasks`, kept by `insert_task` and
     /// `drop_task`): a pass over one app or one agent costs its tasks, not the fleet's.
@@ -493,7 +496,11 @@ impl Core {
         app: Option<&'a str>,
     ) -> Box<dyn Iterator<Item = &'a TaskRecord> + 'a> {
         match app {
-            None => Box::new(self.tasks.values()),
+            None => {
+                let mut all: Vec<&TaskRecord> = self.tasks.values().collect();
+                all.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                Box::new(all.into_iter())
+            }
             Some(a) => Box::new(self.app_tasks(a)),
         }
     }
@@ -624,6 +631,53 @@ pub(crate) mod mesos_state {
         let n = u8::deserialize(de)?;
         TaskState::from_mesos_number(n)
             .ok_or_else(|| serde::de::Error::custom(format!("unknown Mesos task state {n}")))
+    }
+}
+
+/// The hasher of the core's hash maps: SipHash with fixed keys (iteration order is the same on
+/// every run; ids are not chosen by an attacker, they come from the core's generator).
+type FixedHash = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
+/// Status uuids as hex strings (32 characters each): a tenth of the JSON of arrays of numbers.
+/// Arrays of 16 numbers (what stores before this wrote) still load.
+mod uuid_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Hex(String),
+        Bytes([u8; 16]),
+    }
+
+    pub fn serialize<S: Serializer>(list: &[[u8; 16]], ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_seq(list.iter().map(|u| {
+            u.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<[u8; 16]>, D::Error> {
+        let stored = Vec::<Stored>::deserialize(de)?;
+        stored
+            .into_iter()
+            .map(|s| match s {
+                Stored::Bytes(b) => Ok(b),
+                Stored::Hex(h) => {
+                    let mut out = [0u8; 16];
+                    if h.len() != 32 {
+                        return Err(serde::de::Error::custom(format!(
+                            "status uuid {h:?} is not 32 hex digits"
+                        )));
+                    }
+                    for (i, o) in out.iter_mut().enumerate() {
+                        *o = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).map_err(|_| {
+                            serde::de::Error::custom(format!("status uuid {h:?} is not hex"))
+                        })?;
+                    }
+                    Ok(out)
+                }
+            })
+            .collect()
     }
 }
 

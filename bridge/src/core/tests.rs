@@ -1068,3 +1068,22 @@ fn a_staged_task_s_host_ports_are_neither_placed_again_nor_offered_to_a_framewor
     w.create(&fixed.replace("/fixed", "/fixed2"));
     assert!(w.launches().is_empty(), "31050 is held by the staged task");
 }
+
+#[test]
+fn status_uuids_are_stored_as_hex_and_old_arrays_still_load() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(1));
+    let (_, task) = w.launches().remove(0);
+    let uuid = w.status("a1", &task, TaskState::Running, None);
+    let t = w.core.task(&task).unwrap().clone();
+    let mut v = serde_json::to_value(&t).unwrap();
+    let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(v["seen"], serde_json::json!([hex]));
+    let back: TaskRecord = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(back.seen, vec![uuid]);
+    // As stores before the hex form wrote it.
+    v["seen"] = serde_json::json!([uuid.to_vec()]);
+    let old: TaskRecord = serde_json::from_value(v).unwrap();
+    assert_eq!(old.seen, vec![uuid]);
+}
