@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use outpost_bridge::app::AppDefinition;
 use outpost_bridge::core::{Core, Effect};
+use outpost_bridge::store::{RedbStore, StateStore};
 use outpost_protocol::codec::decode;
 use outpost_protocol::{
     AgentId, AgentState, Command, CommandKind, Hello, Liveness, Offer, PortRange, Resources,
@@ -110,7 +111,22 @@ fn run(n: usize) {
     let t = Instant::now();
     core.create_app(now, def).unwrap();
     let place = t.elapsed();
-    let writes = core.take_writes().len();
+    let t = Instant::now();
+    let batch = core.take_writes();
+    let encode = t.elapsed();
+    let writes = batch.len();
+    let bytes: usize = batch
+        .iter()
+        .map(|w| w.value.as_ref().map_or(0, Vec::len))
+        .sum();
+    let dir = std::env::temp_dir().join(format!("core-bench-{}-{n}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let mut store = RedbStore::open(&dir.join("bridge.redb")).unwrap();
+    let t = Instant::now();
+    store.commit(&batch).unwrap();
+    let commit = t.elapsed();
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
     let launched = launches(&mut core);
     assert_eq!(launched.len(), n, "every instance placed");
     let mut statuses = Duration::ZERO;
@@ -160,9 +176,12 @@ fn run(n: usize) {
     let rss = rss_kib().saturating_sub(rss0);
     println!("## {n} agents (core only)");
     println!("register: {}", ms(register));
+    println!("create_app placing and launching {n}: {}", ms(place));
     println!(
-        "create_app placing and launching {n}: {} ({writes} writes)",
-        ms(place)
+        "its {writes} writes: encoded in {}, {} MB; committed to redb in {}",
+        ms(encode),
+        bytes / 1_000_000,
+        ms(commit)
     );
     println!(
         "{} status updates in batches of 1,024: {} ({:.1} µs each)",

@@ -260,6 +260,19 @@ impl Shared {
         self.submit(move |o, _| f(&o.core), false).await
     }
 
+    /// Reads a copy of the core made by the owner ([`Core::snapshot`]), on a blocking thread:
+    /// for answers that cost more to build than the copy does (lists of every app, task or
+    /// agent), so the owner does not stall on them.
+    pub async fn read_snapshot<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Core) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let snapshot = self.submit(|o, _| o.core.snapshot(), false).await?;
+        tokio::task::spawn_blocking(move || f(&snapshot))
+            .await
+            .map_err(|_| StoreError::Stopped)
+    }
+
     /// Queues `f` without waiting for it (from places that cannot wait: a dropped stream).
     pub fn detach(&self, f: impl FnOnce(&mut Owner, Millis) + Send + 'static) {
         let job: Job = Box::new(move |owner, now| {

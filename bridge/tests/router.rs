@@ -444,3 +444,22 @@ async fn master_slaves_shows_what_a_staged_task_holds() {
     assert_eq!(used["ports"], "[31050-31050]", "{used}");
     assert!(used["cpus"].as_f64().unwrap() > 0.0, "{used}");
 }
+
+#[tokio::test]
+async fn big_reads_made_off_the_owner_see_every_committed_change() {
+    let b = Bridge::start(64);
+    b.agent("a1").await;
+    let r = b.marathon("POST", "/v2/apps", Some(app("/web"))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = b.marathon("GET", "/v2/apps?embed=apps.tasks", None).await;
+    let tasks = r.body["apps"][0]["tasks"].as_array().unwrap().clone();
+    assert_eq!(tasks.len(), 1, "{}", r.text);
+    let r = b.send(&b.mesos, "GET", "/master/state", None).await;
+    assert_eq!(
+        r.body["frameworks"][0]["tasks"][0]["id"], tasks[0]["id"],
+        "{}",
+        r.text
+    );
+    let r = b.marathon("GET", "/v2/tasks", None).await;
+    assert_eq!(r.body["tasks"][0]["id"], tasks[0]["id"]);
+}

@@ -467,6 +467,23 @@ impl Core {
             .collect()
     }
 
+    /// A copy of what the HTTP reads look at (agents, apps, tasks and their app index,
+    /// frameworks and their tasks), for a big read to work on away from the owner: the copy
+    /// costs the owner a fraction of building the answer.
+    pub fn snapshot(&self) -> Core {
+        Core {
+            agents: self.agents.clone(),
+            apps: self.apps.clone(),
+            tasks: self.tasks.clone(),
+            by_app: self.by_app.clone(),
+            frameworks: self.frameworks.clone(),
+            fw_tasks: self.fw_tasks.clone(),
+            removed_frameworks: self.removed_frameworks.clone(),
+            status_updates: self.status_updates,
+            ..Core::default()
+        }
+    }
+
     /// Puts back writes a failed commit did not store, under any newer write of the same
     /// record (which supersedes it), so the next commit stores them.
     pub fn keep_writes(&mut self, writes: Vec<Write>) {
@@ -651,9 +668,10 @@ mod uuid_list {
     }
 
     pub fn serialize<S: Serializer>(list: &[[u8; 16]], ser: S) -> Result<S::Ok, S::Error> {
-        ser.collect_seq(list.iter().map(|u| {
-            u.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        }))
+        ser.collect_seq(
+            list.iter()
+                .map(|u| u.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        )
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<[u8; 16]>, D::Error> {

@@ -48,7 +48,7 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// The agents as the UI shows them: liveness, last contact, attributes, offered and used.
 async fn ui_agents(State(s): S) -> Response {
-    let agents = s.read(|core| {
+    let agents = s.read_snapshot(|core| {
         core.agents()
             .map(|a| {
                 let offer = a.offer.as_ref();
@@ -360,7 +360,7 @@ async fn list_apps(State(s): S, RawQuery(q): RawQuery) -> Response {
     let id_filter = p.get("id").map(str::to_string);
     let cmd_filter = p.get("cmd").map(str::to_string);
     let label_filter = p.get("label").map(str::to_string);
-    let apps = s.read(move |core| {
+    let build = move |core: &Core| {
         core.apps()
             .filter(|a| !a.deleting)
             .filter(|a| id_filter.as_deref().is_none_or(|f| a.def.id.contains(f)))
@@ -379,8 +379,15 @@ async fn list_apps(State(s): S, RawQuery(q): RawQuery) -> Response {
             })
             .map(|a| app_json(core, a, embed))
             .collect::<Vec<_>>()
-    });
-    match apps.await {
+    };
+    // With every task embedded the answer costs more than a copy of the core: built off the
+    // owner. Without, counting is cheaper than the copy: on the owner.
+    let apps = if embed.tasks {
+        s.read_snapshot(build).await
+    } else {
+        s.read(build).await
+    };
+    match apps {
         Ok(apps) => axum::Json(json!({ "apps": apps })).into_response(),
         Err(e) => stored(e),
     }
@@ -672,7 +679,7 @@ async fn list_tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
         .iter()
         .map(|x| format!("TASK_{}", x.to_ascii_uppercase()))
         .collect();
-    s.read(move |core| {
+    s.read_snapshot(move |core| {
         let tasks: Vec<Value> = core
             .tasks(None)
             .map(|t| task_json(t, core.app(&t.app_id)))
@@ -759,7 +766,7 @@ async fn cancel_deployment(State(s): S, Path(id): Path<String>, RawQuery(q): Raw
 
 async fn queue(State(s): S) -> Response {
     let now = crate::time::now_ms();
-    s.read(move |core| {
+    s.read_snapshot(move |core| {
         let items: Vec<Value> = core
             .apps()
             .filter(|a| !a.deleting)
