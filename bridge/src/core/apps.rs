@@ -43,6 +43,8 @@ impl Core {
         action: DeploymentAction,
         previous: Option<AppDefinition>,
     ) -> Deployment {
+        // Its version or its checks may have changed: every task counts anew.
+        self.recount(app_id);
         let Some(app) = self.apps.get_mut(app_id) else {
             // Callers start deployments of apps they hold; an id that is not there gets a
             // deployment nobody waits for rather than a panic.

@@ -203,6 +203,43 @@ pub struct TaskRecord {
     pub mem: f64,
     /// MiB of disk.
     pub disk: f64,
+    /// How the task is counted in its app's [`Tally`]: (runs the current version, ready), or
+    /// `None` while it is not live (killing, inactive) or not counted yet.
+    #[serde(skip)]
+    pub(crate) counted: Option<(bool, bool)>,
+}
+
+/// Per app, its live tasks (not killing, not inactive): how many run its current version and
+/// how many of those are ready, and the same for older versions. Kept as tasks change (every
+/// change of a task is saved, and a saved task is re-counted before the app is scheduled), so a
+/// scheduling pass in the steady case costs what changed, not the app's tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Live tasks of the current version.
+    pub current: usize,
+    /// Of those, ready.
+    pub current_ready: usize,
+    /// Live tasks of older versions.
+    pub other: usize,
+    /// Of those, ready.
+    pub other_ready: usize,
+}
+
+impl Tally {
+    fn add(&mut self, (current, ready): (bool, bool), sign: isize) {
+        let bump = |n: &mut usize| *n = n.saturating_add_signed(sign);
+        if current {
+            bump(&mut self.current);
+            if ready {
+                bump(&mut self.current_ready);
+            }
+        } else {
+            bump(&mut self.other);
+            if ready {
+                bump(&mut self.other_ready);
+            }
+        }
+    }
 }
 
 impl TaskRecord {
@@ -365,6 +402,10 @@ pub struct Core {
     ids: Ids,
     /// No Marathon event is built while nobody listens (the owner says so before each group).
     events_unwanted: bool,
+    /// Per app, its live tasks by version and readiness.
+    tallies: HashMap<String, Tally, FixedHash>,
+    /// Tasks changed (saved) since their app's tally last counted them.
+    uncounted: Vec<String>,
 }
 
 /// Marathon's default `--task_launch_timeout`: five minutes.
@@ -393,6 +434,10 @@ impl Core {
         }
         for t in tasks {
             core.insert_task(t);
+        }
+        let ids: Vec<String> = core.apps.keys().cloned().collect();
+        for id in ids {
+            core.recount(&id);
         }
         for mut a in agents {
             // Whether it is still there is for the broker to say (its retained liveness
@@ -539,8 +584,85 @@ impl Core {
             .unwrap_or_default()
     }
 
+    /// How `t` counts in its app's tally now.
+    fn contribution(&self, t: &TaskRecord) -> Option<(bool, bool)> {
+        if t.killing || t.inactive {
+            return None;
+        }
+        let app = self.apps.get(&t.app_id)?;
+        Some((
+            t.version == app.last_config_change_at,
+            t.ready(!app.def.health_checks.is_empty()),
+        ))
+    }
+
+    /// Re-counts the tasks changed since the last call in their apps' tallies.
+    fn count_changes(&mut self) {
+        for tid in std::mem::take(&mut self.uncounted) {
+            let Some(t) = self.tasks.get(&tid) else {
+                continue;
+            };
+            let now = self.contribution(t);
+            let (app, before) = (t.app_id.clone(), t.counted);
+            if now == before {
+                continue;
+            }
+            let tally = self.tallies.entry(app).or_default();
+            if let Some(b) = before {
+                tally.add(b, -1);
+            }
+            if let Some(n) = now {
+                tally.add(n, 1);
+            }
+            if let Some(t) = self.tasks.get_mut(&tid) {
+                t.counted = now;
+            }
+        }
+    }
+
+    /// Counts app `id`'s tasks from scratch (its version or its checks changed, or a restore).
+    fn recount(&mut self, id: &str) {
+        let mut tally = Tally::default();
+        let ids: Vec<String> = self
+            .by_app
+            .get(id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        for tid in ids {
+            let Some(t) = self.tasks.get(&tid) else {
+                continue;
+            };
+            let c = self.contribution(t);
+            if let Some(c) = c {
+                tally.add(c, 1);
+            }
+            if let Some(t) = self.tasks.get_mut(&tid) {
+                t.counted = c;
+            }
+        }
+        self.tallies.insert(id.to_string(), tally);
+    }
+
+    /// App `id`'s tally, counted up to now.
+    pub fn tally(&mut self, id: &str) -> Tally {
+        self.count_changes();
+        self.tallies.get(id).copied().unwrap_or_default()
+    }
+
+    /// App `id`'s tally counted from scratch (what [`Core::tally`] must always equal).
+    pub fn tally_from_scratch(&self, id: &str) -> Tally {
+        let mut tally = Tally::default();
+        for t in self.app_tasks(id) {
+            if let Some(c) = self.contribution(t) {
+                tally.add(c, 1);
+            }
+        }
+        tally
+    }
+
     /// Adds a task with its indexes (it is saved by the caller).
     fn insert_task(&mut self, t: TaskRecord) {
+        self.uncounted.push(t.id.clone());
         self.by_command
             .insert(t.launch_command.clone(), t.id.clone());
         self.by_app
@@ -557,6 +679,11 @@ impl Core {
     /// Removes a task and its indexes.
     fn drop_task(&mut self, tid: &str) -> Option<TaskRecord> {
         let t = self.tasks.remove(tid)?;
+        if let Some(c) = t.counted
+            && let Some(tally) = self.tallies.get_mut(&t.app_id)
+        {
+            tally.add(c, -1);
+        }
         self.by_command.remove(&t.launch_command);
         for (index, key) in [
             (&mut self.by_app, &t.app_id),
@@ -580,6 +707,7 @@ impl Core {
     /// Marks task `id` for the store (written, or deleted, at the next [`Core::take_writes`]).
     fn save_task(&mut self, id: &str) {
         self.dirty_records.insert((Table::Tasks, id.to_string()));
+        self.uncounted.push(id.to_string());
     }
 
     /// Marks app `id` for the store.

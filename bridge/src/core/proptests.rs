@@ -7,7 +7,8 @@
 //! - what is held on an agent never exceeds its capacity;
 //! - an app never has more tasks of its current version than instances, and at most one live
 //!   task per instance when no deployment is running;
-//! - every launch sent is of a task the store already holds.
+//! - every launch sent is of a task the store already holds;
+//! - the per-app tallies the scheduler decides by equal a count from scratch.
 //!
 //! A failing case prints its steps; proptest replays it from the seed it saves.
 
@@ -342,7 +343,14 @@ impl World {
         Ok(())
     }
 
-    fn check(&self) -> Result<(), TestCaseError> {
+    fn check(&mut self) -> Result<(), TestCaseError> {
+        // The tallies kept as tasks change equal a count from scratch.
+        let ids: Vec<String> = self.core.apps().map(|a| a.def.id.clone()).collect();
+        for id in ids {
+            let kept = self.core.tally(&id);
+            let fresh = self.core.tally_from_scratch(&id);
+            prop_assert_eq!(kept, fresh, "the tally of {} drifted", id);
+        }
         let mut ports: BTreeMap<&str, Vec<u16>> = BTreeMap::new();
         let mut held: BTreeMap<&str, Amount> = BTreeMap::new();
         for t in self.core.tasks(None) {

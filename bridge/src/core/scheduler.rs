@@ -33,6 +33,9 @@ impl Core {
 
     /// One app's pass: how many to launch and which to kill, or the next step of its delete.
     pub(super) fn schedule_app(&mut self, now: Millis, id: &str) {
+        if self.schedule_app_from_tally(now, id) {
+            return;
+        }
         let Some(app) = self.apps.get(id) else { return };
         let has_checks = !app.def.health_checks.is_empty();
         let live: Vec<&TaskRecord> = self
@@ -157,6 +160,40 @@ impl Core {
         }
     }
 
+    /// The steady cases from the app's tally alone, without looking at its tasks: nothing of an
+    /// older version runs and there are no more tasks than instances (launch what is missing;
+    /// finish the deployment once all are ready). Returns false for every other case (a delete,
+    /// a scale-down, a rolling replacement), which the full pass handles.
+    fn schedule_app_from_tally(&mut self, now: Millis, id: &str) -> bool {
+        let tally = self.tally(id);
+        let Some(app) = self.apps.get(id) else {
+            return true;
+        };
+        let n = app.def.instances as usize;
+        if app.deleting || tally.other > 0 || tally.current > n {
+            return false;
+        }
+        if tally.current < n {
+            if now >= app.delay_until_ms {
+                self.launch_many(now, id, n - tally.current);
+            }
+            return true;
+        }
+        if tally.current_ready == n
+            && let Some(d) = self.apps.get_mut(id).and_then(|a| a.deployment.take())
+        {
+            let plan = deployment_json(&d, id);
+            tracing::info!(app = %id, deployment = %d.id, "deployment finished");
+            self.event(
+                now,
+                "deployment_success",
+                json!({ "id": d.id, "plan": plan }),
+            );
+            self.save_app(id);
+        }
+        true
+    }
+
     /// Places up to `count` instances of `app_id` and launches them; returns how many were
     /// placed. Per-agent usage and the app's per-value instance counts are computed once and
     /// updated per placement, so a pass costs instances × agents.
@@ -225,6 +262,7 @@ impl Core {
             cpus: need.cpus,
             mem: need.mem,
             disk: need.disk,
+            counted: None,
         };
         if let Some(&last) = ports
             .iter()
