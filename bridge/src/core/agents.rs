@@ -42,6 +42,8 @@ impl Core {
             }
         }
         self.save_agent(&h.agent_id);
+        // Its attributes may now satisfy an app's constraints.
+        self.capacity_freed();
     }
 
     /// An agent's offer.
@@ -60,6 +62,7 @@ impl Core {
                 .map(|kv| (kv.name.to_string(), kv.value.to_string()))
                 .collect();
         }
+        let before = a.offer.as_ref().map(|o| (o.available, o.port_count));
         a.offer = Some(OfferView {
             seq: o.seq,
             available: amount(&o.available),
@@ -73,6 +76,17 @@ impl Core {
                 .map(|r| (r.end as usize + 1).saturating_sub(r.begin as usize))
                 .sum(),
         });
+        let after = a.offer.as_ref().map(|o| (o.available, o.port_count));
+        let more = match (before, after) {
+            (None, Some(_)) => true,
+            (Some((b, bp)), Some((n, np))) => {
+                n.cpus > b.cpus || n.mem > b.mem || n.disk > b.disk || np > bp
+            }
+            _ => false,
+        };
+        if more {
+            self.capacity_freed();
+        }
     }
 
     /// An agent's liveness: online (reconcile its tasks) or offline (its tasks become
@@ -117,6 +131,7 @@ impl Core {
                     self.reconcile_agent(now, &id);
                     // New capacity: instances waiting for an agent are placed when this
                     // batch settles, not at the next tick.
+                    self.capacity_freed();
                     let apps: Vec<String> = self.apps.keys().cloned().collect();
                     self.dirty.extend(apps);
                 }

@@ -104,6 +104,7 @@ impl Core {
                 failures: 0,
                 delay_until_ms: 0,
                 deleting: false,
+                no_room: None,
             },
         );
         let d = self.start_deployment(now, &id, DeploymentAction::StartApplication, None);

@@ -322,6 +322,10 @@ pub struct AppRecord {
     pub delay_until_ms: Millis,
     /// Being deleted: every task is killed, then the app is removed.
     pub deleting: bool,
+    /// The last placement pass found no room for all of its instances: at which capacity
+    /// epoch and when (a pass is not repeated before something could have made room).
+    #[serde(skip)]
+    pub no_room: Option<(u64, Millis)>,
 }
 
 /// An API error with Marathon's status and body.
@@ -406,7 +410,15 @@ pub struct Core {
     tallies: HashMap<String, Tally, FixedHash>,
     /// Tasks changed (saved) since their app's tally last counted them.
     uncounted: Vec<String>,
+    /// Grows whenever room may have appeared on an agent (an agent online, an offer with more,
+    /// a task or an offer released): a placement that found no room is retried only then, or
+    /// after [`RETRY_NO_ROOM_MS`].
+    capacity_epoch: u64,
 }
+
+/// How long a placement that found no room waits before it is tried again with nothing changed
+/// (a safety net: every event that makes room also moves the capacity epoch).
+pub const RETRY_NO_ROOM_MS: Millis = 10_000;
 
 /// Marathon's default `--task_launch_timeout`: five minutes.
 pub const DEFAULT_TASK_LAUNCH_TIMEOUT_MS: Millis = 300_000;
@@ -660,6 +672,11 @@ impl Core {
         tally
     }
 
+    /// Room may have appeared: placements that found none try again.
+    fn capacity_freed(&mut self) {
+        self.capacity_epoch += 1;
+    }
+
     /// Adds a task with its indexes (it is saved by the caller).
     fn insert_task(&mut self, t: TaskRecord) {
         self.uncounted.push(t.id.clone());
@@ -679,6 +696,7 @@ impl Core {
     /// Removes a task and its indexes.
     fn drop_task(&mut self, tid: &str) -> Option<TaskRecord> {
         let t = self.tasks.remove(tid)?;
+        self.capacity_freed();
         if let Some(c) = t.counted
             && let Some(tally) = self.tallies.get_mut(&t.app_id)
         {

@@ -198,8 +198,19 @@ impl Core {
     /// placed. Per-agent usage and the app's per-value instance counts are computed once and
     /// updated per placement, so a pass costs instances × agents.
     pub(super) fn launch_many(&mut self, now: Millis, app_id: &str, count: usize) -> usize {
+        let epoch = self.capacity_epoch;
+        if let Some((at_epoch, at)) = self.apps.get(app_id).and_then(|a| a.no_room)
+            && at_epoch == epoch
+            && now < at + RETRY_NO_ROOM_MS
+        {
+            // Nothing has made room since the last pass found none.
+            return 0;
+        }
         let placements = self.place(app_id, count);
         let n = placements.len();
+        if let Some(app) = self.apps.get_mut(app_id) {
+            app.no_room = (n < count).then_some((epoch, now));
+        }
         for (agent_id, ports) in placements {
             self.launch_on(now, app_id, &agent_id, &ports);
         }

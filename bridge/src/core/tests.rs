@@ -1087,3 +1087,30 @@ fn status_uuids_are_stored_as_hex_and_old_arrays_still_load() {
     let old: TaskRecord = serde_json::from_value(v).unwrap();
     assert_eq!(old.seen, vec![uuid]);
 }
+
+#[test]
+fn a_placement_that_found_no_room_waits_for_room_and_an_agent_joining_gets_it_at_once() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    let unique = r#"{"id":"/u","instances":2,"cpus":0.1,"mem":32,"constraints":[["hostname","UNIQUE"]],
+        "container":{"type":"DOCKER","docker":{"image":"busybox","network":"HOST"}}}"#;
+    w.create(unique);
+    assert_eq!(w.launches().len(), 1, "one agent: one instance");
+    let waiting = w.core.app("/u").unwrap().no_room;
+    assert!(waiting.is_some(), "the pass found no room for the second");
+    // Ticks with nothing changed do not search again.
+    w.advance(1000);
+    w.advance(1000);
+    assert_eq!(w.core.app("/u").unwrap().no_room, waiting);
+    assert!(w.launches().is_empty());
+    // After the safety interval it searches again (and still finds nothing).
+    w.advance(RETRY_NO_ROOM_MS);
+    assert_ne!(w.core.app("/u").unwrap().no_room, waiting);
+    assert!(w.launches().is_empty());
+    // A new agent is room: placed when its liveness settles, not at a later tick.
+    w.agent("a2", "south");
+    let l = w.launches();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].0, "a2");
+    assert!(w.core.app("/u").unwrap().no_room.is_none());
+}
