@@ -31,10 +31,64 @@ pub trait Publisher: Send {
     fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), String>;
 }
 
-impl Publisher for rumqttc::AsyncClient {
+/// The broker client as the owner's publisher. Its request queue is bounded (65,536): when a
+/// group sends more (a deploy of 100,000 instances is 100,000 launches), the owner waits for
+/// room instead of dropping the rest, so the queue is the owner's backpressure. While the
+/// broker is away the queue does not drain: after one wait of [`PUBLISH_WAIT`] in vain the
+/// publisher drops what does not fit (logged; agents' reconciles repair it) until the queue
+/// takes a publish again, so the API keeps answering during an outage.
+pub struct MqttPublisher {
+    client: rumqttc::AsyncClient,
+    runtime: tokio::runtime::Handle,
+    draining: bool,
+}
+
+/// How long the owner waits for room in the broker client's queue.
+pub const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl MqttPublisher {
+    /// Publishes through `client`; `runtime` drives the wait when its queue is full (the owner
+    /// is a plain thread, not a task of it).
+    pub fn new(client: rumqttc::AsyncClient, runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            client,
+            runtime,
+            draining: true,
+        }
+    }
+}
+
+impl Publisher for MqttPublisher {
     fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), String> {
-        self.try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
-            .map_err(|e| e.to_string())
+        use rumqttc::{ClientError, QoS, Request};
+        let p = match self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+        {
+            Ok(()) => {
+                self.draining = true;
+                return Ok(());
+            }
+            Err(ClientError::TryRequest(Request::Publish(p))) if self.draining => p,
+            Err(e) => return Err(e.to_string()),
+        };
+        let client = &self.client;
+        let sent = self.runtime.block_on(async {
+            tokio::time::timeout(
+                PUBLISH_WAIT,
+                client.publish_bytes(p.topic, QoS::AtLeastOnce, false, p.payload),
+            )
+            .await
+        });
+        match sent {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => {
+                self.draining = false;
+                Err(format!(
+                    "the broker client's queue did not drain within {PUBLISH_WAIT:?} (is the broker away?)"
+                ))
+            }
+        }
     }
 }
 

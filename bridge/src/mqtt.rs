@@ -68,7 +68,10 @@ pub async fn run(shared: Arc<Shared>, mut client: AsyncClient, mut eventloop: ru
                 if failures >= 3 && shared.config.brokers.len() > 1 {
                     index = (index + 1) % shared.config.brokers.len();
                     let (c, el) = AsyncClient::new(options(&shared.config, index), 65536);
-                    let publisher = c.clone();
+                    let publisher = crate::handle::MqttPublisher::new(
+                        c.clone(),
+                        tokio::runtime::Handle::current(),
+                    );
                     shared.detach(move |o, _| o.set_publisher(Box::new(publisher)));
                     client = c;
                     eventloop = el;

@@ -69,7 +69,10 @@ pub async fn run(config: Config) -> Result<(), String> {
         Parts {
             core,
             store,
-            publisher: Box::new(mqtt.clone()),
+            publisher: Box::new(crate::handle::MqttPublisher::new(
+                mqtt.clone(),
+                tokio::runtime::Handle::current(),
+            )),
             clock: Box::new(now_ms),
             event_buffer: EVENT_BUFFER,
         },
