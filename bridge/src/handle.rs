@@ -380,3 +380,36 @@ fn run(mut owner: Owner, mut rx: mpsc::Receiver<Job>) {
     }
     tracing::info!("the core's owner stopped");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_broker_queue_is_waited_for_once_then_publishes_are_dropped_until_it_drains() {
+        // A multi-threaded runtime, as the bridge's: its workers drive the timer while the
+        // owner's thread waits in `Handle::block_on`.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        // A client whose event loop nobody polls: its queue of 2 never drains (a broker away).
+        let (client, _eventloop) =
+            rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 2);
+        let mut p = MqttPublisher::new(client, rt.handle().clone());
+        for _ in 0..2 {
+            p.publish("t".into(), vec![1]).unwrap();
+        }
+        let t = std::time::Instant::now();
+        let e = p.publish("t".into(), vec![1]).unwrap_err();
+        assert!(t.elapsed() >= PUBLISH_WAIT, "it waited for room first");
+        assert!(e.contains("did not drain"), "{e}");
+        let t = std::time::Instant::now();
+        assert!(p.publish("t".into(), vec![1]).is_err());
+        assert!(
+            t.elapsed() < PUBLISH_WAIT / 2,
+            "then it drops without waiting"
+        );
+    }
+}

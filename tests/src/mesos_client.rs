@@ -20,6 +20,8 @@ pub struct Subscription {
     buf: Vec<u8>,
     /// Every event read so far, in order.
     pub events: Vec<Value>,
+    /// Indexes of the events [`Subscription::next_event`] returned already.
+    returned: std::collections::HashSet<usize>,
     poll: Duration,
 }
 
@@ -73,6 +75,7 @@ impl Subscription {
             framework_id: String::new(),
             buf: Vec::new(),
             events: Vec::new(),
+            returned: Default::default(),
             poll: Duration::from_millis(300),
         };
         let first = sub.next_event(|e| e["type"] == "SUBSCRIBED", Duration::from_secs(10));
@@ -148,22 +151,41 @@ impl Subscription {
 
     /// The first event not yet returned that matches `pred`.
     pub fn next_event(&mut self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
-        let mut taken = 0;
-        wait::until("an event on the scheduler stream", timeout, || {
+        let (i, e) = wait::until("an event on the scheduler stream", timeout, || {
             self.pump();
-            let found = self
-                .events
+            self.events
                 .iter()
                 .enumerate()
-                .skip(taken)
-                .find(|(_, e)| pred(e))
-                .map(|(i, e)| (i, e.clone()));
-            if let Some((i, _)) = &found {
-                taken = *i;
-            }
-            found.map(|(_, e)| e)
+                .find(|(i, e)| !self.returned.contains(i) && pred(e))
+                .map(|(i, e)| (i, e.clone()))
         })
-        .unwrap()
+        .unwrap();
+        self.returned.insert(i);
+        e
+    }
+
+    /// The ids of the offers this framework holds: every offer it was sent, less those
+    /// rescinded (an offer it used or declined is unknown to the master, which ignores it).
+    pub fn offers_held(&mut self) -> Vec<Value> {
+        self.pump();
+        let rescinded: Vec<&Value> = self
+            .events
+            .iter()
+            .filter(|e| e["type"] == "RESCIND")
+            .map(|e| &e["rescind"]["offer_id"])
+            .collect();
+        self.events
+            .iter()
+            .filter(|e| e["type"] == "OFFERS")
+            .flat_map(|e| {
+                e["offers"]["offers"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|o| o["id"].clone())
+            .filter(|id| !rescinded.contains(&id))
+            .collect()
     }
 
     /// The UPDATE statuses of `task` read so far.

@@ -184,21 +184,39 @@ fn a_v1_framework_gets_offers_launches_a_docker_task_and_manages_it() {
         "REASON_INVALID_OFFERS"
     );
 
-    // DECLINE with a long filter: no offer of that agent; REVIVE clears it.
-    let offer2 = sub.next_event(|e| e["type"] == "OFFERS", LONG);
-    let seen_offers = sub.events.iter().filter(|e| e["type"] == "OFFERS").count();
-    let (code, _) = framework_call(
-        port,
-        &sub,
-        json!({ "type": "DECLINE", "decline": {
-        "offer_ids": [offer2["offers"]["offers"][0]["id"]], "filters": { "refuse_seconds": 3600 } } }),
-    );
-    assert_eq!(code, 202);
-    // A barrier instead of a quiet wait: a second framework's SUBSCRIBE makes an offer pass
-    // over every framework; once it has its offer of the agent, the first framework's stream
-    // carries its next HEARTBEAT after anything that pass sent it (one stream is in order).
-    let mut other = Subscription::open(port, json!({ "user": "root", "name": "barrier" }), None);
-    let barrier = other.next_event(|e| e["type"] == "OFFERS", LONG);
+    // DECLINE with a long filter: no offer of that agent; REVIVE clears it. Every offer the
+    // framework holds is declined (offers are rescinded after 10 s and made anew while the
+    // task starts; one made between reading them and the DECLINE is declined on the next
+    // round). The barrier: a second framework's SUBSCRIBE makes an offer pass over every
+    // framework; it gets the agent only once the first holds nothing of it, and from then on
+    // the first framework's stream carries its next HEARTBEAT after anything that pass sent it
+    // (one stream is in order).
+    sub.next_event(|e| e["type"] == "OFFERS", LONG);
+    let mut barrier = None;
+    let mut seen_offers = 0;
+    for _round in 0..3 {
+        let held = sub.offers_held();
+        let (code, _) = framework_call(
+            port,
+            &sub,
+            json!({ "type": "DECLINE", "decline": {
+            "offer_ids": held, "filters": { "refuse_seconds": 3600 } } }),
+        );
+        assert_eq!(code, 202);
+        sub.pump();
+        seen_offers = sub.events.iter().filter(|e| e["type"] == "OFFERS").count();
+        let mut other =
+            Subscription::open(port, json!({ "user": "root", "name": "barrier" }), None);
+        let got = wait::until("the barrier's offer", Duration::from_secs(5), || {
+            other.pump();
+            other.events.iter().find(|e| e["type"] == "OFFERS").cloned()
+        });
+        if let Ok(offer) = got {
+            barrier = Some((other, offer));
+            break;
+        }
+    }
+    let (other, barrier) = barrier.expect("a second framework gets the declined agent");
     assert_eq!(
         barrier["offers"]["offers"][0]["agent_id"]["value"],
         agent_id.as_str()
