@@ -145,10 +145,18 @@ impl Core {
         for t in to_kill {
             self.kill(now, &t, None);
         }
-        if to_launch > 0 && now >= self.apps[id].delay_until_ms {
+        if to_launch > 0 && self.apps.get(id).is_some_and(|a| now >= a.delay_until_ms) {
             self.launch_many(now, id, to_launch);
         }
-        if done && let Some(d) = self.apps.get_mut(id).and_then(|a| a.deployment.take()) {
+        if done {
+            self.finish_deployment(now, id);
+        }
+    }
+
+    /// The app has its instances, all of its current version and ready: its deployment (if one
+    /// runs) is done.
+    fn finish_deployment(&mut self, now: Millis, id: &str) {
+        if let Some(d) = self.apps.get_mut(id).and_then(|a| a.deployment.take()) {
             let plan = deployment_json(&d, id);
             tracing::info!(app = %id, deployment = %d.id, "deployment finished");
             self.event(
@@ -179,17 +187,8 @@ impl Core {
             }
             return true;
         }
-        if tally.current_ready == n
-            && let Some(d) = self.apps.get_mut(id).and_then(|a| a.deployment.take())
-        {
-            let plan = deployment_json(&d, id);
-            tracing::info!(app = %id, deployment = %d.id, "deployment finished");
-            self.event(
-                now,
-                "deployment_success",
-                json!({ "id": d.id, "plan": plan }),
-            );
-            self.save_app(id);
+        if tally.current_ready == n {
+            self.finish_deployment(now, id);
         }
         true
     }
