@@ -16,8 +16,7 @@ use outpost_bridge::core::{Core, Effect};
 use outpost_bridge::store::{RedbStore, StateStore};
 use outpost_protocol::codec::decode;
 use outpost_protocol::{
-    AgentId, AgentState, Command, CommandKind, Hello, Liveness, Offer, PortRange, Resources,
-    TaskState, TaskStatus, Text,
+    AgentId, AgentState, Command, CommandKind, Hello, Liveness, TaskState, TaskStatus, Text,
 };
 
 fn join(core: &mut Core, now: u64, id: &str) {
@@ -31,26 +30,8 @@ fn join(core: &mut Core, now: u64, id: &str) {
             ..Default::default()
         },
     );
-    let mut ports = heapless::Vec::new();
-    let _ = ports.push(PortRange {
-        begin: 31000,
-        end: 32000,
-    });
-    core.on_offer(
-        now,
-        &Offer {
-            version: 1,
-            agent_id: agent_id.clone(),
-            seq: 1,
-            available: Resources {
-                cpus: 1.0,
-                mem_mib: 1024.0,
-                disk_mib: 1024.0,
-                ports,
-            },
-            ..Default::default()
-        },
-    );
+    // The same offer the fleet simulator's agents make.
+    core.on_offer(now, &outpost_tests::fleet_sim::Fleet::offer(id));
     core.on_state(
         now,
         &AgentState {

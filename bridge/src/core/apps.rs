@@ -142,7 +142,9 @@ impl Core {
         self.check_spec(&def)?;
         self.assign_service_ports(&mut def);
         let version = rfc3339(now);
-        let app = self.apps.get_mut(&id).expect("exists");
+        let Some(app) = self.apps.get_mut(&id) else {
+            return Err(ApiError::not_found(&format!("App '{id}'")));
+        };
         if app.deleting {
             return Err(ApiError::not_found(&format!("App '{id}'")));
         }
@@ -176,7 +178,9 @@ impl Core {
         }
         self.check_lock(id, force)?;
         let version = rfc3339(now);
-        let app = self.apps.get_mut(id).expect("exists");
+        let Some(app) = self.apps.get_mut(id) else {
+            return Err(ApiError::not_found(&format!("App '{id}'")));
+        };
         app.version = version.clone();
         app.last_config_change_at = version;
         let d = self.start_deployment(now, id, DeploymentAction::RestartApplication, None);
@@ -195,7 +199,9 @@ impl Core {
             return Err(ApiError::not_found(&format!("App '{id}'")));
         }
         self.check_lock(id, force)?;
-        let app = self.apps.get_mut(id).expect("exists");
+        let Some(app) = self.apps.get_mut(id) else {
+            return Err(ApiError::not_found(&format!("App '{id}'")));
+        };
         app.deleting = true;
         app.version = rfc3339(now);
         let d = self.start_deployment(now, id, DeploymentAction::StopApplication, None);
@@ -270,8 +276,9 @@ impl Core {
         else {
             return Err(ApiError::not_found(&format!("DeploymentPlan {deployment}")));
         };
-        let app = self.apps.get_mut(&app_id).expect("found");
-        let d = app.deployment.take().expect("found");
+        let Some(d) = self.apps.get_mut(&app_id).and_then(|a| a.deployment.take()) else {
+            return Err(ApiError::not_found(&format!("DeploymentPlan {deployment}")));
+        };
         let plan = deployment_json(&d, &app_id);
         self.event(
             now,

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
 use outpost_protocol::{
-    self as wire, CommandKind, KillTask, StatusAck, TaskState, TaskStatus, Topic, TopicKind,
+    self as wire, CommandKind, StatusAck, TaskState, TaskStatus, Topic, TopicKind,
     codec::encode_to_vec,
 };
 
@@ -537,16 +537,10 @@ impl Core {
         t.killing = true;
         let agent = t.agent_id.clone();
         self.touch_fw_task(task_id);
-        let cid = format!("k-{}", self.ids.uuid().simple());
-        self.command(
-            now,
-            &agent,
-            &cid,
-            CommandKind::Kill(KillTask {
-                task_id: wire::TaskId::new(task_id).unwrap_or_default(),
-                grace_period_s: None,
-            }),
-        );
+        let Ok(id) = wire::TaskId::new(task_id) else {
+            return;
+        };
+        self.kill_command(now, &agent, id, None);
     }
 
     // One UPDATE's fields, each a plain argument: a struct would only move the same list.

@@ -758,6 +758,26 @@ impl Core {
         self.effects.push(Effect::Event(body));
     }
 
+    /// Sends `agent` the kill of `task_id` (Marathon's task, a framework's, or an orphan).
+    fn kill_command(
+        &mut self,
+        now: Millis,
+        agent: &str,
+        task_id: wire::TaskId,
+        grace: Option<u32>,
+    ) {
+        let cid = format!("k-{}", self.ids.uuid().simple());
+        self.command(
+            now,
+            agent,
+            &cid,
+            CommandKind::Kill(KillTask {
+                task_id,
+                grace_period_s: grace,
+            }),
+        );
+    }
+
     fn command(&mut self, now: Millis, agent: &str, command_id: &str, kind: CommandKind) {
         let Ok(topic) = Topic::new(agent, TopicKind::Cmd) else {
             tracing::warn!(agent, "no command topic for this agent id");

@@ -55,16 +55,7 @@ impl Core {
             }
             // A task no app owns (expunged, or from before a crash): kill it.
             tracing::warn!(task = %tid, agent = %s.agent_id, "killing an orphan task");
-            let cid = format!("k-{}", self.ids.uuid().simple());
-            self.command(
-                now,
-                &s.agent_id,
-                &cid,
-                CommandKind::Kill(KillTask {
-                    task_id: s.task_id.clone(),
-                    grace_period_s: None,
-                }),
-            );
+            self.kill_command(now, &s.agent_id, s.task_id.clone(), None);
             return;
         };
         if t.seen.contains(&s.uuid) {
@@ -319,16 +310,7 @@ impl Core {
             return;
         };
         let agent = t.agent_id.clone();
-        let cid = format!("k-{}", self.ids.uuid().simple());
-        self.command(
-            now,
-            &agent,
-            &cid,
-            CommandKind::Kill(KillTask {
-                task_id,
-                grace_period_s: grace,
-            }),
-        );
+        self.kill_command(now, &agent, task_id, grace);
     }
 
     /// Marathon's task launch timeout: a task still STAGING or STARTING that long after its
