@@ -17,7 +17,8 @@
 //! polling `GET /v2/apps?embed=apps.tasks` and `GET /master/state` back to back for the whole
 //! deploy (bounded: at most 100,000 requests); it prints both deploy times and their ratio.
 //!
-//! `OUTPOST_BRIDGE_BIN` picks the binary (the static release build for the figures).
+//! `OUTPOST_BRIDGE_BIN` picks the binary (the static release build for the figures);
+//! `OUTPOST_BENCH_LOGS=DIR` keeps each run's bridge log there (`bridge-N.log`).
 
 use std::time::{Duration, Instant};
 
@@ -71,7 +72,9 @@ fn run(n: usize, with_reads: bool) -> Result<Duration> {
     // Lift mosquitto's per-client limits (1000 queued, 20 in flight by default): the bridge's
     // and the fleet's sessions carry tens of thousands of QoS 1 messages.
     let broker = Broker::start_with_config("max_queued_messages 0\nmax_inflight_messages 0\n")?;
-    let bridge = Bridge::start(&broker.url(), "")?;
+    // Logging as in production (the test harness's default is debug); OUTPOST_LOG overrides.
+    let log = std::env::var("OUTPOST_LOG").unwrap_or_else(|_| "info".into());
+    let bridge = Bridge::start_logging(&broker.url(), "", &log)?;
     let pid = bridge.pid().context("bridge pid")?;
     let idle_rss = rss_kib(pid);
     let fleet = Fleet::connect(&broker)?;
@@ -165,6 +168,10 @@ fn run(n: usize, with_reads: bool) -> Result<Duration> {
             .collect()
     };
 
+    if let Ok(dir) = std::env::var("OUTPOST_BENCH_LOGS") {
+        let path = std::path::Path::new(&dir).join(format!("bridge-{n}.log"));
+        std::fs::write(&path, bridge.log()).with_context(|| format!("{}", path.display()))?;
+    }
     println!(
         "## {n} agents{}",
         if with_reads {

@@ -178,12 +178,26 @@ impl Owner {
             let _ = self.core.take_effects();
             return Err(StoreError::Fenced(why.clone()));
         }
+        let t0 = std::time::Instant::now();
         self.core.settle(now);
+        let t1 = std::time::Instant::now();
         let writes = self.core.take_writes();
         let effects = self.core.take_effects();
+        let t2 = std::time::Instant::now();
         match self.store.commit(&writes) {
             Ok(()) => {
+                let t3 = std::time::Instant::now();
+                let n = effects.len();
                 self.run_effects(effects);
+                tracing::debug!(
+                    writes = writes.len(),
+                    effects = n,
+                    settle_us = (t1 - t0).as_micros() as u64,
+                    encode_us = (t2 - t1).as_micros() as u64,
+                    commit_us = (t3 - t2).as_micros() as u64,
+                    send_us = t3.elapsed().as_micros() as u64,
+                    "group committed"
+                );
                 Ok(())
             }
             Err(StoreError::Fenced(why)) => {
@@ -204,6 +218,16 @@ impl Owner {
 type Reply = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
 /// One unit of work for the owner.
 type Job = Box<dyn FnOnce(&mut Owner, Millis) -> Option<Reply> + Send>;
+
+/// The answer to a queued job ([`Shared::apply_queued`]), once its group is committed.
+pub struct Pending<T>(oneshot::Receiver<Result<T, StoreError>>);
+
+impl<T> Pending<T> {
+    /// Waits for the job's group to be committed; the job's result or the commit's error.
+    pub async fn wait(self) -> Result<T, StoreError> {
+        self.0.await.map_err(|_| StoreError::Stopped)?
+    }
+}
 
 /// Counters the HTTP layers keep.
 #[derive(Debug, Default)]
@@ -274,6 +298,15 @@ impl Shared {
         f: impl FnOnce(&mut Owner, Millis) -> T + Send + 'static,
         needs_commit: bool,
     ) -> Result<T, StoreError> {
+        self.enqueue(f, needs_commit).await?.wait().await
+    }
+
+    /// Queues the job (waiting for room in the owner's queue) and returns its answer to come.
+    async fn enqueue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Owner, Millis) -> T + Send + 'static,
+        needs_commit: bool,
+    ) -> Result<Pending<T>, StoreError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |owner, now| {
             let out = f(owner, now);
@@ -286,7 +319,7 @@ impl Shared {
             }))
         });
         self.jobs.send(job).await.map_err(|_| StoreError::Stopped)?;
-        rx.await.map_err(|_| StoreError::Stopped)?
+        Ok(Pending(rx))
     }
 
     /// Runs `f` on the core, commits its writes, then sends what it produced; answers once the
@@ -296,6 +329,16 @@ impl Shared {
         f: impl FnOnce(&mut Core, Millis) -> T + Send + 'static,
     ) -> Result<T, StoreError> {
         self.submit(move |o, now| f(&mut o.core, now), true).await
+    }
+
+    /// As [`Shared::apply`] in two halves: returns once the job is queued (jobs queued one
+    /// after another run in that order), with the answer to await. A caller can so keep
+    /// several jobs in the owner's queue, which commits them together.
+    pub async fn apply_queued<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core, Millis) -> T + Send + 'static,
+    ) -> Result<Pending<T>, StoreError> {
+        self.enqueue(move |o, now| f(&mut o.core, now), true).await
     }
 
     /// As [`Shared::apply`], with the whole owner (its streams).
@@ -311,7 +354,14 @@ impl Shared {
         &self,
         f: impl FnOnce(&Core) -> T + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.submit(move |o, _| f(&o.core), false).await
+        self.submit(
+            move |o, _| {
+                o.core.catch_up();
+                f(&o.core)
+            },
+            false,
+        )
+        .await
     }
 
     /// Reads a copy of the core made by the owner ([`Core::snapshot`]), on a blocking thread:
@@ -321,7 +371,15 @@ impl Shared {
         &self,
         f: impl FnOnce(&Core) -> T + Send + 'static,
     ) -> Result<T, StoreError> {
-        let snapshot = self.submit(|o, _| o.core.snapshot(), false).await?;
+        let snapshot = self
+            .submit(
+                |o, _| {
+                    o.core.catch_up();
+                    o.core.snapshot()
+                },
+                false,
+            )
+            .await?;
         tokio::task::spawn_blocking(move || f(&snapshot))
             .await
             .map_err(|_| StoreError::Stopped)
@@ -355,25 +413,53 @@ impl Shared {
 }
 
 /// The owner's loop: a group of jobs, one commit, the answers.
+///
+/// A step normally starts with a job. While the core has more to launch than one step placed
+/// ([`Core::more_to_launch`]) and the last commit worked, the next step starts at once, with
+/// whatever jobs are waiting or none.
 fn run(mut owner: Owner, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.blocking_recv() {
+    let mut continuing = false;
+    loop {
+        let first = if continuing {
+            match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match rx.blocking_recv() {
+                Some(job) => Some(job),
+                None => break,
+            }
+        };
         let now = (owner.clock)();
+        let started = std::time::Instant::now();
         owner
             .core
             .set_events_wanted(owner.events.receiver_count() > 0);
         let mut replies: Vec<Reply> = Vec::new();
-        replies.extend(first(&mut owner, now));
-        let mut ran = 1;
-        while ran < GROUP {
-            match rx.try_recv() {
-                Ok(job) => {
-                    replies.extend(job(&mut owner, now));
-                    ran += 1;
+        let mut ran = 0;
+        if let Some(first) = first {
+            replies.extend(first(&mut owner, now));
+            ran = 1;
+            while ran < GROUP {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        replies.extend(job(&mut owner, now));
+                        ran += 1;
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
         }
+        let applied = std::time::Instant::now();
         let result = owner.commit(now);
+        tracing::debug!(
+            jobs = ran,
+            apply_us = (applied - started).as_micros() as u64,
+            "group ran"
+        );
+        continuing = result.is_ok() && owner.core.more_to_launch();
         for r in replies {
             r(&result);
         }

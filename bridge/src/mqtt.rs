@@ -19,6 +19,8 @@ use crate::time::Millis;
 
 /// Most messages applied in one owner job.
 const BATCH: usize = 1024;
+/// Most batches queued for the owner and not yet committed.
+const IN_FLIGHT: usize = 8;
 
 /// The client options for broker `index` of the configuration.
 pub fn options(config: &Config, index: usize) -> MqttOptions {
@@ -88,13 +90,19 @@ pub async fn run(shared: Arc<Shared>, mut client: AsyncClient, mut eventloop: ru
 }
 
 /// Hands MQTT messages to the owner in batches: all the messages that arrived together are
-/// one job (and the owner commits a whole group of jobs at once), so a burst of status
-/// updates is not paced by the disk.
+/// one job, queued in arrival order. Up to [`IN_FLIGHT`] batches wait for their commit at
+/// once, so the owner commits several together (one fsync) while the next ones arrive, and a
+/// burst of status updates is not paced by the disk.
 async fn batcher(
     shared: Arc<Shared>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, bytes::Bytes)>,
 ) {
-    while let Some(first) = rx.recv().await {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else { return };
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -103,16 +111,23 @@ async fn batcher(
             }
         }
         let n = batch.len();
-        let result = shared
-            .apply(move |core, now| {
+        let queued = shared
+            .apply_queued(move |core, now| {
                 for (topic, payload) in &batch {
                     dispatch(core, now, topic, payload);
                 }
             })
             .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, messages = n, "messages not stored; nothing acknowledged");
-        }
+        tokio::spawn(async move {
+            let result = match queued {
+                Ok(answer) => answer.wait().await,
+                Err(e) => Err(e),
+            };
+            drop(permit);
+            if let Err(e) = result {
+                tracing::error!(error = %e, messages = n, "messages not stored; nothing acknowledged");
+            }
+        });
     }
 }
 

@@ -463,3 +463,34 @@ async fn big_reads_made_off_the_owner_see_every_committed_change() {
     let r = b.marathon("GET", "/v2/tasks", None).await;
     assert_eq!(r.body["tasks"][0]["id"], tasks[0]["id"]);
 }
+
+#[tokio::test]
+async fn a_deploy_bigger_than_a_launch_chunk_is_launched_whole_without_another_request() {
+    let b = Bridge::start(64);
+    for i in 0..4 {
+        b.agent(&format!("a{i}")).await;
+    }
+    let n = outpost_bridge::core::LAUNCH_CHUNK + 10;
+    let mut many = app("/many");
+    many["instances"] = json!(n);
+    many["cpus"] = json!(0.001);
+    many["mem"] = json!(4);
+    many["container"]["docker"]["portMappings"] = json!([]);
+    many["healthChecks"] = json!([]);
+    let r = b.marathon("POST", "/v2/apps", Some(many)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // The owner runs the next chunk's step by itself: every launch is sent, and stored first.
+    let mut launches = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while launches < n && std::time::Instant::now() < deadline {
+        if let Ok((topic, _)) = b.published.recv_timeout(Duration::from_millis(100))
+            && topic.ends_with("/cmd")
+        {
+            launches += 1;
+        }
+    }
+    assert_eq!(launches, n, "every instance launched");
+    assert_eq!(b.store.count(Table::Tasks), n, "every task stored");
+    let r = b.marathon("GET", "/v2/apps/many", None).await;
+    assert_eq!(r.body["app"]["tasksStaged"], json!(n), "{}", r.text);
+}

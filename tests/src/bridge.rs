@@ -1,6 +1,7 @@
 //! An `outpost-bridge` process for end-to-end tests: its own loopback port, MQTT client id and
 //! state directory (kept across [`Bridge::restart`]), its log in a file printed when a test
-//! fails, and a small JSON client for its Marathon API.
+//! fails (at debug level for the bridge unless [`Bridge::start_logging`] says otherwise), and a
+//! small JSON client for its Marathon API.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,6 +22,7 @@ pub struct Bridge {
     mesos_port: u16,
     process: Guarded,
     dir: TempDir,
+    log_filter: String,
 }
 
 /// An HTTP answer: status, headers, body (JSON when it parses).
@@ -53,7 +55,13 @@ impl Bridge {
     /// Starts a bridge connected to `broker_url`, with `extra_toml` appended to its config;
     /// returns once `/ping` answers.
     pub fn start(broker_url: &str, extra_toml: &str) -> Result<Self> {
-        let b = Self::start_no_wait(broker_url, extra_toml)?;
+        Self::start_logging(broker_url, extra_toml, TEST_LOG)
+    }
+
+    /// As [`Bridge::start`], logging with `log_filter` (`OUTPOST_LOG`): a benchmark's bridge
+    /// logs as in production (`info`).
+    pub fn start_logging(broker_url: &str, extra_toml: &str, log_filter: &str) -> Result<Self> {
+        let b = Self::spawn_with(broker_url, extra_toml, log_filter)?;
         b.wait_ready()?;
         Ok(b)
     }
@@ -61,6 +69,10 @@ impl Bridge {
     /// As [`Bridge::start`], without waiting for plain-HTTP `/ping` (a bridge whose APIs
     /// speak TLS; the test waits its own way).
     pub fn start_no_wait(broker_url: &str, extra_toml: &str) -> Result<Self> {
+        Self::spawn_with(broker_url, extra_toml, TEST_LOG)
+    }
+
+    fn spawn_with(broker_url: &str, extra_toml: &str, log_filter: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let mesos_port = free_port()?;
@@ -73,12 +85,13 @@ impl Bridge {
             std::process::id()
         );
         std::fs::write(dir.path().join("bridge.toml"), config)?;
-        let process = spawn(dir.path())?;
+        let process = spawn(dir.path(), log_filter)?;
         Ok(Self {
             port,
             mesos_port,
             process,
             dir,
+            log_filter: log_filter.to_string(),
         })
     }
 
@@ -92,7 +105,7 @@ impl Bridge {
     /// SIGKILLs the bridge and starts it again on the same port, config and state.
     pub fn restart(&mut self) -> Result<()> {
         self.process.stop();
-        self.process = spawn(self.dir.path())?;
+        self.process = spawn(self.dir.path(), &self.log_filter)?;
         self.wait_ready()
     }
 
@@ -208,7 +221,10 @@ fn answer(mut resp: ureq::http::Response<ureq::Body>) -> Answer {
     }
 }
 
-fn spawn(dir: &Path) -> Result<Guarded> {
+/// The log filter of a test's bridge.
+const TEST_LOG: &str = "info,outpost_bridge=debug";
+
+fn spawn(dir: &Path, log_filter: &str) -> Result<Guarded> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -220,7 +236,7 @@ fn spawn(dir: &Path) -> Result<Guarded> {
         Command::new(bin)
             .arg("--config")
             .arg(dir.join("bridge.toml"))
-            .env("OUTPOST_LOG", "info,outpost_bridge=debug")
+            .env("OUTPOST_LOG", log_filter)
             .stdout(Stdio::null())
             .stderr(log),
     )

@@ -207,6 +207,60 @@ pub struct TaskRecord {
     /// `None` while it is not live (killing, inactive) or not counted yet.
     #[serde(skip)]
     pub(crate) counted: Option<(bool, bool)>,
+    /// How the task is counted in its app's [`StateCounts`] (a [`StateCounts::of`] mask).
+    #[serde(skip)]
+    pub(crate) shown: u8,
+}
+
+/// Per app, its tasks by state as `/v2/apps` shows them (`tasksStaged`, `tasksRunning`,
+/// `tasksHealthy`, `tasksUnhealthy`), kept as tasks change like the [`Tally`]: a poll of
+/// `/v2/apps` costs the apps, not their tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// STAGING or STARTING.
+    pub staged: usize,
+    /// RUNNING.
+    pub running: usize,
+    /// RUNNING and its health checks pass.
+    pub healthy: usize,
+    /// RUNNING and a health check fails.
+    pub unhealthy: usize,
+}
+
+impl StateCounts {
+    const STAGED: u8 = 1;
+    const RUNNING: u8 = 2;
+    const HEALTHY: u8 = 4;
+    const UNHEALTHY: u8 = 8;
+
+    /// Where task `t` counts, as a mask.
+    fn of(t: &TaskRecord) -> u8 {
+        match t.state() {
+            TaskState::Staging | TaskState::Starting => Self::STAGED,
+            TaskState::Running => {
+                Self::RUNNING
+                    | match t.health.alive {
+                        Some(true) => Self::HEALTHY,
+                        Some(false) => Self::UNHEALTHY,
+                        None => 0,
+                    }
+            }
+            _ => 0,
+        }
+    }
+
+    fn add(&mut self, mask: u8, sign: isize) {
+        for (bit, n) in [
+            (Self::STAGED, &mut self.staged),
+            (Self::RUNNING, &mut self.running),
+            (Self::HEALTHY, &mut self.healthy),
+            (Self::UNHEALTHY, &mut self.unhealthy),
+        ] {
+            if mask & bit != 0 {
+                *n = n.saturating_add_signed(sign);
+            }
+        }
+    }
 }
 
 /// Per app, its live tasks (not killing, not inactive): how many run its current version and
@@ -408,13 +462,24 @@ pub struct Core {
     events_unwanted: bool,
     /// Per app, its live tasks by version and readiness.
     tallies: HashMap<String, Tally, FixedHash>,
+    /// Per app, its tasks by state for the API.
+    state_counts: HashMap<String, StateCounts, FixedHash>,
     /// Tasks changed (saved) since their app's tally last counted them.
     uncounted: Vec<String>,
     /// Grows whenever room may have appeared on an agent (an agent online, an offer with more,
     /// a task or an offer released): a placement that found no room is retried only then, or
     /// after [`RETRY_NO_ROOM_MS`].
     capacity_epoch: u64,
+    /// Apps that placed a whole launch chunk with more instances waiting: the next
+    /// [`Core::settle`] places their next chunk ([`Core::more_to_launch`]).
+    launch_next: BTreeSet<String>,
+    /// Apps that placed a chunk in this step (until the end of its settle).
+    chunked: BTreeSet<String>,
 }
+
+/// Fewest instances one scheduling pass of an app places (the chunk grows to an eighth of
+/// the fleet for big fleets): a deploy of 100,000 is not one step of 100,000 launches.
+pub const LAUNCH_CHUNK: usize = 2048;
 
 /// How long a placement that found no room waits before it is tried again with nothing changed
 /// (a safety net: every event that makes room also moves the capacity epoch).
@@ -533,6 +598,7 @@ impl Core {
             apps: self.apps.clone(),
             tasks: self.tasks.clone(),
             by_app: self.by_app.clone(),
+            state_counts: self.state_counts.clone(),
             frameworks: self.frameworks.clone(),
             fw_tasks: self.fw_tasks.clone(),
             removed_frameworks: self.removed_frameworks.clone(),
@@ -615,19 +681,29 @@ impl Core {
                 continue;
             };
             let now = self.contribution(t);
-            let (app, before) = (t.app_id.clone(), t.counted);
-            if now == before {
+            let shown = StateCounts::of(t);
+            let (before, shown_before) = (t.counted, t.shown);
+            if now == before && shown == shown_before {
                 continue;
             }
-            let tally = self.tallies.entry(app).or_default();
-            if let Some(b) = before {
-                tally.add(b, -1);
+            let app = t.app_id.clone();
+            if shown != shown_before {
+                let counts = self.state_counts.entry(app.clone()).or_default();
+                counts.add(shown_before, -1);
+                counts.add(shown, 1);
             }
-            if let Some(n) = now {
-                tally.add(n, 1);
+            if now != before {
+                let tally = self.tallies.entry(app).or_default();
+                if let Some(b) = before {
+                    tally.add(b, -1);
+                }
+                if let Some(n) = now {
+                    tally.add(n, 1);
+                }
             }
             if let Some(t) = self.tasks.get_mut(&tid) {
                 t.counted = now;
+                t.shown = shown;
             }
         }
     }
@@ -659,6 +735,27 @@ impl Core {
     pub fn tally(&mut self, id: &str) -> Tally {
         self.count_changes();
         self.tallies.get(id).copied().unwrap_or_default()
+    }
+
+    /// Counts the tasks changed since the last count into their apps' tallies and
+    /// [`StateCounts`]; the owner calls it before every read.
+    pub fn catch_up(&mut self) {
+        self.count_changes();
+    }
+
+    /// App `id`'s tasks by state, as of the last [`Core::catch_up`] (or scheduling pass).
+    pub fn state_counts(&self, id: &str) -> StateCounts {
+        self.state_counts.get(id).copied().unwrap_or_default()
+    }
+
+    /// App `id`'s tasks by state counted from scratch (what [`Core::state_counts`] must equal
+    /// once caught up).
+    pub fn state_counts_from_scratch(&self, id: &str) -> StateCounts {
+        let mut counts = StateCounts::default();
+        for t in self.app_tasks(id) {
+            counts.add(StateCounts::of(t), 1);
+        }
+        counts
     }
 
     /// App `id`'s tally counted from scratch (what [`Core::tally`] must always equal).
@@ -701,6 +798,9 @@ impl Core {
             && let Some(tally) = self.tallies.get_mut(&t.app_id)
         {
             tally.add(c, -1);
+        }
+        if let Some(counts) = self.state_counts.get_mut(&t.app_id) {
+            counts.add(t.shown, -1);
         }
         self.by_command.remove(&t.launch_command);
         for (index, key) in [

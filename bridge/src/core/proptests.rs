@@ -8,7 +8,8 @@
 //! - an app never has more tasks of its current version than instances, and at most one live
 //!   task per instance when no deployment is running;
 //! - every launch sent is of a task the store already holds;
-//! - the per-app tallies the scheduler decides by equal a count from scratch.
+//! - the per-app tallies the scheduler decides by, and the per-app state counts `/v2/apps`
+//!   shows, equal a count from scratch.
 //!
 //! A failing case prints its steps; proptest replays it from the seed it saves.
 
@@ -350,6 +351,10 @@ impl World {
             let kept = self.core.tally(&id);
             let fresh = self.core.tally_from_scratch(&id);
             prop_assert_eq!(kept, fresh, "the tally of {} drifted", id);
+            self.core.catch_up();
+            let kept = self.core.state_counts(&id);
+            let fresh = self.core.state_counts_from_scratch(&id);
+            prop_assert_eq!(kept, fresh, "the state counts of {} drifted", id);
         }
         let mut ports: BTreeMap<&str, Vec<u16>> = BTreeMap::new();
         let mut held: BTreeMap<&str, Amount> = BTreeMap::new();

@@ -9,12 +9,23 @@ impl Core {
     // ---------------------------------------------------------------- the scheduler
 
     /// Schedules the apps whose tasks changed since the last call (a deployment may be done,
-    /// an instance may be missing). The runtime calls it once per batch of messages, so a
-    /// burst of status updates costs one pass per app, not one per update.
+    /// an instance may be missing), and those with more to launch than one chunk placed. The
+    /// owner calls it once per step (a group of jobs), so a burst of status updates costs one
+    /// pass per app, not one per update.
     pub fn settle(&mut self, now: Millis) {
+        let next = std::mem::take(&mut self.launch_next);
+        self.dirty.extend(next);
         for id in std::mem::take(&mut self.dirty) {
             self.schedule_app(now, &id);
         }
+        self.chunked.clear();
+    }
+
+    /// Whether the last [`Core::settle`] (or tick) left launches for the next step: a deploy
+    /// bigger than one chunk ([`LAUNCH_CHUNK`]) placed a whole chunk and has more to place.
+    /// The owner then runs another step (a settle and a commit) without waiting for a job.
+    pub fn more_to_launch(&self) -> bool {
+        !self.launch_next.is_empty()
     }
 
     /// Runs the scheduler: unreachable timers, launches, kills, deployments. Call after every
@@ -197,6 +208,11 @@ impl Core {
     /// placed. Per-agent usage and the app's per-value instance counts are computed once and
     /// updated per placement, so a pass costs instances × agents.
     pub(super) fn launch_many(&mut self, now: Millis, app_id: &str, count: usize) -> usize {
+        if self.chunked.contains(app_id) {
+            // One chunk per app and step: the rest waits for the next step.
+            self.launch_next.insert(app_id.to_string());
+            return 0;
+        }
         let epoch = self.capacity_epoch;
         if let Some((at_epoch, at)) = self.apps.get(app_id).and_then(|a| a.no_room)
             && at_epoch == epoch
@@ -205,13 +221,23 @@ impl Core {
             // Nothing has made room since the last pass found none.
             return 0;
         }
-        let placements = self.place(app_id, count);
+        // A big deploy launches in chunks, one per owner step: the first launches are stored
+        // and sent while the rest are still to be placed, and status updates are taken in
+        // between. A chunk is at least a few thousand, and at most eight passes for a fleet
+        // (each pass costs the online agents).
+        let chunk = count.min(LAUNCH_CHUNK.max(self.agents.len() / 8));
+        let placements = self.place(app_id, chunk);
         let n = placements.len();
         if let Some(app) = self.apps.get_mut(app_id) {
-            app.no_room = (n < count).then_some((epoch, now));
+            app.no_room = (n < chunk).then_some((epoch, now));
         }
         for (agent_id, ports) in placements {
             self.launch_on(now, app_id, &agent_id, &ports);
+        }
+        if n == chunk && chunk < count {
+            // A whole chunk found room: the next step places the next one.
+            self.chunked.insert(app_id.to_string());
+            self.launch_next.insert(app_id.to_string());
         }
         n
     }
@@ -245,7 +271,7 @@ impl Core {
             }
         };
         let cid = format!("l-{}", self.ids.uuid().simple());
-        tracing::info!(app = %app_id, task = %task_id, agent = %agent_id, "placed (fewest of this app, then fewest tasks)");
+        tracing::debug!(app = %app_id, task = %task_id, agent = %agent_id, "placed (fewest of this app, then fewest tasks)");
         let t = TaskRecord {
             id: task_id.clone(),
             app_id: app_id.to_string(),
@@ -273,6 +299,7 @@ impl Core {
             mem: need.mem,
             disk: need.disk,
             counted: None,
+            shown: 0,
         };
         if let Some(&last) = ports
             .iter()

@@ -1114,3 +1114,27 @@ fn a_placement_that_found_no_room_waits_for_room_and_an_agent_joining_gets_it_at
     assert_eq!(l[0].0, "a2");
     assert!(w.core.app("/u").unwrap().no_room.is_none());
 }
+
+#[test]
+fn a_deploy_bigger_than_a_chunk_launches_one_chunk_per_step() {
+    let mut w = World::new();
+    let n = LAUNCH_CHUNK + 100;
+    // simple_app takes half a CPU: four instances per agent.
+    for i in 0..n / 4 + 1 {
+        w.agent(&format!("a{i:04}"), "north");
+    }
+    w.create(&simple_app(n as u32));
+    // The owner settles every step before its commit: still the first step.
+    w.core.settle(w.now);
+    assert_eq!(
+        w.launches().len(),
+        LAUNCH_CHUNK,
+        "the first step places one chunk"
+    );
+    assert!(w.core.more_to_launch(), "and says there is more");
+    w.core.settle(w.now);
+    assert_eq!(w.launches().len(), 100, "the next step places the rest");
+    assert!(!w.core.more_to_launch());
+    w.core.settle(w.now);
+    assert!(w.launches().is_empty());
+}

@@ -288,34 +288,13 @@ fn app_json(core: &Core, app: &AppRecord, embed: Embed) -> Value {
         "lastScalingAt": app.last_scaling_at,
         "lastConfigChangeAt": app.last_config_change_at,
     });
-    let tasks: Vec<&TaskRecord> = core.tasks(Some(&app.def.id)).collect();
     if embed.counts {
-        let running = |t: &&&TaskRecord| t.state() == outpost_protocol::TaskState::Running;
-        let staged = tasks
-            .iter()
-            .filter(|t| {
-                matches!(
-                    t.state(),
-                    outpost_protocol::TaskState::Staging | outpost_protocol::TaskState::Starting
-                )
-            })
-            .count();
-        v["tasksStaged"] = json!(staged);
-        v["tasksRunning"] = json!(tasks.iter().filter(running).count());
-        v["tasksHealthy"] = json!(
-            tasks
-                .iter()
-                .filter(running)
-                .filter(|t| t.health.alive == Some(true))
-                .count()
-        );
-        v["tasksUnhealthy"] = json!(
-            tasks
-                .iter()
-                .filter(running)
-                .filter(|t| t.health.alive == Some(false))
-                .count()
-        );
+        // Kept as tasks change: counting costs the app, not its tasks.
+        let c = core.state_counts(&app.def.id);
+        v["tasksStaged"] = json!(c.staged);
+        v["tasksRunning"] = json!(c.running);
+        v["tasksHealthy"] = json!(c.healthy);
+        v["tasksUnhealthy"] = json!(c.unhealthy);
     }
     if embed.deployments {
         v["deployments"] = json!(
@@ -327,8 +306,7 @@ fn app_json(core: &Core, app: &AppRecord, embed: Embed) -> Value {
     }
     if embed.tasks {
         v["tasks"] = json!(
-            tasks
-                .iter()
+            core.tasks(Some(&app.def.id))
                 .map(|t| task_json(t, Some(app)))
                 .collect::<Vec<_>>()
         );
@@ -381,7 +359,7 @@ async fn list_apps(State(s): S, RawQuery(q): RawQuery) -> Response {
             .collect::<Vec<_>>()
     };
     // With every task embedded the answer costs more than a copy of the core: built off the
-    // owner. Without, counting is cheaper than the copy: on the owner.
+    // owner. Without, it costs the apps (their counts are kept): on the owner.
     let apps = if embed.tasks {
         s.read_snapshot(build).await
     } else {
