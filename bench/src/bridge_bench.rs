@@ -6,7 +6,11 @@
 //! Prints, for each N given on the command line (default 100 1000):
 //! - agents registered (hello, offer, liveness) until the bridge counts them all online;
 //! - deploy-to-all-RUNNING of an app with N instances (`hostname UNIQUE`), against the
-//!   baseline of the same number of messages echoed through the broker alone;
+//!   baseline of the same messages through the broker alone: N launch-sized messages to the
+//!   fleet, its N reply-sized and 2N status-sized answers, 2N acknowledgement-sized messages
+//!   back (sizes as measured in the deploy), with a client that only answers where the bridge
+//!   stands ([`EchoBridge`]); also the earlier baseline, N 64-byte messages the fleet echoes
+//!   to itself;
 //! - launch latency (POST to the launch arriving at the agent), p50 and p99;
 //! - offer-to-launch latency: once every status of the deploy is acknowledged, 100 more
 //!   instances are queued, then 100 new agents come online one at a time; time from each
@@ -27,7 +31,7 @@ use serde_json::json;
 
 use outpost_bench::{ms, percentile};
 use outpost_tests::bridge::Bridge;
-use outpost_tests::fleet_sim::Fleet;
+use outpost_tests::fleet_sim::{EchoBridge, Fleet, Sizes};
 use outpost_tests::mosquitto::Broker;
 use outpost_tests::wait;
 
@@ -168,6 +172,22 @@ fn run(n: usize, with_reads: bool) -> Result<Duration> {
             .collect()
     };
 
+    // The baseline: the deploy's messages (as many, as big) through the same broker and the
+    // same simulated fleet, with a client that only answers in the bridge's place.
+    let sizes = fleet.seen.lock().unwrap().bytes;
+    let echo_bridge = EchoBridge::connect(&broker, Sizes::mean(sizes.acks))?;
+    let launch_bytes = Sizes::mean(sizes.launches);
+    let t = Instant::now();
+    for i in 0..n {
+        echo_bridge.launch(&format!("sim-{i:05}"), launch_bytes)?;
+    }
+    wait::until("the same messages' answers", long, || {
+        (*echo_bridge.answers.lock().unwrap() >= 3 * n).then_some(())
+    })?;
+    let same = t.elapsed();
+    wait::until("the same messages' acknowledgements", long, || {
+        (fleet.seen.lock().unwrap().echo_acks >= 2 * n).then_some(())
+    })?;
     if let Ok(dir) = std::env::var("OUTPOST_BENCH_LOGS") {
         let path = std::path::Path::new(&dir).join(format!("bridge-{n}.log"));
         std::fs::write(&path, bridge.log()).with_context(|| format!("{}", path.display()))?;
@@ -182,8 +202,21 @@ fn run(n: usize, with_reads: bool) -> Result<Duration> {
     );
     println!("register {n} agents: {:.2} s", register.as_secs_f64());
     println!(
-        "deploy to all RUNNING: {:.2} s; broker-only echo of {n} messages: {:.2} s; ratio {:.1}x",
+        "deploy to all RUNNING: {:.2} s; broker-only echo of the same messages: {:.2} s; ratio {:.1}x",
         deploy.as_secs_f64(),
+        same.as_secs_f64(),
+        deploy.as_secs_f64() / same.as_secs_f64().max(1e-6)
+    );
+    println!(
+        "  the same messages: {n} launches of {launch_bytes} B, {n} replies of {} B, {} statuses of {} B, {} acks of {} B",
+        Sizes::mean(sizes.replies),
+        2 * n,
+        Sizes::mean(sizes.statuses),
+        2 * n,
+        Sizes::mean(sizes.acks),
+    );
+    println!(
+        "  (the earlier baseline, {n} messages of 64 B echoed by the fleet: {:.2} s; ratio {:.1}x)",
         echo.as_secs_f64(),
         deploy.as_secs_f64() / echo.as_secs_f64().max(1e-6)
     );

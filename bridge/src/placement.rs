@@ -2,7 +2,9 @@
 //! agent's offer fits the instance's resources. Pure functions; the scheduler in
 //! [`crate::core`] calls them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use regex::Regex;
 
@@ -62,6 +64,17 @@ impl Constraint {
         })
     }
 
+    /// Whether the constraint decides by the agent alone and the instances on agents of the
+    /// same host name (not GROUP_BY, no count over an attribute shared by many hosts): a
+    /// pass may then look at a few agents without counting the whole fleet.
+    pub fn per_host(&self) -> bool {
+        match self {
+            Self::Cluster(..) | Self::Like(..) | Self::Unlike(..) => true,
+            Self::Unique(f) | Self::MaxPer(f, _) => f == "hostname" || f == "@hostname",
+            Self::GroupBy(_) => false,
+        }
+    }
+
     fn field(&self) -> &str {
         match self {
             Self::Unique(f)
@@ -85,9 +98,9 @@ pub struct Candidate<'a> {
     pub attributes: &'a BTreeMap<String, String>,
 }
 
-impl Candidate<'_> {
+impl<'a> Candidate<'a> {
     /// The value of a constraint field on this agent (`hostname` or an attribute).
-    pub fn value(&self, field: &str) -> Option<&str> {
+    pub fn value(&self, field: &str) -> Option<&'a str> {
         match field {
             "hostname" | "@hostname" => Some(self.hostname),
             _ => self.attributes.get(field).map(String::as_str),
@@ -99,28 +112,28 @@ impl Candidate<'_> {
 /// exist in the fleet (for GROUP_BY). Built once per scheduling pass, updated per placement,
 /// so placing `n` instances on `m` agents costs `n * m`, not more.
 #[derive(Debug, Default)]
-pub struct PeerCounts {
-    counts: HashMap<String, HashMap<String, usize>>,
-    values: HashMap<String, Vec<String>>,
+pub struct PeerCounts<'a> {
+    counts: FxHashMap<&'a str, FxHashMap<&'a str, usize>>,
+    values: FxHashMap<&'a str, Vec<&'a str>>,
 }
 
-impl PeerCounts {
+impl<'a> PeerCounts<'a> {
     /// Counts for the fields of `constraints`, from the agents the app's instances run on
     /// (`peers`) and every agent of the fleet (`all`).
-    pub fn new(constraints: &[Constraint], peers: &[Candidate], all: &[Candidate]) -> Self {
+    pub fn new(
+        constraints: &'a [Constraint],
+        peers: &[Candidate<'a>],
+        all: &[Candidate<'a>],
+    ) -> Self {
         let mut pc = Self::default();
         for k in constraints {
-            let f = k.field().to_string();
+            let f = k.field();
             // Every value of the field matters only to GROUP_BY (the lowest count over all).
             if matches!(k, Constraint::GroupBy(_)) {
-                let mut values: Vec<String> = all
-                    .iter()
-                    .filter_map(|a| a.value(&f))
-                    .map(str::to_string)
-                    .collect();
+                let mut values: Vec<&str> = all.iter().filter_map(|a| a.value(f)).collect();
                 values.sort_unstable();
                 values.dedup();
-                pc.values.insert(f.clone(), values);
+                pc.values.insert(f, values);
             }
             pc.counts.entry(f).or_default();
         }
@@ -131,10 +144,10 @@ impl PeerCounts {
     }
 
     /// Counts one more instance on `c`.
-    pub fn add(&mut self, c: &Candidate) {
+    pub fn add(&mut self, c: &Candidate<'a>) {
         for (f, m) in self.counts.iter_mut() {
             if let Some(v) = c.value(f) {
-                *m.entry(v.to_string()).or_default() += 1;
+                *m.entry(v).or_default() += 1;
             }
         }
     }

@@ -1,6 +1,7 @@
 //! A simulated fleet for benchmarks: many agents speaking the real protocol through one MQTT
 //! connection (no containers). Each joins with hello, offer (1 CPU, 1 GiB, ports 31000-32000)
 //! and liveness, and answers every launch at once with an accepted reply, STARTING and RUNNING.
+//! [`EchoBridge`] is the baseline: the same messages with no bridge behind them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,10 @@ use outpost_protocol::{
 
 use crate::mosquitto::Broker;
 
+/// The MQTT clients' request queues: room for three answers to each of 100,000 agents and
+/// more (answers are queued from the connection's own thread, which cannot wait for room).
+const QUEUE: usize = 1 << 20;
+
 /// What the simulated fleet saw.
 #[derive(Default)]
 pub struct Seen {
@@ -26,7 +31,108 @@ pub struct Seen {
     pub echoes: usize,
     /// Status acknowledgements received.
     pub acks: usize,
+    /// Bytes of the deploy's messages, by kind (payloads), for the same-messages baseline.
+    pub bytes: Sizes,
+    /// Same-messages baseline: launch-sized messages received, acknowledgement-sized ones
+    /// received.
+    pub echo_downs: usize,
+    /// See `echo_downs`.
+    pub echo_acks: usize,
     uuid: u64,
+}
+
+/// Total payload bytes and counts of the messages of a deploy, by kind.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct Sizes {
+    /// Launch commands received (bridge to agent).
+    pub launches: (usize, usize),
+    /// Command replies sent (agent to bridge).
+    pub replies: (usize, usize),
+    /// Status updates sent (agent to bridge).
+    pub statuses: (usize, usize),
+    /// Acknowledgements received (bridge to agent).
+    pub acks: (usize, usize),
+}
+
+impl Sizes {
+    fn add(slot: &mut (usize, usize), bytes: usize) {
+        slot.0 += 1;
+        slot.1 += bytes;
+    }
+
+    /// The mean payload of `slot` (64 bytes if none was seen).
+    pub fn mean(slot: (usize, usize)) -> usize {
+        slot.1.checked_div(slot.0).unwrap_or(64)
+    }
+}
+
+/// The baseline for a deploy: the same messages through the same broker with nothing behind
+/// them. This client stands where the bridge stands: it sends N launch-sized messages (one per
+/// agent, on `bench/v1/agents/ID/cmd`); the fleet answers each at once, as it answers a launch,
+/// with a reply-sized and two status-sized messages; this client answers each status-sized one
+/// with an acknowledgement-sized message. Done when all 3N answers have arrived (the moment
+/// the bridge would count every instance RUNNING).
+pub struct EchoBridge {
+    client: Client,
+    /// Answers received from the fleet.
+    pub answers: Arc<Mutex<usize>>,
+}
+
+/// Tags the first payload byte of a same-messages answer: a reply or a status.
+const TAG_REPLY: u8 = b'R';
+const TAG_STATUS: u8 = b'S';
+
+impl EchoBridge {
+    /// Connects to `broker`; acknowledgements are `ack_bytes` long.
+    pub fn connect(broker: &Broker, ack_bytes: usize) -> Result<Self> {
+        let mut o = MqttOptions::new(
+            format!("echo-bridge-{}", std::process::id()),
+            "127.0.0.1",
+            broker.port(),
+        );
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_max_packet_size(MAX_MESSAGE_BYTES + 1024, MAX_MESSAGE_BYTES + 1024);
+        // Room for every launch and acknowledgement of a run at once: the answers are queued
+        // from the connection's own thread, which must not wait for room.
+        let (client, mut connection) = Client::new(o, QUEUE);
+        client.subscribe("bench/v1/agents/+/up", QoS::AtLeastOnce)?;
+        let answers = Arc::new(Mutex::new(0usize));
+        let (a, c) = (answers.clone(), client.clone());
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                match event {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        *a.lock().unwrap() += 1;
+                        if p.payload.first() == Some(&TAG_STATUS) {
+                            let agent = p.topic.split('/').nth(3).unwrap_or("").to_string();
+                            let _ = c.try_publish(
+                                format!("bench/v1/agents/{agent}/ack"),
+                                QoS::AtLeastOnce,
+                                false,
+                                vec![0u8; ack_bytes],
+                            );
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        });
+        // The broker takes the subscription before any launch this client sends after it.
+        Ok(Self { client, answers })
+    }
+
+    /// Sends agent `agent` a launch-sized message of `bytes`.
+    pub fn launch(&self, agent: &str, bytes: usize) -> Result<()> {
+        self.client
+            .publish(
+                format!("bench/v1/agents/{agent}/cmd"),
+                QoS::AtLeastOnce,
+                false,
+                vec![0u8; bytes],
+            )
+            .context("publishing")
+    }
 }
 
 /// Many simulated agents over one MQTT connection.
@@ -51,12 +157,14 @@ impl Fleet {
         o.set_keep_alive(Duration::from_secs(30));
         o.set_max_packet_size(MAX_MESSAGE_BYTES + 1024, MAX_MESSAGE_BYTES + 1024);
         o.set_inflight(1000);
-        let (client, mut connection) = Client::new(o, 200_000);
+        let (client, mut connection) = Client::new(o, QUEUE);
         client.subscribe(
             TopicKind::Cmd.all_agents_filter().to_string(),
             QoS::AtLeastOnce,
         )?;
         client.subscribe("bench/echo", QoS::AtLeastOnce)?;
+        client.subscribe("bench/v1/agents/+/cmd", QoS::AtLeastOnce)?;
+        client.subscribe("bench/v1/agents/+/ack", QoS::AtLeastOnce)?;
         client.subscribe(
             TopicKind::Ack.all_agents_filter().to_string(),
             QoS::AtLeastOnce,
@@ -134,9 +242,15 @@ fn on_publish(client: &Client, seen: &Mutex<Seen>, t: &str, payload: &[u8]) {
         seen.lock().unwrap().echoes += 1;
         return;
     }
+    if let Some(rest) = t.strip_prefix("bench/v1/agents/") {
+        same_messages(client, seen, rest);
+        return;
+    }
     let Ok(parsed) = Topic::parse(t) else { return };
     if parsed.kind == TopicKind::Ack {
-        seen.lock().unwrap().acks += 1;
+        let mut s = seen.lock().unwrap();
+        s.acks += 1;
+        Sizes::add(&mut s.bytes.acks, payload.len());
         return;
     }
     let Ok(cmd) = decode::<Command>(payload) else {
@@ -148,17 +262,21 @@ fn on_publish(client: &Client, seen: &Mutex<Seen>, t: &str, payload: &[u8]) {
         command_id: cmd.command_id.clone(),
         outcome: Outcome::Accepted,
     };
+    let reply = encode_to_vec(&reply);
+    let reply_len = reply.len();
     let _ = client.try_publish(
         topic(&agent, TopicKind::Reply),
         QoS::AtLeastOnce,
         false,
-        encode_to_vec(&reply),
+        reply,
     );
     let CommandKind::Launch(spec) = cmd.kind else {
         return;
     };
     let mut s = seen.lock().unwrap();
     s.launches.entry(agent.clone()).or_insert_with(Instant::now);
+    Sizes::add(&mut s.bytes.launches, payload.len());
+    Sizes::add(&mut s.bytes.replies, reply_len);
     for state in [TaskState::Starting, TaskState::Running] {
         s.uuid += 1;
         let mut uuid = [0u8; 16];
@@ -171,11 +289,40 @@ fn on_publish(client: &Client, seen: &Mutex<Seen>, t: &str, payload: &[u8]) {
             state,
             ..Default::default()
         };
+        let status = encode_to_vec(&status);
+        Sizes::add(&mut s.bytes.statuses, status.len());
         let _ = client.try_publish(
             topic(&agent, TopicKind::Status),
             QoS::AtLeastOnce,
             false,
-            encode_to_vec(&status),
+            status,
         );
+    }
+}
+
+/// The fleet's side of the same-messages baseline ([`EchoBridge`]): `rest` is `ID/cmd` or
+/// `ID/ack`. A launch-sized message is answered as a launch is, with messages of the sizes the
+/// deploy's replies and statuses had.
+fn same_messages(client: &Client, seen: &Mutex<Seen>, rest: &str) {
+    let Some((agent, kind)) = rest.split_once('/') else {
+        return;
+    };
+    let mut s = seen.lock().unwrap();
+    if kind == "ack" {
+        s.echo_acks += 1;
+        return;
+    }
+    s.echo_downs += 1;
+    let sizes = s.bytes;
+    drop(s);
+    let up = format!("bench/v1/agents/{agent}/up");
+    for (tag, len) in [
+        (TAG_REPLY, Sizes::mean(sizes.replies)),
+        (TAG_STATUS, Sizes::mean(sizes.statuses)),
+        (TAG_STATUS, Sizes::mean(sizes.statuses)),
+    ] {
+        let mut payload = vec![0u8; len.max(1)];
+        payload[0] = tag;
+        let _ = client.try_publish(up.clone(), QoS::AtLeastOnce, false, payload);
     }
 }

@@ -8,6 +8,9 @@ impl Core {
     // ---------------------------------------------------------------- agents (MQTT side)
 
     pub(super) fn agent_entry(&mut self, now: Millis, id: &str) -> &mut AgentRecord {
+        if !self.agents.contains_key(id) {
+            self.index_hostname(id, None, id);
+        }
         self.agents
             .entry(id.to_string())
             .or_insert_with(|| AgentRecord {
@@ -27,7 +30,13 @@ impl Core {
     /// An agent's hello (retained): its host name and attributes.
     pub fn on_hello(&mut self, now: Millis, h: &Hello) {
         let a = self.agent_entry(now, &h.agent_id);
-        a.hostname = h.hostname.to_string();
+        let before = std::mem::replace(&mut a.hostname, h.hostname.to_string());
+        if before != h.hostname.as_str() {
+            self.index_hostname(&h.agent_id, Some(&before), &h.hostname);
+        }
+        let Some(a) = self.agents.get_mut(h.agent_id.as_str()) else {
+            return;
+        };
         a.address = h.address.as_ref().map(|ip| ip.to_string());
         a.attributes = h
             .attributes
@@ -43,7 +52,7 @@ impl Core {
         }
         self.save_agent(&h.agent_id);
         // Its attributes may now satisfy an app's constraints.
-        self.capacity_freed();
+        self.capacity_freed(Some(&h.agent_id));
     }
 
     /// An agent's offer.
@@ -85,7 +94,7 @@ impl Core {
             _ => false,
         };
         if more {
-            self.capacity_freed();
+            self.capacity_freed(Some(&o.agent_id));
         }
     }
 
@@ -131,7 +140,7 @@ impl Core {
                     self.reconcile_agent(now, &id);
                     // New capacity: instances waiting for an agent are placed when this
                     // batch settles, not at the next tick.
-                    self.capacity_freed();
+                    self.capacity_freed(Some(&id));
                     let apps: Vec<String> = self.apps.keys().cloned().collect();
                     self.dirty.extend(apps);
                 }

@@ -154,6 +154,8 @@ impl Core {
         app.version = version.clone();
         app.failures = 0;
         app.delay_until_ms = 0;
+        // New instances or constraints: the next pass looks at every agent again.
+        app.no_room = None;
         let action = if config_change {
             app.last_config_change_at = version.clone();
             DeploymentAction::RestartApplication
@@ -221,7 +223,7 @@ impl Core {
     ) -> Result<(Vec<TaskRecord>, Vec<Deployment>), ApiError> {
         let killed: Vec<TaskRecord> = ids
             .iter()
-            .filter_map(|id| self.tasks.get(id).cloned())
+            .filter_map(|id| self.tasks.get(id).map(|t| (**t).clone()))
             .collect();
         if killed.is_empty() && !ids.is_empty() {
             return Err(ApiError::not_found(&format!("Task '{}'", ids[0])));

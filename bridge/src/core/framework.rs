@@ -274,7 +274,7 @@ impl Core {
             return Err(bad("only a SUBSCRIBE call opens a stream"));
         };
         // A re-subscription drops the offers the framework held.
-        self.capacity_freed();
+        self.capacity_freed(None);
         let info = &subscribe.framework_info;
         let wanted = call.framework_id().map(str::to_string);
         if let Some(id) = &wanted
@@ -323,7 +323,7 @@ impl Core {
     /// The framework's stream went away: its offers are void; its tasks stay until its
     /// failover timeout ends.
     pub fn framework_disconnected(&mut self, now: Millis, id: &str, stream_id: &str) {
-        self.capacity_freed();
+        self.capacity_freed(None);
         if let Some(f) = self.frameworks.get_mut(id)
             && f.stream_id.as_deref() == Some(stream_id)
         {
@@ -470,7 +470,7 @@ impl Core {
     /// Kills the tasks of frameworks gone longer than their failover timeout, and forgets them.
     pub(super) fn framework_timers(&mut self, now: Millis) {
         if self.frameworks.values().any(|f| !f.offers.is_empty()) {
-            self.capacity_freed();
+            self.capacity_freed(None);
         }
         let mut rescinded: Vec<(String, String)> = Vec::new();
         for f in self.frameworks.values_mut() {
@@ -507,7 +507,7 @@ impl Core {
     }
 
     fn teardown(&mut self, now: Millis, id: &str) {
-        self.capacity_freed();
+        self.capacity_freed(None);
         let tasks: Vec<String> = self
             .fw_tasks
             .values()
@@ -640,7 +640,7 @@ impl Core {
                 .insert(s.uuid, (s.agent_id.to_string(), tid.clone()));
         }
         if newest && s.state.is_terminal() {
-            self.capacity_freed();
+            self.capacity_freed(Some(&s.agent_id));
             self.fw_tasks.remove(&tid);
             self.touch_fw_task(&tid);
         }
@@ -717,7 +717,7 @@ impl Core {
             return Err(bad("SUBSCRIBE is answered with the event stream"));
         }
         // A call may release offers or tasks: placements that found no room try again.
-        self.capacity_freed();
+        self.capacity_freed(None);
         let framework_id = call.framework_id().unwrap_or_default().to_string();
         let framework_id = framework_id.as_str();
         self.check_stream(framework_id, stream_id)?;
@@ -987,7 +987,8 @@ impl Core {
         let Some(tid) = self.fw_by_command.remove(command_id) else {
             return false;
         };
-        self.capacity_freed();
+        let agent = self.fw_tasks.get(&tid).map(|t| t.agent_id.clone());
+        self.capacity_freed(agent.as_deref());
         if let Some(t) = self.fw_tasks.remove(&tid) {
             self.touch_fw_task(&tid);
             let ev = self.update_json(

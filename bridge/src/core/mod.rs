@@ -430,12 +430,15 @@ pub struct Core {
     apps: BTreeMap<String, AppRecord>,
     /// By id; hashed (a lookup per task of a pass must not cost a tree walk), with a fixed
     /// hasher so a core's iterations, and so its decisions, are the same on every run.
-    tasks: HashMap<String, TaskRecord, FixedHash>,
-    by_command: HashMap<String, String>,
+    /// Boxed: the map's slots (a power of two, at most 7/8 full) hold a pointer, not a
+    /// 400-byte record.
+    tasks: HashMap<String, Box<TaskRecord>, FixedHash>,
+    by_command: HashMap<String, String, FixedHash>,
     /// Task ids by app and by agent (derived from `tasks`, kept by `insert_task` and
     /// `drop_task`): a pass over one app or one agent costs its tasks, not the fleet's.
-    by_app: HashMap<String, BTreeSet<String>>,
-    by_agent: HashMap<String, BTreeSet<String>>,
+    by_app: HashMap<String, BTreeSet<String>, FixedHash>,
+    /// Per agent its tasks' ids, sorted (a few per agent: a vector, not a tree node each).
+    by_agent: HashMap<String, Vec<String>, FixedHash>,
     effects: Vec<Effect>,
     writes: BTreeMap<(Table, String), Option<Vec<u8>>>,
     /// Apps whose tasks changed since the last [`Core::settle`].
@@ -470,12 +473,22 @@ pub struct Core {
     /// a task or an offer released): a placement that found no room is retried only then, or
     /// after [`RETRY_NO_ROOM_MS`].
     capacity_epoch: u64,
+    /// The latest capacity epochs, each with the agent it concerned (`None`: anywhere):
+    /// a placement that found no room then looks only at the agents since ([`FREED_LOG`]).
+    freed_log: std::collections::VecDeque<(u64, Option<String>)>,
+    /// Agent ids by host name, for a pass over a few agents with `hostname` constraints (two
+    /// agents may share a host name). A vector each: almost always one agent.
+    by_hostname: HashMap<String, Vec<String>, FixedHash>,
     /// Apps that placed a whole launch chunk with more instances waiting: the next
     /// [`Core::settle`] places their next chunk ([`Core::more_to_launch`]).
     launch_next: BTreeSet<String>,
     /// Apps that placed a chunk in this step (until the end of its settle).
     chunked: BTreeSet<String>,
 }
+
+/// How many capacity changes are remembered agent by agent: an app that found no room longer
+/// ago than this many changes looks at every agent again.
+const FREED_LOG: usize = 4096;
 
 /// Fewest instances one scheduling pass of an app places (the chunk grows to an eighth of
 /// the fleet for big fleets): a deploy of 100,000 is not one step of 100,000 launches.
@@ -522,6 +535,7 @@ impl Core {
             if a.liveness != AgentLiveness::Offline {
                 a.liveness = AgentLiveness::Unknown;
             }
+            core.index_hostname(&a.id, None, &a.hostname);
             core.agents.insert(a.id.clone(), a);
         }
         core
@@ -637,7 +651,7 @@ impl Core {
     ) -> Box<dyn Iterator<Item = &'a TaskRecord> + 'a> {
         match app {
             None => {
-                let mut all: Vec<&TaskRecord> = self.tasks.values().collect();
+                let mut all: Vec<&TaskRecord> = self.tasks.values().map(|t| &**t).collect();
                 all.sort_unstable_by(|a, b| a.id.cmp(&b.id));
                 Box::new(all.into_iter())
             }
@@ -651,14 +665,14 @@ impl Core {
             .get(app)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.tasks.get(id))
+            .filter_map(|id| self.tasks.get(id).map(|t| &**t))
     }
 
     /// The ids of the tasks on agent `agent`.
     fn agent_task_ids(&self, agent: &str) -> Vec<String> {
         self.by_agent
             .get(agent)
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.to_vec())
             .unwrap_or_default()
     }
 
@@ -769,9 +783,49 @@ impl Core {
         tally
     }
 
-    /// Room may have appeared: placements that found none try again.
-    fn capacity_freed(&mut self) {
+    /// Room may have appeared on `agent` (`None`: anywhere, e.g. a framework's offers went
+    /// back): placements that found none try again, on that agent alone when they can
+    /// ([`Core::freed_since`]).
+    fn capacity_freed(&mut self, agent: Option<&str>) {
         self.capacity_epoch += 1;
+        if self.freed_log.len() >= FREED_LOG {
+            self.freed_log.pop_front();
+        }
+        self.freed_log
+            .push_back((self.capacity_epoch, agent.map(str::to_string)));
+    }
+
+    /// The agents where room may have appeared since capacity epoch `epoch`, if every change
+    /// since was on a known agent and the log still reaches back that far; `None` otherwise.
+    pub(super) fn freed_since(&self, epoch: u64) -> Option<BTreeSet<String>> {
+        match self.freed_log.front() {
+            Some(&(first, _)) if first <= epoch + 1 => {}
+            _ => return None,
+        }
+        let mut agents = BTreeSet::new();
+        for (e, a) in self.freed_log.iter().rev() {
+            if *e <= epoch {
+                break;
+            }
+            agents.insert(a.clone()?);
+        }
+        Some(agents)
+    }
+
+    /// Moves agent `id` in the host name index from `before` to `after`.
+    fn index_hostname(&mut self, id: &str, before: Option<&str>, after: &str) {
+        if let Some(before) = before
+            && let Some(ids) = self.by_hostname.get_mut(before)
+        {
+            ids.retain(|x| x != id);
+            if ids.is_empty() {
+                self.by_hostname.remove(before);
+            }
+        }
+        let ids = self.by_hostname.entry(after.to_string()).or_default();
+        if !ids.iter().any(|x| x == id) {
+            ids.push(id.to_string());
+        }
     }
 
     /// Adds a task with its indexes (it is saved by the caller).
@@ -783,17 +837,17 @@ impl Core {
             .entry(t.app_id.clone())
             .or_default()
             .insert(t.id.clone());
-        self.by_agent
-            .entry(t.agent_id.clone())
-            .or_default()
-            .insert(t.id.clone());
-        self.tasks.insert(t.id.clone(), t);
+        let on_agent = self.by_agent.entry(t.agent_id.clone()).or_default();
+        if let Err(i) = on_agent.binary_search(&t.id) {
+            on_agent.insert(i, t.id.clone());
+        }
+        self.tasks.insert(t.id.clone(), Box::new(t));
     }
 
     /// Removes a task and its indexes.
     fn drop_task(&mut self, tid: &str) -> Option<TaskRecord> {
         let t = self.tasks.remove(tid)?;
-        self.capacity_freed();
+        self.capacity_freed(Some(&t.agent_id));
         if let Some(c) = t.counted
             && let Some(tally) = self.tallies.get_mut(&t.app_id)
         {
@@ -803,23 +857,26 @@ impl Core {
             counts.add(t.shown, -1);
         }
         self.by_command.remove(&t.launch_command);
-        for (index, key) in [
-            (&mut self.by_app, &t.app_id),
-            (&mut self.by_agent, &t.agent_id),
-        ] {
-            if let Some(set) = index.get_mut(key) {
-                set.remove(tid);
-                if set.is_empty() {
-                    index.remove(key);
-                }
+        if let Some(set) = self.by_app.get_mut(&t.app_id) {
+            set.remove(tid);
+            if set.is_empty() {
+                self.by_app.remove(&t.app_id);
             }
         }
-        Some(t)
+        if let Some(ids) = self.by_agent.get_mut(&t.agent_id) {
+            if let Ok(i) = ids.binary_search_by(|id| id.as_str().cmp(tid)) {
+                ids.remove(i);
+            }
+            if ids.is_empty() {
+                self.by_agent.remove(&t.agent_id);
+            }
+        }
+        Some(*t)
     }
 
     /// One task.
     pub fn task(&self, id: &str) -> Option<&TaskRecord> {
-        self.tasks.get(id)
+        self.tasks.get(id).map(|t| &**t)
     }
 
     /// Marks task `id` for the store (written, or deleted, at the next [`Core::take_writes`]).
@@ -917,9 +974,11 @@ pub(crate) mod mesos_state {
     }
 }
 
-/// The hasher of the core's hash maps: SipHash with fixed keys (iteration order is the same on
-/// every run; ids are not chosen by an attacker, they come from the core's generator).
-type FixedHash = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+/// The hasher of the core's hash maps: FxHash (rustc's), unseeded, so iteration order is the
+/// same on every run, and a few times faster than SipHash on the short ids a pass looks up
+/// per task and per agent. Not flood-resistant: the keys are task ids the core makes and the
+/// ids of agents the broker authenticated.
+type FixedHash = rustc_hash::FxBuildHasher;
 
 /// Status uuids as hex strings (32 characters each): a tenth of the JSON of arrays of numbers.
 /// Arrays of 16 numbers (what stores before this wrote) still load.

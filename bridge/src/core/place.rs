@@ -9,7 +9,17 @@ impl Core {
     /// Chooses agents for up to `count` instances of `app_id`, with the host ports each gets
     /// (fixed ones as asked, dynamic ones picked from what the agent has free). Resources and
     /// ports come from the capacity [`Ledger`], the same one framework offers are cut from.
-    pub(super) fn place(&self, app_id: &str, count: usize) -> Vec<(String, Vec<u16>)> {
+    ///
+    /// With `among`, only those agents are considered, and the app's instances are counted
+    /// only on them and on the other agents of the same host names: for
+    /// constraints that are [`Constraint::per_host`], the same choices as a pass over every
+    /// agent would make among them.
+    pub(super) fn place(
+        &self,
+        app_id: &str,
+        count: usize,
+        among: Option<&BTreeSet<String>>,
+    ) -> Vec<(String, Vec<u16>)> {
         let Some(app) = self.apps.get(app_id) else {
             return Vec::new();
         };
@@ -48,13 +58,53 @@ impl Core {
         // Only the agents this pass looks at get their tasks counted: a pass costs the agents
         // it considers, not the fleet's tasks.
         let mut ledger = Ledger::lazy(self);
-        let mut same_app: HashMap<&str, usize> = HashMap::new();
+        // The app's live instances the pass must count: per agent (the spread) and as peers
+        // (the constraints' counts).
+        let live = |t: &TaskRecord| t.app_id == app_id && !t.killing && !t.inactive;
+        let mut same_app: HashMap<&str, usize, FixedHash> = HashMap::default();
         let mut peers: Vec<Candidate> = Vec::new();
-        for t in self.app_tasks(app_id) {
-            if !t.killing && !t.inactive {
-                *same_app.entry(t.agent_id.as_str()).or_default() += 1;
-                if let Some(a) = self.agents.get(&t.agent_id) {
-                    peers.push(candidate(a));
+        match among {
+            None => {
+                for t in self.app_tasks(app_id).filter(|t| live(t)) {
+                    if let Some(a) = self.agents.get(&t.agent_id) {
+                        *same_app.entry(a.id.as_str()).or_default() += 1;
+                        peers.push(candidate(a));
+                    }
+                }
+            }
+            Some(among) => {
+                let considered: Vec<&AgentRecord> =
+                    among.iter().filter_map(|id| self.agents.get(id)).collect();
+                for a in &considered {
+                    let mine = self.by_agent.get(&a.id).into_iter().flatten();
+                    for _ in mine
+                        .filter_map(|tid| self.tasks.get(tid))
+                        .filter(|t| live(t))
+                    {
+                        *same_app.entry(a.id.as_str()).or_default() += 1;
+                        peers.push(candidate(a));
+                    }
+                }
+                // Per-host-name counts (UNIQUE, MAX_PER on hostname) also see the instances
+                // on other agents of the same host names.
+                let per_host_counts = constraints
+                    .iter()
+                    .any(|c| matches!(c, Constraint::Unique(_) | Constraint::MaxPer(..)));
+                if per_host_counts {
+                    let others: BTreeSet<&String> = considered
+                        .iter()
+                        .flat_map(|a| self.by_hostname.get(&a.hostname).into_iter().flatten())
+                        .filter(|id| !among.contains(*id))
+                        .collect();
+                    for a in others.into_iter().filter_map(|id| self.agents.get(id)) {
+                        let theirs = self.by_agent.get(&a.id).into_iter().flatten();
+                        for _ in theirs
+                            .filter_map(|tid| self.tasks.get(tid))
+                            .filter(|t| live(t))
+                        {
+                            peers.push(candidate(a));
+                        }
+                    }
                 }
             }
         }
@@ -78,29 +128,35 @@ impl Core {
         // move as groups fill) an agent refused once stays refused for the rest of the pass:
         // resources and per-value counts only grow. So a heap makes the same choices as a
         // scan of every agent, in n log m instead of n * m.
-        let online: Vec<&AgentRecord> = self
-            .agents
-            .values()
+        let online: Vec<&AgentRecord> = match among {
+            None => self.agents.values().collect(),
+            Some(ids) => ids.iter().filter_map(|id| self.agents.get(id)).collect(),
+        };
+        let online: Vec<&AgentRecord> = online
+            .into_iter()
             .filter(|a| a.online() && a.offer.is_some())
             .collect();
-        let key = |a: &str, ledger: &Ledger, same_app: &HashMap<&str, usize>| {
+        let key = |a: &str, ledger: &Ledger, same_app: &HashMap<&str, usize, FixedHash>| {
             (
                 same_app.get(a).copied().unwrap_or(0),
                 ledger.task_count(self, a),
             )
         };
-        let mut heap: BinaryHeap<Reverse<(usize, usize, &str)>> = BinaryHeap::new();
-        if !group_by {
+        let mut heap: BinaryHeap<Reverse<(usize, usize, &str)>> = if group_by {
+            BinaryHeap::new()
+        } else {
             // An agent the constraints refuse now stays refused for the pass (without
-            // GROUP_BY): it never enters the heap.
-            for a in online
+            // GROUP_BY): it never enters the heap. Built at once (linear), not push by push.
+            online
                 .iter()
                 .filter(|a| placement::allowed(&constraints, &candidate(a), &counts))
-            {
-                let (n, t) = key(&a.id, &ledger, &same_app);
-                heap.push(Reverse((n, t, a.id.as_str())));
-            }
-        }
+                .map(|a| {
+                    let (n, t) = key(&a.id, &ledger, &same_app);
+                    Reverse((n, t, a.id.as_str()))
+                })
+                .collect::<Vec<_>>()
+                .into()
+        };
         let mut out = Vec::new();
         while out.len() < count {
             let pick = if group_by {

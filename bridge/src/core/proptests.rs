@@ -13,7 +13,7 @@
 //!
 //! A failing case prints its steps; proptest replays it from the seed it saves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use serde_json::json;
@@ -34,6 +34,8 @@ const AGENTS: u8 = 3;
 const CPUS: f64 = 2.0;
 const MEM: f64 = 1024.0;
 const PORTS: (u16, u16) = (31000, 31007);
+/// The app with `hostname UNIQUE`.
+const UNIQUE_APP: u8 = 2;
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -114,7 +116,9 @@ impl World {
             &Hello {
                 version: 1,
                 agent_id: agent_id.clone(),
-                hostname: Text::new(&format!("a{n}.host")).unwrap(),
+                // Agents a1 and a2 share a host name (two agents on one host): hostname
+                // constraints count per host name, not per agent.
+                hostname: Text::new(&format!("a{}.host", n.min(1))).unwrap(),
                 ..Default::default()
             },
         );
@@ -154,8 +158,14 @@ impl World {
     }
 
     fn app_json(app: u8, instances: u32, fixed_port: Option<u16>, cpus10: u8) -> String {
+        // App 2 has one instance per host name at most.
+        let constraints = if app == UNIQUE_APP {
+            r#""constraints":[["hostname","UNIQUE"]],"#
+        } else {
+            ""
+        };
         format!(
-            r#"{{"id":"/app{app}","instances":{instances},"cpus":{},"mem":64,
+            r#"{{"id":"/app{app}","instances":{instances},"cpus":{},"mem":64,{constraints}
             "container":{{"type":"DOCKER","docker":{{"image":"busybox","network":"BRIDGE"}},
             "portMappings":[{{"containerPort":80,"hostPort":{}}}]}}}}"#,
             f64::from(cpus10) / 10.0,
@@ -355,6 +365,17 @@ impl World {
             let kept = self.core.state_counts(&id);
             let fresh = self.core.state_counts_from_scratch(&id);
             prop_assert_eq!(kept, fresh, "the state counts of {} drifted", id);
+        }
+        // hostname UNIQUE: no two live instances on one host name.
+        let mut hosts = BTreeSet::new();
+        for t in self.core.tasks(Some(&format!("/app{UNIQUE_APP}"))) {
+            if !t.killing && !t.inactive {
+                prop_assert!(
+                    hosts.insert(t.host.clone()),
+                    "two live instances of the UNIQUE app on {}",
+                    t.host
+                );
+            }
         }
         let mut ports: BTreeMap<&str, Vec<u16>> = BTreeMap::new();
         let mut held: BTreeMap<&str, Amount> = BTreeMap::new();

@@ -214,22 +214,41 @@ impl Core {
             return 0;
         }
         let epoch = self.capacity_epoch;
-        if let Some((at_epoch, at)) = self.apps.get(app_id).and_then(|a| a.no_room)
-            && at_epoch == epoch
+        let Some(app) = self.apps.get(app_id) else {
+            return 0;
+        };
+        // After a pass that found no room, the next looks only at the agents where room may
+        // have appeared since, when the constraints allow (no GROUP_BY, counts only per host
+        // name): a waiting instance costs the agents that changed, not the fleet. A full pass
+        // still runs every RETRY_NO_ROOM_MS.
+        let mut among = None;
+        let mut full_at = now;
+        if let Some((at_epoch, at)) = app.no_room
             && now < at + RETRY_NO_ROOM_MS
         {
-            // Nothing has made room since the last pass found none.
-            return 0;
+            if at_epoch == epoch {
+                // Nothing has made room since the last pass found none.
+                return 0;
+            }
+            let per_host = app
+                .def
+                .constraints
+                .iter()
+                .all(|c| Constraint::parse(c).is_ok_and(|c| c.per_host()));
+            if per_host && let Some(agents) = self.freed_since(at_epoch) {
+                among = Some(agents);
+                full_at = at;
+            }
         }
         // A big deploy launches in chunks, one per owner step: the first launches are stored
         // and sent while the rest are still to be placed, and status updates are taken in
         // between. A chunk is at least a few thousand, and at most eight passes for a fleet
         // (each pass costs the online agents).
         let chunk = count.min(LAUNCH_CHUNK.max(self.agents.len() / 8));
-        let placements = self.place(app_id, chunk);
+        let placements = self.place(app_id, chunk, among.as_ref());
         let n = placements.len();
         if let Some(app) = self.apps.get_mut(app_id) {
-            app.no_room = (n < chunk).then_some((epoch, now));
+            app.no_room = (n < chunk).then_some((epoch, full_at));
         }
         for (agent_id, ports) in placements {
             self.launch_on(now, app_id, &agent_id, &ports);
