@@ -31,6 +31,35 @@ struct File {
     reserved: Option<Reserved>,
     attributes: Option<BTreeMap<String, String>>,
     registries: Option<Vec<RegistryFile>>,
+    logs: Option<LogsFile>,
+}
+
+/// The `[logs]` table: how much of each container's output dockerd keeps.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogsFile {
+    max_size_mib: Option<u64>,
+    max_files: Option<u32>,
+}
+
+/// How much of each container's output dockerd keeps: the json-file driver rotates its log at
+/// `max_size_mib` and keeps `max_files` files, so a chatty task cannot fill a small disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// MiB per log file (`max-size`).
+    pub max_size_mib: u64,
+    /// Files kept, the current one included (`max-file`).
+    pub max_files: u32,
+}
+
+impl Default for LogLimits {
+    /// 10 MiB × 3 per container.
+    fn default() -> Self {
+        Self {
+            max_size_mib: 10,
+            max_files: 3,
+        }
+    }
 }
 
 /// The `[policy]` table: what tasks may do on this host.
@@ -124,6 +153,8 @@ pub struct Config {
     pub attributes: Vec<(String, String)>,
     /// Registry credentials.
     pub registries: Vec<RegistryAuth>,
+    /// Log rotation for every container the agent creates.
+    pub logs: LogLimits,
 }
 
 /// A configuration that cannot be used.
@@ -304,7 +335,24 @@ impl Config {
             })?),
             None => None,
         };
+        let l = f.logs.unwrap_or_default();
+        let defaults = LogLimits::default();
+        let logs = LogLimits {
+            max_size_mib: l.max_size_mib.unwrap_or(defaults.max_size_mib),
+            max_files: l.max_files.unwrap_or(defaults.max_files),
+        };
+        if !(1..=1024).contains(&logs.max_size_mib) {
+            return Err(invalid(
+                "logs.max_size_mib",
+                logs.max_size_mib,
+                "must be 1-1024",
+            ));
+        }
+        if !(1..=100).contains(&logs.max_files) {
+            return Err(invalid("logs.max_files", logs.max_files, "must be 1-100"));
+        }
         Ok(Self {
+            logs,
             advertise_ip,
             agent_id,
             brokers,
@@ -534,6 +582,13 @@ mod tests {
             DockerEndpoint::Unix("/var/run/docker.sock".into())
         );
         assert!(valid_agent_id(&c.agent_id));
+        assert_eq!(
+            c.logs,
+            LogLimits {
+                max_size_mib: 10,
+                max_files: 3
+            }
+        );
     }
 
     #[test]
@@ -572,6 +627,14 @@ mod tests {
             (
                 "[[registries]]\nhost = \"r:5000\"\nusername = \"u\"",
                 "registries[0].host = \"r:5000\": give either",
+            ),
+            (
+                "[logs]\nmax_size_mib = 0",
+                "logs.max_size_mib = \"0\": must be 1-1024",
+            ),
+            (
+                "[logs]\nmax_files = 1000",
+                "logs.max_files = \"1000\": must be 1-100",
             ),
         ] {
             let e = parse(text).unwrap_err().to_string();

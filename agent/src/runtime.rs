@@ -364,18 +364,20 @@ fn dispatch(ctx: &Arc<Ctx>, logged: &mut std::collections::HashSet<[u8; 16]>, ac
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 let agent = ctx.config.agent_id.clone();
-                let event = match docker::create(&ctx.docker, &agent, &spec, &host_ports).await {
-                    Ok(container_id) => Event::ContainerCreated {
-                        task_id,
-                        attempt,
-                        container_id,
-                    },
-                    Err(message) => Event::LaunchFailed {
-                        task_id,
-                        attempt,
-                        message,
-                    },
-                };
+                let logs = ctx.config.logs;
+                let event =
+                    match docker::create(&ctx.docker, &agent, &spec, &host_ports, logs).await {
+                        Ok(container_id) => Event::ContainerCreated {
+                            task_id,
+                            attempt,
+                            container_id,
+                        },
+                        Err(message) => Event::LaunchFailed {
+                            task_id,
+                            attempt,
+                            message,
+                        },
+                    };
                 let _ = ctx.events.send(event);
             });
         }

@@ -821,3 +821,66 @@ fn the_policy_refuses_privileged_and_root_mounts_unless_the_config_allows_them()
     })
     .unwrap();
 }
+
+#[test]
+fn a_chatty_task_s_log_is_rotated_within_the_configured_limit() {
+    let img = image::ensure().unwrap();
+    let mut rig = Rig::start(
+        "chatty",
+        (21100, 21109),
+        "[logs]\nmax_size_mib = 1\nmax_files = 2\n",
+    );
+    let Rig {
+        bridge, agent, id, ..
+    } = &mut rig;
+    let mut spec = web_task("chatty.1", img);
+    // About 8 MB of output (16 MB of dockerd's JSON lines), then it serves quietly.
+    spec.cmd = Some(t(
+        "busybox yes 0123456789012345678901234567890123456789012345678901234567890123456789 \
+         | busybox head -c 8000000; exec httpd -f -p 80 -h /www",
+    ));
+    bridge.call(id, CommandKind::Launch(spec)).unwrap();
+    let running = bridge.state("chatty.1", TaskState::Running, LONG).unwrap();
+    let ctr = agent.containers().unwrap()[0].clone();
+    let config = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config \"max-size\"}} {{index .HostConfig.LogConfig.Config \"max-file\"}}",
+        &ctr,
+    ])
+    .unwrap();
+    assert_eq!(config, "json-file 1m 2");
+    let log_path = docker(&["inspect", "--format", "{{.LogPath}}", &ctr]).unwrap();
+    let log_path = std::path::PathBuf::from(log_path);
+    let dir = log_path.parent().unwrap().to_path_buf();
+    let name = log_path.file_name().unwrap().to_string_lossy().to_string();
+    let files = || -> Vec<(String, u64)> {
+        std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&name))
+                    .map(|e| {
+                        let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                        (e.file_name().to_string_lossy().to_string(), len)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The output is done once the page is served.
+    wait::until("the page after the output", LONG, || {
+        page(running.host_ports[0], "/").filter(|r| r.status == 200)
+    })
+    .unwrap();
+    let logs = files();
+    assert!(
+        logs.iter().any(|(f, _)| f.ends_with(".1")),
+        "the log was rotated: {logs:?}"
+    );
+    let total: u64 = logs.iter().map(|(_, len)| len).sum();
+    // Two files of at most 1 MiB (a file may pass the limit by the last line written).
+    assert!(
+        total <= 2 * 1024 * 1024 + 64 * 1024,
+        "{total} bytes of logs kept: {logs:?}"
+    );
+}

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding};
+
+use crate::config::LogLimits;
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
     ListImagesOptions, RemoveContainerOptions, StopContainerOptions,
@@ -165,6 +167,7 @@ pub async fn create(
     agent_id: &str,
     spec: &TaskSpec,
     host_ports: &[u16],
+    logs: LogLimits,
 ) -> Result<String, String> {
     let mut labels: HashMap<String, String> = spec
         .labels
@@ -257,6 +260,14 @@ pub async fn create(
             memory: Some((spec.mem_mib * 1024.0 * 1024.0) as i64),
             // Only when asked for and allowed (core/validate.rs `policy`).
             privileged: spec.privileged.then_some(true),
+            // Rotated, whatever dockerd's default is: a chatty task must not fill the disk.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), format!("{}m", logs.max_size_mib)),
+                    ("max-file".to_string(), logs.max_files.to_string()),
+                ])),
+            }),
             ..Default::default()
         }),
         ..Default::default()
