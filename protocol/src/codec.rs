@@ -885,6 +885,9 @@ macro_rules! wire_struct {
     ($ty:ident { $($key:literal => $field:ident),* $(,)? }) => {
         impl Wire for $ty {
             fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncResult<W> {
+                // Every field of the struct is in its key table: a field left out of the
+                // table (which would silently never travel) is a compile error here.
+                let $ty { $($field: _),* } = self;
                 let present = 0u64 $( + u64::from(!self.$field.omitted()) )*;
                 e.map(present)?;
                 $( if !self.$field.omitted() {
