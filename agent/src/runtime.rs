@@ -155,6 +155,8 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         mqtt: mqtt_tx,
     });
     let mut ready = false;
+    // The task count the last STATUS= line showed.
+    let mut shown_tasks = 0usize;
     let mut watchdog =
         tokio::time::interval(systemd::watchdog_period().unwrap_or(Duration::from_secs(3600)));
     let mut logged = std::collections::HashSet::new();
@@ -169,6 +171,11 @@ pub async fn run(config: Config) -> std::io::Result<()> {
             tracing::info!(tasks = sup.tasks().len(), "ready");
             systemd::ready(&status);
             ready = true;
+            shown_tasks = sup.tasks().len();
+        } else if ready && sup.tasks().len() != shown_tasks {
+            // `systemctl status` follows the tasks as they come and go.
+            shown_tasks = sup.tasks().len();
+            systemd::status(&format!("supervising {shown_tasks} task(s)"));
         }
         let sleep = match sup.next_deadline() {
             Some(at) => Duration::from_millis(at.saturating_sub(now_ms())),

@@ -256,3 +256,44 @@ fn with_journal_stream_set_the_agent_writes_journal_fields_or_falls_back_to_stde
     .unwrap();
     agent.stop();
 }
+
+#[test]
+fn the_status_line_follows_the_number_of_supervised_tasks() {
+    image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("status");
+    let mut agent = Agent::start(&id, &broker.url(), (21540, 21549), "").unwrap();
+    wait::until("the agent's first offer", SHORT, || bridge.offer(&id)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    agent
+        .restart_with_env(&[("NOTIFY_SOCKET", path.to_str().unwrap())])
+        .unwrap();
+    let status = |n: usize| format!("STATUS=supervising {n} task(s)");
+    let seen = |got: &[(Instant, String)], line: &str| got.iter().any(|(_, m)| has_line(m, line));
+    let got = collect(&socket, SHORT, |got| seen(got, &status(0)));
+    assert!(seen(&got, &status(0)), "{got:?}");
+
+    let mut spec = specs::web_task("status.1", image::TEST_IMAGE);
+    spec.cpus = 0.05;
+    spec.kill_grace_period_s = 1;
+    let reply = bridge.call(&id, CommandKind::Launch(spec)).unwrap();
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    let got = collect(&socket, LONG, |got| seen(got, &status(1)));
+    assert!(seen(&got, &status(1)), "a task started: {got:?}");
+
+    let reply = bridge
+        .call(
+            &id,
+            CommandKind::Kill(KillTask {
+                task_id: Text::new("status.1").unwrap(),
+                grace_period_s: Some(1),
+            }),
+        )
+        .unwrap();
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    let got = collect(&socket, LONG, |got| seen(got, &status(0)));
+    assert!(seen(&got, &status(0)), "the task is gone: {got:?}");
+}
