@@ -6,7 +6,6 @@
 //! drain flag and the offer sequence. Not kept: health counters (checks start afresh on the
 //! re-adopted container) and timers other than a backoff's end.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use minicbor::{Decode, Encode};
@@ -330,7 +329,10 @@ impl Supervisor {
     /// back its running container (found by its Outpost labels), or is restarted, or (if a
     /// kill command was under way) is finished off. Other labelled containers are removed.
     pub(super) fn recover(&mut self, now: Millis, observed: &[ObservedContainer]) {
-        let recovering: HashMap<TaskId, Recovering> = std::mem::take(&mut self.recovering);
+        // In task id order: the same actions and status uuids on every run.
+        let mut recovering: Vec<(TaskId, Recovering)> =
+            std::mem::take(&mut self.recovering).into_iter().collect();
+        recovering.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let mut claimed: Vec<String> = Vec::new();
         for (id, r) in recovering {
             let mine: Vec<&ObservedContainer> = observed

@@ -1381,3 +1381,42 @@ fn the_hello_advertises_the_configured_ip_else_the_connection_s_local_one() {
     let h = hello_on_connect(None, None);
     assert_eq!(h.address, None);
 }
+
+#[test]
+fn recovery_acts_in_the_same_order_on_every_run() {
+    let mut sim = Sim::new();
+    let mut containers = Vec::new();
+    for i in 0..8 {
+        let mut s = spec(&format!("web.{i}"));
+        s.port_mappings.clear();
+        containers.push((format!("web.{i}"), sim.launch_running(s)));
+    }
+    sim.ack_all();
+    // Half the containers died while the agent was down: restarts and statuses for them.
+    let listed: Vec<ObservedContainer> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, (task, ctr))| observed(ctr, task, i % 2 == 0))
+        .collect();
+    let run = || {
+        let mut after = restarted(&sim);
+        let actions = after.ev(Event::ContainersListed(listed.clone()));
+        // Queued while not connected: sent on connect, in the order they were made.
+        after.ev(Event::BrokerConnected { local_ip: None });
+        let statuses: Vec<(String, [u8; 16])> = after
+            .statuses
+            .iter()
+            .map(|s| (s.task_id.to_string(), s.uuid))
+            .collect();
+        (format!("{actions:?}"), statuses)
+    };
+    let first = run();
+    assert!(!first.1.is_empty(), "the dead ones are reported");
+    for _ in 0..4 {
+        assert_eq!(
+            run(),
+            first,
+            "the same actions and statuses, in the same order"
+        );
+    }
+}
