@@ -455,7 +455,9 @@ fn dispatch(ctx: &Arc<Ctx>, logged: &mut std::collections::HashSet<[u8; 16]>, ac
                     Ok(list) => {
                         let _ = ctx.events.send(Event::ContainersListed(list));
                     }
-                    Err(e) => tracing::warn!(error = %e, "listing containers failed"),
+                    Err(message) => {
+                        let _ = ctx.events.send(Event::ContainerListFailed { message });
+                    }
                 }
             });
         }

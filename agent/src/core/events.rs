@@ -90,6 +90,12 @@ pub enum Event {
     DockerConnected,
     /// The Outpost-labelled containers dockerd has.
     ContainersListed(Vec<ObservedContainer>),
+    /// Listing the containers failed (dockerd answered an error or went away mid-call): the
+    /// core asks again after a backoff.
+    ContainerListFailed {
+        /// dockerd's message.
+        message: String,
+    },
 }
 
 /// A container as dockerd reports it.

@@ -119,7 +119,17 @@ pub struct Supervisor {
     broker_up: bool,
     /// The local address of the latest broker connection.
     local_ip: Option<outpost_protocol::IpText>,
+    /// After a failed container listing: when to list again.
+    list_retry_at: Option<Millis>,
+    /// The wait after the next failed listing (reset by one that works).
+    list_retry_wait: Millis,
 }
+
+/// The first wait before a failed container listing is tried again; it doubles per failure up
+/// to [`LIST_RETRY_MAX_MS`].
+pub const LIST_RETRY_MS: Millis = 1_000;
+/// The longest wait between container listings that fail.
+pub const LIST_RETRY_MAX_MS: Millis = 30_000;
 
 impl Supervisor {
     /// A supervisor with no tasks.
@@ -141,6 +151,8 @@ impl Supervisor {
             recovering: HashMap::new(),
             awaiting_list: false,
             local_ip: None,
+            list_retry_at: None,
+            list_retry_wait: LIST_RETRY_MS,
             storage_failure: None,
             broker_up: false,
             settings,
@@ -211,9 +223,27 @@ impl Supervisor {
                 check,
                 healthy,
             } => self.on_probe(now, &task_id, attempt, check, healthy),
-            Event::DockerConnected => self.actions.push(Action::ListContainers),
-            Event::ContainersListed(observed) if self.awaiting_list => self.recover(now, &observed),
-            Event::ContainersListed(observed) => self.on_listed(now, &observed),
+            Event::DockerConnected => {
+                self.list_retry_at = None;
+                self.actions.push(Action::ListContainers);
+            }
+            Event::ContainersListed(observed) => {
+                self.list_retry_at = None;
+                self.list_retry_wait = LIST_RETRY_MS;
+                if self.awaiting_list {
+                    self.recover(now, &observed);
+                } else {
+                    self.on_listed(now, &observed);
+                }
+            }
+            Event::ContainerListFailed { message } => {
+                // Until a listing works a restored agent stays not ready (and silent to the
+                // bridge): it must ask again, not wait for dockerd to reconnect.
+                let wait = self.list_retry_wait;
+                tracing::warn!(error = %message, retry_in_ms = wait, "listing containers failed");
+                self.list_retry_at = Some(now + wait);
+                self.list_retry_wait = (wait * 2).min(LIST_RETRY_MAX_MS);
+            }
         }
         self.on_time(now);
         std::mem::take(&mut self.actions)
@@ -245,7 +275,8 @@ impl Supervisor {
             .then(|| self.outbox.next_deadline())
             .flatten();
         let offer = self.connected.then_some(self.next_offer_at);
-        tasks.chain(outbox).chain(offer).min()
+        let list = self.list_retry_at;
+        tasks.chain(outbox).chain(offer).chain(list).min()
     }
 
     /// The tasks, by id.
@@ -1003,6 +1034,10 @@ impl Supervisor {
     // Time.
 
     fn on_time(&mut self, now: Millis) {
+        if self.list_retry_at.is_some_and(|at| now >= at) {
+            self.list_retry_at = None;
+            self.actions.push(Action::ListContainers);
+        }
         let ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
         for id in ids {
             self.task_time(now, &id);

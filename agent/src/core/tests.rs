@@ -1420,3 +1420,44 @@ fn recovery_acts_in_the_same_order_on_every_run() {
         );
     }
 }
+
+#[test]
+fn a_failed_container_listing_during_recovery_is_retried_with_backoff_until_it_works() {
+    let mut sim = Sim::new();
+    let ctr = sim.launch_running(spec("web.1"));
+    sim.ack_all();
+    let mut after = restarted(&sim);
+    let lists = |a: &[Action]| {
+        a.iter()
+            .filter(|a| matches!(a, Action::ListContainers))
+            .count()
+    };
+    assert_eq!(lists(&after.ev(Event::DockerConnected)), 1);
+    let fail = |s: &mut Sim| {
+        s.ev(Event::ContainerListFailed {
+            message: "Error response from daemon: i/o timeout".into(),
+        })
+    };
+    assert_eq!(lists(&fail(&mut after)), 0, "not again at once");
+    assert_eq!(after.sup.next_deadline(), Some(after.now + LIST_RETRY_MS));
+    assert_eq!(lists(&after.advance(LIST_RETRY_MS - 1)), 0);
+    assert_eq!(lists(&after.advance(1)), 1, "again after the first wait");
+    // A second failure waits twice as long; still recovering (not READY) meanwhile.
+    fail(&mut after);
+    assert_eq!(lists(&after.advance(2 * LIST_RETRY_MS - 1)), 0);
+    assert_eq!(lists(&after.advance(1)), 1);
+    assert!(after.sup.recovering());
+    after.ev(Event::ContainersListed(vec![observed(&ctr, "web.1", true)]));
+    assert!(!after.sup.recovering(), "re-adopted once a listing works");
+    // The wait starts over after a listing that worked, and it is bounded.
+    fail(&mut after);
+    assert_eq!(lists(&after.advance(LIST_RETRY_MS)), 1);
+    for _ in 0..8 {
+        fail(&mut after);
+        assert_eq!(
+            lists(&after.advance(LIST_RETRY_MAX_MS)),
+            1,
+            "never longer than the longest wait"
+        );
+    }
+}
