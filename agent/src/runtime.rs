@@ -47,6 +47,8 @@ impl ProbeCounter {
 
 /// How often the host's resources are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(30);
+/// How often the ports other processes listen on are read (cheap: two small /proc files).
+const LISTENERS_EVERY: Duration = Duration::from_secs(2);
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> Millis {
@@ -141,6 +143,8 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let mut saved = sup.durable_fingerprint();
     let mut pending_acks: Vec<u64> = Vec::new();
     let (received_tx, mut received) = unbounded_channel();
+    // The ports other processes hold are known before the first offer can go out.
+    let _ = events_tx.send(Event::HostPortsListening(host::listening_ports()));
     let mqtt_tx = mqtt::spawn(&config, started_at_ms, events_tx.clone(), received_tx);
     tokio::spawn(docker::follow_events(
         docker.clone(),
@@ -148,6 +152,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         events_tx.clone(),
     ));
     tokio::spawn(sample_host(config.clone(), capacity, events_tx.clone()));
+    tokio::spawn(sample_listeners(events_tx.clone()));
     let ctx = Arc::new(Ctx {
         docker,
         config,
@@ -280,6 +285,22 @@ fn save_state(store: &mut Option<StateFile>, sup: &mut Supervisor) -> bool {
             sup.set_storage_failure(Some(e.to_string()));
             false
         }
+    }
+}
+
+/// Reports the TCP ports other processes listen on, at start and whenever they change.
+async fn sample_listeners(events: UnboundedSender<Event>) {
+    let mut last = None;
+    loop {
+        if let Ok(now) = tokio::task::spawn_blocking(host::listening_ports).await
+            && last.as_ref() != Some(&now)
+        {
+            last = Some(now.clone());
+            if events.send(Event::HostPortsListening(now)).is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(LISTENERS_EVERY).await;
     }
 }
 

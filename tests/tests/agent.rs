@@ -884,3 +884,43 @@ fn a_chatty_task_s_log_is_rotated_within_the_configured_limit() {
         "{total} bytes of logs kept: {logs:?}"
     );
 }
+
+#[test]
+fn a_port_another_process_listens_on_is_not_offered_or_given() {
+    let img = image::ensure().unwrap();
+    // Something else on the host holds the first port of the agent's range.
+    let _other = std::net::TcpListener::bind("127.0.0.1:21110").unwrap();
+    let mut rig = Rig::start("taken", (21110, 21119), "");
+    let Rig { bridge, id, .. } = &mut rig;
+    let offer = bridge.offer(id).unwrap();
+    let offered = |p: u16| {
+        offer
+            .available
+            .ports
+            .iter()
+            .any(|r| (r.begin..=r.end).contains(&p))
+    };
+    assert!(!offered(21110), "{:?}", offer.available.ports);
+    assert!(offered(21111), "{:?}", offer.available.ports);
+    // A launch that lets the agent pick lands on a free port and serves there.
+    bridge
+        .call(id, CommandKind::Launch(web_task("taken.1", img)))
+        .unwrap();
+    let running = bridge.state("taken.1", TaskState::Running, LONG).unwrap();
+    let port = running.host_ports[0];
+    assert_ne!(port, 21110);
+    wait::until("the page", SHORT, || {
+        page(port, "/").filter(|r| r.status == 200)
+    })
+    .unwrap();
+    // A launch that asks for the taken port is refused with the reason.
+    let mut fixed = web_task("taken.2", img);
+    fixed.port_mappings[0].host_port = 21110;
+    let reply = bridge.call(id, CommandKind::Launch(fixed)).unwrap();
+    let (code, message) = rejected(&reply);
+    assert_eq!(code, RejectCode::PortUnavailable);
+    assert!(
+        message.contains("21110 is taken by another process"),
+        "{message}"
+    );
+}

@@ -90,6 +90,9 @@ pub enum Event {
     DockerConnected,
     /// The Outpost-labelled containers dockerd has.
     ContainersListed(Vec<ObservedContainer>),
+    /// The TCP ports other processes on the host listen on (the driver reads them every few
+    /// seconds, and at start): not handed out or offered.
+    HostPortsListening(Vec<u16>),
     /// Listing the containers failed (dockerd answered an error or went away mid-call): the
     /// core asks again after a backoff.
     ContainerListFailed {

@@ -236,6 +236,11 @@ impl Supervisor {
                     self.on_listed(now, &observed);
                 }
             }
+            Event::HostPortsListening(ports) => {
+                if self.ports.set_taken(ports) {
+                    self.publish_offer(now);
+                }
+            }
             Event::ContainerListFailed { message } => {
                 // Until a listing works a restored agent stays not ready (and silent to the
                 // bridge): it must ask again, not wait for dockerd to reconnect.
@@ -607,6 +612,13 @@ impl Supervisor {
                         "port_mappings[{}].host_port: {p} is in use by task {:?}",
                         i(p),
                         holder.as_str()
+                    ),
+                ),
+                PortError::Taken(p) => reject(
+                    RejectCode::PortUnavailable,
+                    format_args!(
+                        "port_mappings[{}].host_port: {p} is taken by another process on the host",
+                        i(p)
                     ),
                 ),
                 PortError::Exhausted => reject(

@@ -1,6 +1,6 @@
 //! Host ports of the offered range: which are free, which task holds which.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use outpost_protocol::{MAX_PORT_RANGES, PortRange, TaskId};
 
@@ -9,6 +9,9 @@ use outpost_protocol::{MAX_PORT_RANGES, PortRange, TaskId};
 pub struct Ports {
     range: PortRange,
     held: BTreeMap<u16, TaskId>,
+    /// Ports of the range another process on the host listens on (the driver reads them):
+    /// never handed out or offered while no task holds them.
+    taken: BTreeSet<u16>,
     /// Where the search for the next free port starts: ports are handed out round-robin, so a
     /// port just freed is not given again while dockerd may still be releasing it.
     cursor: u16,
@@ -21,6 +24,8 @@ pub enum PortError {
     OutOfRange(u16),
     /// Held by another task.
     InUse(u16, TaskId),
+    /// Another process on the host listens on it.
+    Taken(u16),
     /// The range has no free port left.
     Exhausted,
 }
@@ -31,6 +36,7 @@ impl Ports {
         Self {
             range,
             held: BTreeMap::new(),
+            taken: BTreeSet::new(),
             cursor: range.begin,
         }
     }
@@ -60,6 +66,9 @@ impl Ports {
             if let Some(holder) = self.held.get(&p) {
                 return Err(PortError::InUse(p, holder.clone()));
             }
+            if self.taken.contains(&p) {
+                return Err(PortError::Taken(p));
+            }
             if wanted[..i].contains(&p) {
                 return Err(PortError::InUse(p, TaskId::default()));
             }
@@ -84,7 +93,7 @@ impl Ports {
             let port = if p == 0 {
                 let free = (self.cursor..=self.range.end)
                     .chain(self.range.begin..self.cursor)
-                    .find(|q| !self.held.contains_key(q))
+                    .find(|q| self.is_free(*q))
                     .ok_or(PortError::Exhausted)?;
                 self.held.insert(free, task.clone());
                 self.cursor = if free >= self.range.end {
@@ -111,15 +120,38 @@ impl Ports {
         self.held.retain(|_, holder| holder != task);
     }
 
+    /// Records the ports of the range other processes on the host listen on (a task's own
+    /// ports show there too, through Docker's proxy: those stay the task's). Returns whether
+    /// that changed what is free.
+    pub fn set_taken(&mut self, listening: impl IntoIterator<Item = u16>) -> bool {
+        let taken: BTreeSet<u16> = listening
+            .into_iter()
+            .filter(|p| (self.range.begin..=self.range.end).contains(p))
+            .collect();
+        let changed = taken != self.taken;
+        self.taken = taken;
+        changed
+    }
+
+    /// Neither held by a task nor taken by another process.
+    fn is_free(&self, port: u16) -> bool {
+        !self.held.contains_key(&port) && !self.taken.contains(&port)
+    }
+
     /// Number of free ports.
     pub fn free_count(&self) -> usize {
-        usize::from(self.range.end - self.range.begin) + 1 - self.held.len()
+        let taken_only = self
+            .taken
+            .iter()
+            .filter(|p| !self.held.contains_key(p))
+            .count();
+        usize::from(self.range.end - self.range.begin) + 1 - self.held.len() - taken_only
     }
 
     /// The free ports as ranges (at most [`MAX_PORT_RANGES`]; a very fragmented range reports
-    /// its lowest runs), for the offer.
+    /// its lowest runs), for the offer: neither held nor taken by another process.
     pub fn free_ranges(&self) -> heapless::Vec<PortRange, MAX_PORT_RANGES> {
-        self.runs(|p| !self.held.contains_key(&p))
+        self.runs(|p| self.is_free(p))
     }
 
     /// The held ports as ranges, for the offer's `used`.
@@ -215,5 +247,33 @@ mod tests {
         p.allocate(&id("a"), &[0]).unwrap();
         assert_eq!(p.allocate(&id("b"), &[0, 0]), Err(PortError::Exhausted));
         assert_eq!(p.free_count(), 1);
+    }
+
+    #[test]
+    fn a_port_another_process_listens_on_is_neither_given_nor_offered() {
+        let mut p = Ports::new(PortRange {
+            begin: 31000,
+            end: 31003,
+        });
+        assert!(p.set_taken([31000, 8080]), "only the range counts");
+        assert!(!p.set_taken([31000]), "unchanged");
+        assert_eq!(p.allocate(&id("a"), &[0]).unwrap(), vec![31001]);
+        assert_eq!(p.check(&[31000]), Err(PortError::Taken(31000)));
+        assert_eq!(p.free_count(), 2);
+        assert_eq!(
+            p.free_ranges().as_slice(),
+            [PortRange {
+                begin: 31002,
+                end: 31003
+            }]
+        );
+        // A task's own port shows as listening too (Docker's proxy): still the task's.
+        p.set_taken([31000, 31001]);
+        assert_eq!(p.free_count(), 2);
+        assert_eq!(p.holder(31001), Some(&id("a")));
+        // Once the other process is gone the port is free again.
+        p.set_taken([31001]);
+        assert_eq!(p.free_count(), 3);
+        assert_eq!(p.allocate(&id("b"), &[31000]).unwrap(), vec![31000]);
     }
 }

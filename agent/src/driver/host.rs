@@ -43,3 +43,52 @@ pub fn changed(old: &Capacity, new: &Capacity) -> bool {
         || old.mem_mib != new.mem_mib
         || (old.disk_mib - new.disk_mib).abs() > old.disk_mib.max(1.0) * 0.01
 }
+
+/// The TCP ports something on the host listens on (`/proc/net/tcp` and `tcp6`, state LISTEN),
+/// sorted; an unreadable file counts as none.
+pub fn listening_ports() -> Vec<u16> {
+    let mut ports: Vec<u16> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| parse_listening(&text))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// The LISTEN ports of one `/proc/net/tcp`-style table: `sl local_address rem_address st ...`
+/// with the address as `HEXIP:HEXPORT` and state `0A` for LISTEN.
+fn parse_listening(text: &str) -> Vec<u16> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let local = f.nth(1)?;
+            let state = f.nth(1)?;
+            if state != "0A" {
+                return None;
+            }
+            let port = local.rsplit_once(':')?.1;
+            u16::from_str_radix(port, 16).ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod listening_tests {
+    use super::*;
+
+    #[test]
+    fn listeners_are_read_from_the_kernel_s_table() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:7918 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1
+   2: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 3 1 0 100 0 0 10 0
+";
+        // 0x7918 = 31000 and 0x50 = 80 listen; 0x1F90 is an established connection.
+        assert_eq!(parse_listening(table), vec![31000, 80]);
+        // And this machine's own table parses (whatever is listening here).
+        let _ = listening_ports();
+    }
+}
