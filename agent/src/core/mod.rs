@@ -863,6 +863,7 @@ impl Supervisor {
             since: now,
         };
         t.container_ip = ip.and_then(|ip| outpost_protocol::IpText::new(&ip).ok());
+        t.port_retries = 0;
         t.checks = t
             .health_checks
             .iter()
@@ -882,8 +883,26 @@ impl Supervisor {
         let Some(t) = self.current(id, attempt) else {
             return;
         };
-        if let Some(container_id) = t.phase.container().map(str::to_string) {
+        let container = t.phase.container().map(str::to_string);
+        let dynamic = t.wanted_ports.contains(&0);
+        let retries = t.port_retries;
+        if let Some(container_id) = container {
             self.actions.push(Action::Remove { container_id });
+        }
+        // A host port something else took between the choice and the start ("port is already
+        // allocated"): with ports the agent picks, another port and at once, a few times, and
+        // nothing reported; a fixed port fails the task with dockerd's reason.
+        let taken_port = reason == Reason::ContainerLaunchFailed
+            && (msg.contains("port is already allocated")
+                || msg.contains("address already in use"));
+        if taken_port && dynamic && retries < task::PORT_RETRIES {
+            if let Some(t) = self.tasks.get_mut(id) {
+                t.port_retries += 1;
+            }
+            tracing::warn!(task = %id.as_str(), error = %msg, retry = retries + 1, "a host port was taken: starting again on another");
+            self.move_dynamic_ports(id);
+            self.begin_attempt(id);
+            return;
         }
         self.status(now, id, TaskState::Failed, Some(reason), Some(msg));
         self.move_dynamic_ports(id);

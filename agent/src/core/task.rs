@@ -108,7 +108,14 @@ pub struct Task {
     pub healthy: Option<bool>,
     /// The last state reported.
     pub last_state: TaskState,
+    /// Starts retried at once on other ports since the task last ran (a host port that
+    /// turned out taken); bounded by [`PORT_RETRIES`].
+    pub port_retries: u32,
 }
+
+/// How many times in a row a start that failed on a taken host port is retried at once on
+/// other ports (for `hostPort: 0` mappings) before the task fails.
+pub const PORT_RETRIES: u32 = 3;
 
 impl Task {
     /// A new task holding `host_ports`.
@@ -132,6 +139,7 @@ impl Task {
             checks: Vec::new(),
             healthy: None,
             last_state: TaskState::Staging,
+            port_retries: 0,
         }
     }
 

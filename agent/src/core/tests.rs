@@ -1461,3 +1461,82 @@ fn a_failed_container_listing_during_recovery_is_retried_with_backoff_until_it_w
         );
     }
 }
+
+/// Image, create, then a start that fails with dockerd's `message`, for the task's current
+/// attempt; the actions of the failure.
+fn start_fails(sim: &mut Sim, id: &TaskId, message: &str) -> Vec<Action> {
+    let attempt = sim.sup.tasks()[id].attempt;
+    sim.ev(Event::ImageReady {
+        task_id: id.clone(),
+        attempt,
+    });
+    sim.ev(Event::ContainerCreated {
+        task_id: id.clone(),
+        attempt,
+        container_id: format!("ctr-{attempt}"),
+    });
+    sim.ev(Event::LaunchFailed {
+        task_id: id.clone(),
+        attempt,
+        message: message.into(),
+    })
+}
+
+#[test]
+fn a_start_that_finds_its_picked_port_taken_is_retried_at_once_on_another_a_few_times() {
+    let taken = "Bind for 0.0.0.0:31000 failed: port is already allocated";
+    let mut sim = Sim::new();
+    let reply = sim.command(CommandKind::Launch(spec("web.1")));
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    let id = TaskId::new("web.1").unwrap();
+    let mut ports = vec![sim.sup.tasks()[&id].host_ports[0]];
+    for _ in 0..task::PORT_RETRIES {
+        let actions = start_fails(&mut sim, &id, taken);
+        assert!(
+            actions.iter().any(|a| matches!(
+                a,
+                Action::EnsureImage {
+                    launch: Some(_),
+                    ..
+                }
+            )),
+            "started again at once, no backoff: {actions:?}"
+        );
+        let port = sim.sup.tasks()[&id].host_ports[0];
+        assert!(
+            !ports.contains(&port),
+            "another port: {port} after {ports:?}"
+        );
+        ports.push(port);
+    }
+    assert!(
+        !sim.states("web.1").contains(&TaskState::Failed),
+        "nothing reported while retrying"
+    );
+    // Bounded: the next one fails the task (which then restarts with its backoff).
+    start_fails(&mut sim, &id, taken);
+    assert_eq!(sim.states("web.1").last(), Some(&TaskState::Failed));
+
+    // A fixed host port that is taken fails the task at once, with dockerd's reason.
+    let mut fixed = spec("fixed.1");
+    fixed.port_mappings[0].host_port = 31005;
+    sim.command(CommandKind::Launch(fixed));
+    let fid = TaskId::new("fixed.1").unwrap();
+    start_fails(
+        &mut sim,
+        &fid,
+        "Bind for 0.0.0.0:31005 failed: port is already allocated",
+    );
+    let last = sim
+        .statuses
+        .iter()
+        .rfind(|s| s.task_id == "fixed.1")
+        .unwrap();
+    assert_eq!(last.state, TaskState::Failed);
+    assert!(
+        last.message
+            .as_ref()
+            .is_some_and(|m| m.contains("31005 failed: port is already allocated")),
+        "{last:?}"
+    );
+}
