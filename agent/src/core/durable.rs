@@ -146,6 +146,13 @@ impl Snapshot {
 impl Supervisor {
     /// The durable part of the state.
     pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_parts(true)
+    }
+
+    /// The snapshot; unless `full`, without its two logs (the outbox, the seen commands) and
+    /// with each task's spec as its digest (for [`Supervisor::durable_fingerprint`]).
+    fn snapshot_parts(&self, full: bool) -> Snapshot {
+        let logs = full;
         let tasks =
             self.tasks
                 .values()
@@ -179,7 +186,11 @@ impl Supervisor {
                         },
                     };
                     TaskSnap {
-                        spec: t.wire().to_vec(),
+                        spec: if full {
+                            t.wire().to_vec()
+                        } else {
+                            t.spec_digest.to_le_bytes().to_vec()
+                        },
                         host_ports: t.host_ports.iter().copied().collect(),
                         restarts: t.restarts,
                         attempt: t.attempt,
@@ -196,11 +207,13 @@ impl Supervisor {
             outbox: self
                 .outbox
                 .statuses()
+                .filter(|_| logs)
                 .map(|s| Wire(encode_to_vec(s)))
                 .collect(),
             seen_commands: self
                 .seen_order
                 .iter()
+                .filter(|_| logs)
                 .filter_map(|id| {
                     self.seen_commands.get(id).map(|(r, issued)| SeenCommand {
                         id: id.clone(),
@@ -213,36 +226,16 @@ impl Supervisor {
         }
     }
 
-    /// A cheap digest of the durable state: the runtime saves a snapshot when it changes.
+    /// A digest of the durable state: the runtime saves a snapshot when it changes. Everything
+    /// but the two logs is hashed from the snapshot's own encoding (each task's spec, which
+    /// never changes, by its digest), so a field added to the snapshot is in the digest
+    /// without anyone remembering to add it. The logs (the outbox,
+    /// the seen commands) change only at their ends (appended at the back, dropped at the
+    /// front): their lengths and end items show every change without encoding them per event
+    /// (a week offline is a long outbox).
     pub fn durable_fingerprint(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.draining.hash(&mut h);
-        for t in self.tasks.values() {
-            t.task_id.as_str().hash(&mut h);
-            t.restarts.hash(&mut h);
-            t.attempt.hash(&mut h);
-            t.last_state.mesos_number().hash(&mut h);
-            t.host_ports.as_slice().hash(&mut h);
-            match &t.phase {
-                Phase::Pulling | Phase::Creating => 0u8.hash(&mut h),
-                Phase::Starting { container_id } | Phase::Running { container_id, .. } => {
-                    1u8.hash(&mut h);
-                    container_id.hash(&mut h);
-                }
-                Phase::Killing {
-                    container_id, then, ..
-                } => {
-                    2u8.hash(&mut h);
-                    container_id.hash(&mut h);
-                    (*then == AfterKill::Forget).hash(&mut h);
-                }
-                Phase::Backoff { until } => {
-                    3u8.hash(&mut h);
-                    until.hash(&mut h);
-                }
-            }
-        }
-        self.recovering.len().hash(&mut h);
+        self.snapshot_parts(false).to_bytes().hash(&mut h);
         self.outbox.len().hash(&mut h);
         for s in self
             .outbox
@@ -253,8 +246,8 @@ impl Supervisor {
             s.uuid.hash(&mut h);
         }
         self.seen_order.len().hash(&mut h);
+        self.seen_order.front().hash(&mut h);
         self.seen_order.back().hash(&mut h);
-        self.replay_floor_ms.hash(&mut h);
         h.finish()
     }
 

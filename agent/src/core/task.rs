@@ -108,6 +108,9 @@ pub struct Task {
     pub healthy: Option<bool>,
     /// The last state reported.
     pub last_state: TaskState,
+    /// A digest of the spec's wire form (it never changes): what the state's fingerprint
+    /// hashes instead of the whole spec, per event.
+    pub spec_digest: u64,
     /// Starts retried at once on other ports since the task last ran (a host port that
     /// turned out taken); bounded by [`PORT_RETRIES`].
     pub port_retries: u32,
@@ -122,6 +125,12 @@ impl Task {
     pub fn new(spec: &TaskSpec, host_ports: Vec<u16>) -> Self {
         Self {
             wire: encode_part_to_vec(spec).into_boxed_slice(),
+            spec_digest: {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                encode_part_to_vec(spec).hash(&mut h);
+                h.finish()
+            },
             task_id: spec.task_id.clone(),
             cpus: spec.cpus,
             mem_mib: spec.mem_mib,
