@@ -757,6 +757,20 @@ enum Step {
     Docker,
     Disconnect,
     Connect,
+    /// The model dockerd's next action of this kind fails (or, for a stop, never reports
+    /// the exit).
+    Fault(Fault),
+}
+
+/// What the model dockerd can get wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Pull,
+    Create,
+    Start,
+    /// A stop that hangs: the container runs on, no exit comes (the kill's slack must end it).
+    StopHangs,
+    List,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -776,17 +790,39 @@ fn step() -> impl Strategy<Value = Step> {
         Just(Step::Docker),
         Just(Step::Disconnect),
         Just(Step::Connect),
+        prop_oneof![
+            Just(Fault::Pull),
+            Just(Fault::Create),
+            Just(Fault::Start),
+            Just(Fault::StopHangs),
+            Just(Fault::List),
+        ]
+        .prop_map(Step::Fault),
     ]
 }
 
-/// dockerd as a model: containers by id, each with its task and whether it runs.
+/// dockerd as a model: containers by id, each with its task, whether it runs and its exit
+/// code; faults queued by the steps make its next pull, create, start or listing fail, or
+/// lose a stop's exit event.
 #[derive(Default)]
 struct Dockerd {
     containers: Vec<(String, String, bool)>,
     next: u32,
+    faults: Vec<Fault>,
 }
 
 impl Dockerd {
+    /// Takes a queued fault of `kind`, if any.
+    fn fault(&mut self, kind: Fault) -> bool {
+        match self.faults.iter().position(|f| *f == kind) {
+            Some(i) => {
+                self.faults.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Carries out the actions, feeding results back until none are left.
     fn serve(&mut self, sim: &mut Sim, mut pending: Vec<Action>) {
         while let Some(a) = pending.pop() {
@@ -794,7 +830,38 @@ impl Dockerd {
                 Action::EnsureImage {
                     launch: Some((task_id, attempt)),
                     ..
+                } if self.fault(Fault::Pull) => Some(Event::ImageFailed {
+                    task_id,
+                    attempt,
+                    message: "pull access denied".into(),
+                }),
+                Action::EnsureImage {
+                    launch: Some((task_id, attempt)),
+                    ..
                 } => Some(Event::ImageReady { task_id, attempt }),
+                Action::Create {
+                    task_id, attempt, ..
+                } if self.fault(Fault::Create) => Some(Event::LaunchFailed {
+                    task_id,
+                    attempt,
+                    message: "create container: no space left on device".into(),
+                }),
+                Action::Start {
+                    task_id, attempt, ..
+                } if self.fault(Fault::Start) => Some(Event::LaunchFailed {
+                    task_id,
+                    attempt,
+                    message: "start container: exec format error".into(),
+                }),
+                Action::Stop { .. } if self.fault(Fault::StopHangs) => {
+                    // The stop hangs: the container runs on and no exit comes.
+                    None
+                }
+                Action::ListContainers if self.fault(Fault::List) => {
+                    Some(Event::ContainerListFailed {
+                        message: "Cannot connect to the Docker daemon".into(),
+                    })
+                }
                 Action::Create {
                     task_id, attempt, ..
                 } => {
@@ -834,7 +901,7 @@ impl Dockerd {
                             container_id: id.clone(),
                             task_id: task.clone(),
                             running: *running,
-                            exit_code: 0,
+                            exit_code: if *running { 0 } else { 137 },
                         })
                         .collect(),
                 )),
@@ -886,6 +953,15 @@ fn check_invariants(sim: &Sim, dockerd: &Dockerd) {
             .count();
         assert!(running <= 1, "task {id} has {running} running containers");
     }
+    // Every running container belongs to a task whose phase names it: none is leaked.
+    for (ctr, task, running) in &dockerd.containers {
+        if *running {
+            let owned = tasks
+                .values()
+                .any(|t| t.phase.container() == Some(ctr.as_str()));
+            assert!(owned, "container {ctr} of {task} runs and no task names it");
+        }
+    }
 }
 
 proptest! {
@@ -930,6 +1006,10 @@ proptest! {
                 Step::Docker => sim.ev(Event::DockerConnected),
                 Step::Disconnect => sim.ev(Event::BrokerDisconnected),
                 Step::Connect => sim.ev(Event::BrokerConnected { local_ip: None }),
+                Step::Fault(f) => {
+                    dockerd.faults.push(f);
+                    Vec::new()
+                }
             };
             dockerd.serve(&mut sim, acts);
             check_invariants(&sim, &dockerd);
