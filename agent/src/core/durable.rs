@@ -414,6 +414,9 @@ impl Supervisor {
             }
         }
         self.awaiting_list = false;
+        // A call the killed process had sent to dockerd may still land after this listing (a
+        // create under load): list once more a little later, and remove what no task owns.
+        self.list_retry_at = Some(now + super::RELIST_AFTER_RECOVERY_MS);
         // Recovered: now report (hello, liveness, offer, the queued updates in order).
         if self.broker_up {
             self.on_connected(now);

@@ -119,7 +119,7 @@ pub struct Supervisor {
     broker_up: bool,
     /// The local address of the latest broker connection.
     local_ip: Option<outpost_protocol::IpText>,
-    /// After a failed container listing: when to list again.
+    /// When to list the containers again: after a failed listing, and once after recovery.
     list_retry_at: Option<Millis>,
     /// The wait after the next failed listing (reset by one that works).
     list_retry_wait: Millis,
@@ -128,6 +128,9 @@ pub struct Supervisor {
 /// The first wait before a failed container listing is tried again; it doubles per failure up
 /// to [`LIST_RETRY_MAX_MS`].
 pub const LIST_RETRY_MS: Millis = 1_000;
+/// After recovery, when the containers are listed once more (for containers a killed
+/// process's last calls to dockerd made after the first listing).
+pub const RELIST_AFTER_RECOVERY_MS: Millis = 5_000;
 /// The longest wait between container listings that fail.
 pub const LIST_RETRY_MAX_MS: Millis = 30_000;
 

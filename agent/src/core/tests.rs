@@ -1644,3 +1644,40 @@ fn the_fingerprint_follows_every_field_of_the_snapshot_offer_seq_included() {
         sim.sup.snapshot().to_bytes()
     );
 }
+
+#[test]
+fn after_recovery_the_containers_are_listed_once_more_and_a_late_orphan_is_removed() {
+    let mut sim = Sim::new();
+    let ctr = sim.launch_running(spec("web.1"));
+    sim.ack_all();
+    let mut after = restarted(&sim);
+    after.ev(Event::DockerConnected);
+    after.ev(Event::ContainersListed(vec![observed(&ctr, "web.1", true)]));
+    assert!(!after.sup.recovering());
+    let lists = |a: &[Action]| {
+        a.iter()
+            .filter(|a| matches!(a, Action::ListContainers))
+            .count()
+    };
+    assert_eq!(lists(&after.advance(RELIST_AFTER_RECOVERY_MS - 1)), 0);
+    assert_eq!(lists(&after.advance(1)), 1, "listed once more");
+    // The killed process's last create landed after the first listing: removed now.
+    let actions = after.ev(Event::ContainersListed(vec![
+        observed(&ctr, "web.1", true),
+        observed("late", "web.1", false),
+    ]));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { container_id } if container_id == "late")),
+        "{actions:?}"
+    );
+    assert_eq!(
+        after.sup.tasks()[&TaskId::new("web.1").unwrap()]
+            .phase
+            .container(),
+        Some(ctr.as_str())
+    );
+    // Once: no further listings without a reason.
+    assert_eq!(lists(&after.advance(60_000)), 0);
+}
