@@ -144,7 +144,8 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let mut pending_acks: Vec<u64> = Vec::new();
     let (received_tx, mut received) = unbounded_channel();
     // The ports other processes hold are known before the first offer can go out.
-    let _ = events_tx.send(Event::HostPortsListening(host::listening_ports()));
+    let listening = host::listening_ports();
+    let _ = events_tx.send(Event::HostPortsListening(listening.clone()));
     let mqtt_tx = mqtt::spawn(&config, started_at_ms, events_tx.clone(), received_tx);
     tokio::spawn(docker::follow_events(
         docker.clone(),
@@ -152,7 +153,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         events_tx.clone(),
     ));
     tokio::spawn(sample_host(config.clone(), capacity, events_tx.clone()));
-    tokio::spawn(sample_listeners(events_tx.clone()));
+    tokio::spawn(sample_listeners(listening, events_tx.clone()));
     let ctx = Arc::new(Ctx {
         docker,
         config,
@@ -288,19 +289,19 @@ fn save_state(store: &mut Option<StateFile>, sup: &mut Supervisor) -> bool {
     }
 }
 
-/// Reports the TCP ports other processes listen on, at start and whenever they change.
-async fn sample_listeners(events: UnboundedSender<Event>) {
-    let mut last = None;
+/// Reports the TCP ports other processes listen on whenever they change from `last` (what
+/// was read at start).
+async fn sample_listeners(mut last: Vec<u16>, events: UnboundedSender<Event>) {
     loop {
+        tokio::time::sleep(LISTENERS_EVERY).await;
         if let Ok(now) = tokio::task::spawn_blocking(host::listening_ports).await
-            && last.as_ref() != Some(&now)
+            && now != last
         {
-            last = Some(now.clone());
+            last = now.clone();
             if events.send(Event::HostPortsListening(now)).is_err() {
                 return;
             }
         }
-        tokio::time::sleep(LISTENERS_EVERY).await;
     }
 }
 

@@ -82,42 +82,58 @@ pub struct EchoBridge {
 const TAG_REPLY: u8 = b'R';
 const TAG_STATUS: u8 = b'S';
 
+/// A client of `broker` named `name-PID` whose incoming publishes go to `on_publish` on a
+/// thread of its own (reconnecting after errors, 50 ms apart).
+fn client(
+    broker: &Broker,
+    name: &str,
+    inflight: Option<u16>,
+    on_publish: impl Fn(&Client, &str, &[u8]) + Send + 'static,
+) -> Client {
+    let mut o = MqttOptions::new(
+        format!("{name}-{}", std::process::id()),
+        "127.0.0.1",
+        broker.port(),
+    );
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(MAX_MESSAGE_BYTES + 1024, MAX_MESSAGE_BYTES + 1024);
+    if let Some(n) = inflight {
+        o.set_inflight(n);
+    }
+    // Room for every answer of a run at once: they are queued from the connection's own
+    // thread, which must not wait for room.
+    let (client, mut connection) = Client::new(o, QUEUE);
+    let c = client.clone();
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            match event {
+                Ok(Event::Incoming(Packet::Publish(p))) => on_publish(&c, &p.topic, &p.payload),
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    });
+    client
+}
+
 impl EchoBridge {
     /// Connects to `broker`; acknowledgements are `ack_bytes` long.
     pub fn connect(broker: &Broker, ack_bytes: usize) -> Result<Self> {
-        let mut o = MqttOptions::new(
-            format!("echo-bridge-{}", std::process::id()),
-            "127.0.0.1",
-            broker.port(),
-        );
-        o.set_keep_alive(Duration::from_secs(30));
-        o.set_max_packet_size(MAX_MESSAGE_BYTES + 1024, MAX_MESSAGE_BYTES + 1024);
-        // Room for every launch and acknowledgement of a run at once: the answers are queued
-        // from the connection's own thread, which must not wait for room.
-        let (client, mut connection) = Client::new(o, QUEUE);
-        client.subscribe("bench/v1/agents/+/up", QoS::AtLeastOnce)?;
         let answers = Arc::new(Mutex::new(0usize));
-        let (a, c) = (answers.clone(), client.clone());
-        std::thread::spawn(move || {
-            for event in connection.iter() {
-                match event {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        *a.lock().unwrap() += 1;
-                        if p.payload.first() == Some(&TAG_STATUS) {
-                            let agent = p.topic.split('/').nth(3).unwrap_or("").to_string();
-                            let _ = c.try_publish(
-                                format!("bench/v1/agents/{agent}/ack"),
-                                QoS::AtLeastOnce,
-                                false,
-                                vec![0u8; ack_bytes],
-                            );
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
+        let a = answers.clone();
+        let client = client(broker, "echo-bridge", None, move |c, topic, payload| {
+            *a.lock().unwrap() += 1;
+            if payload.first() == Some(&TAG_STATUS) {
+                let agent = topic.split('/').nth(3).unwrap_or("");
+                let _ = c.try_publish(
+                    format!("bench/v1/agents/{agent}/ack"),
+                    QoS::AtLeastOnce,
+                    false,
+                    vec![0u8; ack_bytes],
+                );
             }
         });
+        client.subscribe("bench/v1/agents/+/up", QoS::AtLeastOnce)?;
         // The broker takes the subscription before any launch this client sends after it.
         Ok(Self { client, answers })
     }
@@ -149,15 +165,11 @@ fn topic(agent: &str, kind: TopicKind) -> String {
 impl Fleet {
     /// Connects to `broker` and subscribes to every agent's commands and acks.
     pub fn connect(broker: &Broker) -> Result<Self> {
-        let mut o = MqttOptions::new(
-            format!("fleet-sim-{}", std::process::id()),
-            "127.0.0.1",
-            broker.port(),
-        );
-        o.set_keep_alive(Duration::from_secs(30));
-        o.set_max_packet_size(MAX_MESSAGE_BYTES + 1024, MAX_MESSAGE_BYTES + 1024);
-        o.set_inflight(1000);
-        let (client, mut connection) = Client::new(o, QUEUE);
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let s = seen.clone();
+        let client = client(broker, "fleet-sim", Some(1000), move |c, topic, payload| {
+            on_publish(c, &s, topic, payload)
+        });
         client.subscribe(
             TopicKind::Cmd.all_agents_filter().to_string(),
             QoS::AtLeastOnce,
@@ -169,19 +181,6 @@ impl Fleet {
             TopicKind::Ack.all_agents_filter().to_string(),
             QoS::AtLeastOnce,
         )?;
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let (s, c) = (seen.clone(), client.clone());
-        std::thread::spawn(move || {
-            for event in connection.iter() {
-                match event {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        on_publish(&c, &s, &p.topic, &p.payload)
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        });
         Ok(Self { client, seen })
     }
 

@@ -123,14 +123,13 @@ pub const PORT_RETRIES: u32 = 3;
 impl Task {
     /// A new task holding `host_ports`.
     pub fn new(spec: &TaskSpec, host_ports: Vec<u16>) -> Self {
+        use std::hash::{Hash, Hasher};
+        let wire = encode_part_to_vec(spec).into_boxed_slice();
+        let mut digest = std::collections::hash_map::DefaultHasher::new();
+        wire.hash(&mut digest);
         Self {
-            wire: encode_part_to_vec(spec).into_boxed_slice(),
-            spec_digest: {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                encode_part_to_vec(spec).hash(&mut h);
-                h.finish()
-            },
+            spec_digest: digest.finish(),
+            wire,
             task_id: spec.task_id.clone(),
             cpus: spec.cpus,
             mem_mib: spec.mem_mib,
