@@ -148,6 +148,10 @@ fn a_corrupt_state_file_falls_back_to_the_previous_generation() {
     let _ = std::fs::remove_file(agent.state_dir().join("agent-state.tmp"));
     let path = agent.state_dir().join("agent-state");
     let bytes = std::fs::read(&path).unwrap();
+    // A new file under the name, not the old one truncated: a kill inside a save can leave
+    // `agent-state` and `agent-state.prev` two links of one file (between the link and the
+    // rename), and a torn save only ever tears the file it writes, never both names.
+    std::fs::remove_file(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     agent.restart().unwrap();
     wait::until("the fallback logged", SHORT, || {
