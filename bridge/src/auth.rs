@@ -163,6 +163,59 @@ async fn bounded_by(limit: Duration, req: Request, next: Next) -> Response {
     }
 }
 
+/// How much of an oversized body is still read (and dropped) before the 413 goes out. A
+/// server that closes a connection with unread data in its socket resets it, and a client still
+/// sending then gets the reset instead of the answer; reading on lets it read the 413. A body
+/// declared (or found) larger than this is refused without reading it.
+pub const DRAIN_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads every request body before anything else looks at the request: up to
+/// [`MAX_BODY_BYTES`] is kept for the handler, more is read on and dropped up to
+/// [`DRAIN_BYTES`] and answered 413 naming both sizes. Runs inside [`bounded`], so a client
+/// that sends slowly is cut off at [`REQUEST_TIMEOUT`].
+pub async fn read_body(req: Request, next: Next) -> Response {
+    use http_body_util::BodyExt;
+    let too_large = |size: String| {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body of {size} bytes is over the limit of {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let (parts, mut body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|&n| n > DRAIN_BYTES as u64) {
+        return too_large(n.to_string());
+    }
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                return refuse(StatusCode::BAD_REQUEST, &format!("request body: {e}"));
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total <= MAX_BODY_BYTES {
+            kept.extend_from_slice(&data);
+        } else if total > DRAIN_BYTES {
+            return too_large(format!("more than {DRAIN_BYTES}"));
+        }
+    }
+    if total > MAX_BODY_BYTES {
+        return too_large(total.to_string());
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(kept)))
+        .await
+}
+
 /// The middleware both routers run behind.
 pub async fn require(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
     if !auth.enabled() || matches!(req.uri().path(), "/ping" | "/master/health") {

@@ -26,6 +26,7 @@ pub fn routers(shared: &Arc<Shared>) -> (axum::Router, axum::Router) {
                 auth.clone(),
                 crate::auth::require,
             ))
+            .layer(axum::middleware::from_fn(crate::auth::read_body))
             .layer(axum::middleware::from_fn(crate::auth::bounded))
             .layer(axum::extract::DefaultBodyLimit::max(
                 crate::auth::MAX_BODY_BYTES,
