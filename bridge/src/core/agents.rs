@@ -8,14 +8,19 @@ impl Core {
     // ---------------------------------------------------------------- agents (MQTT side)
 
     pub(super) fn agent_entry(&mut self, now: Millis, id: &str) -> &mut AgentRecord {
-        if !self.agents.contains_key(id) {
-            self.index_hostname(id, None, id);
-        }
-        self.agents
-            .entry(id.to_string())
-            .or_insert_with(|| AgentRecord {
-                id: id.to_string(),
-                hostname: id.to_string(),
+        let name = match self.agents.get_key_value(id) {
+            Some((name, _)) => name.clone(),
+            None => {
+                // A new agent's host name is its id until its hello says otherwise.
+                let name: Name = id.into();
+                self.index_hostname(&name, None, &name);
+                name
+            }
+        };
+        self.agents.entry(name.clone()).or_insert_with(|| {
+            Box::new(AgentRecord {
+                id: name.clone(),
+                hostname: name,
                 attributes: BTreeMap::new(),
                 liveness: AgentLiveness::Unknown,
                 address: None,
@@ -25,14 +30,16 @@ impl Core {
                 offer: None,
                 port_cursor: 0,
             })
+        })
     }
 
     /// An agent's hello (retained): its host name and attributes.
     pub fn on_hello(&mut self, now: Millis, h: &Hello) {
         let a = self.agent_entry(now, &h.agent_id);
-        let before = std::mem::replace(&mut a.hostname, h.hostname.to_string());
-        if before != h.hostname.as_str() {
-            self.index_hostname(&h.agent_id, Some(&before), &h.hostname);
+        if *a.hostname != *h.hostname.as_str() {
+            let (id, after): (Name, Name) = (a.id.clone(), h.hostname.as_str().into());
+            let before = std::mem::replace(&mut a.hostname, after.clone());
+            self.index_hostname(&id, Some(&before), &after);
         }
         let Some(a) = self.agents.get_mut(h.agent_id.as_str()) else {
             return;
@@ -141,7 +148,7 @@ impl Core {
                     // New capacity: instances waiting for an agent are placed when this
                     // batch settles, not at the next tick.
                     self.capacity_freed(Some(&id));
-                    let apps: Vec<String> = self.apps.keys().cloned().collect();
+                    let apps: Vec<Name> = self.apps.keys().cloned().collect();
                     self.dirty.extend(apps);
                 }
             }

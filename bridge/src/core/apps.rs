@@ -78,7 +78,7 @@ impl Core {
         now: Millis,
         mut def: AppDefinition,
     ) -> Result<(AppRecord, Deployment), ApiError> {
-        if let Some(app) = self.apps.get(&def.id) {
+        if let Some(app) = self.apps.get(def.id.as_str()) {
             // Being deleted (or deploying): locked, as Marathon says, with the deployment.
             if let Some(d) = &app.deployment {
                 return Err(ApiError::locked(d));
@@ -93,12 +93,12 @@ impl Core {
         let version = rfc3339(now);
         let id = def.id.clone();
         self.apps.insert(
-            id.clone(),
+            id.clone().into(),
             AppRecord {
                 def,
                 version: version.clone(),
                 last_scaling_at: version.clone(),
-                last_config_change_at: version,
+                last_config_change_at: version.into(),
                 deployment: None,
                 last_failure: None,
                 failures: 0,
@@ -109,7 +109,7 @@ impl Core {
         );
         let d = self.start_deployment(now, &id, DeploymentAction::StartApplication, None);
         self.tick(now);
-        Ok((self.apps[&id].clone(), d))
+        Ok((self.apps[id.as_str()].clone(), d))
     }
 
     pub(super) fn check_spec(&self, def: &AppDefinition) -> Result<(), ApiError> {
@@ -135,14 +135,14 @@ impl Core {
         force: bool,
     ) -> Result<Deployment, ApiError> {
         let id = def.id.clone();
-        if !self.apps.contains_key(&id) {
+        if !self.apps.contains_key(id.as_str()) {
             return self.create_app(now, def).map(|(_, d)| d);
         }
         self.check_lock(&id, force)?;
         self.check_spec(&def)?;
         self.assign_service_ports(&mut def);
         let version = rfc3339(now);
-        let Some(app) = self.apps.get_mut(&id) else {
+        let Some(app) = self.apps.get_mut(id.as_str()) else {
             return Err(ApiError::not_found(&format!("App '{id}'")));
         };
         if app.deleting {
@@ -157,7 +157,7 @@ impl Core {
         // New instances or constraints: the next pass looks at every agent again.
         app.no_room = None;
         let action = if config_change {
-            app.last_config_change_at = version.clone();
+            app.last_config_change_at = version.clone().into();
             DeploymentAction::RestartApplication
         } else {
             app.last_scaling_at = version;
@@ -184,7 +184,7 @@ impl Core {
             return Err(ApiError::not_found(&format!("App '{id}'")));
         };
         app.version = version.clone();
-        app.last_config_change_at = version;
+        app.last_config_change_at = version.into();
         let d = self.start_deployment(now, id, DeploymentAction::RestartApplication, None);
         self.tick(now);
         Ok(d)
@@ -223,7 +223,7 @@ impl Core {
     ) -> Result<(Vec<TaskRecord>, Vec<Deployment>), ApiError> {
         let killed: Vec<TaskRecord> = ids
             .iter()
-            .filter_map(|id| self.tasks.get(id).map(|t| (**t).clone()))
+            .filter_map(|id| self.tasks.get(id.as_str()).map(|t| (**t).clone()))
             .collect();
         if killed.is_empty() && !ids.is_empty() {
             return Err(ApiError::not_found(&format!("Task '{}'", ids[0])));
@@ -232,7 +232,7 @@ impl Core {
         for t in &killed {
             if scale && let Some(app) = self.apps.get_mut(&t.app_id) {
                 scaled
-                    .entry(t.app_id.clone())
+                    .entry(t.app_id.to_string())
                     .or_insert_with(|| app.def.clone());
                 app.def.instances = app.def.instances.saturating_sub(1);
                 app.version = rfc3339(now);
@@ -248,7 +248,11 @@ impl Core {
         // one already running goes on and covers it.
         let mut deployments = Vec::new();
         for (app_id, previous) in scaled {
-            match self.apps.get(&app_id).and_then(|a| a.deployment.clone()) {
+            match self
+                .apps
+                .get(app_id.as_str())
+                .and_then(|a| a.deployment.clone())
+            {
                 Some(d) => deployments.push(d),
                 None => deployments.push(self.start_deployment(
                     now,
@@ -278,7 +282,11 @@ impl Core {
         else {
             return Err(ApiError::not_found(&format!("DeploymentPlan {deployment}")));
         };
-        let Some(d) = self.apps.get_mut(&app_id).and_then(|a| a.deployment.take()) else {
+        let Some(d) = self
+            .apps
+            .get_mut(app_id.as_str())
+            .and_then(|a| a.deployment.take())
+        else {
             return Err(ApiError::not_found(&format!("DeploymentPlan {deployment}")));
         };
         let plan = deployment_json(&d, &app_id);

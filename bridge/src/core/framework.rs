@@ -395,7 +395,7 @@ impl Core {
         // given), frameworks' tasks and the offers they hold; each offer made is held in it, so
         // the next framework is offered what is left.
         let mut ledger = super::Ledger::of(self);
-        let agents: Vec<String> = self
+        let agents: Vec<super::Name> = self
             .agents
             .values()
             .filter(|a| a.online() && a.offer.is_some())
@@ -410,7 +410,9 @@ impl Core {
                 f.offers.values().map(|o| o.agent_id.clone()).collect();
             let mut made: Vec<(String, OfferHeld)> = Vec::new();
             for agent_id in &agents {
-                if offered.contains(agent_id) || f.refused.get(agent_id).is_some_and(|t| *t > now) {
+                if offered.contains(&**agent_id)
+                    || f.refused.get(&**agent_id).is_some_and(|t| *t > now)
+                {
                     continue;
                 }
                 let Some(a) = self.agents.get(agent_id) else {
@@ -443,7 +445,7 @@ impl Core {
                 made.push((
                     offer_id,
                     OfferHeld {
-                        agent_id: agent_id.clone(),
+                        agent_id: agent_id.to_string(),
                         amount: free,
                         ranges,
                         made_at: now,
@@ -800,7 +802,7 @@ impl Core {
                         Some(t) if t.framework_id == framework_id => {
                             let unreachable = self
                                 .agents
-                                .get(&t.agent_id)
+                                .get(t.agent_id.as_str())
                                 .is_some_and(|a| a.liveness == super::AgentLiveness::Offline);
                             let state = if unreachable {
                                 TaskState::Unreachable
@@ -930,7 +932,7 @@ impl Core {
                 if !left.fits(&amount) {
                     return Err(format!("task {tid:?} asks for more than the offers hold"));
                 }
-                if self.fw_tasks.contains_key(&tid) || self.tasks.contains_key(&tid) {
+                if self.fw_tasks.contains_key(&tid) || self.tasks.contains_key(tid.as_str()) {
                     return Err(format!("task id {tid:?} is already in use"));
                 }
                 Ok((spec, amount, ports))

@@ -153,7 +153,7 @@ impl Ledger {
         let offer = agent.offer.as_ref()?;
         let held = self
             .agents
-            .get(&agent.id)
+            .get(&*agent.id)
             .map(Usage::held)
             .unwrap_or_default();
         Some(offer.available + offer.used - held)
@@ -198,7 +198,7 @@ impl Ledger {
     pub fn free(&self, agent: &AgentRecord) -> Option<Free> {
         let offer = agent.offer.as_ref()?;
         let empty = Usage::default();
-        let u = self.agents.get(&agent.id).unwrap_or(&empty);
+        let u = self.agents.get(&*agent.id).unwrap_or(&empty);
         let amount = offer.available + offer.used - u.held();
         let mut ranges = Vec::new();
         for &(b, e) in &offer.ranges {

@@ -27,6 +27,12 @@ use crate::placement::{self, Amount, Candidate, Constraint};
 use crate::store::{StoreError, Table, Write};
 use crate::time::{Millis, rfc3339};
 
+/// An id or name that several records and indexes hold (a task's id in the task map, its
+/// app's and its agent's index and the command index; an agent's id and host name in every task
+/// on it): one allocation shared by all of them instead of a copy each. It reads, compares,
+/// hashes and (de)serializes as the string it holds.
+pub type Name = std::sync::Arc<str>;
+
 /// Something the runtime must do after a core call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -88,9 +94,9 @@ impl AgentLiveness {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentRecord {
     /// Id.
-    pub id: String,
+    pub id: Name,
     /// Host name.
-    pub hostname: String,
+    pub hostname: Name,
     /// Attributes (for constraints).
     pub attributes: BTreeMap<String, String>,
     /// Online, draining or offline.
@@ -158,15 +164,15 @@ pub struct HealthRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskRecord {
     /// Task id, `app.uuid`.
-    pub id: String,
+    pub id: Name,
     /// The app.
-    pub app_id: String,
+    pub app_id: Name,
     /// The agent.
-    pub agent_id: String,
+    pub agent_id: Name,
     /// The agent's host name.
-    pub host: String,
+    pub host: Name,
     /// The app's config version the task runs.
-    pub version: String,
+    pub version: Name,
     /// Its Mesos state (stored as its Mesos number).
     #[serde(with = "mesos_state")]
     pub state: TaskState,
@@ -196,7 +202,7 @@ pub struct TaskRecord {
     /// The bridge asked the agent to kill it.
     pub killing: bool,
     /// The launch command's id.
-    pub launch_command: String,
+    pub launch_command: Name,
     /// Resources it holds.
     pub cpus: f64,
     /// MiB of memory.
@@ -365,7 +371,7 @@ pub struct AppRecord {
     /// Latest scaling.
     pub last_scaling_at: String,
     /// Latest config change; tasks of another version are replaced.
-    pub last_config_change_at: String,
+    pub last_config_change_at: Name,
     /// The running deployment.
     pub deployment: Option<Deployment>,
     /// Latest failure.
@@ -426,23 +432,25 @@ const SERVICE_PORTS: std::ops::RangeInclusive<u16> = 10000..=20000;
 /// The bridge's state.
 #[derive(Default)]
 pub struct Core {
-    agents: BTreeMap<String, AgentRecord>,
-    apps: BTreeMap<String, AppRecord>,
+    /// Boxed: a tree node holds eleven slots and is often half full; a slot is a pointer, not
+    /// a 250-byte record. The key is the record's own `id`.
+    agents: BTreeMap<Name, Box<AgentRecord>>,
+    apps: BTreeMap<Name, AppRecord>,
     /// By id; hashed (a lookup per task of a pass must not cost a tree walk), with a fixed
     /// hasher so a core's iterations, and so its decisions, are the same on every run.
     /// Boxed: the map's slots (a power of two, at most 7/8 full) hold a pointer, not a
     /// 400-byte record.
-    tasks: HashMap<String, Box<TaskRecord>, FixedHash>,
-    by_command: HashMap<String, String, FixedHash>,
+    tasks: HashMap<Name, Box<TaskRecord>, FixedHash>,
+    by_command: HashMap<Name, Name, FixedHash>,
     /// Task ids by app and by agent (derived from `tasks`, kept by `insert_task` and
     /// `drop_task`): a pass over one app or one agent costs its tasks, not the fleet's.
-    by_app: HashMap<String, BTreeSet<String>, FixedHash>,
+    by_app: HashMap<Name, BTreeSet<Name>, FixedHash>,
     /// Per agent its tasks' ids, sorted (a few per agent: a vector, not a tree node each).
-    by_agent: HashMap<String, Vec<String>, FixedHash>,
+    by_agent: HashMap<Name, Vec<Name>, FixedHash>,
     effects: Vec<Effect>,
     writes: BTreeMap<(Table, String), Option<Vec<u8>>>,
     /// Apps whose tasks changed since the last [`Core::settle`].
-    dirty: BTreeSet<String>,
+    dirty: BTreeSet<Name>,
     /// Mesos frameworks on the scheduler API.
     frameworks: BTreeMap<String, Framework>,
     /// Their tasks.
@@ -464,11 +472,11 @@ pub struct Core {
     /// No Marathon event is built while nobody listens (the owner says so before each group).
     events_unwanted: bool,
     /// Per app, its live tasks by version and readiness.
-    tallies: HashMap<String, Tally, FixedHash>,
+    tallies: HashMap<Name, Tally, FixedHash>,
     /// Per app, its tasks by state for the API.
-    state_counts: HashMap<String, StateCounts, FixedHash>,
+    state_counts: HashMap<Name, StateCounts, FixedHash>,
     /// Tasks changed (saved) since their app's tally last counted them.
-    uncounted: Vec<String>,
+    uncounted: Vec<Name>,
     /// Grows whenever room may have appeared on an agent (an agent online, an offer with more,
     /// a task or an offer released): a placement that found no room is retried only then, or
     /// after [`RETRY_NO_ROOM_MS`].
@@ -478,7 +486,7 @@ pub struct Core {
     freed_log: std::collections::VecDeque<(u64, Option<String>)>,
     /// Agent ids by host name, for a pass over a few agents with `hostname` constraints (two
     /// agents may share a host name). A vector each: almost always one agent.
-    by_hostname: HashMap<String, Vec<String>, FixedHash>,
+    by_hostname: HashMap<Name, Vec<Name>, FixedHash>,
     /// Apps that placed a whole launch chunk with more instances waiting: the next
     /// [`Core::settle`] places their next chunk ([`Core::more_to_launch`]).
     launch_next: BTreeSet<String>,
@@ -520,14 +528,7 @@ impl Core {
         };
         core.restore_frameworks(now, frameworks, fw_tasks);
         for a in apps {
-            core.apps.insert(a.def.id.clone(), a);
-        }
-        for t in tasks {
-            core.insert_task(t);
-        }
-        let ids: Vec<String> = core.apps.keys().cloned().collect();
-        for id in ids {
-            core.recount(&id);
+            core.apps.insert(a.def.id.as_str().into(), a);
         }
         for mut a in agents {
             // Whether it is still there is for the broker to say (its retained liveness
@@ -536,7 +537,15 @@ impl Core {
                 a.liveness = AgentLiveness::Unknown;
             }
             core.index_hostname(&a.id, None, &a.hostname);
-            core.agents.insert(a.id.clone(), a);
+            core.agents.insert(a.id.clone(), Box::new(a));
+        }
+        // After the agents and the apps: a task shares their names.
+        for t in tasks {
+            core.insert_task(t);
+        }
+        let ids: Vec<Name> = core.apps.keys().cloned().collect();
+        for id in ids {
+            core.recount(&id);
         }
         core
     }
@@ -587,9 +596,18 @@ impl Core {
         // Records are encoded here, once per commit, however often they changed since.
         for (table, id) in std::mem::take(&mut self.dirty_records) {
             let v = match table {
-                Table::Apps => self.apps.get(&id).map(|r| encode_record(table, &id, r)),
-                Table::Tasks => self.tasks.get(&id).map(|r| encode_record(table, &id, r)),
-                Table::Agents => self.agents.get(&id).map(|r| encode_record(table, &id, r)),
+                Table::Apps => self
+                    .apps
+                    .get(id.as_str())
+                    .map(|r| encode_record(table, &id, r)),
+                Table::Tasks => self
+                    .tasks
+                    .get(id.as_str())
+                    .map(|r| encode_record(table, &id, r)),
+                Table::Agents => self
+                    .agents
+                    .get(id.as_str())
+                    .map(|r| encode_record(table, &id, r)),
                 Table::Frameworks => self
                     .framework_record(&id)
                     .map(|r| encode_record(table, &id, &r)),
@@ -631,7 +649,7 @@ impl Core {
 
     /// Agents.
     pub fn agents(&self) -> impl Iterator<Item = &AgentRecord> {
-        self.agents.values()
+        self.agents.values().map(|a| &**a)
     }
 
     /// Apps.
@@ -669,7 +687,7 @@ impl Core {
     }
 
     /// The ids of the tasks on agent `agent`.
-    fn agent_task_ids(&self, agent: &str) -> Vec<String> {
+    fn agent_task_ids(&self, agent: &str) -> Vec<Name> {
         self.by_agent
             .get(agent)
             .map(|s| s.to_vec())
@@ -725,7 +743,7 @@ impl Core {
     /// Counts app `id`'s tasks from scratch (its version or its checks changed, or a restore).
     fn recount(&mut self, id: &str) {
         let mut tally = Tally::default();
-        let ids: Vec<String> = self
+        let ids: Vec<Name> = self
             .by_app
             .get(id)
             .map(|s| s.iter().cloned().collect())
@@ -742,7 +760,7 @@ impl Core {
                 t.counted = c;
             }
         }
-        self.tallies.insert(id.to_string(), tally);
+        self.tallies.insert(id.into(), tally);
     }
 
     /// App `id`'s tally, counted up to now.
@@ -813,7 +831,7 @@ impl Core {
     }
 
     /// Moves agent `id` in the host name index from `before` to `after`.
-    fn index_hostname(&mut self, id: &str, before: Option<&str>, after: &str) {
+    fn index_hostname(&mut self, id: &Name, before: Option<&str>, after: &Name) {
         if let Some(before) = before
             && let Some(ids) = self.by_hostname.get_mut(before)
         {
@@ -822,14 +840,28 @@ impl Core {
                 self.by_hostname.remove(before);
             }
         }
-        let ids = self.by_hostname.entry(after.to_string()).or_default();
-        if !ids.iter().any(|x| x == id) {
-            ids.push(id.to_string());
+        let ids = self.by_hostname.entry(after.clone()).or_default();
+        if !ids.contains(id) {
+            ids.push(id.clone());
         }
     }
 
     /// Adds a task with its indexes (it is saved by the caller).
-    fn insert_task(&mut self, t: TaskRecord) {
+    fn insert_task(&mut self, mut t: TaskRecord) {
+        // One allocation per name: the agent's id and host name are its record's, the app's id
+        // and (while it is the current one) its version the app's.
+        if let Some(a) = self.agents.get(&*t.agent_id) {
+            t.agent_id = a.id.clone();
+            if a.hostname == t.host {
+                t.host = a.hostname.clone();
+            }
+        }
+        if let Some((id, app)) = self.apps.get_key_value(&*t.app_id) {
+            t.app_id = id.clone();
+            if app.last_config_change_at == t.version {
+                t.version = app.last_config_change_at.clone();
+            }
+        }
         self.uncounted.push(t.id.clone());
         self.by_command
             .insert(t.launch_command.clone(), t.id.clone());
@@ -864,7 +896,7 @@ impl Core {
             }
         }
         if let Some(ids) = self.by_agent.get_mut(&t.agent_id) {
-            if let Ok(i) = ids.binary_search_by(|id| id.as_str().cmp(tid)) {
+            if let Ok(i) = ids.binary_search_by(|id| (**id).cmp(tid)) {
                 ids.remove(i);
             }
             if ids.is_empty() {
@@ -882,7 +914,9 @@ impl Core {
     /// Marks task `id` for the store (written, or deleted, at the next [`Core::take_writes`]).
     fn save_task(&mut self, id: &str) {
         self.dirty_records.insert((Table::Tasks, id.to_string()));
-        self.uncounted.push(id.to_string());
+        if let Some((id, _)) = self.tasks.get_key_value(id) {
+            self.uncounted.push(id.clone());
+        }
     }
 
     /// Marks app `id` for the store.

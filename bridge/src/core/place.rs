@@ -51,7 +51,7 @@ impl Core {
             .any(|c| matches!(c, Constraint::GroupBy(_)));
         // Every agent is a candidate value only for GROUP_BY (which balances over all values).
         let all: Vec<Candidate> = if group_by {
-            self.agents.values().map(candidate).collect()
+            self.agents.values().map(|a| candidate(a)).collect()
         } else {
             Vec::new()
         };
@@ -60,28 +60,30 @@ impl Core {
         let mut ledger = Ledger::lazy(self);
         // The app's live instances the pass must count: per agent (the spread) and as peers
         // (the constraints' counts).
-        let live = |t: &TaskRecord| t.app_id == app_id && !t.killing && !t.inactive;
+        let live = |t: &TaskRecord| *t.app_id == *app_id && !t.killing && !t.inactive;
         let mut same_app: HashMap<&str, usize, FixedHash> = HashMap::default();
         let mut peers: Vec<Candidate> = Vec::new();
         match among {
             None => {
                 for t in self.app_tasks(app_id).filter(|t| live(t)) {
-                    if let Some(a) = self.agents.get(&t.agent_id) {
-                        *same_app.entry(a.id.as_str()).or_default() += 1;
+                    if let Some(a) = self.agents.get(&*t.agent_id) {
+                        *same_app.entry(&*a.id).or_default() += 1;
                         peers.push(candidate(a));
                     }
                 }
             }
             Some(among) => {
-                let considered: Vec<&AgentRecord> =
-                    among.iter().filter_map(|id| self.agents.get(id)).collect();
+                let considered: Vec<&AgentRecord> = among
+                    .iter()
+                    .filter_map(|id| self.agents.get(id.as_str()).map(|a| &**a))
+                    .collect();
                 for a in &considered {
                     let mine = self.by_agent.get(&a.id).into_iter().flatten();
                     for _ in mine
                         .filter_map(|tid| self.tasks.get(tid))
                         .filter(|t| live(t))
                     {
-                        *same_app.entry(a.id.as_str()).or_default() += 1;
+                        *same_app.entry(&*a.id).or_default() += 1;
                         peers.push(candidate(a));
                     }
                 }
@@ -91,9 +93,10 @@ impl Core {
                     .iter()
                     .any(|c| matches!(c, Constraint::Unique(_) | Constraint::MaxPer(..)));
                 if per_host_counts {
-                    let others: BTreeSet<&String> = considered
+                    let others: BTreeSet<&str> = considered
                         .iter()
                         .flat_map(|a| self.by_hostname.get(&a.hostname).into_iter().flatten())
+                        .map(|id| &**id)
                         .filter(|id| !among.contains(*id))
                         .collect();
                     for a in others.into_iter().filter_map(|id| self.agents.get(id)) {
@@ -129,8 +132,11 @@ impl Core {
         // resources and per-value counts only grow. So a heap makes the same choices as a
         // scan of every agent, in n log m instead of n * m.
         let online: Vec<&AgentRecord> = match among {
-            None => self.agents.values().collect(),
-            Some(ids) => ids.iter().filter_map(|id| self.agents.get(id)).collect(),
+            None => self.agents.values().map(|a| &**a).collect(),
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| self.agents.get(id.as_str()).map(|a| &**a))
+                .collect(),
         };
         let online: Vec<&AgentRecord> = online
             .into_iter()
@@ -152,7 +158,7 @@ impl Core {
                 .filter(|a| placement::allowed(&constraints, &candidate(a), &counts))
                 .map(|a| {
                     let (n, t) = key(&a.id, &ledger, &same_app);
-                    Reverse((n, t, a.id.as_str()))
+                    Reverse((n, t, &*a.id))
                 })
                 .collect::<Vec<_>>()
                 .into()
@@ -165,7 +171,7 @@ impl Core {
                 let mut best: Best = None;
                 for a in &online {
                     let (n, t) = key(&a.id, &ledger, &same_app);
-                    let k = (n, t, a.id.as_str());
+                    let k = (n, t, &*a.id);
                     if best.as_ref().is_none_or(|b| k < b.0)
                         && let Some(ports) = fit(a, &mut ledger, &counts)
                     {

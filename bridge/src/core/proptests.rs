@@ -204,7 +204,7 @@ impl World {
                 let mut all: Vec<(String, String)> = self
                     .core
                     .tasks(None)
-                    .map(|t| (t.id.clone(), t.agent_id.clone()))
+                    .map(|t| (t.id.to_string(), t.agent_id.to_string()))
                     .collect();
                 all.extend(
                     self.core

@@ -14,7 +14,7 @@ impl Core {
     /// pass per app, not one per update.
     pub fn settle(&mut self, now: Millis) {
         let next = std::mem::take(&mut self.launch_next);
-        self.dirty.extend(next);
+        self.dirty.extend(next.into_iter().map(Name::from));
         for id in std::mem::take(&mut self.dirty) {
             self.schedule_app(now, &id);
         }
@@ -34,7 +34,7 @@ impl Core {
         self.unreachable_timers(now);
         self.launch_timeouts(now);
         self.framework_timers(now);
-        let ids: Vec<String> = self.apps.keys().cloned().collect();
+        let ids: Vec<Name> = self.apps.keys().cloned().collect();
         for id in ids {
             self.schedule_app(now, &id);
         }
@@ -54,7 +54,7 @@ impl Core {
             .filter(|t| !t.killing && !t.inactive)
             .collect();
         if app.deleting {
-            let all: Vec<String> = self
+            let all: Vec<Name> = self
                 .app_tasks(id)
                 .filter(|t| !t.killing)
                 .map(|t| t.id.clone())
@@ -64,7 +64,7 @@ impl Core {
             }
             // A kill sent to an agent that went away since is recorded, and the stop is done
             // for the API: the agent's reconcile kills the task when it returns (no app owns it).
-            let stranded: Vec<String> = self
+            let stranded: Vec<Name> = self
                 .app_tasks(id)
                 .filter(|t| t.killing)
                 .filter(|t| {
@@ -108,7 +108,7 @@ impl Core {
             live.iter().partition(|t| t.version == current);
         let ready = |ts: &[&TaskRecord]| ts.iter().filter(|t| t.ready(has_checks)).count();
         let (ready_new, ready_old) = (ready(&new), ready(&old));
-        let mut to_kill: Vec<String> = Vec::new();
+        let mut to_kill: Vec<Name> = Vec::new();
         let mut to_launch = 0usize;
         if old.is_empty() {
             if new.len() < n {
@@ -292,9 +292,9 @@ impl Core {
         let cid = format!("l-{}", self.ids.uuid().simple());
         tracing::debug!(app = %app_id, task = %task_id, agent = %agent_id, "placed (fewest of this app, then fewest tasks)");
         let t = TaskRecord {
-            id: task_id.clone(),
-            app_id: app_id.to_string(),
-            agent_id: agent_id.clone(),
+            id: task_id.clone().into(),
+            app_id: app_id.into(),
+            agent_id: agent_id.clone().into(),
             host: agent.hostname.clone(),
             version: app.last_config_change_at.clone(),
             state: TaskState::Staging,
@@ -313,7 +313,7 @@ impl Core {
             unreachable_since_ms: None,
             inactive: false,
             killing: false,
-            launch_command: cid.clone(),
+            launch_command: cid.clone().into(),
             cpus: need.cpus,
             mem: need.mem,
             disk: need.disk,
@@ -326,7 +326,7 @@ impl Core {
             .filter(|(_, m)| m.host_port == 0)
             .map(|(p, _)| p)
             .next_back()
-            && let Some(a) = self.agents.get_mut(&agent_id)
+            && let Some(a) = self.agents.get_mut(agent_id.as_str())
         {
             a.port_cursor = last.wrapping_add(1);
         }

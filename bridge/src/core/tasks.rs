@@ -49,7 +49,7 @@ impl Core {
         self.ack(s);
         let tid = s.task_id.to_string();
         let state = s.state;
-        let Some(t) = self.tasks.get_mut(&tid) else {
+        let Some(t) = self.tasks.get_mut(tid.as_str()) else {
             if state == TaskState::Unknown || state.is_terminal() {
                 return;
             }
@@ -65,7 +65,7 @@ impl Core {
         if t.seen.len() > SEEN {
             t.seen.remove(0);
         }
-        if t.agent_id != *s.agent_id {
+        if *t.agent_id != *s.agent_id.as_str() {
             return;
         }
         if state == TaskState::Unknown {
@@ -145,7 +145,7 @@ impl Core {
                         .apps
                         .get(&app_id)
                         .is_some_and(|a| !a.def.health_checks.is_empty());
-                    self.tasks[&tid].ready(has_checks)
+                    self.tasks[tid.as_str()].ready(has_checks)
                 };
                 if ready
                     && let Some(app) = self.apps.get_mut(&app_id)
@@ -174,7 +174,7 @@ impl Core {
             }
             _ => {}
         }
-        if self.tasks.contains_key(&tid) {
+        if self.tasks.contains_key(tid.as_str()) {
             self.save_task(&tid);
         }
         // A task became ready or went away: the app's deployment may be done, or need more.
@@ -227,13 +227,13 @@ impl Core {
     ) {
         let Some(t) = self.tasks.get(tid) else { return };
         let f = TaskFailure {
-            task_id: t.id.clone(),
-            host: t.host.clone(),
-            agent_id: t.agent_id.clone(),
+            task_id: t.id.to_string(),
+            host: t.host.to_string(),
+            agent_id: t.agent_id.to_string(),
             state: state.mesos_name().into(),
             message: message.into(),
             at_ms: now,
-            version: t.version.clone(),
+            version: t.version.to_string(),
         };
         let app_id = t.app_id.clone();
         if let Some(app) = self.apps.get_mut(&app_id) {
@@ -319,7 +319,7 @@ impl Core {
     /// is unreachable follows the app's unreachable strategy instead.
     pub(super) fn launch_timeouts(&mut self, now: Millis) {
         let timeout = self.task_launch_timeout();
-        let overdue: Vec<String> = self
+        let overdue: Vec<Name> = self
             .tasks
             .values()
             .filter(|t| {
@@ -345,7 +345,7 @@ impl Core {
         let mut expunge = Vec::new();
         let mut inactivate = Vec::new();
         // Only agents that are away (or not heard from yet) have unreachable tasks.
-        let away: Vec<String> = self
+        let away: Vec<Name> = self
             .agents
             .values()
             .filter(|a| !a.liveness.connected())

@@ -204,10 +204,10 @@ fn nothing_launches_where_it_does_not_fit() {
             "a2".to_string(),
             w.core
                 .tasks(None)
-                .find(|t| t.agent_id == "a2")
+                .find(|t| &*t.agent_id == "a2")
                 .unwrap()
                 .id
-                .clone()
+                .to_string()
         )]
     );
 }
@@ -935,13 +935,13 @@ fn a_scaling_kill_answers_with_a_real_deployment_that_completes() {
     }
     w.advance(1000);
     assert!(w.core.app("/web").unwrap().deployment.is_none());
-    let victim = w.core.tasks(Some("/web")).next().unwrap().id.clone();
+    let victim = w.core.tasks(Some("/web")).next().unwrap().id.to_string();
     w.core.take_effects();
     let (killed, deployments) = w
         .core
         .kill_tasks(w.now, std::slice::from_ref(&victim), true, false)
         .unwrap();
-    assert_eq!(killed[0].id, victim);
+    assert_eq!(*killed[0].id, *victim);
     let [d] = deployments.as_slice() else {
         panic!("one deployment: {deployments:?}")
     };

@@ -591,7 +591,7 @@ async fn app_tasks(
                 };
                 let tasks: Vec<Value> = core
                     .tasks(Some(&id))
-                    .filter(|t| task.as_deref().is_none_or(|x| t.id == x))
+                    .filter(|t| task.as_deref().is_none_or(|x| *t.id == *x))
                     .map(|t| task_json(t, Some(app)))
                     .collect();
                 axum::Json(json!({ "tasks": tasks })).into_response()
@@ -610,9 +610,9 @@ async fn app_tasks(
                 }
                 let ids: Vec<String> = c
                     .tasks(Some(&id))
-                    .filter(|t| task.as_deref().is_none_or(|x| t.id == x))
-                    .filter(|t| host.as_deref().is_none_or(|h| t.host == h))
-                    .map(|t| t.id.clone())
+                    .filter(|t| task.as_deref().is_none_or(|x| *t.id == *x))
+                    .filter(|t| host.as_deref().is_none_or(|h| *t.host == *h))
+                    .map(|t| t.id.to_string())
                     .collect();
                 if let Some(tid) = &task
                     && ids.is_empty()

@@ -402,7 +402,7 @@ async fn slaves(State(s): S, RawQuery(q): RawQuery) -> Response {
         let ledger = Ledger::of(core);
         let list: Vec<Value> = core
             .agents()
-            .filter(|a| only.as_deref().is_none_or(|id| a.id == id))
+            .filter(|a| only.as_deref().is_none_or(|id| *a.id == *id))
             .map(|a| agent_json(&ledger, a))
             .collect();
         json!({ "slaves": list, "recovered_slaves": [] })
@@ -443,7 +443,7 @@ async fn tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
                     .as_deref()
                     .is_none_or(|f| f == MARATHON_FRAMEWORK_ID)
             })
-            .filter(|t| task.as_deref().is_none_or(|id| t.id == id))
+            .filter(|t| task.as_deref().is_none_or(|id| *t.id == *id))
             .collect();
         list.sort_by_key(|t| (t.staged_at_ms, t.id.clone()));
         let mut all: Vec<Value> = list.into_iter().map(|t| task_json(core, t)).collect();
