@@ -4,6 +4,8 @@
 //! The command line is parsed with `lexopt` rather than clap: it costs a few KiB of the static
 //! binary instead of a few hundred.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -35,13 +35,18 @@ use outpost_tests::fleet_sim::{EchoBridge, Fleet, Sizes};
 use outpost_tests::mosquitto::Broker;
 use outpost_tests::wait;
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/PID/status` figure in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
@@ -135,6 +140,8 @@ fn run(n: usize, with_reads: bool) -> Result<Duration> {
         .map(|t| t.duration_since(posted))
         .collect();
     let rss = rss_kib(pid);
+    // The most the bridge was resident at, the deploy's bursts included.
+    let peak = status_kib(pid, "VmHWM");
 
     // Let the deploy's tail (acknowledgements of its 2n status updates) finish first, so the
     // next phase measures a settled bridge.
@@ -231,8 +238,11 @@ fn run(n: usize, with_reads: bool) -> Result<Duration> {
         ms(percentile(offer_to_launch, 0.99))
     );
     println!(
-        "bridge RSS: {rss} KiB; idle bridge: {idle_rss} KiB; ratio {:.1}x",
-        rss as f64 / idle_rss.max(1) as f64
+        "bridge RSS: {rss} KiB (peak {peak} KiB); idle bridge: {idle_rss} KiB; ratio {:.1}x; \
+         above idle per agent {:.2} KiB (peak {:.2} KiB)",
+        rss as f64 / idle_rss.max(1) as f64,
+        rss.saturating_sub(idle_rss) as f64 / n as f64,
+        peak.saturating_sub(idle_rss) as f64 / n as f64,
     );
     println!(
         "bridge CPU during the deploy: {cpu:.2} s over {:.2} s wall ({:.0} %)",

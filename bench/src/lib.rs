@@ -1,5 +1,7 @@
 //! What the benchmarks share: percentiles and how they print durations.
 
+#![forbid(unsafe_code)]
+
 use std::time::Duration;
 
 /// The `p` quantile (0..=1) of `v`, nearest rank; zero for no samples.

@@ -419,6 +419,7 @@ impl Shared {
 /// whatever jobs are waiting or none.
 fn run(mut owner: Owner, mut rx: mpsc::Receiver<Job>) {
     let mut continuing = false;
+    let mut trim = crate::memory::Trim::default();
     loop {
         let first = if continuing {
             match rx.try_recv() {
@@ -462,6 +463,18 @@ fn run(mut owner: Owner, mut rx: mpsc::Receiver<Job>) {
         continuing = result.is_ok() && owner.core.more_to_launch();
         for r in replies {
             r(&result);
+        }
+        trim.ran(ran);
+        if trim.due(!continuing && rx.is_empty()) {
+            let (before, t) = (crate::memory::rss_kib(), std::time::Instant::now());
+            let released = crate::memory::release();
+            tracing::debug!(
+                released,
+                rss_before_kib = before,
+                rss_after_kib = crate::memory::rss_kib(),
+                trim_us = t.elapsed().as_micros() as u64,
+                "a burst is over: freed memory returned to the system"
+            );
         }
     }
     tracing::info!("the core's owner stopped");

@@ -16,6 +16,7 @@ pub mod core;
 pub mod handle;
 pub mod lb;
 pub mod marathon;
+pub mod memory;
 pub mod mesos;
 pub mod mqtt;
 pub mod placement;

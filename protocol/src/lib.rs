@@ -11,6 +11,8 @@
 //! TLS client configuration through rustls).
 //!
 //! The crate is `no_std` and allocation-free; the `std` feature adds `std::error::Error` impls.
+
+#![forbid(unsafe_code)]
 #![no_std]
 // A DecodeError carries its field path inline (no allocator in no_std); errors are the cold path.
 #![allow(clippy::result_large_err)]

@@ -6,6 +6,8 @@
 //! [`image`] (the busybox-static test image). Tests wait by polling with [`wait::until`], never
 //! by sleeping for a fixed time.
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 pub mod bin_path;
 pub mod bridge;

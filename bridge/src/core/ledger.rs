@@ -281,7 +281,7 @@ mod tests {
                     mem: 1024.0,
                     disk: 0.0,
                 },
-                ranges: vec![(31000, 31009), (65530, 65535)],
+                ranges: smallvec::smallvec![(31000, 31009), (65530, 65535)],
                 ..Default::default()
             }),
         };

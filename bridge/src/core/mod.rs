@@ -33,6 +33,17 @@ use crate::time::{Millis, rfc3339};
 /// hashes and (de)serializes as the string it holds.
 pub type Name = std::sync::Arc<str>;
 
+/// A few names, the first inline (an agent's tasks, a host name's agents).
+pub type Names = smallvec::SmallVec<[Name; 1]>;
+
+/// The uuids of a task's latest status updates (up to [`SEEN`]): two inline, most tasks see
+/// no more than STARTING and RUNNING.
+pub type Seen = smallvec::SmallVec<[[u8; 16]; 2]>;
+
+/// A task's or an offer's few ports (or port ranges): up to four inline, in the record, and
+/// no allocation of their own (almost every task has one to three). Serializes as a list.
+pub type Inline<T> = smallvec::SmallVec<[T; 4]>;
+
 /// Something the runtime must do after a core call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -136,15 +147,15 @@ pub struct OfferView {
     /// Resources used by tasks.
     pub used: Amount,
     /// Free port ranges.
-    pub ranges: Vec<(u16, u16)>,
+    pub ranges: Inline<(u16, u16)>,
     /// How many ports the ranges hold.
     pub port_count: usize,
     /// Port ranges in use by tasks.
-    pub used_ranges: Vec<(u16, u16)>,
+    pub used_ranges: Inline<(u16, u16)>,
 }
 
 /// The health history of a task, as Marathon's `healthCheckResults`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HealthRecord {
     /// Latest result.
     pub alive: Option<bool>,
@@ -177,24 +188,26 @@ pub struct TaskRecord {
     #[serde(with = "mesos_state")]
     pub state: TaskState,
     /// The host ports the agent reported.
-    pub host_ports: Vec<u16>,
+    pub host_ports: Inline<u16>,
     /// The host ports the task was launched with (fixed ones and those placement picked), held
     /// until the agent reports them.
     #[serde(default)]
-    pub fixed_ports: Vec<u16>,
+    pub fixed_ports: Inline<u16>,
     /// Service ports of the app at launch.
-    pub service_ports: Vec<u16>,
+    pub service_ports: Inline<u16>,
     /// Container IP.
     pub ip: Option<String>,
     /// When the launch was sent.
     pub staged_at_ms: Millis,
     /// When it last became RUNNING.
     pub started_at_ms: Option<Millis>,
-    /// Health.
-    pub health: HealthRecord,
+    /// Health, once a check reported (most tasks have none: no 80 bytes each). Stored as
+    /// the record, empty before the first result.
+    #[serde(default, with = "boxed_health")]
+    pub health: Option<Box<HealthRecord>>,
     /// Uuids of the latest status updates (duplicate detection), stored as hex.
     #[serde(with = "uuid_list")]
-    pub seen: Vec<[u8; 16]>,
+    pub seen: Seen,
     /// Since when its agent is unreachable.
     pub unreachable_since_ms: Option<Millis>,
     /// Unreachable longer than `inactiveAfterSeconds`: replaced, killed if it comes back.
@@ -245,7 +258,7 @@ impl StateCounts {
             TaskState::Staging | TaskState::Starting => Self::STAGED,
             TaskState::Running => {
                 Self::RUNNING
-                    | match t.health.alive {
+                    | match t.health().alive {
                         Some(true) => Self::HEALTHY,
                         Some(false) => Self::UNHEALTHY,
                         None => 0,
@@ -302,7 +315,22 @@ impl Tally {
     }
 }
 
+/// A task's health before any check reported.
+const NO_HEALTH: HealthRecord = HealthRecord {
+    alive: None,
+    consecutive_failures: 0,
+    first_success_ms: None,
+    last_success_ms: None,
+    last_failure_ms: None,
+    last_failure_cause: None,
+};
+
 impl TaskRecord {
+    /// Its health history (empty before any check reported).
+    pub fn health(&self) -> &HealthRecord {
+        self.health.as_deref().unwrap_or(&NO_HEALTH)
+    }
+
     /// Its Mesos state.
     pub fn state(&self) -> TaskState {
         self.state
@@ -312,7 +340,7 @@ impl TaskRecord {
     pub fn ready(&self, has_checks: bool) -> bool {
         self.state() == TaskState::Running
             && self.unreachable_since_ms.is_none()
-            && (!has_checks || self.health.alive == Some(true))
+            && (!has_checks || self.health().alive == Some(true))
     }
 }
 
@@ -445,8 +473,9 @@ pub struct Core {
     /// Task ids by app and by agent (derived from `tasks`, kept by `insert_task` and
     /// `drop_task`): a pass over one app or one agent costs its tasks, not the fleet's.
     by_app: HashMap<Name, BTreeSet<Name>, FixedHash>,
-    /// Per agent its tasks' ids, sorted (a few per agent: a vector, not a tree node each).
-    by_agent: HashMap<Name, Vec<Name>, FixedHash>,
+    /// Per agent its tasks' ids, sorted (a few per agent: a vector, not a tree node each; one
+    /// inline).
+    by_agent: HashMap<Name, Names, FixedHash>,
     effects: Vec<Effect>,
     writes: BTreeMap<(Table, String), Option<Vec<u8>>>,
     /// Apps whose tasks changed since the last [`Core::settle`].
@@ -483,10 +512,10 @@ pub struct Core {
     capacity_epoch: u64,
     /// The latest capacity epochs, each with the agent it concerned (`None`: anywhere):
     /// a placement that found no room then looks only at the agents since ([`FREED_LOG`]).
-    freed_log: std::collections::VecDeque<(u64, Option<String>)>,
+    freed_log: std::collections::VecDeque<(u64, Option<Name>)>,
     /// Agent ids by host name, for a pass over a few agents with `hostname` constraints (two
-    /// agents may share a host name). A vector each: almost always one agent.
-    by_hostname: HashMap<Name, Vec<Name>, FixedHash>,
+    /// agents may share a host name). Almost always one agent: held inline.
+    by_hostname: HashMap<Name, Names, FixedHash>,
     /// Apps that placed a whole launch chunk with more instances waiting: the next
     /// [`Core::settle`] places their next chunk ([`Core::more_to_launch`]).
     launch_next: BTreeSet<String>,
@@ -593,25 +622,18 @@ impl Core {
 
     /// Takes the store writes produced so far (commit them before running the effects).
     pub fn take_writes(&mut self) -> Vec<Write> {
-        // Records are encoded here, once per commit, however often they changed since.
+        // Records are encoded here, once per commit, however often they changed since, each
+        // into one scratch buffer and copied out at its size (a commit may hold tens of
+        // thousands: no 1 KiB buffer each).
+        let mut scratch = Vec::with_capacity(4096);
         for (table, id) in std::mem::take(&mut self.dirty_records) {
+            let mut enc = |r: &dyn erased::Record| encode_record(&mut scratch, table, &id, r);
             let v = match table {
-                Table::Apps => self
-                    .apps
-                    .get(id.as_str())
-                    .map(|r| encode_record(table, &id, r)),
-                Table::Tasks => self
-                    .tasks
-                    .get(id.as_str())
-                    .map(|r| encode_record(table, &id, r)),
-                Table::Agents => self
-                    .agents
-                    .get(id.as_str())
-                    .map(|r| encode_record(table, &id, r)),
-                Table::Frameworks => self
-                    .framework_record(&id)
-                    .map(|r| encode_record(table, &id, &r)),
-                Table::FwTasks => self.fw_tasks.get(&id).map(|r| encode_record(table, &id, r)),
+                Table::Apps => self.apps.get(id.as_str()).map(|r| enc(r)),
+                Table::Tasks => self.tasks.get(id.as_str()).map(|r| enc(&**r)),
+                Table::Agents => self.agents.get(id.as_str()).map(|r| enc(&**r)),
+                Table::Frameworks => self.framework_record(&id).map(|r| enc(&r)),
+                Table::FwTasks => self.fw_tasks.get(&id).map(|r| enc(r)),
             };
             self.writes.insert((table, id), v);
         }
@@ -809,13 +831,17 @@ impl Core {
         if self.freed_log.len() >= FREED_LOG {
             self.freed_log.pop_front();
         }
-        self.freed_log
-            .push_back((self.capacity_epoch, agent.map(str::to_string)));
+        // The agent's own name when it is known (no copy each).
+        let agent = agent.map(|a| match self.agents.get_key_value(a) {
+            Some((name, _)) => name.clone(),
+            None => a.into(),
+        });
+        self.freed_log.push_back((self.capacity_epoch, agent));
     }
 
     /// The agents where room may have appeared since capacity epoch `epoch`, if every change
     /// since was on a known agent and the log still reaches back that far; `None` otherwise.
-    pub(super) fn freed_since(&self, epoch: u64) -> Option<BTreeSet<String>> {
+    pub(super) fn freed_since(&self, epoch: u64) -> Option<BTreeSet<Name>> {
         match self.freed_log.front() {
             Some(&(first, _)) if first <= epoch + 1 => {}
             _ => return None,
@@ -1016,6 +1042,27 @@ type FixedHash = rustc_hash::FxBuildHasher;
 
 /// Status uuids as hex strings (32 characters each): a tenth of the JSON of arrays of numbers.
 /// Arrays of 16 numbers (what stores before this wrote) still load.
+/// A task's health as its record: stored whole (empty before the first result), held boxed
+/// and only once there is something in it.
+mod boxed_health {
+    use super::HealthRecord;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        h: &Option<Box<HealthRecord>>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
+        h.as_deref().unwrap_or(&super::NO_HEALTH).serialize(ser)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        de: D,
+    ) -> Result<Option<Box<HealthRecord>>, D::Error> {
+        let h = HealthRecord::deserialize(de)?;
+        Ok((h != super::NO_HEALTH).then(|| Box::new(h)))
+    }
+}
+
 mod uuid_list {
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -1026,14 +1073,27 @@ mod uuid_list {
         Bytes([u8; 16]),
     }
 
-    pub fn serialize<S: Serializer>(list: &[[u8; 16]], ser: S) -> Result<S::Ok, S::Error> {
-        ser.collect_seq(
-            list.iter()
-                .map(|u| u.iter().map(|b| format!("{b:02x}")).collect::<String>()),
-        )
+    /// One uuid as 32 hex digits, written on the stack.
+    struct Hex([u8; 16]);
+
+    impl serde::Serialize for Hex {
+        fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            let mut out = [0u8; 32];
+            for (i, b) in self.0.iter().enumerate() {
+                out[2 * i] = DIGITS[usize::from(b >> 4)];
+                out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+            }
+            // Hex digits are ASCII.
+            ser.serialize_str(std::str::from_utf8(&out).unwrap_or_default())
+        }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<[u8; 16]>, D::Error> {
+    pub fn serialize<S: Serializer>(list: &[[u8; 16]], ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_seq(list.iter().map(|u| Hex(*u)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<super::Seen, D::Error> {
         let stored = Vec::<Stored>::deserialize(de)?;
         stored
             .into_iter()
@@ -1058,12 +1118,33 @@ mod uuid_list {
     }
 }
 
-/// A record's JSON for the store (our own types always serialise; a failure is logged and
-/// stored as `null`, which a restore reports naming the record).
-fn encode_record(table: Table, key: &str, value: &impl Serialize) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(1024);
-    match serde_json::to_writer(&mut buf, value) {
-        Ok(()) => buf,
+/// The records the store holds, as one type (so one encoder serves them all).
+mod erased {
+    /// A stored record.
+    pub(super) trait Record {
+        /// Its JSON into `buf`.
+        fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()>;
+    }
+
+    impl<T: serde::Serialize> Record for T {
+        fn json(&self, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+            serde_json::to_writer(buf, self)
+        }
+    }
+}
+
+/// A record's JSON for the store, built in `scratch` and returned at its size (our own types
+/// always serialise; a failure is logged and stored as `null`, which a restore reports naming
+/// the record).
+fn encode_record(
+    scratch: &mut Vec<u8>,
+    table: Table,
+    key: &str,
+    value: &dyn erased::Record,
+) -> Vec<u8> {
+    scratch.clear();
+    match value.json(scratch) {
+        Ok(()) => scratch.as_slice().to_vec(),
         Err(e) => {
             tracing::error!(?table, key, error = %e, "a record did not serialise");
             b"null".to_vec()

@@ -18,7 +18,7 @@ impl Core {
         &self,
         app_id: &str,
         count: usize,
-        among: Option<&BTreeSet<String>>,
+        among: Option<&BTreeSet<Name>>,
     ) -> Vec<(String, Vec<u16>)> {
         let Some(app) = self.apps.get(app_id) else {
             return Vec::new();
@@ -75,7 +75,7 @@ impl Core {
             Some(among) => {
                 let considered: Vec<&AgentRecord> = among
                     .iter()
-                    .filter_map(|id| self.agents.get(id.as_str()).map(|a| &**a))
+                    .filter_map(|id| self.agents.get(&**id).map(|a| &**a))
                     .collect();
                 for a in &considered {
                     let mine = self.by_agent.get(&a.id).into_iter().flatten();
@@ -135,7 +135,7 @@ impl Core {
             None => self.agents.values().map(|a| &**a).collect(),
             Some(ids) => ids
                 .iter()
-                .filter_map(|id| self.agents.get(id.as_str()).map(|a| &**a))
+                .filter_map(|id| self.agents.get(&**id).map(|a| &**a))
                 .collect(),
         };
         let online: Vec<&AgentRecord> = online

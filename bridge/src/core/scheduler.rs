@@ -298,8 +298,8 @@ impl Core {
             host: agent.hostname.clone(),
             version: app.last_config_change_at.clone(),
             state: TaskState::Staging,
-            host_ports: Vec::new(),
-            fixed_ports: ports.to_vec(),
+            host_ports: Inline::new(),
+            fixed_ports: Inline::from_slice(ports),
             service_ports: def
                 .port_mappings()
                 .iter()
@@ -308,8 +308,8 @@ impl Core {
             ip: None,
             staged_at_ms: now,
             started_at_ms: None,
-            health: HealthRecord::default(),
-            seen: Vec::new(),
+            health: None,
+            seen: Seen::new(),
             unreachable_since_ms: None,
             inactive: false,
             killing: false,

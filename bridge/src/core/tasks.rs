@@ -100,23 +100,26 @@ impl Core {
         }
         let health_changed = match s.healthy {
             Some(h) => {
-                let changed = t.health.alive != Some(h);
-                t.health.alive = Some(h);
+                let health = t.health.get_or_insert_with(Box::default);
+                let changed = health.alive != Some(h);
+                health.alive = Some(h);
                 if h {
-                    t.health.consecutive_failures = 0;
-                    t.health.first_success_ms.get_or_insert(now);
-                    t.health.last_success_ms = Some(now);
+                    health.consecutive_failures = 0;
+                    health.first_success_ms.get_or_insert(now);
+                    health.last_success_ms = Some(now);
                 } else {
-                    t.health.consecutive_failures += 1;
-                    t.health.last_failure_ms = Some(now);
-                    t.health.last_failure_cause = s.message.as_ref().map(|m| m.to_string());
+                    health.consecutive_failures += 1;
+                    health.last_failure_ms = Some(now);
+                    health.last_failure_cause = s.message.as_ref().map(|m| m.to_string());
                 }
                 changed
             }
             None => false,
         };
-        if state != TaskState::Running {
-            t.health.alive = None;
+        if state != TaskState::Running
+            && let Some(health) = &mut t.health
+        {
+            health.alive = None;
         }
         let (app_id, version, killing) = (t.app_id.clone(), t.version.clone(), t.killing);
         let message = s

@@ -1081,11 +1081,11 @@ fn status_uuids_are_stored_as_hex_and_old_arrays_still_load() {
     let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(v["seen"], serde_json::json!([hex]));
     let back: TaskRecord = serde_json::from_value(v.clone()).unwrap();
-    assert_eq!(back.seen, vec![uuid]);
+    assert_eq!(back.seen.as_slice(), [uuid]);
     // As stores before the hex form wrote it.
     v["seen"] = serde_json::json!([uuid.to_vec()]);
     let old: TaskRecord = serde_json::from_value(v).unwrap();
-    assert_eq!(old.seen, vec![uuid]);
+    assert_eq!(old.seen.as_slice(), [uuid]);
 }
 
 #[test]

@@ -263,9 +263,9 @@ pub fn task_json(t: &TaskRecord, app: Option<&AppRecord>) -> Value {
     });
     if let Some(app) = app
         && !app.def.health_checks.is_empty()
-        && t.health.alive.is_some()
+        && t.health().alive.is_some()
     {
-        let h = &t.health;
+        let h = t.health();
         let result = json!({
             "alive": h.alive == Some(true),
             "consecutiveFailures": h.consecutive_failures,

@@ -99,7 +99,7 @@ fn agent_json(ledger: &Ledger, a: &AgentRecord) -> Value {
     };
     let total = match &a.offer {
         Some(o) => {
-            let mut all = o.ranges.clone();
+            let mut all = o.ranges.to_vec();
             all.extend(o.used_ranges.iter().copied());
             amount(&(o.available + o.used), Some(ranges_text(&merge(all))))
         }
@@ -192,7 +192,7 @@ pub fn task_json(core: &Core, t: &TaskRecord) -> Value {
             }],
         },
     });
-    if let Some(h) = t.health.alive {
+    if let Some(h) = t.health().alive {
         status["healthy"] = json!(h);
     }
     json!({
