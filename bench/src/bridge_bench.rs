@@ -86,6 +86,7 @@ fn run(n: usize, with_reads: bool) -> Result<Duration> {
     let bridge = Bridge::start_logging(&broker.url(), "", &log)?;
     let pid = bridge.pid().context("bridge pid")?;
     let idle_rss = rss_kib(pid);
+    let idle_anon = status_kib(pid, "RssAnon");
     let fleet = Fleet::connect(&broker)?;
     let long = Duration::from_secs(600);
 
@@ -142,6 +143,9 @@ fn run(n: usize, with_reads: bool) -> Result<Duration> {
     let rss = rss_kib(pid);
     // The most the bridge was resident at, the deploy's bursts included.
     let peak = status_kib(pid, "VmHWM");
+    // Without the program's own pages (file-backed): the code a deploy runs for the first time
+    // is resident after it, whatever the fleet's size.
+    let anon = status_kib(pid, "RssAnon");
 
     // Let the deploy's tail (acknowledgements of its 2n status updates) finish first, so the
     // next phase measures a settled bridge.
@@ -243,6 +247,10 @@ fn run(n: usize, with_reads: bool) -> Result<Duration> {
         rss as f64 / idle_rss.max(1) as f64,
         rss.saturating_sub(idle_rss) as f64 / n as f64,
         peak.saturating_sub(idle_rss) as f64 / n as f64,
+    );
+    println!(
+        "bridge anonymous RSS: {anon} KiB; idle bridge: {idle_anon} KiB; above idle per agent {:.2} KiB",
+        anon.saturating_sub(idle_anon) as f64 / n as f64,
     );
     println!(
         "bridge CPU during the deploy: {cpu:.2} s over {:.2} s wall ({:.0} %)",

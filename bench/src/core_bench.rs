@@ -168,6 +168,16 @@ fn run(n: usize) {
     let join_pass = t.elapsed();
     let placed = launches(core.take_effects()).len();
     let rss = rss_kib().saturating_sub(rss0);
+    // The copy a big read is built from: made on the owner, dropped on a reader's thread.
+    let t = Instant::now();
+    let snapshot = core.snapshot();
+    let copy = t.elapsed();
+    let t = std::thread::spawn(move || {
+        let t = Instant::now();
+        drop(snapshot);
+        t.elapsed()
+    });
+    let dropped = t.join().unwrap_or_default();
     println!("## {n} agents (core only)");
     println!("register: {}", ms(register));
     println!("create_app placing and launching {n}: {}", ms(place));
@@ -187,6 +197,11 @@ fn run(n: usize) {
     println!(
         "an agent joins and gets one of them: {} ({placed} launched)",
         ms(join_pass)
+    );
+    println!(
+        "snapshot for a big read: copied in {}, dropped (on another thread) in {}",
+        ms(copy),
+        ms(dropped)
     );
     println!(
         "core RSS growth: {rss} KiB ({:.2} KiB per agent with its task)",

@@ -8,7 +8,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use super::{StateStore, StoreError, Table, Write};
 
 /// The store's page cache.
-const CACHE_BYTES: usize = 1024 * 1024;
+const CACHE_BYTES: usize = 256 * 1024;
 
 fn def(t: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
     TableDefinition::new(t.name())
