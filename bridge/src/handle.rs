@@ -364,9 +364,10 @@ impl Shared {
         .await
     }
 
-    /// Reads a copy of the core made by the owner ([`Core::snapshot`]), on a blocking thread:
-    /// for answers that cost more to build than the copy does (lists of every app, task or
-    /// agent), so the owner does not stall on them.
+    /// Reads a copy of the core made by the owner ([`Core::snapshot`]), on a blocking thread
+    /// that runs below the owner ([`READER_NICE`]): for answers that cost more to build than
+    /// the copy does (lists of every app, task or agent), so the owner neither stalls on them
+    /// nor, on a busy machine, loses the CPU to them.
     pub async fn read_snapshot<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Core) -> T + Send + 'static,
@@ -380,9 +381,22 @@ impl Shared {
                 false,
             )
             .await?;
-        tokio::task::spawn_blocking(move || f(&snapshot))
+        tokio::task::spawn_blocking(move || {
+            below_the_owner();
+            f(&snapshot)
+        })
+        .await
+        .map_err(|_| StoreError::Stopped)
+    }
+
+    /// [`Shared::read_snapshot`] for a JSON answer, serialized on the same thread (the text of
+    /// a big answer costs about as much as its tree).
+    pub async fn read_snapshot_json(
+        &self,
+        f: impl FnOnce(&Core) -> serde_json::Value + Send + 'static,
+    ) -> Result<JsonBody, StoreError> {
+        self.read_snapshot(move |core| JsonBody(f(core).to_string().into_bytes()))
             .await
-            .map_err(|_| StoreError::Stopped)
     }
 
     /// Queues `f` without waiting for it (from places that cannot wait: a dropped stream).
@@ -417,6 +431,39 @@ impl Shared {
 /// A step normally starts with a job. While the core has more to launch than one step placed
 /// ([`Core::more_to_launch`]) and the last commit worked, the next step starts at once, with
 /// whatever jobs are waiting or none.
+/// A JSON answer's text, made by [`Shared::read_snapshot_json`].
+pub struct JsonBody(pub Vec<u8>);
+
+impl axum::response::IntoResponse for JsonBody {
+    fn into_response(self) -> axum::response::Response {
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.0,
+        )
+            .into_response()
+    }
+}
+
+/// The nice value of the threads that build big reads ([`Shared::read_snapshot`]): with the
+/// machine's cores full (a deploy of thousands: the owner, the broker, the agents' messages),
+/// the scheduler gets them for a nice-0 thread about ten times as often, so a client polling
+/// `/v2/apps?embed=apps.tasks` slows its own answers, not the deploy.
+pub const READER_NICE: i32 = 10;
+
+/// Lowers the calling thread to [`READER_NICE`] (on Linux a nice value is per thread). Tokio's
+/// blocking threads run these reads; without privileges a nice value only goes up, so a
+/// thread once lowered stays so, and lowering it again changes nothing.
+fn below_the_owner() {
+    match rustix::process::getpriority_process(None) {
+        Ok(nice) if nice >= READER_NICE => {}
+        _ => {
+            if let Err(e) = rustix::process::setpriority_process(None, READER_NICE) {
+                tracing::debug!(error = %e, "a reader's thread keeps its priority");
+            }
+        }
+    }
+}
+
 fn run(mut owner: Owner, mut rx: mpsc::Receiver<Job>) {
     let mut continuing = false;
     let mut trim = crate::memory::Trim::default();

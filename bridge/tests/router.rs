@@ -494,3 +494,25 @@ async fn a_deploy_bigger_than_a_launch_chunk_is_launched_whole_without_another_r
     let r = b.marathon("GET", "/v2/apps/many", None).await;
     assert_eq!(r.body["app"]["tasksStaged"], json!(n), "{}", r.text);
 }
+
+#[tokio::test]
+async fn big_reads_are_built_below_the_owner_s_priority() {
+    let b = Bridge::start(64);
+    // The owner's thread and the test's run at the process's nice value; a reader lower.
+    let own = rustix::process::getpriority_process(None).unwrap();
+    let reader = b
+        .shared
+        .read_snapshot(|_| rustix::process::getpriority_process(None).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        reader >= outpost_bridge::handle::READER_NICE && reader > own,
+        "reader at nice {reader}, the test at {own}"
+    );
+    let owner = b
+        .shared
+        .read(|_| rustix::process::getpriority_process(None).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(owner, own, "the owner keeps its priority");
+}

@@ -358,15 +358,20 @@ async fn list_apps(State(s): S, RawQuery(q): RawQuery) -> Response {
             .map(|a| app_json(core, a, embed))
             .collect::<Vec<_>>()
     };
-    // With every task embedded the answer costs more than a copy of the core: built off the
-    // owner. Without, it costs the apps (their counts are kept): on the owner.
+    // With every task embedded the answer costs more than a copy of the core: built (and
+    // written out) off the owner. Without, it costs the apps (their counts are kept): on the
+    // owner.
     let apps = if embed.tasks {
-        s.read_snapshot(build).await
+        s.read_snapshot_json(move |core| json!({ "apps": build(core) }))
+            .await
+            .map(IntoResponse::into_response)
     } else {
-        s.read(build).await
+        s.read(build)
+            .await
+            .map(|apps| axum::Json(json!({ "apps": apps })).into_response())
     };
     match apps {
-        Ok(apps) => axum::Json(json!({ "apps": apps })).into_response(),
+        Ok(r) => r,
         Err(e) => stored(e),
     }
 }

@@ -342,7 +342,7 @@ fn stored(e: crate::store::StoreError) -> Response {
 async fn state(State(s): S) -> Response {
     let pid = master_pid(&s);
     let shared = s.clone();
-    let body = s.read_snapshot(move |core| {
+    let body = s.read_snapshot_json(move |core| {
         let s = &shared;
         let c = &s.config;
         let ledger = Ledger::of(core);
@@ -380,7 +380,7 @@ async fn state(State(s): S) -> Response {
         })
     });
     match body.await {
-        Ok(body) => axum::Json(body).into_response(),
+        Ok(body) => body.into_response(),
         Err(e) => stored(e),
     }
 }
@@ -398,7 +398,7 @@ fn param<'a>(p: &'a [(String, String)], key: &str) -> Option<&'a str> {
 async fn slaves(State(s): S, RawQuery(q): RawQuery) -> Response {
     let p = params(q);
     let only = param(&p, "slave_id").map(str::to_string);
-    let body = s.read_snapshot(move |core| {
+    let body = s.read_snapshot_json(move |core| {
         let ledger = Ledger::of(core);
         let list: Vec<Value> = core
             .agents()
@@ -408,7 +408,7 @@ async fn slaves(State(s): S, RawQuery(q): RawQuery) -> Response {
         json!({ "slaves": list, "recovered_slaves": [] })
     });
     match body.await {
-        Ok(body) => axum::Json(body).into_response(),
+        Ok(body) => body.into_response(),
         Err(e) => stored(e),
     }
 }
@@ -435,7 +435,7 @@ async fn tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
     let descending = param(&p, "order") == Some("desc");
     let framework = param(&p, "framework_id").map(str::to_string);
     let task = param(&p, "task_id").map(str::to_string);
-    let body = s.read_snapshot(move |core| {
+    let body = s.read_snapshot_json(move |core| {
         let mut list: Vec<&TaskRecord> = core
             .tasks(None)
             .filter(|_| {
@@ -461,14 +461,14 @@ async fn tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
         json!({ "tasks": page })
     });
     match body.await {
-        Ok(body) => axum::Json(body).into_response(),
+        Ok(body) => body.into_response(),
         Err(e) => stored(e),
     }
 }
 
 async fn frameworks(State(s): S) -> Response {
     let shared = s.clone();
-    let body = s.read_snapshot(move |core| {
+    let body = s.read_snapshot_json(move |core| {
         json!({
             "frameworks": all_frameworks(&shared, core),
             "completed_frameworks": [],
@@ -476,7 +476,7 @@ async fn frameworks(State(s): S) -> Response {
         })
     });
     match body.await {
-        Ok(body) => axum::Json(body).into_response(),
+        Ok(body) => body.into_response(),
         Err(e) => stored(e),
     }
 }
@@ -495,7 +495,7 @@ async fn redirect(State(s): S) -> Response {
 async fn metrics_snapshot(State(s): S) -> Response {
     let now = crate::time::now_ms();
     let started = s.started_at_ms;
-    let body = s.read_snapshot(move |core| {
+    let body = s.read_snapshot_json(move |core| {
         let agents: Vec<&AgentRecord> = core.agents().collect();
         let active = agents.iter().filter(|a| a.liveness.connected()).count();
         let unreachable = agents
@@ -548,7 +548,7 @@ async fn metrics_snapshot(State(s): S) -> Response {
         })
     });
     match body.await {
-        Ok(body) => axum::Json(body).into_response(),
+        Ok(body) => body.into_response(),
         Err(e) => stored(e),
     }
 }
