@@ -395,8 +395,7 @@ impl Shared {
         &self,
         f: impl FnOnce(&Core) -> serde_json::Value + Send + 'static,
     ) -> Result<JsonBody, StoreError> {
-        self.read_snapshot(move |core| JsonBody(f(core).to_string().into_bytes()))
-            .await
+        self.read_snapshot(move |core| JsonBody::of(&f(core))).await
     }
 
     /// Queues `f` without waiting for it (from places that cannot wait: a dropped stream).
@@ -431,8 +430,15 @@ impl Shared {
 /// A step normally starts with a job. While the core has more to launch than one step placed
 /// ([`Core::more_to_launch`]) and the last commit worked, the next step starts at once, with
 /// whatever jobs are waiting or none.
-/// A JSON answer's text, made by [`Shared::read_snapshot_json`].
+/// A JSON answer's text, made by [`Shared::read_snapshot_json`] or [`JsonBody::of`].
 pub struct JsonBody(pub Vec<u8>);
+
+impl JsonBody {
+    /// `value` written out (our own types always serialize; `null` if one did not).
+    pub fn of(value: &impl serde::Serialize) -> Self {
+        Self(serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec()))
+    }
+}
 
 impl axum::response::IntoResponse for JsonBody {
     fn into_response(self) -> axum::response::Response {

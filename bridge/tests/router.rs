@@ -516,3 +516,182 @@ async fn big_reads_are_built_below_the_owner_s_priority() {
         .unwrap();
     assert_eq!(owner, own, "the owner keeps its priority");
 }
+
+#[tokio::test]
+async fn an_embedded_task_is_marathon_s_task_written_from_its_record() {
+    let b = Bridge::start(64);
+    b.agent("a1").await;
+    let r = b.marathon("POST", "/v2/apps", Some(app("/web"))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = b.marathon("GET", "/v2/apps/web/tasks", None).await;
+    let id = r.body["tasks"][0]["id"].as_str().unwrap().to_string();
+    // RUNNING with an address and a failed check.
+    b.shared
+        .apply({
+            let id = id.clone();
+            move |core, now| {
+                let ports: Vec<u16> = core.task(&id).unwrap().fixed_ports.to_vec();
+                core.on_status(
+                    now,
+                    &TaskStatus {
+                        version: 1,
+                        agent_id: AgentId::new("a1").unwrap(),
+                        task_id: Text::new(&id).unwrap(),
+                        uuid: [9; 16],
+                        state: TaskState::Running,
+                        healthy: Some(false),
+                        message: Some(Text::new("connection refused").unwrap()),
+                        container_ip: Some(Text::new("172.17.0.5").unwrap()),
+                        host_ports: ports.iter().copied().collect(),
+                        timestamp_ms: 1_700_000_000_000,
+                        ..Default::default()
+                    },
+                )
+            }
+        })
+        .await
+        .unwrap();
+    let embedded = b.marathon("GET", "/v2/apps?embed=apps.tasks", None).await;
+    let task = &embedded.body["apps"][0]["tasks"][0];
+    // The same as the task list, which builds it as a JSON value.
+    let listed = b.marathon("GET", "/v2/apps/web/tasks", None).await;
+    assert_eq!(*task, listed.body["tasks"][0], "{}", embedded.text);
+    let keys: Vec<&str> = task
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "appId",
+            "healthCheckResults",
+            "host",
+            "id",
+            "ipAddresses",
+            "ports",
+            "servicePorts",
+            "slaveId",
+            "stagedAt",
+            "startedAt",
+            "state",
+            "version"
+        ],
+        "{task}"
+    );
+    assert_eq!(task["appId"], "/web");
+    assert_eq!(task["id"], id.as_str());
+    assert_eq!(task["slaveId"], "a1");
+    assert_eq!(task["state"], "TASK_RUNNING");
+    assert_eq!(
+        task["ipAddresses"],
+        json!([{ "ipAddress": "172.17.0.5", "protocol": "IPv4" }])
+    );
+    assert!(
+        task["startedAt"]
+            .as_str()
+            .unwrap()
+            .starts_with("2023-11-14T"),
+        "{task}"
+    );
+    assert_eq!(task["ports"].as_array().unwrap().len(), 1, "{task}");
+    let health = &task["healthCheckResults"][0];
+    assert_eq!(health["alive"], false);
+    assert_eq!(health["consecutiveFailures"], 1);
+    assert_eq!(health["lastFailureCause"], "connection refused");
+    assert_eq!(health["firstSuccess"], Value::Null);
+    assert_eq!(health["taskId"], id.as_str());
+    // The app's own fields are there beside its tasks.
+    assert_eq!(embedded.body["apps"][0]["id"], "/web");
+    assert_eq!(embedded.body["apps"][0]["tasksRunning"], 1);
+}
+
+#[tokio::test]
+async fn a_marathon_task_in_master_state_has_mesos_s_shape() {
+    let b = Bridge::start(64);
+    b.agent("a1").await;
+    let mut web = app("/web");
+    web["labels"] = json!({ "tier": "front" });
+    let r = b.marathon("POST", "/v2/apps", Some(web)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = b.marathon("GET", "/v2/apps/web/tasks", None).await;
+    let id = r.body["tasks"][0]["id"].as_str().unwrap().to_string();
+    b.shared
+        .apply({
+            let id = id.clone();
+            move |core, now| {
+                let ports: Vec<u16> = core.task(&id).unwrap().fixed_ports.to_vec();
+                core.on_status(
+                    now,
+                    &TaskStatus {
+                        version: 1,
+                        agent_id: AgentId::new("a1").unwrap(),
+                        task_id: Text::new(&id).unwrap(),
+                        uuid: [9; 16],
+                        state: TaskState::Running,
+                        healthy: Some(true),
+                        container_ip: Some(Text::new("172.17.0.5").unwrap()),
+                        host_ports: ports.iter().copied().collect(),
+                        timestamp_ms: 1_700_000_000_000,
+                        ..Default::default()
+                    },
+                )
+            }
+        })
+        .await
+        .unwrap();
+    let state = b.send(&b.mesos, "GET", "/master/state", None).await;
+    let t = &state.body["frameworks"][0]["tasks"][0];
+    let port = t["discovery"]["ports"]["ports"][0]["number"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        *t,
+        json!({
+            "id": id,
+            "name": "web",
+            "framework_id": state.body["frameworks"][0]["id"],
+            "executor_id": "",
+            "slave_id": "a1",
+            "state": "TASK_RUNNING",
+            "resources": {
+                "cpus": t["resources"]["cpus"],
+                "mem": t["resources"]["mem"],
+                "disk": t["resources"]["disk"],
+                "ports": format!("[{port}-{port}]"),
+            },
+            "role": "*",
+            "statuses": [{
+                "state": "TASK_RUNNING",
+                "timestamp": t["statuses"][0]["timestamp"],
+                "healthy": true,
+                "container_status": {
+                    "network_infos": [{ "ip_addresses": [{ "ip_address": "172.17.0.5" }] }],
+                },
+            }],
+            "labels": [{ "key": "tier", "value": "front" }],
+            "discovery": {
+                "visibility": "FRAMEWORK",
+                "name": "web",
+                "ports": { "ports": [{ "number": port, "protocol": "tcp" }] },
+            },
+            "container": {
+                "type": "DOCKER",
+                "docker": {
+                    "image": "nginx:latest",
+                    "network": "BRIDGE",
+                    "port_mappings": [{ "host_port": port, "container_port": 80, "protocol": "tcp" }],
+                },
+            },
+        }),
+        "{t}"
+    );
+    assert!(t["resources"]["cpus"].as_f64().unwrap() > 0.0);
+    // /master/tasks shows the same task.
+    let tasks = b.send(&b.mesos, "GET", "/master/tasks", None).await;
+    assert_eq!(tasks.body["tasks"][0], *t);
+    // And the rest of the state is still there beside the frameworks.
+    assert_eq!(state.body["slaves"][0]["id"], "a1");
+    assert!(state.body["version"].is_string(), "{}", state.text);
+}

@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::app::{AppDefinition, Invalid, normalize_id};
-use crate::core::{ApiError, AppRecord, Core, TaskRecord, deployment_json, ip_addresses};
-use crate::handle::Shared;
+use crate::core::{ApiError, AppRecord, Core, TaskRecord, deployment_json};
+use crate::handle::{JsonBody, Shared};
 use crate::time::rfc3339;
 
 type S = State<Arc<Shared>>;
@@ -237,48 +237,111 @@ impl Embed {
     }
 }
 
-fn ms_time(ms: Option<u64>) -> Value {
-    ms.map(|m| json!(rfc3339(m))).unwrap_or(Value::Null)
+/// A task as Marathon shows it, written straight from its record (a list of every task is the
+/// biggest answer the bridge gives: no JSON tree in between).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MarathonTask<'a> {
+    app_id: &'a str,
+    id: &'a str,
+    host: &'a str,
+    ports: &'a [u16],
+    service_ports: &'a [u16],
+    slave_id: &'a str,
+    state: &'static str,
+    staged_at: String,
+    started_at: Option<String>,
+    version: &'a str,
+    ip_addresses: Vec<IpAddress<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_check_results: Option<[HealthResult<'a>; 1]>,
 }
 
-/// A task as Marathon shows it.
-pub fn task_json(t: &TaskRecord, app: Option<&AppRecord>) -> Value {
-    let state = if t.unreachable_since_ms.is_some() {
-        "TASK_UNREACHABLE"
-    } else {
-        t.state().mesos_name()
-    };
-    let mut v = json!({
-        "appId": t.app_id,
-        "id": t.id,
-        "host": t.host,
-        "ports": t.host_ports,
-        "servicePorts": t.service_ports,
-        "slaveId": t.agent_id,
-        "state": state,
-        "stagedAt": rfc3339(t.staged_at_ms),
-        "startedAt": ms_time(t.started_at_ms),
-        "version": t.version,
-        "ipAddresses": ip_addresses(t),
-    });
-    if let Some(app) = app
-        && !app.def.health_checks.is_empty()
-        && t.health().alive.is_some()
-    {
-        let h = t.health();
-        let result = json!({
-            "alive": h.alive == Some(true),
-            "consecutiveFailures": h.consecutive_failures,
-            "firstSuccess": ms_time(h.first_success_ms),
-            "lastSuccess": ms_time(h.last_success_ms),
-            "lastFailure": ms_time(h.last_failure_ms),
-            "lastFailureCause": h.last_failure_cause,
-            "taskId": t.id,
-            "instanceId": t.id,
-        });
-        v["healthCheckResults"] = json!([result]);
+/// One of `ipAddresses`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IpAddress<'a> {
+    ip_address: &'a str,
+    protocol: &'static str,
+}
+
+/// A task's `healthCheckResults` entry.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HealthResult<'a> {
+    alive: bool,
+    consecutive_failures: u32,
+    first_success: Option<String>,
+    last_success: Option<String>,
+    last_failure: Option<String>,
+    last_failure_cause: &'a Option<String>,
+    task_id: &'a str,
+    instance_id: &'a str,
+}
+
+impl<'a> MarathonTask<'a> {
+    /// Task `t` of `app` (its health shown when the app has checks and one reported).
+    pub fn new(t: &'a TaskRecord, app: Option<&AppRecord>) -> Self {
+        let state = if t.unreachable_since_ms.is_some() {
+            "TASK_UNREACHABLE"
+        } else {
+            t.state().mesos_name()
+        };
+        let health = t.health();
+        let checked =
+            app.is_some_and(|a| !a.def.health_checks.is_empty()) && health.alive.is_some();
+        Self {
+            app_id: &t.app_id,
+            id: &t.id,
+            host: &t.host,
+            ports: &t.host_ports,
+            service_ports: &t.service_ports,
+            slave_id: &t.agent_id,
+            state,
+            staged_at: rfc3339(t.staged_at_ms),
+            started_at: t.started_at_ms.map(rfc3339),
+            version: &t.version,
+            ip_addresses: t
+                .ip
+                .iter()
+                .map(|ip| IpAddress {
+                    ip_address: ip,
+                    protocol: if ip.contains(':') { "IPv6" } else { "IPv4" },
+                })
+                .collect(),
+            health_check_results: checked.then(|| {
+                [HealthResult {
+                    alive: health.alive == Some(true),
+                    consecutive_failures: health.consecutive_failures,
+                    first_success: health.first_success_ms.map(rfc3339),
+                    last_success: health.last_success_ms.map(rfc3339),
+                    last_failure: health.last_failure_ms.map(rfc3339),
+                    last_failure_cause: &health.last_failure_cause,
+                    task_id: &t.id,
+                    instance_id: &t.id,
+                }]
+            }),
+        }
     }
-    v
+}
+
+/// A task as Marathon shows it, as a JSON value (for answers that add to it).
+pub fn task_json(t: &TaskRecord, app: Option<&AppRecord>) -> Value {
+    serde_json::to_value(MarathonTask::new(t, app)).unwrap_or(Value::Null)
+}
+
+/// `{"apps": [...]}`, written straight through.
+#[derive(serde::Serialize)]
+struct AppList<'a> {
+    apps: Vec<AppWithTasks<'a>>,
+}
+
+/// An app with its tasks, each written straight from its record.
+#[derive(serde::Serialize)]
+struct AppWithTasks<'a> {
+    #[serde(flatten)]
+    app: Value,
+    tasks: Vec<MarathonTask<'a>>,
 }
 
 fn app_json(core: &Core, app: &AppRecord, embed: Embed) -> Value {
@@ -338,37 +401,53 @@ async fn list_apps(State(s): S, RawQuery(q): RawQuery) -> Response {
     let id_filter = p.get("id").map(str::to_string);
     let cmd_filter = p.get("cmd").map(str::to_string);
     let label_filter = p.get("label").map(str::to_string);
-    let build = move |core: &Core| {
-        core.apps()
-            .filter(|a| !a.deleting)
-            .filter(|a| id_filter.as_deref().is_none_or(|f| a.def.id.contains(f)))
-            .filter(|a| {
-                cmd_filter
-                    .as_deref()
-                    .is_none_or(|f| a.def.cmd.as_deref().is_some_and(|c| c.contains(f)))
-            })
-            .filter(|a| {
-                label_filter
-                    .as_deref()
-                    .is_none_or(|f| match f.split_once("==") {
-                        Some((k, v)) => a.def.labels.get(k.trim()).is_some_and(|x| x == v.trim()),
-                        None => a.def.labels.contains_key(f.trim()),
-                    })
-            })
-            .map(|a| app_json(core, a, embed))
-            .collect::<Vec<_>>()
+    let keep = move |a: &AppRecord| {
+        !a.deleting
+            && id_filter.as_deref().is_none_or(|f| a.def.id.contains(f))
+            && cmd_filter
+                .as_deref()
+                .is_none_or(|f| a.def.cmd.as_deref().is_some_and(|c| c.contains(f)))
+            && label_filter
+                .as_deref()
+                .is_none_or(|f| match f.split_once("==") {
+                    Some((k, v)) => a.def.labels.get(k.trim()).is_some_and(|x| x == v.trim()),
+                    None => a.def.labels.contains_key(f.trim()),
+                })
     };
-    // With every task embedded the answer costs more than a copy of the core: built (and
-    // written out) off the owner. Without, it costs the apps (their counts are kept): on the
-    // owner.
+    // With every task embedded the answer costs more than a copy of the core: built and
+    // written out off the owner, each task straight from its record. Without, it costs the
+    // apps (their counts are kept): on the owner.
     let apps = if embed.tasks {
-        s.read_snapshot_json(move |core| json!({ "apps": build(core) }))
-            .await
-            .map(IntoResponse::into_response)
+        let apps_only = Embed {
+            tasks: false,
+            ..embed
+        };
+        s.read_snapshot(move |core| {
+            let apps: Vec<AppWithTasks> = core
+                .apps()
+                .filter(|a| keep(a))
+                .map(|a| AppWithTasks {
+                    app: app_json(core, a, apps_only),
+                    tasks: core
+                        .tasks(Some(&a.def.id))
+                        .map(|t| MarathonTask::new(t, Some(a)))
+                        .collect(),
+                })
+                .collect();
+            JsonBody::of(&AppList { apps })
+        })
+        .await
+        .map(IntoResponse::into_response)
     } else {
-        s.read(build)
-            .await
-            .map(|apps| axum::Json(json!({ "apps": apps })).into_response())
+        s.read(move |core| {
+            let apps: Vec<Value> = core
+                .apps()
+                .filter(|a| keep(a))
+                .map(|a| app_json(core, a, embed))
+                .collect();
+            axum::Json(json!({ "apps": apps })).into_response()
+        })
+        .await
     };
     match apps {
         Ok(r) => r,

@@ -22,7 +22,7 @@ use outpost_protocol::TaskState;
 
 use crate::core::calls::Call;
 use crate::core::{AgentLiveness, AgentRecord, CallError, Core, Ledger, TaskRecord};
-use crate::handle::Shared;
+use crate::handle::{JsonBody, Shared};
 
 type S = State<Arc<Shared>>;
 
@@ -151,82 +151,255 @@ fn task_state(t: &TaskRecord) -> &'static str {
     }
 }
 
-/// A task as `/master/state` and `/master/tasks` show it.
-pub fn task_json(core: &Core, t: &TaskRecord) -> Value {
-    let app = core.app(&t.app_id);
-    let name = t.app_id.trim_start_matches('/').replace('/', ".");
-    let mappings = app
-        .map(|a| a.def.port_mappings().to_vec())
-        .unwrap_or_default();
-    let network = app
-        .and_then(|a| a.def.network().ok())
-        .map(|n| match n {
-            outpost_protocol::NetworkMode::Bridge => "BRIDGE",
-            outpost_protocol::NetworkMode::Host => "HOST",
-            outpost_protocol::NetworkMode::None => "NONE",
-        })
-        .unwrap_or("HOST");
-    let port_mappings: Vec<Value> = mappings
-        .iter()
-        .zip(t.host_ports.iter())
-        .map(|(m, hp)| json!({ "host_port": hp, "container_port": m.container_port, "protocol": m.protocol }))
-        .collect();
-    let discovery_ports: Vec<Value> = t
-        .host_ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let protocol = mappings
-                .get(i)
-                .map(|m| m.protocol.as_str())
-                .unwrap_or("tcp");
-            json!({ "number": p, "protocol": protocol })
-        })
-        .collect();
-    let mut status = json!({
-        "state": task_state(t),
-        "timestamp": secs(t.started_at_ms.unwrap_or(t.staged_at_ms)),
-        "container_status": {
-            "network_infos": [{
-                "ip_addresses": t.ip.iter().map(|ip| json!({ "ip_address": ip })).collect::<Vec<_>>(),
-            }],
-        },
-    });
-    if let Some(h) = t.health().alive {
-        status["healthy"] = json!(h);
+/// What a Marathon task's Mesos view takes from its app, worked out once per app for a list.
+struct AppView<'a> {
+    name: String,
+    mappings: &'a [crate::app::PortMapping],
+    network: &'static str,
+    image: &'a str,
+    labels: Vec<Label<'a>>,
+}
+
+impl<'a> AppView<'a> {
+    fn of(app_id: &str, app: Option<&'a crate::core::AppRecord>) -> Self {
+        Self {
+            name: app_id.trim_start_matches('/').replace('/', "."),
+            mappings: app.map(|a| a.def.port_mappings()).unwrap_or_default(),
+            network: app
+                .and_then(|a| a.def.network().ok())
+                .map(|n| match n {
+                    outpost_protocol::NetworkMode::Bridge => "BRIDGE",
+                    outpost_protocol::NetworkMode::Host => "HOST",
+                    outpost_protocol::NetworkMode::None => "NONE",
+                })
+                .unwrap_or("HOST"),
+            image: app.and_then(|a| a.def.image()).unwrap_or(""),
+            labels: app
+                .map(|a| {
+                    a.def
+                        .labels
+                        .iter()
+                        .map(|(key, value)| Label { key, value })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     }
-    json!({
-        "id": t.id,
-        "name": name,
-        "framework_id": MARATHON_FRAMEWORK_ID,
-        "executor_id": "",
-        "slave_id": t.agent_id,
-        "state": task_state(t),
-        "resources": {
-            "cpus": t.cpus,
-            "mem": t.mem,
-            "disk": t.disk,
-            "ports": ranges_text(&port_ranges(&t.host_ports)),
-        },
-        "role": "*",
-        "statuses": [status],
-        "labels": app
-            .map(|a| a.def.labels.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect::<Vec<_>>())
-            .unwrap_or_default(),
-        "discovery": {
-            "visibility": "FRAMEWORK",
-            "name": name,
-            "ports": { "ports": discovery_ports },
-        },
-        "container": {
-            "type": "DOCKER",
-            "docker": {
-                "image": app.and_then(|a| a.def.image()).unwrap_or(""),
-                "network": network,
-                "port_mappings": port_mappings,
+}
+
+/// Marathon's tasks as Mesos shows them, their apps' parts worked out once each.
+struct MesosTasks<'a> {
+    core: &'a Core,
+    apps: std::cell::RefCell<std::collections::HashMap<&'a str, std::rc::Rc<AppView<'a>>>>,
+}
+
+impl<'a> MesosTasks<'a> {
+    fn new(core: &'a Core) -> Self {
+        Self {
+            core,
+            apps: Default::default(),
+        }
+    }
+
+    /// Task `t` as `/master/state` and `/master/tasks` show it.
+    fn task(&self, t: &'a TaskRecord) -> MesosTask<'a> {
+        let app = {
+            let mut apps = self.apps.borrow_mut();
+            apps.entry(&t.app_id)
+                .or_insert_with(|| {
+                    std::rc::Rc::new(AppView::of(&t.app_id, self.core.app(&t.app_id)))
+                })
+                .clone()
+        };
+        let state = task_state(t);
+        MesosTask {
+            id: &t.id,
+            framework_id: MARATHON_FRAMEWORK_ID,
+            executor_id: "",
+            slave_id: &t.agent_id,
+            state,
+            resources: TaskResources {
+                cpus: t.cpus,
+                mem: t.mem,
+                disk: t.disk,
+                ports: ranges_text(&port_ranges(&t.host_ports)),
             },
-        },
-    })
+            role: "*",
+            statuses: [TaskStatusView {
+                state,
+                timestamp: secs(t.started_at_ms.unwrap_or(t.staged_at_ms)),
+                container_status: ContainerStatus {
+                    network_infos: [NetworkInfo {
+                        ip_addresses: t.ip.iter().map(|ip| IpAddress { ip_address: ip }).collect(),
+                    }],
+                },
+                healthy: t.health().alive,
+            }],
+            host_ports: &t.host_ports,
+            app,
+        }
+    }
+}
+
+/// A Marathon task in Mesos's shape (`name`, `labels`, `discovery`, `container` from its app).
+struct MesosTask<'a> {
+    id: &'a str,
+    framework_id: &'static str,
+    executor_id: &'static str,
+    slave_id: &'a str,
+    state: &'static str,
+    resources: TaskResources,
+    role: &'static str,
+    statuses: [TaskStatusView<'a>; 1],
+    host_ports: &'a [u16],
+    app: std::rc::Rc<AppView<'a>>,
+}
+
+impl serde::Serialize for MesosTask<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let app = &*self.app;
+        let discovery_ports: Vec<DiscoveryPort> = self
+            .host_ports
+            .iter()
+            .enumerate()
+            .map(|(i, &number)| DiscoveryPort {
+                number,
+                protocol: app
+                    .mappings
+                    .get(i)
+                    .map(|m| m.protocol.as_str())
+                    .unwrap_or("tcp"),
+            })
+            .collect();
+        let port_mappings: Vec<DockerPortMapping> = app
+            .mappings
+            .iter()
+            .zip(self.host_ports.iter())
+            .map(|(m, &host_port)| DockerPortMapping {
+                host_port,
+                container_port: m.container_port,
+                protocol: &m.protocol,
+            })
+            .collect();
+        // Keys in the order a JSON tree of them would have (sorted), as before.
+        let mut m = ser.serialize_map(Some(12))?;
+        m.serialize_entry(
+            "container",
+            &Container {
+                kind: "DOCKER",
+                docker: Docker {
+                    image: app.image,
+                    network: app.network,
+                    port_mappings,
+                },
+            },
+        )?;
+        m.serialize_entry(
+            "discovery",
+            &Discovery {
+                visibility: "FRAMEWORK",
+                name: &app.name,
+                ports: DiscoveryPorts {
+                    ports: discovery_ports,
+                },
+            },
+        )?;
+        m.serialize_entry("executor_id", self.executor_id)?;
+        m.serialize_entry("framework_id", self.framework_id)?;
+        m.serialize_entry("id", self.id)?;
+        m.serialize_entry("labels", &app.labels)?;
+        m.serialize_entry("name", &app.name)?;
+        m.serialize_entry("resources", &self.resources)?;
+        m.serialize_entry("role", self.role)?;
+        m.serialize_entry("slave_id", self.slave_id)?;
+        m.serialize_entry("state", self.state)?;
+        m.serialize_entry("statuses", &self.statuses)?;
+        m.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Label<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct TaskResources {
+    cpus: f64,
+    disk: f64,
+    mem: f64,
+    ports: String,
+}
+
+#[derive(serde::Serialize)]
+struct TaskStatusView<'a> {
+    container_status: ContainerStatus<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthy: Option<bool>,
+    state: &'static str,
+    timestamp: f64,
+}
+
+#[derive(serde::Serialize)]
+struct ContainerStatus<'a> {
+    network_infos: [NetworkInfo<'a>; 1],
+}
+
+#[derive(serde::Serialize)]
+struct NetworkInfo<'a> {
+    ip_addresses: Vec<IpAddress<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct IpAddress<'a> {
+    ip_address: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Discovery<'a> {
+    name: &'a str,
+    ports: DiscoveryPorts<'a>,
+    visibility: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct DiscoveryPorts<'a> {
+    ports: Vec<DiscoveryPort<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct DiscoveryPort<'a> {
+    number: u16,
+    protocol: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Container<'a> {
+    docker: Docker<'a>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct Docker<'a> {
+    image: &'a str,
+    network: &'static str,
+    port_mappings: Vec<DockerPortMapping<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct DockerPortMapping<'a> {
+    container_port: u32,
+    host_port: u16,
+    protocol: &'a str,
+}
+
+/// A task as `/master/state` and `/master/tasks` show it, as a JSON value (one task; a list is
+/// written through [`MesosTasks`]).
+pub fn task_json(core: &Core, t: &TaskRecord) -> Value {
+    serde_json::to_value(MesosTasks::new(core).task(t)).unwrap_or(Value::Null)
 }
 
 /// A Mesos framework's task as the operator endpoints show it.
@@ -290,17 +463,39 @@ fn subscribed_framework_json(core: &Core, f: &crate::core::Framework) -> Value {
     })
 }
 
+/// A framework as the operator endpoints show it: Marathon's with its tasks written straight
+/// through, or one of the scheduler API's.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum FrameworkView<'a> {
+    Marathon {
+        #[serde(flatten)]
+        rest: Value,
+        tasks: Vec<MesosTask<'a>>,
+        unreachable_tasks: Vec<MesosTask<'a>>,
+    },
+    Scheduler(Value),
+}
+
 /// Marathon's framework, then the scheduler API's.
-fn all_frameworks(shared: &Shared, core: &Core) -> Vec<Value> {
+fn all_frameworks<'a>(shared: &Shared, core: &'a Core) -> Vec<FrameworkView<'a>> {
     let mut v = vec![framework_json(shared, core)];
     v.extend(
         core.frameworks()
-            .map(|f| subscribed_framework_json(core, f)),
+            .map(|f| FrameworkView::Scheduler(subscribed_framework_json(core, f))),
     );
     v
 }
 
-fn framework_json(shared: &Shared, core: &Core) -> Value {
+/// `{..., "frameworks": [...]}`: the frameworks written straight through after `rest`.
+#[derive(serde::Serialize)]
+struct WithFrameworks<'a> {
+    #[serde(flatten)]
+    rest: Value,
+    frameworks: Vec<FrameworkView<'a>>,
+}
+
+fn framework_json<'a>(shared: &Shared, core: &'a Core) -> FrameworkView<'a> {
     let c = &shared.config;
     let (reachable, unreachable): (Vec<&TaskRecord>, Vec<&TaskRecord>) = core
         .tasks(None)
@@ -308,7 +503,8 @@ fn framework_json(shared: &Shared, core: &Core) -> Value {
     let used = reachable.iter().fold((0.0, 0.0, 0.0), |(c, m, d), t| {
         (c + t.cpus, m + t.mem, d + t.disk)
     });
-    json!({
+    let tasks = MesosTasks::new(core);
+    let rest = json!({
         "id": MARATHON_FRAMEWORK_ID,
         "name": "marathon",
         "pid": format!("scheduler-outpost@{}:{}", c.advertised_host, c.listen.port()),
@@ -323,8 +519,6 @@ fn framework_json(shared: &Shared, core: &Core) -> Value {
         "role": "*",
         "roles": ["*"],
         "registered_time": secs(shared.started_at_ms),
-        "tasks": reachable.iter().map(|t| task_json(core, t)).collect::<Vec<_>>(),
-        "unreachable_tasks": unreachable.iter().map(|t| task_json(core, t)).collect::<Vec<_>>(),
         "completed_tasks": [],
         "offers": [],
         "executors": [],
@@ -332,7 +526,12 @@ fn framework_json(shared: &Shared, core: &Core) -> Value {
         "used_resources": { "cpus": used.0, "mem": used.1, "disk": used.2 },
         "offered_resources": { "cpus": 0.0, "mem": 0.0, "disk": 0.0 },
         "capabilities": ["PARTITION_AWARE", "TASK_KILLING_STATE"],
-    })
+    });
+    FrameworkView::Marathon {
+        rest,
+        tasks: reachable.into_iter().map(|t| tasks.task(t)).collect(),
+        unreachable_tasks: unreachable.into_iter().map(|t| tasks.task(t)).collect(),
+    }
 }
 
 fn stored(e: crate::store::StoreError) -> Response {
@@ -342,12 +541,12 @@ fn stored(e: crate::store::StoreError) -> Response {
 async fn state(State(s): S) -> Response {
     let pid = master_pid(&s);
     let shared = s.clone();
-    let body = s.read_snapshot_json(move |core| {
+    let body = s.read_snapshot(move |core| {
         let s = &shared;
         let c = &s.config;
         let ledger = Ledger::of(core);
         let agents: Vec<&AgentRecord> = core.agents().collect();
-        json!({
+        let rest = json!({
             "version": MESOS_VERSION,
             "git_sha": "",
             "git_tag": "",
@@ -373,10 +572,13 @@ async fn state(State(s): S) -> Response {
             "log_dir": "",
             "flags": {},
             "slaves": agents.iter().map(|a| agent_json(&ledger, a)).collect::<Vec<_>>(),
-            "frameworks": all_frameworks(s, core),
             "completed_frameworks": [],
             "orphan_tasks": [],
             "unregistered_frameworks": [],
+        });
+        JsonBody::of(&WithFrameworks {
+            rest,
+            frameworks: all_frameworks(s, core),
         })
     });
     match body.await {
@@ -446,7 +648,11 @@ async fn tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
             .filter(|t| task.as_deref().is_none_or(|id| *t.id == *id))
             .collect();
         list.sort_by_key(|t| (t.staged_at_ms, t.id.clone()));
-        let mut all: Vec<Value> = list.into_iter().map(|t| task_json(core, t)).collect();
+        let tasks = MesosTasks::new(core);
+        let mut all: Vec<Value> = list
+            .into_iter()
+            .map(|t| serde_json::to_value(tasks.task(t)).unwrap_or(Value::Null))
+            .collect();
         // Then the scheduler API's frameworks' tasks.
         all.extend(
             core.framework_tasks()
@@ -468,11 +674,10 @@ async fn tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
 
 async fn frameworks(State(s): S) -> Response {
     let shared = s.clone();
-    let body = s.read_snapshot_json(move |core| {
-        json!({
-            "frameworks": all_frameworks(&shared, core),
-            "completed_frameworks": [],
-            "unregistered_frameworks": [],
+    let body = s.read_snapshot(move |core| {
+        JsonBody::of(&WithFrameworks {
+            rest: json!({ "completed_frameworks": [], "unregistered_frameworks": [] }),
+            frameworks: all_frameworks(&shared, core),
         })
     });
     match body.await {
