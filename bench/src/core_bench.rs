@@ -59,21 +59,12 @@ fn launches(effects: Vec<Effect>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn run(n: usize) {
-    let rss0 = rss_kib();
+    let rss0 = outpost_bridge::memory::rss_kib();
     let mut core = Core::default();
     let mut now = 1_000_000u64;
     let t = Instant::now();
@@ -167,7 +158,7 @@ fn run(n: usize) {
     core.settle(now);
     let join_pass = t.elapsed();
     let placed = launches(core.take_effects()).len();
-    let rss = rss_kib().saturating_sub(rss0);
+    let rss = outpost_bridge::memory::rss_kib().saturating_sub(rss0);
     // The copy a big read is built from: made on the owner, dropped on a reader's thread.
     let t = Instant::now();
     let snapshot = core.snapshot();

@@ -23,12 +23,13 @@ pub fn release() -> bool {
     }
 }
 
-/// The resident set size of this process, in KiB (0 where `/proc` does not say).
+/// The resident set size of this process, in KiB (`VmRSS`; 0 where `/proc` does not say).
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map(|pages| pages * 4)
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
 

@@ -145,6 +145,44 @@ impl Bridge {
         }
     }
 
+    /// Creates app `/web` from `def` on agent a1 and reports its task RUNNING at 172.17.0.5
+    /// with one check result (`healthy`, `message`); returns the task id.
+    async fn running_web(
+        &self,
+        def: Value,
+        healthy: bool,
+        message: Option<&'static str>,
+    ) -> String {
+        let r = self.marathon("POST", "/v2/apps", Some(def)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let r = self.marathon("GET", "/v2/apps/web/tasks", None).await;
+        let id = r.body["tasks"][0]["id"].as_str().unwrap().to_string();
+        let task = id.clone();
+        self.shared
+            .apply(move |core, now| {
+                let ports: Vec<u16> = core.task(&task).unwrap().fixed_ports.to_vec();
+                core.on_status(
+                    now,
+                    &TaskStatus {
+                        version: 1,
+                        agent_id: AgentId::new("a1").unwrap(),
+                        task_id: Text::new(&task).unwrap(),
+                        uuid: [9; 16],
+                        state: TaskState::Running,
+                        healthy: Some(healthy),
+                        message: message.map(|m| Text::new(m).unwrap()),
+                        container_ip: Some(Text::new("172.17.0.5").unwrap()),
+                        host_ports: ports.iter().copied().collect(),
+                        timestamp_ms: 1_700_000_000_000,
+                        ..Default::default()
+                    },
+                )
+            })
+            .await
+            .unwrap();
+        id
+    }
+
     async fn marathon(&self, method: &str, uri: &str, body: Option<Value>) -> Response {
         self.send(&self.marathon, method, uri, body).await
     }
@@ -521,36 +559,10 @@ async fn big_reads_are_built_below_the_owner_s_priority() {
 async fn an_embedded_task_is_marathon_s_task_written_from_its_record() {
     let b = Bridge::start(64);
     b.agent("a1").await;
-    let r = b.marathon("POST", "/v2/apps", Some(app("/web"))).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let r = b.marathon("GET", "/v2/apps/web/tasks", None).await;
-    let id = r.body["tasks"][0]["id"].as_str().unwrap().to_string();
     // RUNNING with an address and a failed check.
-    b.shared
-        .apply({
-            let id = id.clone();
-            move |core, now| {
-                let ports: Vec<u16> = core.task(&id).unwrap().fixed_ports.to_vec();
-                core.on_status(
-                    now,
-                    &TaskStatus {
-                        version: 1,
-                        agent_id: AgentId::new("a1").unwrap(),
-                        task_id: Text::new(&id).unwrap(),
-                        uuid: [9; 16],
-                        state: TaskState::Running,
-                        healthy: Some(false),
-                        message: Some(Text::new("connection refused").unwrap()),
-                        container_ip: Some(Text::new("172.17.0.5").unwrap()),
-                        host_ports: ports.iter().copied().collect(),
-                        timestamp_ms: 1_700_000_000_000,
-                        ..Default::default()
-                    },
-                )
-            }
-        })
-        .await
-        .unwrap();
+    let id = b
+        .running_web(app("/web"), false, Some("connection refused"))
+        .await;
     let embedded = b.marathon("GET", "/v2/apps?embed=apps.tasks", None).await;
     let task = &embedded.body["apps"][0]["tasks"][0];
     // The same as the task list, which builds it as a JSON value.
@@ -613,34 +625,7 @@ async fn a_marathon_task_in_master_state_has_mesos_s_shape() {
     b.agent("a1").await;
     let mut web = app("/web");
     web["labels"] = json!({ "tier": "front" });
-    let r = b.marathon("POST", "/v2/apps", Some(web)).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let r = b.marathon("GET", "/v2/apps/web/tasks", None).await;
-    let id = r.body["tasks"][0]["id"].as_str().unwrap().to_string();
-    b.shared
-        .apply({
-            let id = id.clone();
-            move |core, now| {
-                let ports: Vec<u16> = core.task(&id).unwrap().fixed_ports.to_vec();
-                core.on_status(
-                    now,
-                    &TaskStatus {
-                        version: 1,
-                        agent_id: AgentId::new("a1").unwrap(),
-                        task_id: Text::new(&id).unwrap(),
-                        uuid: [9; 16],
-                        state: TaskState::Running,
-                        healthy: Some(true),
-                        container_ip: Some(Text::new("172.17.0.5").unwrap()),
-                        host_ports: ports.iter().copied().collect(),
-                        timestamp_ms: 1_700_000_000_000,
-                        ..Default::default()
-                    },
-                )
-            }
-        })
-        .await
-        .unwrap();
+    let id = b.running_web(web, true, None).await;
     let state = b.send(&b.mesos, "GET", "/master/state", None).await;
     let t = &state.body["frameworks"][0]["tasks"][0];
     let port = t["discovery"]["ports"]["ports"][0]["number"]

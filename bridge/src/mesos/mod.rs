@@ -396,12 +396,6 @@ struct DockerPortMapping<'a> {
     protocol: &'a str,
 }
 
-/// A task as `/master/state` and `/master/tasks` show it, as a JSON value (one task; a list is
-/// written through [`MesosTasks`]).
-pub fn task_json(core: &Core, t: &TaskRecord) -> Value {
-    serde_json::to_value(MesosTasks::new(core).task(t)).unwrap_or(Value::Null)
-}
-
 /// A Mesos framework's task as the operator endpoints show it.
 fn fw_task_json(t: &crate::core::FwTask) -> Value {
     let mut status = json!({
