@@ -199,6 +199,23 @@ fn run(n: usize, with_reads: bool) -> Result<Duration> {
     wait::until("the same messages' acknowledgements", long, || {
         (fleet.seen.lock().unwrap().echo_acks >= 2 * n).then_some(())
     })?;
+    // What one big read costs a settled bridge of n tasks: wall time, size, the bridge's CPU.
+    let idle_reads: Vec<(&str, Duration, usize, f64)> =
+        ["/v2/apps?embed=apps.tasks", "/master/state"]
+            .into_iter()
+            .map(|path| {
+                let cpu0 = cpu_seconds(pid);
+                let t = Instant::now();
+                let a = if path.starts_with("/master") {
+                    bridge.mesos_get(path)
+                } else {
+                    bridge.get(path)
+                };
+                let took = t.elapsed();
+                let bytes = a.map(|a| a.text.len()).unwrap_or(0);
+                (path, took, bytes, cpu_seconds(pid) - cpu0)
+            })
+            .collect();
     if let Ok(dir) = std::env::var("OUTPOST_BENCH_LOGS") {
         let path = std::path::Path::new(&dir).join(format!("bridge-{n}.log"));
         std::fs::write(&path, bridge.log()).with_context(|| format!("{}", path.display()))?;
@@ -257,6 +274,13 @@ fn run(n: usize, with_reads: bool) -> Result<Duration> {
         deploy.as_secs_f64(),
         100.0 * cpu / deploy.as_secs_f64()
     );
+    for (path, took, bytes, cpu) in idle_reads {
+        println!(
+            "one {path} of the settled bridge: {} for {:.1} MB, bridge CPU {cpu:.2} s",
+            ms(took),
+            bytes as f64 / 1e6
+        );
+    }
     println!();
     Ok(deploy)
 }

@@ -680,3 +680,54 @@ async fn a_marathon_task_in_master_state_has_mesos_s_shape() {
     assert_eq!(state.body["slaves"][0]["id"], "a1");
     assert!(state.body["version"].is_string(), "{}", state.text);
 }
+
+#[tokio::test]
+async fn an_agent_in_master_slaves_has_mesos_s_shape() {
+    let b = Bridge::start(64);
+    b.agent("a1").await;
+    let id = b.running_web(app("/web"), true, None).await;
+    let tasks = b.send(&b.marathon, "GET", "/v2/tasks", None).await;
+    let task = tasks.body["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    let port = task["ports"][0].as_u64().unwrap();
+    let slaves = b.send(&b.mesos, "GET", "/master/slaves", None).await;
+    let s = &slaves.body["slaves"][0];
+    let cpus = s["used_resources"]["cpus"].as_f64().unwrap();
+    let mem = s["used_resources"]["mem"].as_f64().unwrap();
+    let disk = s["used_resources"]["disk"].as_f64().unwrap();
+    assert!(cpus > 0.0 && mem > 0.0, "{s}");
+    // The whole of it, as Mesos's /master/slaves lists an agent.
+    let used_ports = format!("[{port}-{port}]");
+    let total = json!({ "cpus": 4.0, "mem": 4096.0, "disk": 1000.0, "ports": "[31000-31099]" });
+    assert_eq!(
+        *s,
+        json!({
+            "id": "a1",
+            "hostname": "a1.host",
+            "port": 5051,
+            "attributes": {},
+            "pid": "slave(1)@192.0.2.7:5051",
+            "registered_time": s["registered_time"],
+            "resources": total,
+            "used_resources": { "cpus": cpus, "mem": mem, "disk": disk, "ports": used_ports },
+            "offered_resources": { "cpus": 0.0, "mem": 0.0, "disk": 0.0, "ports": "[]" },
+            "reserved_resources": {},
+            "unreserved_resources": total,
+            "active": true,
+            "deactivated": false,
+            "version": "1.11.0",
+            "capabilities": ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
+        }),
+        "{s}"
+    );
+    assert!(s["registered_time"].as_f64().unwrap() > 1e9, "{s}");
+    assert_eq!(slaves.body["recovered_slaves"], json!([]));
+    // /master/state lists the same agent, written the same way.
+    let state = b.send(&b.mesos, "GET", "/master/state", None).await;
+    assert_eq!(state.body["slaves"][0], *s);
+}

@@ -213,7 +213,13 @@ fn answer(mut resp: ureq::http::Response<ureq::Body>) -> Answer {
         .iter()
         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    // ureq stops at 10 MB by default; a big fleet's /master/state is larger.
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()
+        .unwrap_or_default();
     Answer {
         status,
         headers,

@@ -40,7 +40,16 @@ fn resubscribe_and_reconcile(
         json!({ "type": "RECONCILE", "reconcile": { "tasks": [] } }),
     );
     assert_eq!(code, 202);
-    let rec = sub.next_event(|e| e["update"]["status"]["task_id"]["value"] == task, LONG);
+    // The answer to the RECONCILE, not an update the agent re-sends because the framework
+    // never acknowledged it (the agent keeps every unacknowledged update and re-sends it when
+    // the bridge comes back, as a Mesos agent does).
+    let rec = sub.next_event(
+        |e| {
+            e["update"]["status"]["task_id"]["value"] == task
+                && e["update"]["status"]["reason"] == "REASON_RECONCILIATION"
+        },
+        LONG,
+    );
     (sub, rec)
 }
 

@@ -86,48 +86,98 @@ fn master_pid(shared: &Shared) -> String {
 /// An agent as `/master/slaves` shows it: its capacity from its latest offer, and what the
 /// capacity ledger says is used by tasks and held by offers (the same numbers placement and
 /// framework offers go by).
-fn agent_json(ledger: &Ledger, a: &AgentRecord) -> Value {
-    let usage = ledger.usage(&a.id);
-    let task_ports: Vec<u16> = usage.task_ports.iter().copied().collect();
-    let offered_ports: Vec<u16> = usage.offered_ports.iter().copied().collect();
-    let amount = |x: &crate::placement::Amount, ports: Option<String>| {
-        let mut v = json!({ "cpus": x.cpus, "mem": x.mem, "disk": x.disk });
-        if let Some(p) = ports {
-            v["ports"] = json!(p);
+/// An agent as `/master/slaves` and `/master/state` list it, written straight from its record
+/// and the ledger (no JSON tree per agent: at 10,000 agents the trees cost more than the rest of
+/// `/master/state`). Fields in the order a JSON tree of them would have (sorted).
+#[derive(serde::Serialize)]
+struct MesosAgent<'a> {
+    active: bool,
+    attributes: &'a std::collections::BTreeMap<String, String>,
+    capabilities: [&'static str; 3],
+    deactivated: bool,
+    hostname: &'a str,
+    id: &'a str,
+    offered_resources: AgentResources,
+    pid: String,
+    port: u16,
+    registered_time: f64,
+    reserved_resources: Empty,
+    resources: AgentResources,
+    unreserved_resources: AgentResources,
+    used_resources: AgentResources,
+    version: &'static str,
+}
+
+/// Flattened resources; `ports` only where the agent has an offer to count them against.
+#[derive(Clone, serde::Serialize)]
+struct AgentResources {
+    cpus: f64,
+    disk: f64,
+    mem: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ports: Option<String>,
+}
+
+impl AgentResources {
+    fn of(x: &crate::placement::Amount, ports: Option<String>) -> Self {
+        Self {
+            cpus: x.cpus,
+            disk: x.disk,
+            mem: x.mem,
+            ports,
         }
-        v
-    };
-    let total = match &a.offer {
-        Some(o) => {
-            let mut all = o.ranges.to_vec();
-            all.extend(o.used_ranges.iter().copied());
-            amount(&(o.available + o.used), Some(ranges_text(&merge(all))))
+    }
+}
+
+/// `/master/slaves`.
+#[derive(serde::Serialize)]
+struct Slaves<'a> {
+    slaves: Vec<MesosAgent<'a>>,
+    recovered_slaves: [(); 0],
+}
+
+/// `{}`.
+#[derive(serde::Serialize)]
+struct Empty {}
+
+impl<'a> MesosAgent<'a> {
+    fn new(ledger: &Ledger, a: &'a AgentRecord) -> Self {
+        let usage = ledger.usage(&a.id);
+        let task_ports: Vec<u16> = usage.task_ports.iter().copied().collect();
+        let offered_ports: Vec<u16> = usage.offered_ports.iter().copied().collect();
+        let total = match &a.offer {
+            Some(o) => {
+                let mut all = o.ranges.to_vec();
+                all.extend(o.used_ranges.iter().copied());
+                AgentResources::of(&(o.available + o.used), Some(ranges_text(&merge(all))))
+            }
+            None => AgentResources::of(&crate::placement::Amount::default(), None),
+        };
+        let ip = a.address.as_deref().unwrap_or(&a.hostname);
+        Self {
+            active: a.liveness.connected(),
+            attributes: &a.attributes,
+            capabilities: ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
+            deactivated: a.liveness == AgentLiveness::Draining,
+            hostname: &a.hostname,
+            id: &a.id,
+            offered_resources: AgentResources::of(
+                &usage.offered,
+                Some(ranges_text(&port_ranges(&offered_ports))),
+            ),
+            pid: format!("slave(1)@{ip}:{AGENT_PORT}"),
+            port: AGENT_PORT,
+            registered_time: secs(a.last_seen_ms),
+            reserved_resources: Empty {},
+            unreserved_resources: total.clone(),
+            resources: total,
+            used_resources: AgentResources::of(
+                &usage.tasks,
+                Some(ranges_text(&port_ranges(&task_ports))),
+            ),
+            version: MESOS_VERSION,
         }
-        None => amount(&crate::placement::Amount::default(), None),
-    };
-    let used = amount(&usage.tasks, Some(ranges_text(&port_ranges(&task_ports))));
-    let offered = amount(
-        &usage.offered,
-        Some(ranges_text(&port_ranges(&offered_ports))),
-    );
-    let ip = a.address.as_deref().unwrap_or(&a.hostname);
-    json!({
-        "id": a.id,
-        "hostname": a.hostname,
-        "port": AGENT_PORT,
-        "attributes": a.attributes,
-        "pid": format!("slave(1)@{ip}:{AGENT_PORT}"),
-        "registered_time": secs(a.last_seen_ms),
-        "resources": total,
-        "used_resources": used,
-        "offered_resources": offered,
-        "reserved_resources": {},
-        "unreserved_resources": total,
-        "active": a.liveness.connected(),
-        "deactivated": a.liveness == AgentLiveness::Draining,
-        "version": MESOS_VERSION,
-        "capabilities": ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
-    })
+    }
 }
 
 /// Adjacent or overlapping ranges merged.
@@ -486,6 +536,9 @@ fn all_frameworks<'a>(shared: &Shared, core: &'a Core) -> Vec<FrameworkView<'a>>
 struct WithFrameworks<'a> {
     #[serde(flatten)]
     rest: Value,
+    /// The agents, in `/master/state` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slaves: Option<Vec<MesosAgent<'a>>>,
     frameworks: Vec<FrameworkView<'a>>,
 }
 
@@ -565,13 +618,13 @@ async fn state(State(s): S) -> Response {
             "cluster": "outpost",
             "log_dir": "",
             "flags": {},
-            "slaves": agents.iter().map(|a| agent_json(&ledger, a)).collect::<Vec<_>>(),
             "completed_frameworks": [],
             "orphan_tasks": [],
             "unregistered_frameworks": [],
         });
         JsonBody::of(&WithFrameworks {
             rest,
+            slaves: Some(agents.iter().map(|a| MesosAgent::new(&ledger, a)).collect()),
             frameworks: all_frameworks(s, core),
         })
     });
@@ -594,14 +647,17 @@ fn param<'a>(p: &'a [(String, String)], key: &str) -> Option<&'a str> {
 async fn slaves(State(s): S, RawQuery(q): RawQuery) -> Response {
     let p = params(q);
     let only = param(&p, "slave_id").map(str::to_string);
-    let body = s.read_snapshot_json(move |core| {
+    let body = s.read_snapshot(move |core| {
         let ledger = Ledger::of(core);
-        let list: Vec<Value> = core
+        let list: Vec<MesosAgent> = core
             .agents()
             .filter(|a| only.as_deref().is_none_or(|id| *a.id == *id))
-            .map(|a| agent_json(&ledger, a))
+            .map(|a| MesosAgent::new(&ledger, a))
             .collect();
-        json!({ "slaves": list, "recovered_slaves": [] })
+        JsonBody::of(&Slaves {
+            slaves: list,
+            recovered_slaves: [],
+        })
     });
     match body.await {
         Ok(body) => body.into_response(),
@@ -671,6 +727,7 @@ async fn frameworks(State(s): S) -> Response {
     let body = s.read_snapshot(move |core| {
         JsonBody::of(&WithFrameworks {
             rest: json!({ "completed_frameworks": [], "unregistered_frameworks": [] }),
+            slaves: None,
             frameworks: all_frameworks(&shared, core),
         })
     });
