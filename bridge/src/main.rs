@@ -144,6 +144,7 @@ fn lb(cmd: &Cmd) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    outpost_bridge::memory::few_heaps();
     let cli = Cli::parse();
     if let Some(cmd @ Cmd::Lb { .. }) = &cli.command {
         init_logging();

@@ -6,7 +6,31 @@
 //! of it is free. `malloc_trim(0)` returns every whole free page of every heap (`madvise`), so
 //! the resident size comes back to what the state holds. The owner calls [`release`] when a
 //! burst is over ([`Trim`]): nothing waits in its queue and it ran many jobs since the last
-//! release. This is the one `unsafe` call in the workspace (ARCHITECTURE.md).
+//! release. With [`few_heaps`], these are the only `unsafe` calls in the workspace (ARCHITECTURE.md).
+
+/// Heaps (glibc "arenas") the allocator may keep: [`few_heaps`].
+pub const HEAPS: i32 = 2;
+
+/// Caps the allocator's heaps at [`HEAPS`]; whether it took the setting. By default glibc gives
+/// threads up to eight heaps per core, and a block freed by another thread goes back to the
+/// heap it came from: the owner, the HTTP workers and the readers' threads each keep a heap
+/// with its own free space. Two heaps keep the bridge's resident size close to what its state
+/// holds (10,000 agents: about 0.2 KiB less per agent; docs/BENCHMARKS.md); each thread still
+/// allocates small blocks from its own cache without a lock. Call it first in `main`, before
+/// threads start.
+#[allow(unsafe_code)]
+pub fn few_heaps() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt takes no pointer; it only sets a limit the allocator reads when a
+        // thread first allocates.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, HEAPS) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
 
 /// Returns the free pages of the allocator's heaps to the system; whether any were.
 #[allow(unsafe_code)]
@@ -64,6 +88,12 @@ impl Trim {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn the_allocator_takes_the_heap_limit() {
+        assert!(few_heaps());
+    }
 
     #[test]
     fn a_release_is_due_only_when_idle_after_enough_jobs() {

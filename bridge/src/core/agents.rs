@@ -17,8 +17,8 @@ impl Core {
                 name
             }
         };
-        self.agents.entry(name.clone()).or_insert_with(|| {
-            Box::new(AgentRecord {
+        let a = self.agents.entry(name.clone()).or_insert_with(|| {
+            Arc::new(AgentRecord {
                 id: name.clone(),
                 hostname: name,
                 attributes: BTreeMap::new(),
@@ -30,7 +30,8 @@ impl Core {
                 offer: None,
                 port_cursor: 0,
             })
-        })
+        });
+        Arc::make_mut(a)
     }
 
     /// An agent's hello (retained): its host name and attributes.
@@ -41,7 +42,7 @@ impl Core {
             let before = std::mem::replace(&mut a.hostname, after.clone());
             self.index_hostname(&id, Some(&before), &after);
         }
-        let Some(a) = self.agents.get_mut(h.agent_id.as_str()) else {
+        let Some(a) = self.agents.get_mut(h.agent_id.as_str()).map(Arc::make_mut) else {
             return;
         };
         a.address = h.address.as_ref().map(|ip| ip.to_string());
@@ -53,7 +54,7 @@ impl Core {
         a.last_seen_ms = now;
         let host = a.hostname.clone();
         for tid in self.agent_task_ids(&h.agent_id) {
-            if let Some(t) = self.tasks.get_mut(&tid) {
+            if let Some(t) = self.tasks.get_mut(&tid).map(Arc::make_mut) {
                 t.host = host.clone();
             }
         }
@@ -123,7 +124,7 @@ impl Core {
                 tracing::warn!(agent = %id, "agent is unreachable; its tasks are UNREACHABLE");
                 self.framework_agent_lost(now, &id);
                 for tid in self.agent_task_ids(&id) {
-                    let Some(t) = self.tasks.get_mut(&tid) else {
+                    let Some(t) = self.tasks.get_mut(&tid).map(Arc::make_mut) else {
                         continue;
                     };
                     if t.unreachable_since_ms.is_some() {

@@ -12,6 +12,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -460,15 +461,17 @@ const SERVICE_PORTS: std::ops::RangeInclusive<u16> = 10000..=20000;
 /// The bridge's state.
 #[derive(Default)]
 pub struct Core {
-    /// Boxed: a tree node holds eleven slots and is often half full; a slot is a pointer, not
-    /// a 250-byte record. The key is the record's own `id`.
-    agents: BTreeMap<Name, Box<AgentRecord>>,
+    /// Behind a pointer: a tree node holds eleven slots and is often half full; a slot is a
+    /// pointer, not a 250-byte record. The key is the record's own `id`. Shared
+    /// (copy-on-write, [`Arc::make_mut`]): a [`Core::snapshot`] copies pointers, and a record
+    /// changed while a read still holds it is copied then, once.
+    agents: BTreeMap<Name, Arc<AgentRecord>>,
     apps: BTreeMap<Name, AppRecord>,
     /// By id; hashed (a lookup per task of a pass must not cost a tree walk), with a fixed
     /// hasher so a core's iterations, and so its decisions, are the same on every run.
-    /// Boxed: the map's slots (a power of two, at most 7/8 full) hold a pointer, not a
-    /// 400-byte record.
-    tasks: HashMap<Name, Box<TaskRecord>, FixedHash>,
+    /// Behind a shared pointer as `agents` are: the map's slots (a power of two, at most 7/8
+    /// full) hold a pointer, not a 400-byte record.
+    tasks: HashMap<Name, Arc<TaskRecord>, FixedHash>,
     by_command: HashMap<Name, Name, FixedHash>,
     /// Task ids by app and by agent (derived from `tasks`, kept by `insert_task` and
     /// `drop_task`): a pass over one app or one agent costs its tasks, not the fleet's.
@@ -566,7 +569,7 @@ impl Core {
                 a.liveness = AgentLiveness::Unknown;
             }
             core.index_hostname(&a.id, None, &a.hostname);
-            core.agents.insert(a.id.clone(), Box::new(a));
+            core.agents.insert(a.id.clone(), Arc::new(a));
         }
         // After the agents and the apps: a task shares their names.
         for t in tasks {
@@ -644,8 +647,9 @@ impl Core {
     }
 
     /// A copy of what the HTTP reads look at (agents, apps, tasks and their app index,
-    /// frameworks and their tasks), for a big read to work on away from the owner: the copy
-    /// costs the owner a fraction of building the answer.
+    /// frameworks and their tasks), for a big read to work on away from the owner. Agents and
+    /// tasks are shared, not copied (the owner copies one when it next changes it while the
+    /// read holds it), so the copy costs the owner a fraction of building the answer.
     pub fn snapshot(&self) -> Core {
         Core {
             agents: self.agents.clone(),
@@ -755,7 +759,7 @@ impl Core {
                     tally.add(n, 1);
                 }
             }
-            if let Some(t) = self.tasks.get_mut(&tid) {
+            if let Some(t) = self.tasks.get_mut(&tid).map(Arc::make_mut) {
                 t.counted = now;
                 t.shown = shown;
             }
@@ -778,7 +782,7 @@ impl Core {
             if let Some(c) = c {
                 tally.add(c, 1);
             }
-            if let Some(t) = self.tasks.get_mut(&tid) {
+            if let Some(t) = self.tasks.get_mut(&tid).map(Arc::make_mut) {
                 t.counted = c;
             }
         }
@@ -899,7 +903,7 @@ impl Core {
         if let Err(i) = on_agent.binary_search(&t.id) {
             on_agent.insert(i, t.id.clone());
         }
-        self.tasks.insert(t.id.clone(), Box::new(t));
+        self.tasks.insert(t.id.clone(), Arc::new(t));
     }
 
     /// Removes a task and its indexes.
@@ -929,7 +933,7 @@ impl Core {
                 self.by_agent.remove(&t.agent_id);
             }
         }
-        Some(*t)
+        Some(Arc::unwrap_or_clone(t))
     }
 
     /// One task.

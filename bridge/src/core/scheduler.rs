@@ -326,7 +326,7 @@ impl Core {
             .filter(|(_, m)| m.host_port == 0)
             .map(|(p, _)| p)
             .next_back()
-            && let Some(a) = self.agents.get_mut(agent_id.as_str())
+            && let Some(a) = self.agents.get_mut(agent_id.as_str()).map(Arc::make_mut)
         {
             a.port_cursor = last.wrapping_add(1);
         }

@@ -49,7 +49,7 @@ impl Core {
         self.ack(s);
         let tid = s.task_id.to_string();
         let state = s.state;
-        let Some(t) = self.tasks.get_mut(tid.as_str()) else {
+        let Some(t) = self.tasks.get_mut(tid.as_str()).map(Arc::make_mut) else {
             if state == TaskState::Unknown || state.is_terminal() {
                 return;
             }
@@ -254,7 +254,7 @@ impl Core {
         message: &str,
         failure: bool,
     ) {
-        let Some(t) = self.tasks.get_mut(tid) else {
+        let Some(t) = self.tasks.get_mut(tid).map(Arc::make_mut) else {
             return;
         };
         t.state = state;
@@ -282,7 +282,7 @@ impl Core {
     }
 
     pub(super) fn kill(&mut self, now: Millis, tid: &str, grace: Option<u32>) {
-        let Some(t) = self.tasks.get_mut(tid) else {
+        let Some(t) = self.tasks.get_mut(tid).map(Arc::make_mut) else {
             return;
         };
         t.killing = true;
@@ -370,7 +370,7 @@ impl Core {
         }
         for id in inactivate {
             tracing::info!(task = %id, "unreachable past inactiveAfterSeconds: replacing it");
-            if let Some(t) = self.tasks.get_mut(&id) {
+            if let Some(t) = self.tasks.get_mut(&id).map(Arc::make_mut) {
                 t.inactive = true;
                 self.save_task(&id);
             }

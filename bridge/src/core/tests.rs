@@ -1138,3 +1138,31 @@ fn a_deploy_bigger_than_a_chunk_launches_one_chunk_per_step() {
     w.core.settle(w.now);
     assert!(w.launches().is_empty());
 }
+
+#[test]
+fn a_snapshot_keeps_what_it_saw_while_the_owner_changes_shared_records() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.create(&simple_app(1));
+    let (agent, task) = w.launches().remove(0);
+    w.status(&agent, &task, TaskState::Starting, None);
+    let snapshot = w.core.snapshot();
+    // The task and the agent are shared, not copied...
+    assert!(std::ptr::eq(
+        snapshot.task(&task).unwrap(),
+        w.core.task(&task).unwrap()
+    ));
+    // ...until the owner changes them: then the owner has its own copy, and the read still
+    // sees what it was given.
+    w.status(&agent, &task, TaskState::Running, Some(true));
+    w.liveness(&agent, Liveness::Offline, 1);
+    assert_eq!(w.core.task(&task).unwrap().state(), TaskState::Running);
+    assert_eq!(snapshot.task(&task).unwrap().state(), TaskState::Starting);
+    let liveness = |c: &Core| c.agents().find(|a| *a.id == *agent).unwrap().liveness;
+    assert_eq!(liveness(&snapshot), AgentLiveness::Online);
+    assert_ne!(liveness(&w.core), AgentLiveness::Online);
+    // A task the owner drops stays in the snapshot.
+    w.core.delete_app(w.now, "/web", true).unwrap();
+    w.advance(1000);
+    assert!(snapshot.task(&task).is_some());
+}
