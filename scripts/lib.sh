@@ -4,7 +4,7 @@
 # Debian packages the tests and the demo need.
 OUTPOST_PACKAGES=(docker.io mosquitto mosquitto-clients docker-registry busybox-static
   apache2-utils file tar ca-certificates iproute2 iptables curl python3 python3-venv
-  help2man man-db haproxy chromium)
+  help2man man-db haproxy chromium zookeeper)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -29,6 +29,19 @@ struct File {
     advertised_host: Option<String>,
     task_launch_timeout: Option<u64>,
     scheduler_heartbeat_seconds: Option<u64>,
+    ha: Option<HaFile>,
+}
+
+/// `[ha]`: several bridges over one ZooKeeper ensemble (docs/ha.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HaFile {
+    /// `zk://[user:password@]h1:2181,h2:2181/outpost`.
+    zk: String,
+    mesos_path: Option<String>,
+    session_timeout_ms: Option<u64>,
+    marathon_address: Option<String>,
+    mesos_address: Option<String>,
 }
 
 /// The validated configuration.
@@ -63,6 +76,8 @@ pub struct Config {
     /// Between two HEARTBEAT events on a Mesos framework's stream (default 15 s, as a Mesos
     /// master sends them).
     pub scheduler_heartbeat: std::time::Duration,
+    /// Several bridges over ZooKeeper (`[ha]`); `None`: one bridge with its embedded store.
+    pub ha: Option<crate::ha::HaConfig>,
 }
 
 /// A configuration that cannot be used.
@@ -161,6 +176,19 @@ impl Config {
                     self.scheduler_heartbeat.as_secs()
                 ),
             ];
+        match &self.ha {
+            None => lines.push("ha = none (one bridge, embedded store)".into()),
+            Some(h) => {
+                lines.push(format!("ha.zk = {}", h.zk));
+                lines.push(format!("ha.mesos_path = {}", h.mesos_path));
+                lines.push(format!(
+                    "ha.session_timeout_ms = {}",
+                    h.session_timeout.as_millis()
+                ));
+                lines.push(format!("ha.marathon_address = {}", h.marathon_address));
+                lines.push(format!("ha.mesos_address = {}", h.mesos_address));
+            }
+        }
         lines.push(String::new());
         lines.join("\n")
     }
@@ -272,7 +300,12 @@ impl Config {
                 "seconds, 1 to 3600",
             ));
         }
+        let ha = match file.ha {
+            None => None,
+            Some(h) => Some(ha_config(h, &advertised_host, listen, mesos_listen)?),
+        };
         Ok(Self {
+            ha,
             task_launch_timeout_ms,
             scheduler_heartbeat: std::time::Duration::from_secs(heartbeat),
             listen,
@@ -290,6 +323,64 @@ impl Config {
             advertised_host,
         })
     }
+}
+
+/// `[ha]` checked: the URL parsed, the addresses `host:port`, the session timeout bounded.
+fn ha_config(
+    h: HaFile,
+    advertised_host: &str,
+    listen: SocketAddr,
+    mesos_listen: SocketAddr,
+) -> Result<crate::ha::HaConfig, ConfigError> {
+    let zk = crate::ha::ZkUrl::parse(&h.zk).map_err(|e| {
+        // The value without its credentials.
+        let shown = match h.zk.rsplit_once('@') {
+            Some((_, rest)) => format!("zk://***@{rest}"),
+            None => h.zk.clone(),
+        };
+        invalid("ha.zk", shown, &e)
+    })?;
+    let mesos_path = h.mesos_path.unwrap_or_else(|| "/mesos".into());
+    let probe = format!("zk://h{mesos_path}");
+    match crate::ha::ZkUrl::parse(&probe) {
+        Ok(u) if u.path == mesos_path => {}
+        _ => {
+            return Err(invalid(
+                "ha.mesos_path",
+                &mesos_path,
+                "expected an absolute ZooKeeper path such as /mesos",
+            ));
+        }
+    }
+    if mesos_path == zk.path || mesos_path.starts_with(&format!("{}/", zk.path)) {
+        return Err(invalid(
+            "ha.mesos_path",
+            &mesos_path,
+            "must lie outside ha.zk's path (clients list every child of it)",
+        ));
+    }
+    let timeout = h.session_timeout_ms.unwrap_or(10_000);
+    if !(400..=60_000).contains(&timeout) {
+        return Err(invalid(
+            "ha.session_timeout_ms",
+            timeout,
+            "milliseconds, 400 to 60000 (Mesos and Marathon use 10000)",
+        ));
+    }
+    let address = |key: &str, value: Option<String>, port: u16| {
+        let v = value.unwrap_or_else(|| format!("{advertised_host}:{port}"));
+        match v.rsplit_once(':') {
+            Some((host, p)) if !host.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => Ok(v),
+            _ => Err(invalid(key, &v, "expected HOST:PORT")),
+        }
+    };
+    Ok(crate::ha::HaConfig {
+        marathon_address: address("ha.marathon_address", h.marathon_address, listen.port())?,
+        mesos_address: address("ha.mesos_address", h.mesos_address, mesos_listen.port())?,
+        zk,
+        mesos_path,
+        session_timeout: std::time::Duration::from_millis(timeout),
+    })
 }
 
 #[cfg(test)]
@@ -349,5 +440,60 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("scheduler_heartbeat_seconds"), "{e}");
+    }
+
+    #[test]
+    fn the_ha_section_takes_a_zk_url_and_names_what_is_wrong() {
+        let c = parse(
+            "listen = \"10.0.0.5:8080\"\n[ha]\nzk = \"zk://ops:pw-secret@z1:2181,z2:2181,z3/outpost\"\n",
+        )
+        .unwrap();
+        let h = c.ha.as_ref().unwrap();
+        assert_eq!(h.zk.hosts, "z1:2181,z2:2181,z3:2181");
+        assert_eq!(h.zk.path, "/outpost");
+        assert_eq!(h.mesos_path, "/mesos");
+        assert_eq!(h.session_timeout.as_millis(), 10_000);
+        assert_eq!(h.marathon_address, "10.0.0.5:8080");
+        assert_eq!(h.mesos_address, "10.0.0.5:5050");
+        let s = c.summary();
+        assert!(s.contains("ha.zk = zk://ops:***@z1:2181"), "{s}");
+        assert!(!s.contains("pw-secret"), "{s}");
+        assert!(parse("").unwrap().summary().contains("ha = none"));
+        for (toml, key, value) in [
+            ("[ha]\nzk = \"zk://z1:2181\"", "ha.zk", "zk://z1:2181"),
+            (
+                "[ha]\nzk = \"zk://u:pw-secret@z1:0/x\"",
+                "ha.zk",
+                "zk://***@z1:0/x",
+            ),
+            (
+                "[ha]\nzk = \"zk://z1/x\"\nmesos_path = \"mesos\"",
+                "ha.mesos_path",
+                "mesos",
+            ),
+            (
+                "[ha]\nzk = \"zk://z1/x\"\nmesos_path = \"/x/mesos\"",
+                "ha.mesos_path",
+                "/x/mesos",
+            ),
+            (
+                "[ha]\nzk = \"zk://z1/x\"\nsession_timeout_ms = 5",
+                "ha.session_timeout_ms",
+                "5",
+            ),
+            (
+                "[ha]\nzk = \"zk://z1/x\"\nmesos_address = \"nohost\"",
+                "ha.mesos_address",
+                "nohost",
+            ),
+        ] {
+            let e = parse(toml).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(value), "{toml}: {e}");
+            assert!(!e.contains("pw-secret"), "{e}");
+        }
+        let e = parse("[ha]\nzookeeper = \"zk://z1/x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zookeeper"), "{e}");
     }
 }

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod core;
+pub mod ha;
 pub mod handle;
 pub mod lb;
 pub mod marathon;

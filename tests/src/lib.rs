@@ -25,3 +25,4 @@ pub mod proxy;
 pub mod registry;
 pub mod specs;
 pub mod wait;
+pub mod zookeeper;

@@ -2,14 +2,16 @@
 //! Mesos frameworks and their tasks) by table and key. The core marks what changed as
 //! [`Write`]s; the owner commits them, in order, before anything leaves the bridge.
 //!
-//! Two implementations: [`RedbStore`] (embedded, the default for one bridge) and
-//! [`MemoryStore`] (tests; it can be told to refuse commits). A store that holds its writes in
+//! Three implementations: [`RedbStore`] (embedded, the default for one bridge), [`ZkStore`]
+//! (ZooKeeper, for bridges that share a fleet: `[ha]`) and [`MemoryStore`] (tests; it can be
+//! told to refuse commits). A store that holds its writes in
 //! bounded transactions (ZooKeeper's `multi`, etcd's `txn`) splits a commit into chunks of at
 //! most [`StateStore::max_chunk`] writes, applied in order. A store shared by several bridges
 //! checks, with every chunk, that this bridge may still write (the fence); a refusal is
 //! [`StoreError::Fenced`], after which the bridge stops acting.
 
 mod redb;
+mod zookeeper;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use self::redb::RedbStore;
+pub use self::zookeeper::ZkStore;
 
 /// Which table a record lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
