@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::core::{Core, Effect};
@@ -111,8 +111,11 @@ pub struct Owner {
     /// Subscribed frameworks' streams: framework id -> (stream id, sender).
     streams: HashMap<String, Stream>,
     clock: Box<dyn Fn() -> Millis + Send>,
-    /// Set once the store's fence refused a commit: nothing is done from then on.
+    /// Set once the store's fence refused a commit (or the bridge stepped down): nothing is
+    /// done from then on.
     fenced: Option<String>,
+    /// Tells [`Shared::fenced`]'s watchers why, once.
+    fenced_tx: watch::Sender<Option<String>>,
 }
 
 impl Owner {
@@ -203,6 +206,7 @@ impl Owner {
             Err(StoreError::Fenced(why)) => {
                 tracing::error!(reason = %why, "the store refused this bridge's commit: it stops acting");
                 self.fenced = Some(why.clone());
+                let _ = self.fenced_tx.send(Some(why.clone()));
                 Err(StoreError::Fenced(why))
             }
             Err(e) => {
@@ -248,6 +252,10 @@ pub struct Shared {
     pub started_at_ms: u64,
     /// Counters.
     pub counters: Counters,
+    /// Why the owner stopped acting, once it has ([`StoreError::Fenced`], a step-down).
+    fenced: watch::Receiver<Option<String>>,
+    /// Poked by `DELETE /v2/leader`: the election makes this bridge step down.
+    pub abdicate: tokio::sync::Notify,
 }
 
 /// How to build the owner.
@@ -270,7 +278,9 @@ impl Shared {
     pub fn start(parts: Parts, config: Config, started_at_ms: u64) -> Arc<Self> {
         let (events, _) = broadcast::channel(parts.event_buffer.max(1));
         let (jobs, rx) = mpsc::channel(QUEUE);
+        let (fenced_tx, fenced) = watch::channel(None);
         let owner = Owner {
+            fenced_tx,
             core: parts.core,
             store: parts.store,
             publisher: parts.publisher,
@@ -290,7 +300,29 @@ impl Shared {
             config,
             started_at_ms,
             counters: Counters::default(),
+            fenced,
+            abdicate: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Waits until the owner has stopped acting (its store refused a commit as fenced, or
+    /// [`Shared::stop`]); why.
+    pub async fn fenced(&self) -> String {
+        let mut rx = self.fenced.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            Err(_) => "the core's owner stopped".into(),
+        }
+    }
+
+    /// Makes the owner stop acting (a bridge that steps down): every job after this one is
+    /// refused as fenced, nothing more is committed or sent.
+    pub fn stop(&self, why: &str) {
+        let why = why.to_string();
+        self.detach(move |o, _| {
+            o.fenced = Some(why.clone());
+            let _ = o.fenced_tx.send(Some(why));
+        });
     }
 
     async fn submit<T: Send + 'static>(

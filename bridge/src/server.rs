@@ -38,59 +38,179 @@ pub fn routers(shared: &Arc<Shared>) -> (axum::Router, axum::Router) {
     )
 }
 
+/// A leadership's running parts: the owner of the core, the MQTT side and the ticker, and
+/// the routers over them. One bridge without `[ha]` has one for its whole life; with `[ha]`,
+/// one per time it is elected.
+pub struct Term {
+    /// The handle to the owner.
+    pub shared: Arc<Shared>,
+    marathon: axum::Router,
+    mesos: axum::Router,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Term {
+    /// Starts the owner over `core` and `store`, the MQTT side and the ticker.
+    pub fn start(config: &Config, core: Core, store: Box<dyn StateStore>) -> Self {
+        let (mqtt, eventloop) = AsyncClient::new(crate::mqtt::options(config, 0), 65536);
+        let shared = Shared::start(
+            Parts {
+                core,
+                store,
+                publisher: Box::new(crate::handle::MqttPublisher::new(
+                    mqtt.clone(),
+                    tokio::runtime::Handle::current(),
+                )),
+                clock: Box::new(now_ms),
+                event_buffer: EVENT_BUFFER,
+            },
+            config.clone(),
+            now_ms(),
+        );
+        let tasks = vec![
+            tokio::spawn(crate::mqtt::run(shared.clone(), mqtt, eventloop)),
+            tokio::spawn(ticker(shared.clone())),
+        ];
+        let (marathon, mesos) = routers(&shared);
+        Self {
+            shared,
+            marathon,
+            mesos,
+            tasks,
+        }
+    }
+
+    /// Stops acting at once: the broker connection and the ticker end, the owner refuses
+    /// every job from now on.
+    pub fn stop(self, why: &str) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.shared.stop(why);
+    }
+}
+
+/// Who answers a request: the routers of this bridge's leadership, or, on a bridge that does
+/// not lead, the follower's answers ([`crate::ha::follower`]).
+#[derive(Clone)]
+enum Role {
+    Leading {
+        marathon: axum::Router,
+        mesos: axum::Router,
+    },
+    Following(Option<crate::ha::election::LeaderInfo>),
+}
+
+/// The listeners' entry: hands each request to the current [`Role`].
+struct Dispatch {
+    role: std::sync::RwLock<Role>,
+    /// This bridge's Marathon address (proxy loops are detected by it).
+    me: String,
+}
+
+impl Dispatch {
+    fn role(&self) -> Role {
+        match self.role.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, role: Role) {
+        match self.role.write() {
+            Ok(mut r) => *r = role,
+            Err(poisoned) => *poisoned.into_inner() = role,
+        }
+    }
+
+    fn lead(&self, term: &Term) {
+        self.set(Role::Leading {
+            marathon: term.marathon.clone(),
+            mesos: term.mesos.clone(),
+        });
+    }
+}
+
+type Req = axum::http::Request<axum::body::Body>;
+
+async fn marathon_entry(
+    axum::extract::State(d): axum::extract::State<Arc<Dispatch>>,
+    req: Req,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
+    match d.role() {
+        Role::Leading { marathon, .. } => match marathon.oneshot(req).await {
+            Ok(r) => r,
+            Err(e) => match e {},
+        },
+        Role::Following(leader) => crate::ha::follower::marathon(req, leader.as_ref(), &d.me)
+            .await
+            .into_response(),
+    }
+}
+
+async fn mesos_entry(
+    axum::extract::State(d): axum::extract::State<Arc<Dispatch>>,
+    req: Req,
+) -> axum::response::Response {
+    use tower::ServiceExt;
+    match d.role() {
+        Role::Leading { mesos, .. } => match mesos.oneshot(req).await {
+            Ok(r) => r,
+            Err(e) => match e {},
+        },
+        Role::Following(leader) => crate::ha::follower::mesos(&req, leader.as_ref()),
+    }
+}
+
 /// Opens the store, restores the core, connects to the broker, and serves the APIs until
-/// SIGINT or SIGTERM.
+/// SIGINT or SIGTERM; with `[ha]`, takes part in the election and does so while it leads.
 pub async fn run(config: Config) -> Result<(), String> {
-    std::fs::create_dir_all(&config.state_dir)
-        .map_err(|e| format!("state_dir = {:?}: {e}", config.state_dir))?;
-    let path = config.state_dir.join("bridge.redb");
-    let store = RedbStore::open(&path).map_err(|e| e.to_string())?;
-    let mut core = Core::load(now_ms(), &store).map_err(|e| e.to_string())?;
-    core.set_signer(config.signer.clone());
-    // Ids must differ from one run of the bridge to the next (and between bridges).
-    core.seed_ids(uuid::Uuid::new_v4().as_u128() as u64);
-    core.set_task_launch_timeout_ms(config.task_launch_timeout_ms);
     match &config.signer {
         Some(s) => tracing::info!(public_key = %s.public_base64(), "commands are signed"),
         None => {
             tracing::warn!("commands are not signed: set command_signing_key (docs/security.md)")
         }
     }
-    tracing::info!(
-        path = %path.display(),
-        apps = core.apps().count(),
-        tasks = core.tasks(None).count(),
-        frameworks = core.frameworks().count(),
-        framework_tasks = core.framework_tasks().count(),
-        "state loaded"
-    );
-    let (mqtt, eventloop) = AsyncClient::new(crate::mqtt::options(&config, 0), 65536);
-    let store: Box<dyn StateStore> = Box::new(store);
-    let shared = Shared::start(
-        Parts {
-            core,
-            store,
-            publisher: Box::new(crate::handle::MqttPublisher::new(
-                mqtt.clone(),
-                tokio::runtime::Handle::current(),
-            )),
-            clock: Box::new(now_ms),
-            event_buffer: EVENT_BUFFER,
-        },
-        config.clone(),
-        now_ms(),
-    );
+    let me = match &config.ha {
+        Some(h) => h.marathon_address.clone(),
+        None => format!("{}:{}", config.advertised_host, config.listen.port()),
+    };
+    let dispatch = Arc::new(Dispatch {
+        role: std::sync::RwLock::new(Role::Following(None)),
+        me,
+    });
+    let _term = match &config.ha {
+        None => {
+            std::fs::create_dir_all(&config.state_dir)
+                .map_err(|e| format!("state_dir = {:?}: {e}", config.state_dir))?;
+            let path = config.state_dir.join("bridge.redb");
+            let store = RedbStore::open(&path).map_err(|e| e.to_string())?;
+            let core = restore(&config, &store, &path.display().to_string())?;
+            let term = Term::start(&config, core, Box::new(store));
+            dispatch.lead(&term);
+            Some(term)
+        }
+        Some(_) => {
+            tokio::spawn(elect(config.clone(), dispatch.clone()));
+            None
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("listen = \"{}\": {e}", config.listen))?;
     tracing::info!(listen = %config.listen, tls = config.api_tls.is_some(), auth = config.auth.enabled(), "Marathon API listening");
-    tokio::spawn(crate::mqtt::run(shared.clone(), mqtt, eventloop));
-    tokio::spawn(ticker(shared.clone()));
     let mesos_listener = tokio::net::TcpListener::bind(config.mesos_listen)
         .await
         .map_err(|e| format!("mesos_listen = \"{}\": {e}", config.mesos_listen))?;
     tracing::info!(listen = %config.mesos_listen, "Mesos operator endpoints listening");
-    let (app, mesos) = routers(&shared);
+    let app = axum::Router::new()
+        .fallback(marathon_entry)
+        .with_state(dispatch.clone());
+    let mesos = axum::Router::new()
+        .fallback(mesos_entry)
+        .with_state(dispatch.clone());
     let tls = config.api_tls.clone();
     let mesos_tls = tls.clone();
     tokio::spawn(async move {
@@ -99,6 +219,186 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
     });
     serve(listener, tls, app, true).await
+}
+
+/// The core as `store` holds it, set up for this run of the bridge.
+fn restore(config: &Config, store: &dyn StateStore, place: &str) -> Result<Core, String> {
+    let mut core = Core::load(now_ms(), store).map_err(|e| e.to_string())?;
+    core.set_signer(config.signer.clone());
+    // Ids must differ from one run of the bridge to the next (and between bridges).
+    core.seed_ids(uuid::Uuid::new_v4().as_u128() as u64);
+    core.set_task_launch_timeout_ms(config.task_launch_timeout_ms);
+    tracing::info!(
+        path = %place,
+        apps = core.apps().count(),
+        tasks = core.tasks(None).count(),
+        frameworks = core.frameworks().count(),
+        framework_tasks = core.framework_tasks().count(),
+        "state loaded"
+    );
+    Ok(core)
+}
+
+/// How long a bridge waits before it tries ZooKeeper again, or joins again after it stepped
+/// down (the others take over meanwhile).
+const REJOIN: Duration = Duration::from_secs(1);
+
+/// The election, for ever: a session, this bridge's node, then following the lowest node or,
+/// being it, leading until the session is not connected, the store refuses a commit as
+/// fenced, or `DELETE /v2/leader`. After leading it closes its session (its node goes with it)
+/// and joins again with a new one: it never leads from a stale node, and a bridge that
+/// stepped down joins behind the others.
+async fn elect(config: Config, dispatch: Arc<Dispatch>) {
+    let Some(ha) = config.ha.clone() else {
+        return;
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let info = match crate::ha::election::master_info(&id, &ha) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot take part in the election");
+            return;
+        }
+    };
+    loop {
+        dispatch.set(Role::Following(None));
+        let client = match crate::ha::connect(&ha.zk, ha.session_timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(key = "ha.zk", error = %e, "no ZooKeeper session; retrying (this bridge does not lead without one)");
+                tokio::time::sleep(REJOIN).await;
+                continue;
+            }
+        };
+        let me = match crate::ha::election::join(&client, &ha, &info).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot join the election; retrying");
+                tokio::time::sleep(REJOIN).await;
+                continue;
+            }
+        };
+        tracing::info!(node = %me.path, "joined the election");
+        follow_or_lead(&config, &ha, &client, &me, &dispatch).await;
+        dispatch.set(Role::Following(None));
+        // The node goes with the session: dropping the last handle closes it.
+        let _ = client.delete(&me.path, None).await;
+        drop(client);
+        tokio::time::sleep(REJOIN).await;
+    }
+}
+
+/// Follows the leader until this bridge leads, then leads; returns when it must join again.
+async fn follow_or_lead(
+    config: &Config,
+    ha: &crate::ha::HaConfig,
+    client: &zookeeper_client::Client,
+    me: &crate::ha::election::Member,
+    dispatch: &Arc<Dispatch>,
+) {
+    use zookeeper_client::SessionState;
+    let mut states = client.state_watcher();
+    loop {
+        let (members, watcher) = match crate::ha::election::members(client, ha).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the election's members");
+                return;
+            }
+        };
+        if !members.iter().any(|m| m.seq == me.seq) {
+            tracing::warn!(node = %me.path, "this bridge's node is gone; joining again");
+            return;
+        }
+        let leader = members[0].clone();
+        if leader.seq == me.seq {
+            lead(config, ha, client, &mut states, dispatch).await;
+            return;
+        }
+        tracing::info!(leader = %leader.marathon, mesos = %leader.mesos, "following");
+        dispatch.set(Role::Following(Some(leader)));
+        let changed = watcher.changed();
+        tokio::pin!(changed);
+        loop {
+            tokio::select! {
+                _ = &mut changed => break,
+                s = states.changed() => match s {
+                    SessionState::SyncConnected | SessionState::ConnectedReadOnly => {}
+                    SessionState::Disconnected => {
+                        tracing::warn!("the ZooKeeper session is disconnected; following the last leader known");
+                    }
+                    other => {
+                        tracing::warn!(state = ?other, "the ZooKeeper session ended; joining again");
+                        return;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Leads: takes the next epoch, loads the state from ZooKeeper, starts a [`Term`], and stops it
+/// at once when the session is not connected, the store is fenced, or an abdication.
+async fn lead(
+    config: &Config,
+    ha: &crate::ha::HaConfig,
+    client: &zookeeper_client::Client,
+    states: &mut zookeeper_client::StateWatcher,
+    dispatch: &Arc<Dispatch>,
+) {
+    use zookeeper_client::SessionState;
+    let epoch = match crate::ha::take_epoch(client, &ha.zk).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "elected, but cannot take the next epoch");
+            return;
+        }
+    };
+    tracing::info!(
+        epoch = epoch.number,
+        "elected: loading the state from ZooKeeper"
+    );
+    let (c, url, cfg) = (client.clone(), ha.zk.clone(), config.clone());
+    let runtime = tokio::runtime::Handle::current();
+    let started = std::time::Instant::now();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let store = crate::store::ZkStore::open(c, url.clone(), runtime, epoch)
+            .map_err(|e| e.to_string())?;
+        let core = restore(&cfg, &store, &url.to_string())?;
+        Ok::<_, String>((store, core))
+    })
+    .await;
+    let (store, core) = match loaded {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "elected, but cannot load the state");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "elected, but the state's loader failed");
+            return;
+        }
+    };
+    let term = Term::start(config, core, Box::new(store));
+    dispatch.lead(&term);
+    tracing::info!(
+        epoch = epoch.number,
+        load_ms = started.elapsed().as_millis() as u64,
+        "leading"
+    );
+    let why = loop {
+        tokio::select! {
+            s = states.changed() => match s {
+                SessionState::SyncConnected | SessionState::ConnectedReadOnly => {}
+                other => break format!("the ZooKeeper session is {other:?}"),
+            },
+            why = term.shared.fenced() => break why,
+            _ = term.shared.abdicate.notified() => break "asked to abdicate (DELETE /v2/leader)".to_string(),
+        }
+    };
+    dispatch.set(Role::Following(None));
+    term.stop(&why);
+    tracing::error!(reason = %why, epoch = epoch.number, "stepped down: this bridge no longer leads");
 }
 
 /// Serves `router` on `tcp`, over TLS when `tls` is set; until SIGINT/SIGTERM if `until_signal`.

@@ -78,11 +78,16 @@ impl Bridge {
         let mesos_port = free_port()?;
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Bridges of one group (`[ha]`) share the client id their test gives them.
+        let client_id = if extra_toml.contains("client_id") {
+            String::new()
+        } else {
+            format!("client_id = \"bridge-{}-{n}\"\n", std::process::id())
+        };
         let config = format!(
             "listen = \"127.0.0.1:{port}\"\nmesos_listen = \"127.0.0.1:{mesos_port}\"\nbrokers = [\"{broker_url}\"]\nstate_dir = \"{}\"\n\
-             client_id = \"bridge-{}-{n}\"\n{extra_toml}\n",
+             {client_id}{extra_toml}\n",
             dir.path().display(),
-            std::process::id()
         );
         std::fs::write(dir.path().join("bridge.toml"), config)?;
         let process = spawn(dir.path(), log_filter)?;

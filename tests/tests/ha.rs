@@ -4,9 +4,18 @@
 
 use std::time::Duration;
 
+use serde_json::json;
+
 use outpost_bridge::ha::{self, ZkUrl};
 use outpost_bridge::store::{StateStore, StoreError, Table, Write, ZkStore};
+use outpost_tests::agent::Agent;
+use outpost_tests::bridge::Bridge;
+use outpost_tests::image;
+use outpost_tests::mosquitto::Broker;
+use outpost_tests::wait;
 use outpost_tests::zookeeper::Ensemble;
+
+const LONG: Duration = Duration::from_secs(90);
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -142,4 +151,138 @@ fn the_zookeeper_store_keeps_records_and_refuses_a_deposed_leader() {
             .iter()
             .any(|(k, _)| k == "/after-kill")
     );
+}
+
+/// Every bridge's answer to `GET /v2/leader` (`None` where it has none).
+fn leaders(bridges: &[Option<Bridge>]) -> Vec<Option<String>> {
+    bridges
+        .iter()
+        .map(|b| {
+            let b = b.as_ref()?;
+            let a = b.get("/v2/leader").ok().filter(|a| a.status == 200)?;
+            a.json()["leader"].as_str().map(str::to_string)
+        })
+        .collect()
+}
+
+/// The one leader all running bridges agree on, once they do: its index.
+fn agreed_leader(bridges: &[Option<Bridge>], deadline: Duration) -> usize {
+    let mut seen = Vec::new();
+    wait::until("the bridges to agree on a leader", deadline, || {
+        seen = leaders(bridges);
+        let running: Vec<&Option<String>> = bridges
+            .iter()
+            .zip(&seen)
+            .filter(|(b, _)| b.is_some())
+            .map(|(_, l)| l)
+            .collect();
+        let first = running.first()?.as_ref()?;
+        if !running.iter().all(|l| l.as_ref() == Some(first)) {
+            return None;
+        }
+        bridges.iter().position(|b| {
+            b.as_ref()
+                .is_some_and(|b| *first == format!("127.0.0.1:{}", b.port()))
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e}: {seen:?}"))
+}
+
+fn running(b: &Bridge, id: &str) -> u64 {
+    b.json(&format!("/v2/apps{id}"))["app"]["tasksRunning"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn three_bridges_elect_one_a_killed_leader_is_replaced_and_no_task_restarts() {
+    image::ensure().unwrap();
+    let zk = Ensemble::start(3).unwrap();
+    let broker = Broker::start().unwrap();
+    let group = format!(
+        "client_id = \"ha-{}\"\n[ha]\nzk = \"{}\"\nsession_timeout_ms = 2000\n",
+        std::process::id(),
+        zk.url("/outpost")
+    );
+    let mut bridges: Vec<Option<Bridge>> = (0..3)
+        .map(|_| Some(Bridge::start(&broker.url(), &group).unwrap()))
+        .collect();
+    let first = agreed_leader(&bridges, LONG);
+    let follower = (first + 1) % 3;
+    let agent = Agent::start(&Agent::unique_id("ha"), &broker.url(), (21700, 21709), "").unwrap();
+
+    // A deploy through a follower: proxied to the leader, which says who it is.
+    let app = json!({
+        "id": "/ha-web", "instances": 1, "cpus": 0.05, "mem": 32,
+        "container": { "type": "DOCKER",
+            "docker": { "image": image::TEST_IMAGE, "network": "BRIDGE" },
+            "portMappings": [{ "containerPort": 80, "hostPort": 0 }] },
+        "backoffSeconds": 1
+    });
+    let f = bridges[follower].as_ref().unwrap();
+    let a = f
+        .request("POST", "/v2/apps", Some(&app.to_string()))
+        .unwrap();
+    assert_eq!(a.status, 201, "{}", a.text);
+    let leader_port = bridges[first].as_ref().unwrap().port();
+    assert_eq!(
+        a.header("x-marathon-leader"),
+        Some(format!("http://127.0.0.1:{leader_port}").as_str())
+    );
+    wait::until("the task RUNNING", LONG, || {
+        (running(f, "/ha-web") == 1).then_some(())
+    })
+    .unwrap();
+    let containers = agent.containers().unwrap();
+    assert_eq!(containers.len(), 1);
+
+    // The Mesos endpoints of a follower send clients to the leader, as a Mesos master does.
+    let r = f.mesos_get("/master/state?x=1").unwrap();
+    assert_eq!(r.status, 307, "{}", r.text);
+    let leader_mesos = bridges[first].as_ref().unwrap().mesos_port();
+    assert_eq!(
+        r.header("location"),
+        Some(format!("//127.0.0.1:{leader_mesos}/master/state?x=1").as_str())
+    );
+
+    // kill -9 of the leader: another is elected within the session timeout and a few seconds,
+    // loads the state from ZooKeeper, and the task is neither killed nor started again.
+    bridges[first].as_mut().unwrap().kill();
+    bridges[first] = None;
+    let second = agreed_leader(&bridges, Duration::from_secs(30));
+    assert_ne!(second, first);
+    let other = (0..3).find(|&i| i != first && i != second).unwrap();
+    let o = bridges[other].as_ref().unwrap();
+    wait::until("the task RUNNING at the new leader", LONG, || {
+        (running(o, "/ha-web") == 1).then_some(())
+    })
+    .unwrap();
+
+    // A scale-up through the other follower lands.
+    let a = o
+        .request(
+            "PUT",
+            "/v2/apps/ha-web",
+            Some(&json!({ "instances": 2 }).to_string()),
+        )
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    wait::until("two tasks RUNNING", LONG, || {
+        (running(o, "/ha-web") == 2).then_some(())
+    })
+    .unwrap();
+    let now = agent.containers().unwrap();
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(
+        now.contains(&containers[0]),
+        "the first task's container is still there"
+    );
+    let state = outpost_tests::docker::docker(&[
+        "inspect",
+        "-f",
+        "{{.RestartCount}} {{.State.StartedAt}}",
+        &containers[0],
+    ])
+    .unwrap();
+    assert!(state.starts_with("0 "), "{state}");
 }

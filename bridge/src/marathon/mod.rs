@@ -95,7 +95,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/v2/queue", get(queue))
         .route("/v2/info", get(info))
-        .route("/v2/leader", get(leader))
+        .route("/v2/leader", get(leader).delete(abdicate))
         .route("/v2/events", get(events))
         .route("/ping", get(|| async { "pong" }))
         .route(
@@ -859,7 +859,16 @@ async fn queue(State(s): S) -> Response {
 
 async fn info(State(s): S) -> Response {
     let c = &s.config;
-    let leader = format!("{}:{}", c.advertised_host, c.listen.port());
+    let leader = my_address(c);
+    let zookeeper_config = match &c.ha {
+        Some(h) => json!({
+            "zk": h.zk.to_string(),
+            "zk_timeout": h.session_timeout.as_millis() as u64,
+            "zk_session_timeout": h.session_timeout.as_millis() as u64,
+            "zk_max_versions": 50,
+        }),
+        None => json!({}),
+    };
     axum::Json(json!({
         "name": "marathon",
         "version": MARATHON_VERSION,
@@ -871,7 +880,7 @@ async fn info(State(s): S) -> Response {
             "master": c.brokers.iter().map(|b| format!("mqtt://{}:{}", b.host, b.port)).collect::<Vec<_>>().join(","),
             "hostname": c.advertised_host,
         },
-        "zookeeper_config": {},
+        "zookeeper_config": zookeeper_config,
         "http_config": http_config(c),
         "event_subscriber": null,
     }))
@@ -889,10 +898,32 @@ fn http_config(c: &crate::config::Config) -> Value {
     }
 }
 
+/// This bridge's Marathon address as other bridges and clients know it.
+fn my_address(c: &crate::config::Config) -> String {
+    match &c.ha {
+        Some(h) => h.marathon_address.clone(),
+        None => format!("{}:{}", c.advertised_host, c.listen.port()),
+    }
+}
+
+/// Only the leader answers here (a follower proxies the request to it).
 async fn leader(State(s): S) -> Response {
-    let c = &s.config;
-    axum::Json(json!({ "leader": format!("{}:{}", c.advertised_host, c.listen.port()) }))
-        .into_response()
+    axum::Json(json!({ "leader": my_address(&s.config) })).into_response()
+}
+
+/// `DELETE /v2/leader`: the leader steps down and another bridge is elected (with `[ha]`).
+async fn abdicate(State(s): S) -> Response {
+    if s.config.ha.is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({
+                "message": "high availability is off ([ha] is not set): no other bridge can lead"
+            })),
+        )
+            .into_response();
+    }
+    s.abdicate.notify_one();
+    axum::Json(json!({ "message": "Leadership abdicated" })).into_response()
 }
 
 async fn metrics(State(s): S) -> Response {

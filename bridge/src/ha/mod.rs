@@ -1,9 +1,14 @@
 //! High availability through Apache ZooKeeper: the `[ha]` settings (the ensemble as Mesos and
 //! Marathon write it, `zk://h1:2181,h2:2181/outpost`), the session, and leadership epochs.
 //!
-//! Layout under the configured root (docs/ha.md): `state/<table>/<key>` one node per record
-//! ([`crate::store::ZkStore`]), `epoch` the leadership epoch (its number in the data; its
-//! version is what every commit of the leader checks).
+//! Layout under the configured root (docs/ha.md): `state/<table>/<bucket>/<key>` one node per
+//! record ([`crate::store::ZkStore`]), `epoch` the leadership epoch (its number in the data;
+//! its version is what every commit of the leader checks). The election runs on the Mesos
+//! path's `json.info_` nodes ([`election`]); a bridge that does not lead answers as a Mesos
+//! or Marathon follower does ([`follower`]).
+
+pub mod election;
+pub mod follower;
 
 use std::time::Duration;
 

@@ -1,0 +1,116 @@
+//! What a bridge that does not lead answers, as Mesos masters and Marathon do: the Mesos
+//! endpoints redirect to the leader (307, `Location: //host:port/path`; 503 when no leader is
+//! known), the Marathon API is proxied to the leader (`X-Marathon-Leader` on the answer,
+//! `X-Marathon-Via` on the request, 502 on a loop, 503 when no leader is known), `/v2/events`
+//! redirects (302) and `/ping` answers here.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::election::LeaderInfo;
+
+/// A Mesos master endpoint on a follower.
+pub fn mesos(req: &Request<Body>, leader: Option<&LeaderInfo>) -> Response {
+    let Some(leader) = leader else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "No leading master\n").into_response();
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, format!("//{}{path}", leader.mesos))],
+    )
+        .into_response()
+}
+
+/// A Marathon API request on a follower (`me`: this bridge's Marathon address).
+pub async fn marathon(req: Request<Body>, leader: Option<&LeaderInfo>, me: &str) -> Response {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    if req.uri().path() == "/ping" {
+        return "pong".into_response();
+    }
+    let Some(leader) = leader else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "message": "Could not determine the current leader" })),
+        )
+            .into_response();
+    };
+    if req.uri().path() == "/v2/events" {
+        return (
+            StatusCode::FOUND,
+            [(
+                header::LOCATION,
+                format!("http://{}{path}", leader.marathon),
+            )],
+        )
+            .into_response();
+    }
+    let via: Vec<String> = req
+        .headers()
+        .get_all("x-marathon-via")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_string()))
+        .collect();
+    if via.iter().any(|v| v.ends_with(me)) || leader.marathon == me {
+        return (
+            StatusCode::BAD_GATEWAY,
+            axum::Json(serde_json::json!({
+                "message": format!("Detected proxying loop: {} (leader {})", via.join(", "), leader.marathon)
+            })),
+        )
+            .into_response();
+    }
+    match proxy(req, &leader.marathon, me, &path).await {
+        Ok(mut r) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("http://{}", leader.marathon)) {
+                r.headers_mut().insert("x-marathon-leader", v);
+            }
+            r
+        }
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            axum::Json(serde_json::json!({
+                "message": format!("the leader {} did not answer: {e}", leader.marathon)
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// Sends `req` to `leader` (HTTP/1.1) and streams its answer back.
+async fn proxy(req: Request<Body>, leader: &str, me: &str, path: &str) -> Result<Response, String> {
+    let stream = tokio::net::TcpStream::connect(leader)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let (mut parts, body) = req.into_parts();
+    parts.uri = path.parse().map_err(|e| format!("{path}: {e}"))?;
+    if let Ok(host) = HeaderValue::from_str(leader) {
+        parts.headers.insert(header::HOST, host);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("1.1 {me}")) {
+        parts.headers.append("x-marathon-via", v);
+    }
+    let answer = sender
+        .send_request(Request::from_parts(parts, body))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = answer.into_parts();
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
