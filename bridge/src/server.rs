@@ -364,7 +364,8 @@ async fn lead(
     let loaded = tokio::task::spawn_blocking(move || {
         let store = crate::store::ZkStore::open(c, url.clone(), runtime, epoch)
             .map_err(|e| e.to_string())?;
-        let core = restore(&cfg, &store, &url.to_string())?;
+        let mut core = restore(&cfg, &store, &url.to_string())?;
+        core.set_epoch(Some(epoch.number));
         Ok::<_, String>((store, core))
     })
     .await;

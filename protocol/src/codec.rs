@@ -780,6 +780,7 @@ wire_enum!(RejectCode {
     0 => Undecodable, 1 => InvalidField, 2 => FieldTooLong, 3 => PortUnavailable,
     4 => InsufficientResources, 5 => UnknownTask, 6 => DuplicateTask, 7 => Draining,
     8 => StorageFailure, 9 => UnsupportedVersion, 10 => Unauthenticated, 11 => Replay,
+    12 => StaleEpoch,
 });
 wire_enum!(Reason {
     0 => CommandExecutorFailed, 1 => ContainerLaunchFailed, 2 => ContainerLimitationMemory,
@@ -969,6 +970,7 @@ wire_struct!(Hello {
 wire_struct!(Offer { 0 => version, 1 => agent_id, 2 => seq, 3 => available, 4 => used, 5 => attributes });
 wire_struct!(Command {
     0 => version, 1 => command_id, 2 => issued_at_ms, 3 => kind, 4 => agent_id, 5 => signature,
+    6 => epoch,
 });
 wire_struct!(CommandReply { 0 => version, 1 => command_id, 2 => outcome });
 wire_struct!(TaskStatus {

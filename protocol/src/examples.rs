@@ -130,6 +130,7 @@ pub fn launch() -> Command {
         kind: CommandKind::Launch(task_spec()),
         agent_id: None,
         signature: None,
+        epoch: None,
     }
 }
 
@@ -145,6 +146,8 @@ pub fn kill() -> Command {
         }),
         agent_id: None,
         signature: None,
+        // From a leader elected through ZooKeeper (`[ha]`): its leadership epoch.
+        epoch: Some(3),
     }
 }
 
@@ -160,6 +163,7 @@ pub fn pull() -> Command {
         }),
         agent_id: None,
         signature: None,
+        epoch: None,
     }
 }
 
@@ -174,6 +178,7 @@ pub fn drain() -> Command {
         }),
         agent_id: None,
         signature: None,
+        epoch: None,
     }
 }
 
@@ -186,6 +191,7 @@ pub fn reconcile() -> Command {
         kind: CommandKind::Reconcile(Reconcile::default()),
         agent_id: None,
         signature: None,
+        epoch: None,
     }
 }
 

@@ -383,6 +383,11 @@ pub struct Command {
     pub agent_id: Option<AgentId>,
     /// Ed25519 signature by the bridge over [`Command::signed_bytes`].
     pub signature: Option<Signature>,
+    /// The leadership epoch of the bridge that sent it (bridges with `[ha]`; a number that
+    /// grows with every election). An agent refuses a command whose epoch is older than the
+    /// newest it has seen ([`RejectCode::StaleEpoch`]): a deposed leader commands no one.
+    /// Absent from a bridge without `[ha]` and from older bridges.
+    pub epoch: Option<u64>,
 }
 
 impl Command {
@@ -438,6 +443,9 @@ pub enum RejectCode {
     Unauthenticated,
     /// The command was seen before, or is older than the replay window: not executed again.
     Replay,
+    /// The command comes from a bridge whose leadership epoch is older than the newest this
+    /// agent has seen: another bridge leads now.
+    StaleEpoch,
 }
 
 /// Why a command was rejected: a code for machines, a message for people.

@@ -124,3 +124,18 @@ fn decoding_a_launch_fits_in_a_small_thread_stack() {
         .unwrap();
     assert!(handle.join().unwrap());
 }
+
+#[test]
+fn a_command_from_before_epochs_still_decodes_without_one() {
+    // `command: kill` as bridges wrote it before key 6 (the epoch) existed.
+    let old = "a400010168632d303030313032021b0000019ab69af540038201a200782f64656d6f2d6e67696e782e37643263316630652d346231612d313165662d396133632d303234326163313130303032010a";
+    let bytes: Vec<u8> = (0..old.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&old[i..i + 2], 16).unwrap())
+        .collect();
+    let cmd = outpost_protocol::decode::<outpost_protocol::Command>(&bytes).unwrap();
+    assert_eq!(cmd.epoch, None);
+    let mut want = examples::kill();
+    want.epoch = None;
+    assert_eq!(cmd, want);
+}

@@ -211,15 +211,17 @@ fn command() -> impl Strategy<Value = Command> {
         kind,
         proptest::option::of(text()),
         signature,
+        proptest::option::of(any::<u64>()),
     )
         .prop_map(
-            |(command_id, issued_at_ms, kind, agent_id, signature)| Command {
+            |(command_id, issued_at_ms, kind, agent_id, signature, epoch)| Command {
                 version: PROTOCOL_VERSION,
                 command_id,
                 issued_at_ms,
                 kind,
                 agent_id,
                 signature,
+                epoch,
             },
         )
 }
@@ -227,6 +229,7 @@ fn command() -> impl Strategy<Value = Command> {
 fn reject_code() -> impl Strategy<Value = RejectCode> {
     proptest::sample::select(vec![
         RejectCode::Undecodable,
+        RejectCode::StaleEpoch,
         RejectCode::InvalidField,
         RejectCode::FieldTooLong,
         RejectCode::PortUnavailable,

@@ -131,6 +131,7 @@ impl BridgeSim {
             kind,
             agent_id: None,
             signature: None,
+            epoch: None,
         };
         self.send_raw(agent, encode_to_vec(&cmd))?;
         Ok(id)

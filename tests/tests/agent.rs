@@ -356,6 +356,7 @@ fn a_command_delivered_twice_runs_once() {
         kind: CommandKind::Launch(web_task("twice.1", img)),
         agent_id: None,
         signature: None,
+        epoch: None,
     };
     let bytes = codec::encode_to_vec(&cmd);
     bridge.send_raw(&id, bytes.clone()).unwrap();

@@ -286,3 +286,121 @@ fn three_bridges_elect_one_a_killed_leader_is_replaced_and_no_task_restarts() {
     .unwrap();
     assert!(state.starts_with("0 "), "{state}");
 }
+
+#[test]
+fn a_leader_cut_from_zookeeper_steps_down_and_its_epoch_is_refused_by_agents() {
+    use outpost_protocol::codec::encode_to_vec;
+    use outpost_protocol::{
+        Command, CommandId, CommandKind, Outcome, PROTOCOL_VERSION, RejectCode,
+    };
+    use outpost_tests::proxy::TcpProxy;
+
+    image::ensure().unwrap();
+    let zk = Ensemble::start(3).unwrap();
+    let broker = Broker::start().unwrap();
+    let group = |url: String| {
+        format!(
+            "client_id = \"ha-cut-{}\"\n[ha]\nzk = \"{url}\"\nsession_timeout_ms = 2000\n",
+            std::process::id()
+        )
+    };
+    // The first bridge reaches ZooKeeper through proxies the test can cut; it starts alone,
+    // so it leads.
+    let proxies: Vec<TcpProxy> = (0..zk.len())
+        .map(|i| TcpProxy::start(zk.client_port(i)).unwrap())
+        .collect();
+    let via = proxies
+        .iter()
+        .map(|p| format!("127.0.0.1:{}", p.port()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut bridges: Vec<Option<Bridge>> = vec![Some(
+        Bridge::start(&broker.url(), &group(format!("zk://{via}/outpost"))).unwrap(),
+    )];
+    assert_eq!(agreed_leader(&bridges, LONG), 0);
+    for _ in 0..2 {
+        bridges.push(Some(
+            Bridge::start(&broker.url(), &group(zk.url("/outpost"))).unwrap(),
+        ));
+    }
+    assert_eq!(agreed_leader(&bridges, LONG), 0);
+    let agent_id = Agent::unique_id("ha-cut");
+    let agent = Agent::start(&agent_id, &broker.url(), (21710, 21719), "").unwrap();
+    let app = json!({
+        "id": "/cut-web", "instances": 1, "cpus": 0.05, "mem": 32,
+        "container": { "type": "DOCKER",
+            "docker": { "image": image::TEST_IMAGE, "network": "BRIDGE" },
+            "portMappings": [{ "containerPort": 80, "hostPort": 0 }] },
+        "backoffSeconds": 1
+    });
+    let first = bridges[0].take().unwrap();
+    let a = first
+        .request("POST", "/v2/apps", Some(&app.to_string()))
+        .unwrap();
+    assert_eq!(a.status, 201, "{}", a.text);
+    wait::until("the task RUNNING", LONG, || {
+        (running(&first, "/cut-web") == 1).then_some(())
+    })
+    .unwrap();
+    let containers = agent.containers().unwrap();
+
+    // Cut from ZooKeeper only (it still reaches the broker): it stops leading at once, and
+    // another bridge leads once its session has expired.
+    for p in &proxies {
+        p.cut();
+    }
+    wait::until(
+        "the cut bridge to stop leading",
+        Duration::from_secs(10),
+        || {
+            let l = first.get("/v2/leader").ok()?;
+            (l.status != 200 || l.json()["leader"] != format!("127.0.0.1:{}", first.port()))
+                .then_some(())
+        },
+    )
+    .unwrap();
+    let second = agreed_leader(&bridges, Duration::from_secs(30));
+    assert_ne!(second, 0);
+    let leader = bridges[second].as_ref().unwrap();
+    wait::until("the task RUNNING at the new leader", LONG, || {
+        (running(leader, "/cut-web") == 1).then_some(())
+    })
+    .unwrap();
+    assert_eq!(agent.containers().unwrap(), containers, "no task restarted");
+
+    // The new leader's reconcile carried epoch 2 to the agent: a command of the deposed
+    // leader's epoch 1 (as it would send it, had it not stopped) is refused.
+    let sim = outpost_tests::bridge_sim::BridgeSim::connect(&broker).unwrap();
+    let stale = Command {
+        version: PROTOCOL_VERSION,
+        command_id: CommandId::new("deposed-1").unwrap(),
+        issued_at_ms: 0,
+        kind: CommandKind::Reconcile(Default::default()),
+        agent_id: None,
+        signature: None,
+        epoch: Some(1),
+    };
+    let reply = wait::until("the agent to have seen the new epoch", LONG, || {
+        sim.send_raw(&agent_id, encode_to_vec(&stale)).ok()?;
+        let r = sim.reply("deposed-1", Duration::from_secs(5)).ok()?;
+        matches!(&r.outcome, Outcome::Rejected(x) if x.code == RejectCode::StaleEpoch).then_some(r)
+    })
+    .unwrap();
+    assert!(
+        format!("{reply:?}").contains("no longer leads"),
+        "{reply:?}"
+    );
+
+    // Healed, the first bridge follows: it proxies to the new leader.
+    for p in &proxies {
+        p.heal();
+    }
+    wait::until("the healed bridge to follow the new leader", LONG, || {
+        let a = first.get("/v2/apps/cut-web").ok()?;
+        (a.status == 200
+            && a.header("x-marathon-leader")
+                == Some(format!("http://127.0.0.1:{}", leader.port()).as_str()))
+        .then_some(())
+    })
+    .unwrap();
+}

@@ -403,6 +403,7 @@ fn signed_commands_run_and_forged_replayed_misdirected_ones_are_refused() {
         }),
         agent_id: Some(AgentId::new(&a).unwrap()),
         signature: None,
+        epoch: None,
     };
     spy.publish(&a, codec::encode_to_vec(&forged));
     let r = wait::until("the forged command refused", LONG, || spy.reply("forged-1")).unwrap();

@@ -101,6 +101,9 @@ pub struct Snapshot {
     /// Signed commands issued at or before this are replays (the replay window's floor).
     #[n(6)]
     replay_floor_ms: Option<u64>,
+    /// The newest leadership epoch a command carried (absent in older snapshots).
+    #[n(7)]
+    leader_epoch: Option<u64>,
 }
 
 /// Why a stored snapshot was not usable.
@@ -223,6 +226,7 @@ impl Supervisor {
                 })
                 .collect(),
             replay_floor_ms: Some(self.replay_floor_ms),
+            leader_epoch: (self.leader_epoch > 0).then_some(self.leader_epoch),
         }
     }
 
@@ -314,6 +318,7 @@ impl Supervisor {
             sup.remember(c.id.clone(), c.reply.clone(), c.issued_at_ms.unwrap_or(0));
         }
         sup.replay_floor_ms = sup.replay_floor_ms.max(snap.replay_floor_ms.unwrap_or(0));
+        sup.leader_epoch = snap.leader_epoch.unwrap_or(0);
         sup.awaiting_list = true;
         Ok(sup)
     }

@@ -108,6 +108,9 @@ pub struct Supervisor {
     /// Signed commands issued at or before this are refused as replays: the newest issue time
     /// of any command forgotten from `seen_commands` (so a forgotten id cannot come again).
     replay_floor_ms: Millis,
+    /// The newest leadership epoch a command carried (bridges with `[ha]`): a command with an
+    /// older one comes from a bridge that no longer leads and is refused.
+    leader_epoch: u64,
     actions: Vec<Action>,
     /// Restored tasks waiting for the first container listing (see `durable.rs`).
     recovering: HashMap<TaskId, durable::Recovering>,
@@ -150,6 +153,7 @@ impl Supervisor {
             seen_commands: HashMap::new(),
             seen_order: VecDeque::new(),
             replay_floor_ms: 0,
+            leader_epoch: 0,
             actions: Vec::new(),
             recovering: HashMap::new(),
             awaiting_list: false,
@@ -425,6 +429,21 @@ impl Supervisor {
             let payload = previous.clone();
             self.publish(TopicKind::Reply, payload);
             return;
+        }
+        if let Some(epoch) = cmd.epoch {
+            if epoch < self.leader_epoch {
+                let r = reject(
+                    RejectCode::StaleEpoch,
+                    format_args!(
+                        "command {id:?}: leadership epoch {epoch} is older than {}, the newest this agent has seen: it comes from a bridge that no longer leads",
+                        self.leader_epoch
+                    ),
+                );
+                tracing::warn!(command = %id, code = ?r.code, reason = %r.message, "command refused");
+                self.reply(&id, Outcome::Rejected(r));
+                return;
+            }
+            self.leader_epoch = epoch;
         }
         let issued_at_ms = cmd.issued_at_ms;
         let outcome = match std::mem::take(&mut cmd.kind) {

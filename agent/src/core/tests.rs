@@ -91,6 +91,7 @@ impl Sim {
             kind,
             agent_id: None,
             signature: None,
+            epoch: None,
         };
         self.ev(Event::CommandReceived(encode_to_vec(&cmd)));
         self.replies.last().cloned().unwrap()
@@ -346,6 +347,7 @@ fn a_command_delivered_twice_is_executed_once_and_answered_twice() {
         kind: CommandKind::Launch(spec("once")),
         agent_id: None,
         signature: None,
+        epoch: None,
     };
     let bytes = encode_to_vec(&cmd);
     sim.ev(Event::CommandReceived(bytes.clone()));
@@ -1140,6 +1142,7 @@ fn unacknowledged_statuses_and_seen_commands_survive_a_restart() {
         kind: CommandKind::Launch(spec("web.1")),
         agent_id: None,
         signature: None,
+        epoch: None,
     };
     let actions = after.ev(Event::CommandReceived(encode_to_vec(&cmd)));
     assert!(actions.is_empty(), "{actions:?}");
@@ -1294,6 +1297,7 @@ fn signed(
         kind: CommandKind::Reconcile(Default::default()),
         agent_id: Some(AgentId::new(agent).unwrap()),
         signature: None,
+        epoch: None,
     };
     if let Some(k) = k {
         let sig = k.sign(&cmd.signed_bytes());
@@ -1680,4 +1684,44 @@ fn after_recovery_the_containers_are_listed_once_more_and_a_late_orphan_is_remov
     );
     // Once: no further listings without a reason.
     assert_eq!(lists(&after.advance(60_000)), 0);
+}
+
+#[test]
+fn a_command_from_an_older_leadership_epoch_is_refused_also_after_a_restart() {
+    let mut sim = Sim::new();
+    let epoch_cmd = |sim: &mut Sim, id: &str, epoch: Option<u64>| {
+        let cmd = Command {
+            version: PROTOCOL_VERSION,
+            command_id: CommandId::new(id).unwrap(),
+            issued_at_ms: sim.now,
+            kind: CommandKind::Reconcile(Default::default()),
+            agent_id: None,
+            signature: None,
+            epoch,
+        };
+        sim.send(encode_to_vec(&cmd))
+    };
+    assert_eq!(code(&epoch_cmd(&mut sim, "e-1", Some(4))), None);
+    assert_eq!(
+        code(&epoch_cmd(&mut sim, "e-2", Some(5))),
+        None,
+        "a newer leader"
+    );
+    let r = epoch_cmd(&mut sim, "e-3", Some(4));
+    assert_eq!(code(&r), Some(RejectCode::StaleEpoch), "{r:?}");
+    let m = message(&r);
+    assert!(m.contains("epoch 4") && m.contains('5'), "{m}");
+    assert_eq!(
+        code(&epoch_cmd(&mut sim, "e-4", Some(5))),
+        None,
+        "the same leader"
+    );
+    // A bridge without [ha] sends none: not an election's, not refused.
+    assert_eq!(code(&epoch_cmd(&mut sim, "e-5", None)), None);
+    // The newest epoch is durable: a restarted agent still refuses the deposed leader.
+    let snap = Snapshot::from_bytes(&sim.sup.snapshot().to_bytes()).unwrap();
+    let mut after = Sim::new();
+    after.sup = Supervisor::restore(settings(), &snap).unwrap();
+    let r = epoch_cmd(&mut after, "e-6", Some(4));
+    assert_eq!(code(&r), Some(RejectCode::StaleEpoch), "{r:?}");
 }

@@ -503,6 +503,8 @@ pub struct Core {
     ids: Ids,
     /// No Marathon event is built while nobody listens (the owner says so before each group).
     events_unwanted: bool,
+    /// The leadership epoch every command carries (bridges with `[ha]`).
+    epoch: Option<u64>,
     /// Per app, its live tasks by version and readiness.
     tallies: HashMap<Name, Tally, FixedHash>,
     /// Per app, its tasks by state for the API.
@@ -663,6 +665,12 @@ impl Core {
             status_updates: self.status_updates,
             ..Core::default()
         }
+    }
+
+    /// Every command from now on carries `epoch`, this bridge's leadership epoch (`[ha]`): an
+    /// agent that has seen a newer one refuses it.
+    pub fn set_epoch(&mut self, epoch: Option<u64>) {
+        self.epoch = epoch;
     }
 
     /// Puts back writes a failed commit did not store, under any newer write of the same
@@ -1011,6 +1019,7 @@ impl Core {
             kind,
             agent_id: wire::AgentId::new(agent).ok(),
             signature: None,
+            epoch: self.epoch,
         };
         if let Some(signer) = &self.signer {
             signer.sign(&mut cmd);
