@@ -338,7 +338,8 @@ async fn follow_or_lead(
 }
 
 /// Leads: takes the next epoch, loads the state from ZooKeeper, starts a [`Term`], and stops it
-/// at once when the session is not connected, the store is fenced, or an abdication.
+/// when the session has expired or stayed disconnected for the session timeout, the store is
+/// fenced, or an abdication (while disconnected it acts not at all: its store refuses commits).
 async fn lead(
     config: &Config,
     ha: &crate::ha::HaConfig,
@@ -387,12 +388,33 @@ async fn lead(
         load_ms = started.elapsed().as_millis() as u64,
         "leading"
     );
+    // Disconnected, the leader stops acting at once (its store refuses every commit, so nothing
+    // is stored or sent) but keeps its node: back within the session timeout, nobody else can
+    // have been elected, and it goes on. Longer, or Expired, it steps down.
+    let mut disconnected: Option<tokio::time::Instant> = None;
     let why = loop {
+        let give_up = disconnected.map(|t| t + ha.session_timeout);
         tokio::select! {
             s = states.changed() => match s {
-                SessionState::SyncConnected | SessionState::ConnectedReadOnly => {}
+                SessionState::SyncConnected => {
+                    if disconnected.take().is_some() {
+                        tracing::info!(epoch = epoch.number, "the ZooKeeper session is connected again: leading on");
+                    }
+                }
+                SessionState::Disconnected | SessionState::ConnectedReadOnly => {
+                    if disconnected.is_none() {
+                        tracing::warn!(epoch = epoch.number, "the ZooKeeper session is disconnected: nothing is stored or sent until it is back");
+                        disconnected = Some(tokio::time::Instant::now());
+                    }
+                }
                 other => break format!("the ZooKeeper session is {other:?}"),
             },
+            _ = async {
+                match give_up {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => break "the ZooKeeper session stayed disconnected for the session timeout".to_string(),
             why = term.shared.fenced() => break why,
             _ = term.shared.abdicate.notified() => break "asked to abdicate (DELETE /v2/leader)".to_string(),
         }

@@ -153,6 +153,46 @@ fn the_zookeeper_store_keeps_records_and_refuses_a_deposed_leader() {
     );
 }
 
+/// The Python of the test virtualenv (marathon-python, kazoo; `scripts/test` makes it).
+fn client_python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("OUTPOST_CLIENT_PYTHON") {
+        return p.into();
+    }
+    let p = outpost_tests::bin_path::workspace_root().join("target/client-venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/test makes it (ensure_client_venv in scripts/lib.sh)",
+        p.display()
+    );
+    p
+}
+
+/// The leading Mesos master as pymesos finds it, through kazoo: `IP:PORT` and the members.
+fn python_leader(zk: &Ensemble) -> (String, usize) {
+    let script = outpost_tests::bin_path::workspace_root().join("tests/clients/kazoo_leader.py");
+    let out = std::process::Command::new(client_python())
+        .arg(script)
+        .arg(zk.hosts())
+        .arg("/mesos")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |k: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    (field("leader "), field("members ").parse().unwrap_or(0))
+}
+
 /// Every bridge's answer to `GET /v2/leader` (`None` where it has none).
 fn leaders(bridges: &[Option<Bridge>]) -> Vec<Option<String>> {
     bridges
@@ -245,6 +285,9 @@ fn three_bridges_elect_one_a_killed_leader_is_replaced_and_no_task_restarts() {
         Some(format!("//127.0.0.1:{leader_mesos}/master/state?x=1").as_str())
     );
 
+    // A Python client finds the leader as pymesos does (kazoo, the lowest json.info_ node).
+    assert_eq!(python_leader(&zk), (format!("127.0.0.1:{leader_mesos}"), 3));
+
     // kill -9 of the leader: another is elected within the session timeout and a few seconds,
     // loads the state from ZooKeeper, and the task is neither killed nor started again.
     bridges[first].as_mut().unwrap().kill();
@@ -252,6 +295,11 @@ fn three_bridges_elect_one_a_killed_leader_is_replaced_and_no_task_restarts() {
     let second = agreed_leader(&bridges, Duration::from_secs(30));
     assert_ne!(second, first);
     let other = (0..3).find(|&i| i != first && i != second).unwrap();
+    let new_mesos = bridges[second].as_ref().unwrap().mesos_port();
+    wait::until("Python to find the new leader", LONG, || {
+        (python_leader(&zk) == (format!("127.0.0.1:{new_mesos}"), 2)).then_some(())
+    })
+    .unwrap();
     let o = bridges[other].as_ref().unwrap();
     wait::until("the task RUNNING at the new leader", LONG, || {
         (running(o, "/ha-web") == 1).then_some(())
@@ -403,4 +451,67 @@ fn a_leader_cut_from_zookeeper_steps_down_and_its_epoch_is_refused_by_agents() {
         .then_some(())
     })
     .unwrap();
+}
+
+#[test]
+fn without_a_zookeeper_quorum_no_bridge_leads_and_one_leads_again_when_it_returns() {
+    let mut zk = Ensemble::start(3).unwrap();
+    let broker = Broker::start().unwrap();
+    let group = format!(
+        "client_id = \"ha-quorum-{}\"\n[ha]\nzk = \"{}\"\nsession_timeout_ms = 2000\n",
+        std::process::id(),
+        zk.url("/outpost")
+    );
+    let bridges: Vec<Option<Bridge>> = (0..2)
+        .map(|_| Some(Bridge::start(&broker.url(), &group).unwrap()))
+        .collect();
+    let first = agreed_leader(&bridges, LONG);
+    let b = bridges[first].as_ref().unwrap();
+    let app = json!({ "id": "/quorum", "instances": 0, "cpus": 0.1, "mem": 16,
+        "container": { "type": "DOCKER", "docker": { "image": "busybox" } } });
+    let a = b
+        .request("POST", "/v2/apps", Some(&app.to_string()))
+        .unwrap();
+    assert_eq!(a.status, 201, "{}", a.text);
+
+    // One server down: the quorum stands, the same bridge leads and takes writes.
+    zk.kill(2);
+    let a = b
+        .request(
+            "PUT",
+            "/v2/apps/quorum",
+            Some(&json!({ "instances": 0, "cpus": 0.2 }).to_string()),
+        )
+        .unwrap();
+    assert!(a.status == 200 || a.status == 503, "{}", a.text);
+    assert_eq!(agreed_leader(&bridges, LONG), first);
+
+    // Two down: no quorum, no session is connected, and no bridge leads or takes a write.
+    zk.kill(1);
+    wait::until("no bridge leading", Duration::from_secs(20), || {
+        leaders(&bridges).iter().all(Option::is_none).then_some(())
+    })
+    .unwrap();
+    for b in bridges.iter().flatten() {
+        let a = b
+            .request(
+                "POST",
+                "/v2/apps",
+                Some(
+                    &json!({ "id": "/refused", "cpus": 0.1, "mem": 16,
+                "container": { "type": "DOCKER", "docker": { "image": "busybox" } } })
+                    .to_string(),
+                ),
+            )
+            .unwrap();
+        assert_eq!(a.status, 503, "{}", a.text);
+    }
+
+    // One server back: a quorum again; a bridge leads, with the state as it was.
+    zk.start_server(1).unwrap();
+    let leader = agreed_leader(&bridges, Duration::from_secs(60));
+    let b = bridges[leader].as_ref().unwrap();
+    let app = b.json("/v2/apps/quorum");
+    assert_eq!(app["app"]["id"], "/quorum", "{app}");
+    assert_eq!(b.get("/v2/apps/refused").unwrap().status, 404);
 }

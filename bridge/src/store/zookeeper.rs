@@ -304,8 +304,17 @@ impl StateStore for ZkStore {
         CHUNK_WRITES
     }
 
-    /// In `multi` requests bounded by bytes as well as by count.
+    /// In `multi` requests bounded by bytes as well as by count. Refused, even with nothing to
+    /// write, while the session is not connected: the owner sends nothing after a refused
+    /// commit, so a leader that lost ZooKeeper stops acting at once (and keeps its writes for
+    /// when the session is back).
     fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+        let state = self.client.state();
+        if state != zk::SessionState::SyncConnected {
+            return Err(StoreError::Db(format!(
+                "the ZooKeeper session is {state:?}: nothing is stored or sent until it is connected again"
+            )));
+        }
         if let Some(w) = writes
             .iter()
             .find(|w| w.value.as_ref().is_some_and(|v| v.len() > MAX_RECORD))
