@@ -27,6 +27,10 @@ const QUEUE: usize = 1 << 20;
 pub struct Seen {
     /// Launch arrival time per agent.
     pub launches: HashMap<String, Instant>,
+    /// Launch commands received, every one counted (a task started again counts again).
+    pub launch_commands: usize,
+    /// Kill commands received.
+    pub kills: usize,
     /// Messages of `bench/echo` received (the broker-only baseline).
     pub echoes: usize,
     /// Status acknowledgements received.
@@ -269,10 +273,16 @@ fn on_publish(client: &Client, seen: &Mutex<Seen>, t: &str, payload: &[u8]) {
         false,
         reply,
     );
-    let CommandKind::Launch(spec) = cmd.kind else {
-        return;
+    let spec = match cmd.kind {
+        CommandKind::Launch(spec) => spec,
+        CommandKind::Kill(_) => {
+            seen.lock().unwrap().kills += 1;
+            return;
+        }
+        _ => return,
     };
     let mut s = seen.lock().unwrap();
+    s.launch_commands += 1;
     s.launches.entry(agent.clone()).or_insert_with(Instant::now);
     Sizes::add(&mut s.bytes.launches, payload.len());
     Sizes::add(&mut s.bytes.replies, reply_len);

@@ -418,19 +418,24 @@ fn a_leader_cut_from_zookeeper_steps_down_and_its_epoch_is_refused_by_agents() {
 
     // The new leader's reconcile carried epoch 2 to the agent: a command of the deposed
     // leader's epoch 1 (as it would send it, had it not stopped) is refused.
+    // (A new id each try: a command id the agent has seen is answered as before, not checked
+    // again, and the agent may not have had the new leader's reconcile yet.)
     let sim = outpost_tests::bridge_sim::BridgeSim::connect(&broker).unwrap();
-    let stale = Command {
-        version: PROTOCOL_VERSION,
-        command_id: CommandId::new("deposed-1").unwrap(),
-        issued_at_ms: 0,
-        kind: CommandKind::Reconcile(Default::default()),
-        agent_id: None,
-        signature: None,
-        epoch: Some(1),
-    };
+    let mut tries = 0;
     let reply = wait::until("the agent to have seen the new epoch", LONG, || {
+        tries += 1;
+        let id = format!("deposed-{tries}");
+        let stale = Command {
+            version: PROTOCOL_VERSION,
+            command_id: CommandId::new(&id).unwrap(),
+            issued_at_ms: 0,
+            kind: CommandKind::Reconcile(Default::default()),
+            agent_id: None,
+            signature: None,
+            epoch: Some(1),
+        };
         sim.send_raw(&agent_id, encode_to_vec(&stale)).ok()?;
-        let r = sim.reply("deposed-1", Duration::from_secs(5)).ok()?;
+        let r = sim.reply(&id, Duration::from_secs(5)).ok()?;
         matches!(&r.outcome, Outcome::Rejected(x) if x.code == RejectCode::StaleEpoch).then_some(r)
     })
     .unwrap();
