@@ -22,6 +22,10 @@
 //! back to back for the whole deploy (bounded: at most 100,000 requests); it prints both
 //! deploy times and their ratio for each pair, then the median ratio and the range.
 //!
+//! With `--zk`, each N runs twice: with the bridge's state in redb, then in a real three-server
+//! ZooKeeper ensemble (`[ha]`, one bridge that elects itself); it prints both deploy times and
+//! their ratio.
+//!
 //! `OUTPOST_BRIDGE_BIN` picks the binary (the static release build for the figures);
 //! `OUTPOST_BENCH_LOGS=DIR` keeps each run's bridge log there (`bridge-N.log`).
 
@@ -35,6 +39,7 @@ use outpost_tests::bridge::Bridge;
 use outpost_tests::fleet_sim::{EchoBridge, Fleet, Sizes};
 use outpost_tests::mosquitto::Broker;
 use outpost_tests::wait;
+use outpost_tests::zookeeper::Ensemble;
 
 /// A `/proc/PID/status` figure in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(pid: u32, key: &str) -> u64 {
@@ -79,12 +84,31 @@ fn read_load(bridge: &Bridge, stop: &std::sync::atomic::AtomicBool) -> usize {
 }
 
 fn run(n: usize, with_reads: bool) -> Result<Duration> {
+    run_on(n, with_reads, None)
+}
+
+/// [`run`], with the bridge's state in ZooKeeper (`[ha]`, one bridge: it elects itself) when
+/// `zk` is given.
+fn run_on(n: usize, with_reads: bool, zk: Option<&Ensemble>) -> Result<Duration> {
     // Lift mosquitto's per-client limits (1000 queued, 20 in flight by default): the bridge's
     // and the fleet's sessions carry tens of thousands of QoS 1 messages.
     let broker = Broker::start_with_config("max_queued_messages 0\nmax_inflight_messages 0\n")?;
     // Logging as in production (the test harness's default is debug); OUTPOST_LOG overrides.
     let log = std::env::var("OUTPOST_LOG").unwrap_or_else(|_| "info".into());
-    let bridge = Bridge::start_logging(&broker.url(), "", &log)?;
+    let ha = zk.map(|zk| {
+        static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!(
+            "[ha]\nzk = \"{}\"\nmesos_path = \"/mesos-bench-{k}\"\nsession_timeout_ms = 4000\n",
+            zk.url(&format!("/bench-{k}"))
+        )
+    });
+    let bridge = Bridge::start_logging(&broker.url(), ha.as_deref().unwrap_or(""), &log)?;
+    if ha.is_some() {
+        wait::until("the bridge leading", Duration::from_secs(60), || {
+            bridge.get("/v2/leader").ok().filter(|a| a.status == 200)
+        })?;
+    }
     let pid = bridge.pid().context("bridge pid")?;
     let idle_rss = rss_kib(pid);
     let idle_anon = status_kib(pid, "RssAnon");
@@ -222,11 +246,16 @@ fn run(n: usize, with_reads: bool) -> Result<Duration> {
         std::fs::write(&path, bridge.log()).with_context(|| format!("{}", path.display()))?;
     }
     println!(
-        "## {n} agents{}",
+        "## {n} agents{}{}",
         if with_reads {
             format!(" (with {reads} reads during the deploy)")
         } else {
             String::new()
+        },
+        if zk.is_some() {
+            " (state in ZooKeeper)"
+        } else {
+            ""
         }
     );
     println!("register {n} agents: {:.2} s", register.as_secs_f64());
@@ -300,6 +329,22 @@ fn main() -> Result<()> {
         sizes
     };
     let reads = std::env::args().any(|a| a == "--read-load");
+    if std::env::args().any(|a| a == "--zk") {
+        // The same deploy with the state in redb and in a real three-server ensemble.
+        let zk = Ensemble::start(3)?;
+        for n in sizes {
+            let redb = run_on(n, false, None)?;
+            let in_zk = run_on(n, false, Some(&zk))?;
+            println!(
+                "state store at {n} agents: deploy {:.2} s with redb, {:.2} s with ZooKeeper: {:.2}x",
+                redb.as_secs_f64(),
+                in_zk.as_secs_f64(),
+                in_zk.as_secs_f64() / redb.as_secs_f64().max(1e-6)
+            );
+            println!();
+        }
+        return Ok(());
+    }
     for n in sizes {
         if !reads {
             run(n, false)?;

@@ -176,7 +176,7 @@ fn load(zk: &Ensemble, agents: usize, per_agent: usize) -> Result<()> {
     }
     for a in 0..per_agent {
         let app = format!(
-            r#"{{"id":"/load-{a}","instances":{agents},"cpus":0.01,"mem":1,"constraints":[["hostname","UNIQUE"]],
+            r#"{{"id":"/load-{a}","instances":{agents},"cpus":0.01,"mem":4,"constraints":[["hostname","UNIQUE"]],
             "container":{{"type":"DOCKER","docker":{{"image":"busybox","network":"HOST"}}}}}}"#
         );
         let def =

@@ -731,3 +731,25 @@ async fn an_agent_in_master_slaves_has_mesos_s_shape() {
     let state = b.send(&b.mesos, "GET", "/master/state", None).await;
     assert_eq!(state.body["slaves"][0], *s);
 }
+
+#[tokio::test]
+async fn a_single_bridge_leads_and_cannot_abdicate() {
+    let b = Bridge::start(64);
+    let l = b.send(&b.marathon, "GET", "/v2/leader", None).await;
+    assert_eq!(l.status, 200);
+    assert!(
+        l.body["leader"].as_str().unwrap().contains(':'),
+        "{}",
+        l.text
+    );
+    let d = b.send(&b.marathon, "DELETE", "/v2/leader", None).await;
+    assert_eq!(d.status, 400, "{}", d.text);
+    assert!(
+        d.body["message"].as_str().unwrap().contains("[ha]"),
+        "{}",
+        d.text
+    );
+    let info = b.send(&b.marathon, "GET", "/v2/info", None).await;
+    assert_eq!(info.body["zookeeper_config"], json!({}));
+    assert_eq!(info.body["leader"], l.body["leader"]);
+}

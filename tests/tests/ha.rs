@@ -519,4 +519,37 @@ fn without_a_zookeeper_quorum_no_bridge_leads_and_one_leads_again_when_it_return
     let app = b.json("/v2/apps/quorum");
     assert_eq!(app["app"]["id"], "/quorum", "{app}");
     assert_eq!(b.get("/v2/apps/refused").unwrap().status, 404);
+
+    // DELETE /v2/leader (through the follower, proxied): the leader steps down and joins
+    // again behind the other, which leads.
+    let follower = bridges[1 - leader].as_ref().unwrap();
+    let a = follower.request("DELETE", "/v2/leader", None).unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json()["message"], "Leadership abdicated");
+    assert_eq!(agreed_leader(&bridges, LONG), 1 - leader);
+}
+
+#[test]
+fn an_unreachable_ensemble_is_named_and_retried_and_the_bridge_never_leads_without_it() {
+    let broker = Broker::start().unwrap();
+    // Nothing listens on this port: the first server's, never started.
+    let port = outpost_tests::net::free_port().unwrap();
+    let url = format!("zk://127.0.0.1:{port}/outpost");
+    let b = Bridge::start(
+        &broker.url(),
+        &format!("[ha]\nzk = \"{url}\"\nsession_timeout_ms = 2000\n"),
+    )
+    .unwrap();
+    wait::until("two failed tries in the log", LONG, || {
+        let log = b.log();
+        (log.matches("no ZooKeeper session; retrying").count() >= 2).then_some(())
+    })
+    .unwrap();
+    let log = b.log();
+    assert!(log.contains("ha.zk") && log.contains(&url), "{log}");
+    let a = b.get("/v2/leader").unwrap();
+    assert_eq!(a.status, 503, "{}", a.text);
+    let a = b.mesos_get("/master/state").unwrap();
+    assert_eq!(a.status, 503, "{}", a.text);
+    assert_eq!(b.get("/ping").unwrap().status, 200, "the process serves on");
 }
