@@ -256,6 +256,9 @@ pub struct Shared {
     fenced: watch::Receiver<Option<String>>,
     /// Poked by `DELETE /v2/leader`: the election makes this bridge step down.
     pub abdicate: tokio::sync::Notify,
+    /// The group's bridges as the election last listed them, leader first (`[ha]`; kept by
+    /// the election while this bridge leads; empty without `[ha]`).
+    pub bridges: std::sync::RwLock<Vec<crate::ha::election::LeaderInfo>>,
 }
 
 /// How to build the owner.
@@ -302,6 +305,7 @@ impl Shared {
             counters: Counters::default(),
             fenced,
             abdicate: tokio::sync::Notify::new(),
+            bridges: std::sync::RwLock::new(Vec::new()),
         })
     }
 

@@ -337,6 +337,33 @@ async fn follow_or_lead(
     }
 }
 
+/// A change of the election's members to come.
+type MembersChanged =
+    std::pin::Pin<Box<dyn std::future::Future<Output = zookeeper_client::WatchedEvent> + Send>>;
+
+/// Lists the election's members into the term's handle (what `/ui/bridges` shows); the change
+/// to wait for next (`None` if they could not be listed: the session is away, and the next
+/// state change lists them again).
+async fn list_members(
+    client: &zookeeper_client::Client,
+    ha: &crate::ha::HaConfig,
+    term: &Term,
+) -> Option<MembersChanged> {
+    match crate::ha::election::members(client, ha).await {
+        Ok((list, watcher)) => {
+            match term.shared.bridges.write() {
+                Ok(mut b) => *b = list,
+                Err(poisoned) => *poisoned.into_inner() = list,
+            }
+            Some(Box::pin(watcher.changed()))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list the election's members");
+            None
+        }
+    }
+}
+
 /// Leads: takes the next epoch, loads the state from ZooKeeper, starts a [`Term`], and stops it
 /// when the session has expired or stayed disconnected for the session timeout, the store is
 /// fenced, or an abdication (while disconnected it acts not at all: its store refuses commits).
@@ -392,13 +419,30 @@ async fn lead(
     // is stored or sent) but keeps its node: back within the session timeout, nobody else can
     // have been elected, and it goes on. Longer, or Expired, it steps down.
     let mut disconnected: Option<tokio::time::Instant> = None;
+    // The other members, for the UI: listed now and whenever they change.
+    let mut members = list_members(client, ha, &term).await;
     let why = loop {
         let give_up = disconnected.map(|t| t + ha.session_timeout);
+        // The watch lives across turns of the loop (a turn for another reason keeps it).
+        let changed = async {
+            match members.as_mut() {
+                Some(w) => {
+                    w.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            _ = changed => {
+                members = list_members(client, ha, &term).await;
+            }
             s = states.changed() => match s {
                 SessionState::SyncConnected => {
                     if disconnected.take().is_some() {
                         tracing::info!(epoch = epoch.number, "the ZooKeeper session is connected again: leading on");
+                    }
+                    if members.is_none() {
+                        members = list_members(client, ha, &term).await;
                     }
                 }
                 SessionState::Disconnected | SessionState::ConnectedReadOnly => {

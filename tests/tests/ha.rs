@@ -276,6 +276,18 @@ fn three_bridges_elect_one_a_killed_leader_is_replaced_and_no_task_restarts() {
     let containers = agent.containers().unwrap();
     assert_eq!(containers.len(), 1);
 
+    // The UI's list of bridges, asked of a follower (proxied): the three, the leader first.
+    let listed = wait::until("the leader to list the three bridges", LONG, || {
+        let v = f.json("/ui/bridges");
+        (v["bridges"].as_array()?.len() == 3).then_some(v)
+    })
+    .unwrap();
+    assert_eq!(listed["ha"], true);
+    assert_eq!(listed["leader"], format!("127.0.0.1:{leader_port}"));
+    assert_eq!(listed["bridges"][0]["marathon"], listed["leader"]);
+    assert_eq!(listed["bridges"][0]["leader"], true);
+    assert_eq!(listed["bridges"][1]["leader"], false);
+
     // The Mesos endpoints of a follower send clients to the leader, as a Mesos master does.
     let r = f.mesos_get("/master/state?x=1").unwrap();
     assert_eq!(r.status, 307, "{}", r.text);

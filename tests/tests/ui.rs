@@ -185,6 +185,12 @@ fn the_ui_shows_agents_apps_and_tasks_and_follows_changes_in_a_real_browser() {
     .unwrap();
     let dom = tab.eval("document.documentElement.outerHTML");
     let dom = dom.as_str().unwrap();
+    // The header names the leader: this bridge, alone.
+    let leader = tab.eval("document.getElementById('bridges').textContent");
+    assert_eq!(
+        leader.as_str().unwrap().trim(),
+        format!("leader 127.0.0.1:{}", bridge.port())
+    );
     for needle in [
         agent_id.as_str(),
         "zone=north",

@@ -116,6 +116,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(|| asset("text/css; charset=utf-8", UI_CSS)),
         )
         .route("/ui/agents", get(ui_agents))
+        .route("/ui/bridges", get(ui_bridges))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(404, json!({ "message": "not found" })) })
         .with_state(shared)
@@ -896,6 +897,31 @@ fn http_config(c: &crate::config::Config) -> Value {
     } else {
         json!({ "http_port": port, "https_port": 0 })
     }
+}
+
+/// `/ui/bridges` (an Outpost extension for the UI): the bridges of the group and which leads.
+/// Answered by the leader (a follower proxies it there).
+async fn ui_bridges(State(s): S) -> Response {
+    let c = &s.config;
+    let me = my_address(c);
+    let bridges: Vec<Value> = match &c.ha {
+        None => vec![json!({
+            "marathon": me,
+            "mesos": format!("{}:{}", c.advertised_host, c.mesos_listen.port()),
+            "leader": true,
+        })],
+        Some(_) => {
+            let list = match s.bridges.read() {
+                Ok(b) => b.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            list.iter()
+                .enumerate()
+                .map(|(i, b)| json!({ "marathon": b.marathon, "mesos": b.mesos, "leader": i == 0 }))
+                .collect()
+        }
+    };
+    axum::Json(json!({ "ha": c.ha.is_some(), "leader": me, "bridges": bridges })).into_response()
 }
 
 /// This bridge's Marathon address as other bridges and clients know it.

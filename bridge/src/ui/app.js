@@ -37,11 +37,18 @@ async function json(path) {
 }
 
 async function refresh() {
-  const [agents, apps, deployments] = await Promise.all([
+  const [agents, apps, deployments, bridges] = await Promise.all([
     json("/ui/agents"),
     json("/v2/apps?embed=apps.tasks&embed=apps.lastTaskFailure&embed=apps.counts&embed=apps.deployments"),
     json("/v2/deployments"),
+    json("/ui/bridges"),
   ]);
+
+  // Which bridge leads, and the others of the group (several with [ha]).
+  const others = bridges.bridges.filter((b) => !b.leader).map((b) => b.marathon);
+  $("bridges").innerHTML = `leader <code>${esc(bridges.leader)}</code>` +
+    (bridges.ha ? ` · ${bridges.bridges.length} bridge${bridges.bridges.length === 1 ? "" : "s"}` +
+      (others.length ? ` <span class="muted">(${others.map(esc).join(", ")})</span>` : "") : "");
 
   const online = agents.agents.filter((a) => a.online).length;
   $("agents-online").textContent = online;
