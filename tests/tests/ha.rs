@@ -565,3 +565,86 @@ fn an_unreachable_ensemble_is_named_and_retried_and_the_bridge_never_leads_witho
     assert_eq!(a.status, 503, "{}", a.text);
     assert_eq!(b.get("/ping").unwrap().status, 200, "the process serves on");
 }
+
+#[test]
+fn a_mesos_framework_finds_the_new_leader_in_zookeeper_and_keeps_its_task() {
+    use outpost_tests::mesos_client::{Subscription, framework_call};
+
+    image::ensure().unwrap();
+    let zk = Ensemble::start(3).unwrap();
+    let broker = Broker::start().unwrap();
+    let group = format!(
+        "client_id = \"ha-fw-{}\"\n[ha]\nzk = \"{}\"\nsession_timeout_ms = 2000\n",
+        std::process::id(),
+        zk.url("/outpost")
+    );
+    let mut bridges: Vec<Option<Bridge>> = (0..2)
+        .map(|_| Some(Bridge::start(&broker.url(), &group).unwrap()))
+        .collect();
+    let first = agreed_leader(&bridges, LONG);
+    let agent_id = Agent::unique_id("ha-fw");
+    let agent = Agent::start(&agent_id, &broker.url(), (21720, 21729), "").unwrap();
+
+    // The framework finds the master as pymesos does: the lowest json.info_ node.
+    let port_of = |leader: &str| leader.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
+    let (leader, _) = python_leader(&zk);
+    assert_eq!(
+        port_of(&leader),
+        bridges[first].as_ref().unwrap().mesos_port()
+    );
+    let info = json!({ "user": "root", "name": "ha-fw", "failover_timeout": 300.0 });
+    let mut sub = Subscription::open(port_of(&leader), info.clone(), None);
+    let offers = sub.next_event(|e| e["type"] == "OFFERS", LONG);
+    let offer = &offers["offers"]["offers"][0];
+    let accept = json!({ "type": "ACCEPT", "accept": {
+        "offer_ids": [offer["id"]],
+        "operations": [{ "type": "LAUNCH", "launch": { "task_infos": [{
+            "name": "keep", "task_id": { "value": "ha-fw-1" },
+            "agent_id": { "value": agent_id },
+            "resources": [
+                { "name": "cpus", "type": "SCALAR", "scalar": { "value": 0.05 } },
+                { "name": "mem", "type": "SCALAR", "scalar": { "value": 16 } }
+            ],
+            "container": { "type": "DOCKER", "docker": { "image": image::TEST_IMAGE, "network": "BRIDGE" } }
+        }] } }] } });
+    let (code, msg) = framework_call(port_of(&leader), &sub, accept);
+    assert_eq!(code, 202, "{msg}");
+    sub.next_event(|e| e["update"]["status"]["state"] == "TASK_RUNNING", LONG);
+    let containers = agent.containers().unwrap();
+    assert_eq!(containers.len(), 1);
+    let fid = sub.framework_id.clone();
+    drop(sub);
+
+    // The leader dies; the framework looks in ZooKeeper again, re-subscribes with its id to
+    // the new leader, and reconciles: its task is running, in the same container.
+    bridges[first].as_mut().unwrap().kill();
+    bridges[first] = None;
+    let second = agreed_leader(&bridges, Duration::from_secs(30));
+    let new_mesos = bridges[second].as_ref().unwrap().mesos_port();
+    let leader = wait::until("the new leader in ZooKeeper", LONG, || {
+        let (l, _) = python_leader(&zk);
+        (port_of(&l) == new_mesos).then_some(l)
+    })
+    .unwrap();
+    let mut sub = Subscription::open(port_of(&leader), info, Some(&fid));
+    assert_eq!(sub.framework_id, fid);
+    let (code, _) = framework_call(
+        port_of(&leader),
+        &sub,
+        json!({ "type": "RECONCILE", "reconcile": { "tasks": [] } }),
+    );
+    assert_eq!(code, 202);
+    let rec = sub.next_event(
+        |e| {
+            e["update"]["status"]["task_id"]["value"] == "ha-fw-1"
+                && e["update"]["status"]["reason"] == "REASON_RECONCILIATION"
+        },
+        LONG,
+    );
+    assert_eq!(rec["update"]["status"]["state"], "TASK_RUNNING", "{rec}");
+    assert_eq!(
+        agent.containers().unwrap(),
+        containers,
+        "the same container"
+    );
+}
