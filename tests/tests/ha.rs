@@ -296,6 +296,12 @@ fn three_bridges_elect_one_a_killed_leader_is_replaced_and_no_task_restarts() {
         r.header("location"),
         Some(format!("//127.0.0.1:{leader_mesos}/master/state?x=1").as_str())
     );
+    let r = f.mesos_get("/master/redirect").unwrap();
+    assert_eq!(r.status, 307, "{}", r.text);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("//127.0.0.1:{leader_mesos}").as_str())
+    );
 
     // A Python client finds the leader as pymesos does (kazoo, the lowest json.info_ node).
     assert_eq!(python_leader(&zk), (format!("127.0.0.1:{leader_mesos}"), 3));
@@ -560,6 +566,9 @@ fn an_unreachable_ensemble_is_named_and_retried_and_the_bridge_never_leads_witho
     let log = b.log();
     assert!(log.contains("ha.zk") && log.contains(&url), "{log}");
     let a = b.get("/v2/leader").unwrap();
+    assert_eq!(a.status, 404, "{}", a.text);
+    assert_eq!(a.json()["message"], "There is no leader");
+    let a = b.get("/v2/apps").unwrap();
     assert_eq!(a.status, 503, "{}", a.text);
     let a = b.mesos_get("/master/state").unwrap();
     assert_eq!(a.status, 503, "{}", a.text);

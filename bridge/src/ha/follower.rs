@@ -1,8 +1,8 @@
 //! What a bridge that does not lead answers, as Mesos masters and Marathon do: the Mesos
 //! endpoints redirect to the leader (307, `Location: //host:port/path`; 503 when no leader is
 //! known), the Marathon API is proxied to the leader (`X-Marathon-Leader` on the answer,
-//! `X-Marathon-Via` on the request, 502 on a loop, 503 when no leader is known), `/v2/events`
-//! redirects (302) and `/ping` answers here.
+//! `X-Marathon-Via` on the request, 502 on a loop, 503 when no leader is known, and
+//! `/v2/leader` 404 then), `/v2/events` redirects (302) and `/ping` answers here.
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, StatusCode, header};
@@ -15,11 +15,15 @@ pub fn mesos(req: &Request<Body>, leader: Option<&LeaderInfo>) -> Response {
     let Some(leader) = leader else {
         return (StatusCode::SERVICE_UNAVAILABLE, "No leading master\n").into_response();
     };
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    // `/master/redirect` points at the leader itself, as on a Mesos master.
+    let path = match req.uri().path() {
+        "/master/redirect" => String::new(),
+        _ => req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+    };
     (
         StatusCode::TEMPORARY_REDIRECT,
         [(header::LOCATION, format!("//{}{path}", leader.mesos))],
@@ -38,6 +42,13 @@ pub async fn marathon(req: Request<Body>, leader: Option<&LeaderInfo>, me: &str)
         return "pong".into_response();
     }
     let Some(leader) = leader else {
+        if req.uri().path() == "/v2/leader" {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(serde_json::json!({ "message": "There is no leader" })),
+            )
+                .into_response();
+        }
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(serde_json::json!({ "message": "Could not determine the current leader" })),
