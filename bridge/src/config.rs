@@ -42,6 +42,8 @@ struct HaFile {
     session_timeout_ms: Option<u64>,
     marathon_address: Option<String>,
     mesos_address: Option<String>,
+    /// With `api_tls`: the CA that signed the bridges' API certificates.
+    ca_file: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -302,7 +304,13 @@ impl Config {
         }
         let ha = match file.ha {
             None => None,
-            Some(h) => Some(ha_config(h, &advertised_host, listen, mesos_listen)?),
+            Some(h) => Some(ha_config(
+                h,
+                &advertised_host,
+                listen,
+                mesos_listen,
+                api_tls.is_some(),
+            )?),
         };
         Ok(Self {
             ha,
@@ -331,6 +339,7 @@ fn ha_config(
     advertised_host: &str,
     listen: SocketAddr,
     mesos_listen: SocketAddr,
+    api_tls: bool,
 ) -> Result<crate::ha::HaConfig, ConfigError> {
     let zk = crate::ha::ZkUrl::parse(&h.zk).map_err(|e| {
         // The value without its credentials.
@@ -374,7 +383,27 @@ fn ha_config(
             _ => Err(invalid(key, &v, "expected HOST:PORT")),
         }
     };
+    let leader_tls = match (&h.ca_file, api_tls) {
+        (Some(ca), _) => Some(
+            TlsFiles {
+                ca_file: ca.clone(),
+                cert_file: None,
+                key_file: None,
+            }
+            .client_config("ha")?,
+        ),
+        (None, true) => {
+            return Err(invalid(
+                "ha.ca_file",
+                "(not set)",
+                "needed with api_tls: the CA that signed the bridges' API certificates \
+                 (a follower proxies Marathon requests to the leader over HTTPS)",
+            ));
+        }
+        (None, false) => None,
+    };
     Ok(crate::ha::HaConfig {
+        leader_tls,
         marathon_address: address("ha.marathon_address", h.marathon_address, listen.port())?,
         mesos_address: address("ha.mesos_address", h.mesos_address, mesos_listen.port())?,
         zk,
@@ -495,5 +524,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("zookeeper"), "{e}");
+        let e = parse("[ha]\nzk = \"zk://z1/x\"\nca_file = \"/nonexistent-ca.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ha.ca_file") && e.contains("nonexistent-ca.pem"),
+            "{e}"
+        );
     }
 }

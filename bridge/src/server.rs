@@ -106,6 +106,8 @@ struct Dispatch {
     role: std::sync::RwLock<Role>,
     /// This bridge's Marathon address (proxy loops are detected by it).
     me: String,
+    /// With `api_tls`: how the leader's certificate is verified when a request is proxied.
+    leader_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Dispatch {
@@ -144,9 +146,11 @@ async fn marathon_entry(
             Ok(r) => r,
             Err(e) => match e {},
         },
-        Role::Following(leader) => crate::ha::follower::marathon(req, leader.as_ref(), &d.me)
-            .await
-            .into_response(),
+        Role::Following(leader) => {
+            crate::ha::follower::marathon(req, leader.as_ref(), &d.me, d.leader_tls.as_ref())
+                .await
+                .into_response()
+        }
     }
 }
 
@@ -180,6 +184,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let dispatch = Arc::new(Dispatch {
         role: std::sync::RwLock::new(Role::Following(None)),
         me,
+        leader_tls: config.ha.as_ref().and_then(|h| h.leader_tls.clone()),
     });
     let _term = match &config.ha {
         None => {

@@ -657,3 +657,65 @@ fn a_mesos_framework_finds_the_new_leader_in_zookeeper_and_keeps_its_task() {
         "the same container"
     );
 }
+
+/// `curl` over TLS, verifying against `ca`: (status, headers and body).
+fn curl_tls(ca: &std::path::Path, url: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn with_https_apis_a_follower_proxies_to_the_leader_over_tls() {
+    let zk = Ensemble::start(3).unwrap();
+    let broker = Broker::start().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let bin = outpost_tests::bin_path::path("outpost-bridge").unwrap();
+    outpost_tests::process::run(
+        std::process::Command::new(bin)
+            .arg("issue-certs")
+            .arg("--dir")
+            .arg(certs.path()),
+    )
+    .unwrap();
+    let ca = certs.path().join("ca.pem");
+    // Both bridges serve the certificate made for 127.0.0.1; the CA verifies the leader's.
+    let group = format!(
+        "client_id = \"ha-tls-{}\"\n[api_tls]\ncert_file = \"{1}/broker.pem\"\nkey_file = \"{1}/broker.key\"\n\
+         [ha]\nzk = \"{2}\"\nsession_timeout_ms = 2000\nca_file = \"{3}\"\n",
+        std::process::id(),
+        certs.path().display(),
+        zk.url("/outpost"),
+        ca.display()
+    );
+    let bridges: Vec<Bridge> = (0..2)
+        .map(|_| Bridge::start_no_wait(&broker.url(), &group).unwrap())
+        .collect();
+    let url = |b: &Bridge, path: &str| format!("https://127.0.0.1:{}{path}", b.port());
+    let leader = wait::until("a leader over HTTPS", LONG, || {
+        bridges.iter().position(|b| {
+            let (code, text) = curl_tls(&ca, &url(b, "/v2/leader"));
+            code == 200 && text.contains(&format!("127.0.0.1:{}", b.port()))
+        })
+    })
+    .unwrap();
+    let follower = &bridges[1 - leader];
+    let (code, text) = wait::until("the follower to proxy", LONG, || {
+        let (code, text) = curl_tls(&ca, &url(follower, "/v2/apps"));
+        (code == 200).then_some((code, text))
+    })
+    .unwrap();
+    assert_eq!(code, 200);
+    let want = format!(
+        "x-marathon-leader: https://127.0.0.1:{}",
+        bridges[leader].port()
+    );
+    assert!(text.to_ascii_lowercase().contains(&want), "{text}");
+    assert!(text.contains("\"apps\""), "{text}");
+}

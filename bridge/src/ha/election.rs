@@ -164,6 +164,7 @@ mod tests {
             session_timeout: std::time::Duration::from_secs(10),
             marathon_address: "127.0.1.1:8080".into(),
             mesos_address: "127.0.1.1:5050".into(),
+            leader_tls: None,
         };
         let v: serde_json::Value =
             serde_json::from_slice(&master_info("b1", &ha).unwrap()).unwrap();

@@ -8,6 +8,8 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use std::sync::Arc;
+
 use super::election::LeaderInfo;
 
 /// A Mesos master endpoint on a follower.
@@ -31,8 +33,15 @@ pub fn mesos(req: &Request<Body>, leader: Option<&LeaderInfo>) -> Response {
         .into_response()
 }
 
-/// A Marathon API request on a follower (`me`: this bridge's Marathon address).
-pub async fn marathon(req: Request<Body>, leader: Option<&LeaderInfo>, me: &str) -> Response {
+/// A Marathon API request on a follower (`me`: this bridge's Marathon address; `tls`: the
+/// bridges' APIs speak HTTPS, and this is how the leader's certificate is verified).
+pub async fn marathon(
+    req: Request<Body>,
+    leader: Option<&LeaderInfo>,
+    me: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Response {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let path = req
         .uri()
         .path_and_query()
@@ -60,7 +69,7 @@ pub async fn marathon(req: Request<Body>, leader: Option<&LeaderInfo>, me: &str)
             StatusCode::FOUND,
             [(
                 header::LOCATION,
-                format!("http://{}{path}", leader.marathon),
+                format!("{scheme}://{}{path}", leader.marathon),
             )],
         )
             .into_response();
@@ -81,9 +90,9 @@ pub async fn marathon(req: Request<Body>, leader: Option<&LeaderInfo>, me: &str)
         )
             .into_response();
     }
-    match proxy(req, &leader.marathon, me, &path).await {
+    match proxy(req, &leader.marathon, me, &path, tls).await {
         Ok(mut r) => {
-            if let Ok(v) = HeaderValue::from_str(&format!("http://{}", leader.marathon)) {
+            if let Ok(v) = HeaderValue::from_str(&format!("{scheme}://{}", leader.marathon)) {
                 r.headers_mut().insert("x-marathon-leader", v);
             }
             r
@@ -98,18 +107,30 @@ pub async fn marathon(req: Request<Body>, leader: Option<&LeaderInfo>, me: &str)
     }
 }
 
-/// Sends `req` to `leader` (HTTP/1.1) and streams its answer back.
-async fn proxy(req: Request<Body>, leader: &str, me: &str, path: &str) -> Result<Response, String> {
+/// Sends `req` to `leader` (HTTP/1.1, over TLS with `tls`) and streams its answer back.
+async fn proxy(
+    req: Request<Body>,
+    leader: &str,
+    me: &str,
+    path: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Response, String> {
     let stream = tokio::net::TcpStream::connect(leader)
         .await
         .map_err(|e| e.to_string())?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let mut sender = match tls {
+        None => handshake(stream).await?,
+        Some(config) => {
+            let host = leader.rsplit_once(':').map_or(leader, |(h, _)| h);
+            let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| format!("{host}: {e}"))?;
+            let stream = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("TLS with {leader}: {e}"))?;
+            handshake(stream).await?
+        }
+    };
     let (mut parts, body) = req.into_parts();
     parts.uri = path.parse().map_err(|e| format!("{path}: {e}"))?;
     if let Ok(host) = HeaderValue::from_str(leader) {
@@ -124,4 +145,18 @@ async fn proxy(req: Request<Body>, leader: &str, me: &str, path: &str) -> Result
         .map_err(|e| e.to_string())?;
     let (parts, body) = answer.into_parts();
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// An HTTP/1.1 client connection over `io`, driven on its own task.
+async fn handshake<T>(io: T) -> Result<hyper::client::conn::http1::SendRequest<Body>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }

@@ -113,6 +113,10 @@ pub struct HaConfig {
     pub marathon_address: String,
     /// `host:port` where they reach its Mesos endpoints (what its `json.info_` node names).
     pub mesos_address: String,
+    /// With `api_tls`: how a follower verifies the leader's API certificate when it proxies a
+    /// Marathon request there over HTTPS (`ha.ca_file`, the CA that signed the bridges'
+    /// certificates).
+    pub leader_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Why ZooKeeper could not be used.
