@@ -35,6 +35,19 @@ fn leader_store(rt: &tokio::runtime::Runtime, url: &ZkUrl) -> (ZkStore, ha::Epoc
     (store, epoch)
 }
 
+/// `n` bytes that do not compress (a linear congruential sequence's high bytes).
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 56) as u8
+        })
+        .collect()
+}
+
 fn put(table: Table, key: &str, bytes: Vec<u8>) -> Write {
     Write {
         table,
@@ -52,17 +65,13 @@ fn the_zookeeper_store_keeps_records_and_refuses_a_deposed_leader() {
     assert_eq!(e1.number, 1);
 
     // Records of every kind of key, some big enough that one commit takes several requests
-    // (each at most 512 KiB), and 3,000 small ones.
+    // (each at most 512 KiB; these do not compress), and 3,000 small ones.
     let mut writes = vec![
         put(Table::Apps, "/web", br#"{"id":"/web"}"#.to_vec()),
         put(Table::Apps, "/ops/db", br#"{"id":"/ops/db"}"#.to_vec()),
     ];
     for i in 0..3 {
-        writes.push(put(
-            Table::Apps,
-            &format!("/big/{i}"),
-            vec![b'x'; 400 * 1024],
-        ));
+        writes.push(put(Table::Apps, &format!("/big/{i}"), noise(400 * 1024, i)));
     }
     for i in 0..3000 {
         writes.push(put(
@@ -90,11 +99,24 @@ fn the_zookeeper_store_keeps_records_and_refuses_a_deposed_leader() {
     assert_eq!(apps.len(), 4);
     assert_eq!(apps[3], ("/web".into(), br#"{"id":"/web","v":2}"#.to_vec()));
 
-    // A record ZooKeeper cannot hold is refused by name, and nothing of its commit applied.
+    // A big record that compresses (as JSON does) is stored compressed and read back whole.
+    let json = format!("{{\"env\":\"{}\"}}", "edge-site-".repeat(200_000)).into_bytes();
+    assert!(json.len() > 1 << 20);
+    first
+        .commit(&[put(Table::Apps, "/json", json.clone())])
+        .unwrap();
+    let apps = first.load(Table::Apps).unwrap();
+    assert_eq!(apps.iter().find(|(k, _)| k == "/json").unwrap().1, json);
+    first
+        .commit(&[Write::delete(Table::Apps, "/json")])
+        .unwrap();
+
+    // A record ZooKeeper cannot hold even compressed is refused by name, and nothing of its
+    // commit applied.
     let e = first
         .commit(&[
             put(Table::Apps, "/small", b"{}".to_vec()),
-            put(Table::Apps, "/huge", vec![b'x'; 1 << 20]),
+            put(Table::Apps, "/huge", noise(1 << 20, 7)),
         ])
         .unwrap_err();
     assert!(

@@ -4,7 +4,7 @@
 //! A record lives at `<root>/state/<table>/<bucket>/<key>`, its key escaped so that any key is
 //! one node name (`/web` becomes `%2Fweb`), in one of [`BUCKETS`] buckets by a hash of the key
 //! (a listing of one node's children is one answer, and 30,000 task names in one would pass
-//! `jute.maxbuffer`). A commit becomes `multi` requests of at most
+//! `jute.maxbuffer`). A record above 64 KiB is stored gzip-compressed, as Marathon does. A commit becomes `multi` requests of at most
 //! [`CHUNK_BYTES`] (ZooKeeper refuses a request above `jute.maxbuffer`, 1 MiB by default) and
 //! [`CHUNK_WRITES`] writes, applied in order; each starts with a check of the epoch node's
 //! version when the store is fenced ([`ZkStore::fence`]), so a bridge that another has deposed
@@ -24,9 +24,62 @@ use crate::ha::{ZkUrl, acls, epoch_path, mkdirs};
 pub const CHUNK_BYTES: usize = 512 * 1024;
 /// Writes in one `multi` request at most.
 pub const CHUNK_WRITES: usize = 1000;
-/// The largest record this store keeps (a node's data, below `jute.maxbuffer`): a bigger one
-/// is refused with its table, key and size, and the commit with it.
+/// The largest record this store keeps, as stored (compressed above [`COMPRESS_ABOVE`]; a
+/// node's data, below `jute.maxbuffer`): a bigger one is refused with its table, key and
+/// size, and the commit with it.
 pub const MAX_RECORD: usize = 900 * 1024;
+/// Records bigger than this are stored gzip-compressed (Marathon's `zk_compression_threshold`,
+/// 64 KiB by default): a record's JSON never starts with gzip's magic bytes, so a reader tells
+/// the two apart.
+pub const COMPRESS_ABOVE: usize = 64 * 1024;
+/// gzip's first two bytes.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// A record's bytes as stored: compressed above [`COMPRESS_ABOVE`].
+fn stored_form(w: &Write) -> Result<Option<std::borrow::Cow<'_, [u8]>>, StoreError> {
+    use std::io::Write as _;
+    let Some(v) = &w.value else {
+        return Ok(None);
+    };
+    let form = if v.len() > COMPRESS_ABOVE {
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(v)
+            .and_then(|_| z.finish())
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| StoreError::Record {
+                table: w.table,
+                key: w.key.clone(),
+                error: format!("compressing: {e}"),
+            })?
+    } else {
+        std::borrow::Cow::Borrowed(v.as_slice())
+    };
+    if form.len() > MAX_RECORD {
+        return Err(StoreError::Record {
+            table: w.table,
+            key: w.key.clone(),
+            error: format!(
+                "{} bytes ({} stored): ZooKeeper keeps records of at most {MAX_RECORD} bytes",
+                v.len(),
+                form.len()
+            ),
+        });
+    }
+    Ok(Some(form))
+}
+
+/// A record's bytes from what a node holds (decompressed if it was stored compressed).
+fn record_form(data: Vec<u8>) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    if !data.starts_with(&GZIP_MAGIC) {
+        return Ok(data);
+    }
+    let mut out = Vec::with_capacity(data.len() * 4);
+    flate2::read::GzDecoder::new(data.as_slice())
+        .read_to_end(&mut out)
+        .map_err(|e| format!("decompressing: {e}"))?;
+    Ok(out)
+}
 /// Reads in flight at once while loading.
 const LOAD_WINDOW: usize = 512;
 /// Buckets per table (names `00` to `ff`).
@@ -182,7 +235,11 @@ impl ZkStore {
     }
 
     /// One `multi` of `writes` (already bounded), after the fence check.
-    fn commit_multi(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+    fn commit_multi(
+        &mut self,
+        writes: &[Write],
+        stored: &[Option<std::borrow::Cow<'_, [u8]>>],
+    ) -> Result<(), StoreError> {
         let options = zk::CreateMode::Persistent.with_acls(acls(&self.url));
         let epoch = epoch_path(&self.url);
         let paths: Vec<String> = writes
@@ -194,9 +251,9 @@ impl ZkStore {
                 .client
                 .new_check_writer(&epoch, Some(self.fence))
                 .map_err(|e| db(&epoch, e))?;
-            for (w, path) in writes.iter().zip(&paths) {
+            for ((w, path), value) in writes.iter().zip(&paths).zip(stored) {
                 let present = self.present.contains(&(w.table, w.key.clone()));
-                let added = match (&w.value, present) {
+                let added = match (value, present) {
                     (Some(v), true) => ops.add_set_data(path, v, None),
                     (Some(v), false) => ops.add_create(path, v, &options),
                     (None, true) => ops.add_delete(path, None),
@@ -284,6 +341,11 @@ impl StateStore for ZkStore {
                             key: name.clone(),
                             error: "not a record's node name".into(),
                         })?;
+                        let data = record_form(data).map_err(|error| StoreError::Record {
+                            table,
+                            key: key.clone(),
+                            error,
+                        })?;
                         out.push((key, data));
                     }
                     // Removed between the listing and the read.
@@ -297,7 +359,11 @@ impl StateStore for ZkStore {
     }
 
     fn commit_chunk(&mut self, writes: &[Write]) -> Result<(), StoreError> {
-        self.commit_multi(writes)
+        let stored = writes
+            .iter()
+            .map(stored_form)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.commit_multi(writes, &stored)
     }
 
     fn max_chunk(&self) -> usize {
@@ -315,32 +381,24 @@ impl StateStore for ZkStore {
                 "the ZooKeeper session is {state:?}: nothing is stored or sent until it is connected again"
             )));
         }
-        if let Some(w) = writes
+        // Every record in its stored form first: one that is too big refuses the whole commit.
+        let stored = writes
             .iter()
-            .find(|w| w.value.as_ref().is_some_and(|v| v.len() > MAX_RECORD))
-        {
-            return Err(StoreError::Record {
-                table: w.table,
-                key: w.key.clone(),
-                error: format!(
-                    "{} bytes: ZooKeeper keeps records of at most {MAX_RECORD} bytes",
-                    w.value.as_ref().map_or(0, Vec::len)
-                ),
-            });
-        }
+            .map(stored_form)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut start = 0;
         let mut bytes = 0;
-        for (i, w) in writes.iter().enumerate() {
-            let size = w.value.as_ref().map_or(0, Vec::len) + w.key.len() + 64;
+        for (i, (w, v)) in writes.iter().zip(&stored).enumerate() {
+            let size = v.as_ref().map_or(0, |v| v.len()) + w.key.len() + 64;
             if i > start && (bytes + size > CHUNK_BYTES || i - start >= CHUNK_WRITES) {
-                self.commit_multi(&writes[start..i])?;
+                self.commit_multi(&writes[start..i], &stored[start..i])?;
                 start = i;
                 bytes = 0;
             }
             bytes += size;
         }
         if start < writes.len() {
-            self.commit_multi(&writes[start..])?;
+            self.commit_multi(&writes[start..], &stored[start..])?;
         }
         Ok(())
     }
@@ -360,6 +418,28 @@ mod tests {
         }
         assert_eq!(escape("/web"), "%2Fweb");
         assert_eq!(unescape("%zz"), None);
+    }
+
+    #[test]
+    fn big_records_are_stored_compressed_and_read_back_whole() {
+        let small = Write {
+            table: Table::Apps,
+            key: "/s".into(),
+            value: Some(br#"{"id":"/s"}"#.to_vec()),
+        };
+        let form = stored_form(&small).unwrap().unwrap();
+        assert_eq!(&*form, small.value.as_deref().unwrap(), "small: as it is");
+        let json = format!("{{\"env\":\"{}\"}}", "abc".repeat(200_000)).into_bytes();
+        let big = Write {
+            table: Table::Apps,
+            key: "/b".into(),
+            value: Some(json.clone()),
+        };
+        let form = stored_form(&big).unwrap().unwrap().into_owned();
+        assert!(form.starts_with(&GZIP_MAGIC) && form.len() < json.len() / 10);
+        assert_eq!(record_form(form).unwrap(), json);
+        assert_eq!(record_form(b"{}".to_vec()).unwrap(), b"{}");
+        assert!(record_form(vec![0x1f, 0x8b, 0]).is_err());
     }
 
     #[test]
