@@ -310,6 +310,29 @@ fn three_bridges_elect_one_a_killed_leader_is_replaced_and_no_task_restarts() {
     assert_eq!(listed["bridges"][0]["leader"], true);
     assert_eq!(listed["bridges"][1]["leader"], false);
 
+    // A follower sends /v2/events to the leader (302), and refuses a request that has been
+    // through it already (a proxy loop: 502).
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "10"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let events = curl(&[
+        "-w",
+        "%{http_code} %{redirect_url}",
+        &f.url("/v2/events?event_type=status_update_event"),
+    ]);
+    assert_eq!(
+        events,
+        format!("302 http://127.0.0.1:{leader_port}/v2/events?event_type=status_update_event")
+    );
+    let via = format!("X-Marathon-Via: 1.1 127.0.0.1:{}", f.port());
+    let looped = curl(&["-w", "%{http_code}", "-H", &via, &f.url("/v2/apps")]);
+    assert_eq!(looped, "502");
+
     // The Mesos endpoints of a follower send clients to the leader, as a Mesos master does.
     let r = f.mesos_get("/master/state?x=1").unwrap();
     assert_eq!(r.status, 307, "{}", r.text);
