@@ -11,37 +11,12 @@
 
 use std::time::{Duration, Instant};
 
+use outpost_bench::join;
 use outpost_bridge::app::AppDefinition;
 use outpost_bridge::core::{Core, Effect};
 use outpost_bridge::store::{RedbStore, StateStore};
 use outpost_protocol::codec::decode;
-use outpost_protocol::{
-    AgentId, AgentState, Command, CommandKind, Hello, Liveness, TaskState, TaskStatus, Text,
-};
-
-fn join(core: &mut Core, now: u64, id: &str) {
-    let agent_id = AgentId::new(id).unwrap();
-    core.on_hello(
-        now,
-        &Hello {
-            version: 1,
-            agent_id: agent_id.clone(),
-            hostname: Text::new(id).unwrap(),
-            ..Default::default()
-        },
-    );
-    // The same offer the fleet simulator's agents make.
-    core.on_offer(now, &outpost_tests::fleet_sim::Fleet::offer(id));
-    core.on_state(
-        now,
-        &AgentState {
-            version: 1,
-            agent_id,
-            liveness: Liveness::Online,
-            started_at_ms: 1,
-        },
-    );
-}
+use outpost_protocol::{AgentId, Command, CommandKind, TaskState, TaskStatus, Text};
 
 fn launches(effects: Vec<Effect>) -> Vec<(String, String)> {
     effects

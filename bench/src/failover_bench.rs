@@ -22,12 +22,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use outpost_bench::{ms, percentile};
+use outpost_bench::{join, ms, percentile};
 use outpost_bridge::app::AppDefinition;
 use outpost_bridge::core::Core;
 use outpost_bridge::ha::{self, ZkUrl};
 use outpost_bridge::store::{RedbStore, StateStore, ZkStore};
-use outpost_protocol::{AgentId, AgentState, Hello, Liveness, Text};
 use outpost_tests::bridge::Bridge;
 use outpost_tests::fleet_sim::Fleet;
 use outpost_tests::mosquitto::Broker;
@@ -139,30 +138,6 @@ fn run(zk: &Ensemble, n: usize, i: usize) -> Result<Run> {
         failover,
         restarts: (after.0 - before.0).saturating_sub(1) + (after.1 - before.1),
     })
-}
-
-/// An agent online in `core` (hello, the fleet simulator's offer, liveness).
-fn join(core: &mut Core, now: u64, id: &str) {
-    let agent_id = AgentId::new(id).unwrap();
-    core.on_hello(
-        now,
-        &Hello {
-            version: 1,
-            agent_id: agent_id.clone(),
-            hostname: Text::new(id).unwrap(),
-            ..Default::default()
-        },
-    );
-    core.on_offer(now, &Fleet::offer(id));
-    core.on_state(
-        now,
-        &AgentState {
-            version: 1,
-            agent_id,
-            liveness: Liveness::Online,
-            started_at_ms: 1,
-        },
-    );
 }
 
 /// What a newly elected bridge loads: `agents` agents and `per_agent` tasks on each, written

@@ -1,4 +1,5 @@
-//! What the benchmarks share: percentiles and how they print durations.
+//! What the benchmarks share: percentiles, how they print durations, and an agent joining a
+//! core in process.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,33 @@ pub fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
 /// `12.3 ms`.
 pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Agent `id` online in `core`: its hello, the fleet simulator's offer, its liveness.
+pub fn join(core: &mut outpost_bridge::core::Core, now: u64, id: &str) {
+    use outpost_protocol::{AgentId, AgentState, Hello, Liveness, Text};
+    let Ok(agent_id) = AgentId::new(id) else {
+        return;
+    };
+    core.on_hello(
+        now,
+        &Hello {
+            version: 1,
+            agent_id: agent_id.clone(),
+            hostname: Text::new(id).unwrap_or_default(),
+            ..Default::default()
+        },
+    );
+    core.on_offer(now, &outpost_tests::fleet_sim::Fleet::offer(id));
+    core.on_state(
+        now,
+        &AgentState {
+            version: 1,
+            agent_id,
+            liveness: Liveness::Online,
+            started_at_ms: 1,
+        },
+    );
 }
 
 #[cfg(test)]

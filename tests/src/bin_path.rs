@@ -64,3 +64,19 @@ pub fn static_path(package: &str) -> Result<PathBuf> {
         .join("release")
         .join(package))
 }
+
+/// The Python of the test virtualenv with the real clients (marathon-python, kazoo), which
+/// `scripts/test` makes (`ensure_client_venv` in scripts/lib.sh); `OUTPOST_CLIENT_PYTHON`
+/// points elsewhere. Panics naming the path when it is missing: a test that needs it cannot run.
+pub fn client_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("OUTPOST_CLIENT_PYTHON") {
+        return p.into();
+    }
+    let p = workspace_root().join("target/client-venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/test makes it (ensure_client_venv in scripts/lib.sh)",
+        p.display()
+    );
+    p
+}

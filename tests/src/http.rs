@@ -1,4 +1,5 @@
-//! A blocking HTTP GET for tests that returns any status instead of failing on 4xx/5xx.
+//! A blocking HTTP GET for tests that returns any status instead of failing on 4xx/5xx, and
+//! `curl` over TLS.
 
 use std::time::Duration;
 
@@ -37,4 +38,21 @@ pub fn get(url: &str) -> Result<Reply> {
         .read_to_string()
         .with_context(|| format!("reading the body of GET {url}"))?;
     Ok(Reply { status, body, task })
+}
+
+/// `curl ARGS` over TLS, verifying the server against `ca`: (status, headers and body as
+/// text; status 0 when curl got no answer).
+pub fn curl_tls(ca: &std::path::Path, args: &[&str]) -> (u16, String) {
+    let Ok(out) = std::process::Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+    else {
+        return (0, String::new());
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }

@@ -635,26 +635,12 @@ fn bad_requests_get_marathon_errors_and_the_bridge_keeps_running() {
     .unwrap();
 }
 
-/// The Python of the virtualenv with marathon-python 0.13.0 (`scripts/test` makes it).
-fn client_python() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("OUTPOST_CLIENT_PYTHON") {
-        return p.into();
-    }
-    let p = outpost_tests::bin_path::workspace_root().join("target/client-venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: scripts/test installs marathon-python 0.13.0 there (ensure_client_venv in scripts/lib.sh)",
-        p.display()
-    );
-    p
-}
-
 #[test]
 fn the_marathon_python_client_works_unchanged() {
     image::ensure().unwrap();
     let fleet = Fleet::start("py", &[(21290, 21299)]);
     let script = outpost_tests::bin_path::workspace_root().join("tests/clients/marathon_python.py");
-    let out = std::process::Command::new(client_python())
+    let out = std::process::Command::new(outpost_tests::bin_path::client_python())
         .arg(script)
         .arg(fleet.bridge.url(""))
         .arg(image::TEST_IMAGE)

@@ -10,6 +10,7 @@ use outpost_bridge::ha::{self, ZkUrl};
 use outpost_bridge::store::{StateStore, StoreError, Table, Write, ZkStore};
 use outpost_tests::agent::Agent;
 use outpost_tests::bridge::Bridge;
+use outpost_tests::http::curl_tls;
 use outpost_tests::image;
 use outpost_tests::mosquitto::Broker;
 use outpost_tests::wait;
@@ -175,24 +176,10 @@ fn the_zookeeper_store_keeps_records_and_refuses_a_deposed_leader() {
     );
 }
 
-/// The Python of the test virtualenv (marathon-python, kazoo; `scripts/test` makes it).
-fn client_python() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("OUTPOST_CLIENT_PYTHON") {
-        return p.into();
-    }
-    let p = outpost_tests::bin_path::workspace_root().join("target/client-venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: scripts/test makes it (ensure_client_venv in scripts/lib.sh)",
-        p.display()
-    );
-    p
-}
-
 /// The leading Mesos master as pymesos finds it, through kazoo: `IP:PORT` and the members.
 fn python_leader(zk: &Ensemble) -> (String, usize) {
     let script = outpost_tests::bin_path::workspace_root().join("tests/clients/kazoo_leader.py");
-    let out = std::process::Command::new(client_python())
+    let out = std::process::Command::new(outpost_tests::bin_path::client_python())
         .arg(script)
         .arg(zk.hosts())
         .arg("/mesos")
@@ -703,19 +690,6 @@ fn a_mesos_framework_finds_the_new_leader_in_zookeeper_and_keeps_its_task() {
     );
 }
 
-/// `curl` over TLS, verifying against `ca`: (status, headers and body).
-fn curl_tls(ca: &std::path::Path, url: &str) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-i", "--max-time", "10", "--cacert"])
-        .arg(ca)
-        .args(["-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 #[test]
 fn with_https_apis_a_follower_proxies_to_the_leader_over_tls() {
     let zk = Ensemble::start(3).unwrap();
@@ -745,14 +719,14 @@ fn with_https_apis_a_follower_proxies_to_the_leader_over_tls() {
     let url = |b: &Bridge, path: &str| format!("https://127.0.0.1:{}{path}", b.port());
     let leader = wait::until("a leader over HTTPS", LONG, || {
         bridges.iter().position(|b| {
-            let (code, text) = curl_tls(&ca, &url(b, "/v2/leader"));
+            let (code, text) = curl_tls(&ca, &[&url(b, "/v2/leader")]);
             code == 200 && text.contains(&format!("127.0.0.1:{}", b.port()))
         })
     })
     .unwrap();
     let follower = &bridges[1 - leader];
     let (code, text) = wait::until("the follower to proxy", LONG, || {
-        let (code, text) = curl_tls(&ca, &url(follower, "/v2/apps"));
+        let (code, text) = curl_tls(&ca, &[&url(follower, "/v2/apps")]);
         (code == 200).then_some((code, text))
     })
     .unwrap();

@@ -11,6 +11,7 @@ use outpost_protocol::*;
 use outpost_tests::agent::Agent;
 use outpost_tests::bridge::Bridge;
 use outpost_tests::bridge_sim::BridgeSim;
+use outpost_tests::http::curl_tls;
 use outpost_tests::mosquitto::Broker;
 use outpost_tests::{bin_path, process, wait};
 
@@ -430,20 +431,6 @@ fn signed_commands_run_and_forged_replayed_misdirected_ones_are_refused() {
     );
 }
 
-/// `curl` over TLS (verifying against `ca`): (status, headers and body as text).
-fn curl(ca: &Path, args: &[&str]) -> (u16, String) {
-    let out = Process::new("curl")
-        .args(["-s", "-i", "--max-time", "10", "--cacert"])
-        .arg(ca)
-        .args(["-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 #[test]
 fn the_apis_take_users_and_tokens_by_role_over_tls_and_refuse_the_rest() {
     let certs = tempfile::tempdir().unwrap();
@@ -465,7 +452,7 @@ fn the_apis_take_users_and_tokens_by_role_over_tls_and_refuse_the_rest() {
     let mesos = |path: &str| format!("https://127.0.0.1:{}{path}", bridge.mesos_port());
     // /ping stays open for health checkers; it answers over TLS only.
     wait::until("/ping over TLS", LONG, || {
-        (curl(&ca, &[&url("/ping")]).0 == 200).then_some(())
+        (curl_tls(&ca, &[&url("/ping")]).0 == 200).then_some(())
     })
     .unwrap();
     let plain = Process::new("curl")
@@ -488,23 +475,23 @@ fn the_apis_take_users_and_tokens_by_role_over_tls_and_refuse_the_rest() {
     );
 
     // No credentials, or wrong ones: 401 with WWW-Authenticate.
-    let (code, text) = curl(&ca, &[&url("/v2/apps")]);
+    let (code, text) = curl_tls(&ca, &[&url("/v2/apps")]);
     assert_eq!(code, 401, "{text}");
     assert!(
         text.to_ascii_lowercase()
             .contains("www-authenticate: basic"),
         "{text}"
     );
-    let (code, _) = curl(&ca, &["-u", "ops:wrong", &url("/v2/apps")]);
+    let (code, _) = curl_tls(&ca, &["-u", "ops:wrong", &url("/v2/apps")]);
     assert_eq!(code, 401);
-    let (code, _) = curl(&ca, &[&mesos("/master/state")]);
+    let (code, _) = curl_tls(&ca, &[&mesos("/master/state")]);
     assert_eq!(code, 401, "the Mesos API too");
 
     // The read token reads, and may not write.
     let auth = format!("Authorization: token={token}");
-    let (code, text) = curl(&ca, &["-H", &auth, &url("/v2/apps")]);
+    let (code, text) = curl_tls(&ca, &["-H", &auth, &url("/v2/apps")]);
     assert_eq!(code, 200, "{text}");
-    let (code, _) = curl(&ca, &["-H", &auth, &mesos("/master/state")]);
+    let (code, _) = curl_tls(&ca, &["-H", &auth, &mesos("/master/state")]);
     assert_eq!(code, 200);
     let app = r#"{"id": "/authz", "instances": 0, "cpus": 0.1, "mem": 16,
         "container": {"type": "DOCKER", "docker": {"image": "x"}}}"#;
@@ -520,7 +507,7 @@ fn the_apis_take_users_and_tokens_by_role_over_tls_and_refuse_the_rest() {
         ]);
         let u = url("/v2/apps");
         args.push(&u);
-        curl(&ca, &args)
+        curl_tls(&ca, &args)
     };
     let (code, text) = post(&["-H", &auth]);
     assert_eq!(code, 403, "{text}");
