@@ -221,10 +221,11 @@ pub fn render(
 }
 
 /// What `lb` needs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LbOptions {
-    /// The Marathon API, `http://host:port`.
-    pub marathon: String,
+    /// The Marathon APIs, `http://host:port` each: the bridges of a group (or Marathons), tried
+    /// in turn as marathon-lb does.
+    pub marathon: Marathons,
     /// The config file HAProxy runs with.
     pub config: PathBuf,
     /// A template replacing the built-in one.
@@ -238,16 +239,119 @@ pub struct LbOptions {
     pub settings: RenderSettings,
 }
 
-/// `GET path` on the Marathon API (HTTP/1.1); returns status and body.
+/// The Marathon APIs `lb` follows, tried in turn: a request goes to the one that answered last,
+/// and on to the next when it cannot be reached or answers 5xx (a bridge without a leader
+/// answers 503), as marathon-lb does with its list of `--marathon` URLs. A redirect (a
+/// follower sends `/v2/events` to its leader with 302) is followed.
+#[derive(Debug, Default)]
+pub struct Marathons {
+    urls: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
+}
+
+/// Redirects followed for one request at most.
+const MAX_REDIRECTS: usize = 3;
+
+impl Marathons {
+    /// The list, each `http://host:port`; the error names the first that is not.
+    pub fn new(urls: &[String]) -> Result<Self, String> {
+        if urls.is_empty() {
+            return Err("--marathon: no URL given".into());
+        }
+        for u in urls {
+            authority(u)?;
+        }
+        Ok(Self {
+            urls: urls
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_string())
+                .collect(),
+            current: 0.into(),
+        })
+    }
+
+    /// The URLs, comma-separated (for the config's comment).
+    pub fn joined(&self) -> String {
+        self.urls.join(",")
+    }
+
+    /// `GET path` from the first Marathon that answers below 500, starting at the one that
+    /// answered last; the error names what each said.
+    async fn get(
+        &self,
+        path: &str,
+        accept: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        use std::sync::atomic::Ordering;
+        let first = self.current.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for i in 0..self.urls.len() {
+            let at = (first + i) % self.urls.len();
+            let base = &self.urls[at];
+            match get_following(base, path, accept).await {
+                Ok(r) if !r.status().is_server_error() => {
+                    if at != first {
+                        tracing::info!(marathon = %base, "following this Marathon API now");
+                    }
+                    self.current.store(at, Ordering::Relaxed);
+                    return Ok(r);
+                }
+                Ok(r) => failures.push(format!("{base}{path}: HTTP {}", r.status())),
+                Err(e) => failures.push(e),
+            }
+        }
+        Err(failures.join("; "))
+    }
+}
+
+/// `host:port` of an `http://host:port` URL.
+fn authority(base: &str) -> Result<&str, String> {
+    let a = base
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("--marathon {base:?}: must be http://host:port"))?
+        .trim_end_matches('/');
+    if a.is_empty() || a.contains('/') {
+        return Err(format!("--marathon {base:?}: must be http://host:port"));
+    }
+    Ok(a)
+}
+
+/// `GET base+path`, following up to [`MAX_REDIRECTS`] redirects to other `http://` URLs.
+async fn get_following(
+    base: &str,
+    path: &str,
+    accept: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    let mut url = format!("{base}{path}");
+    for _ in 0..=MAX_REDIRECTS {
+        let (origin, rest) = match url.strip_prefix("http://").and_then(|r| r.find('/')) {
+            Some(i) => url.split_at("http://".len() + i),
+            None => (url.as_str(), "/"),
+        };
+        let resp = get(origin, rest, accept).await?;
+        if !resp.status().is_redirection() {
+            return Ok(resp);
+        }
+        let to = resp
+            .headers()
+            .get(hyper::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| format!("{url}: HTTP {} without a Location", resp.status()))?;
+        if !to.starts_with("http://") {
+            return Err(format!("{url}: redirected to {to:?}, not an http:// URL"));
+        }
+        url = to.to_string();
+    }
+    Err(format!("{base}{path}: more than {MAX_REDIRECTS} redirects"))
+}
+
+/// `GET path` on one Marathon API (HTTP/1.1).
 async fn get(
     base: &str,
     path: &str,
     accept: &str,
 ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-    let authority = base
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("--marathon {base:?}: must be http://host:port"))?
-        .trim_end_matches('/');
+    let authority = authority(base)?;
     let stream = tokio::net::TcpStream::connect(authority)
         .await
         .map_err(|e| format!("{base}: {e}"))?;
@@ -269,8 +373,10 @@ async fn get(
         .map_err(|e| format!("{base}{path}: {e}"))
 }
 
-async fn fetch_apps(base: &str) -> Result<Value, String> {
-    let resp = get(base, "/v2/apps?embed=apps.tasks", "application/json").await?;
+async fn fetch_apps(marathons: &Marathons) -> Result<Value, String> {
+    let resp = marathons
+        .get("/v2/apps?embed=apps.tasks", "application/json")
+        .await?;
     let status = resp.status();
     let body = resp
         .into_body()
@@ -279,36 +385,44 @@ async fn fetch_apps(base: &str) -> Result<Value, String> {
         .map_err(|e| e.to_string())?
         .to_bytes();
     if !status.is_success() {
-        return Err(format!("{base}/v2/apps: HTTP {status}"));
+        return Err(format!("/v2/apps: HTTP {status}"));
     }
-    serde_json::from_slice(&body).map_err(|e| format!("{base}/v2/apps: {e}"))
+    serde_json::from_slice(&body).map_err(|e| format!("/v2/apps: {e}"))
 }
 
 /// Follows `/v2/events`; pokes `changed` at every event that may move a task in or out.
-async fn follow_events(base: String, changed: std::sync::Arc<tokio::sync::Notify>) {
+async fn follow_events(
+    opts: std::sync::Arc<LbOptions>,
+    changed: std::sync::Arc<tokio::sync::Notify>,
+) {
     loop {
-        if let Ok(resp) = get(&base, "/v2/events", "text/event-stream").await {
-            let mut body = resp.into_body();
-            let mut buf = String::new();
-            while let Some(Ok(frame)) = body.frame().await {
-                let Some(data) = frame.data_ref() else {
-                    continue;
-                };
-                buf.push_str(&String::from_utf8_lossy(data));
-                while let Some(end) = buf.find("\n\n") {
-                    let event: String = buf.drain(..end + 2).collect();
-                    let kind = event
-                        .lines()
-                        .find_map(|l| l.strip_prefix("event:"))
-                        .map(str::trim)
-                        .unwrap_or("");
-                    if !matches!(kind, "event_stream_attached" | "") {
-                        changed.notify_one();
+        match opts.marathon.get("/v2/events", "text/event-stream").await {
+            Ok(resp) if resp.status().is_success() => {
+                let mut body = resp.into_body();
+                let mut buf = String::new();
+                while let Some(Ok(frame)) = body.frame().await {
+                    let Some(data) = frame.data_ref() else {
+                        continue;
+                    };
+                    buf.push_str(&String::from_utf8_lossy(data));
+                    while let Some(end) = buf.find("\n\n") {
+                        let event: String = buf.drain(..end + 2).collect();
+                        let kind = event
+                            .lines()
+                            .find_map(|l| l.strip_prefix("event:"))
+                            .map(str::trim)
+                            .unwrap_or("");
+                        if !matches!(kind, "event_stream_attached" | "") {
+                            changed.notify_one();
+                        }
                     }
                 }
             }
+            Ok(resp) => tracing::warn!("/v2/events: HTTP {}", resp.status()),
+            Err(e) => tracing::warn!("/v2/events: {e}"),
         }
-        // The stream ended (bridge restart): everything may have changed.
+        // The stream ended (a bridge restarted, or lost its leadership): everything may have
+        // changed.
         changed.notify_one();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -377,7 +491,8 @@ async fn render_once(opts: &LbOptions) -> Result<bool, String> {
 /// Runs until SIGINT/SIGTERM: renders at start, on events and every 30 s; reloads on change.
 pub async fn run(opts: LbOptions) -> Result<(), String> {
     let changed = std::sync::Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(follow_events(opts.marathon.clone(), changed.clone()));
+    let opts = std::sync::Arc::new(opts);
+    tokio::spawn(follow_events(opts.clone(), changed.clone()));
     let mut haproxy: Option<tokio::process::Child> = None;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
@@ -465,6 +580,21 @@ pub async fn render_to_string(opts: &LbOptions) -> Result<String, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_list_of_marathons_names_the_url_that_is_not_one() {
+        let urls = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let m = Marathons::new(&urls(&["http://a:8080/", "http://b:8080"])).unwrap();
+        assert_eq!(m.joined(), "http://a:8080,http://b:8080");
+        let e = Marathons::new(&urls(&["http://a:8080", "https://b:8443"])).unwrap_err();
+        assert_eq!(
+            e,
+            r#"--marathon "https://b:8443": must be http://host:port"#
+        );
+        let e = Marathons::new(&urls(&["http://a:8080/v2"])).unwrap_err();
+        assert!(e.contains(r#""http://a:8080/v2""#), "{e}");
+        assert_eq!(Marathons::new(&[]).unwrap_err(), "--marathon: no URL given");
+    }
 
     fn settings() -> RenderSettings {
         RenderSettings {

@@ -27,9 +27,10 @@ enum Cmd {
     /// HAProxy config from its apps' healthy tasks, validate it, put it in place and reload
     /// HAProxy on every change. See docs/discovery.md.
     Lb {
-        /// The Marathon API to follow.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        marathon: String,
+        /// The Marathon APIs to follow: one URL, or several (the bridges of a group, comma- or
+        /// space-separated, as marathon-lb takes them); tried in turn when one fails.
+        #[arg(long, num_args = 1.., value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+        marathon: Vec<String>,
         /// The HAProxy config file to write.
         #[arg(long)]
         haproxy_config: PathBuf,
@@ -105,17 +106,24 @@ fn lb(cmd: &Cmd) -> ExitCode {
     else {
         return ExitCode::FAILURE;
     };
+    let marathons = match outpost_bridge::lb::Marathons::new(marathon) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("outpost-bridge lb: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = outpost_bridge::lb::LbOptions {
-        marathon: marathon.clone(),
+        settings: outpost_bridge::lb::RenderSettings {
+            bind: bind.clone(),
+            http_port: *http_port,
+            marathon: marathons.joined(),
+        },
+        marathon: marathons,
         config: haproxy_config.clone(),
         template: template.clone(),
         haproxy: haproxy.clone(),
         reload_command: reload_command.clone(),
-        settings: outpost_bridge::lb::RenderSettings {
-            bind: bind.clone(),
-            http_port: *http_port,
-            marathon: marathon.clone(),
-        },
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

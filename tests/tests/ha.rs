@@ -202,6 +202,56 @@ fn python_leader(zk: &Ensemble) -> (String, usize) {
     (field("leader "), field("members ").parse().unwrap_or(0))
 }
 
+/// Runs tests/clients/marathon_failover.py (marathon-python, unchanged) with `args`; its output.
+fn marathon_python(args: &[&str]) -> String {
+    let script =
+        outpost_tests::bin_path::workspace_root().join("tests/clients/marathon_failover.py");
+    let out = std::process::Command::new(outpost_tests::bin_path::client_python())
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "marathon_failover.py {args:?}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `outpost-bridge lb` following `urls` in turn, writing `dir/haproxy.cfg` (reloading nothing:
+/// the config is what is checked); its log in `dir/lb.log`.
+fn lb(urls: &[String], dir: &std::path::Path) -> outpost_tests::process::Guarded {
+    let bin = outpost_tests::bin_path::path("outpost-bridge").unwrap();
+    let log = std::fs::File::create(dir.join("lb.log")).unwrap();
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("lb")
+        .arg("--marathon")
+        .arg(urls.join(","))
+        .arg("--haproxy-config")
+        .arg(dir.join("haproxy.cfg"))
+        .args([
+            "--reload-command",
+            "true",
+            "--bind",
+            "127.0.0.1",
+            "--http-port",
+        ])
+        .arg(outpost_tests::net::free_port().unwrap().to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    outpost_tests::process::Guarded::spawn("outpost-bridge lb", &mut cmd).unwrap()
+}
+
+/// The servers in the HAProxy config `lb` wrote to `dir`.
+fn lb_servers(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string(dir.join("haproxy.cfg"))
+        .unwrap_or_default()
+        .matches("    server ")
+        .count()
+}
+
 /// Every bridge's answer to `GET /v2/leader` (`None` where it has none).
 fn leaders(bridges: &[Option<Bridge>]) -> Vec<Option<String>> {
     bridges
@@ -338,6 +388,39 @@ fn three_bridges_elect_one_a_killed_leader_is_replaced_and_no_task_restarts() {
     // A Python client finds the leader as pymesos does (kazoo, the lowest json.info_ node).
     assert_eq!(python_leader(&zk), (format!("127.0.0.1:{leader_mesos}"), 3));
 
+    // marathon-python, through a follower, sees the leader and the task; the load balancer
+    // follows the group, the leader first in its list.
+    let urls: Vec<String> = bridges
+        .iter()
+        .map(|b| b.as_ref().unwrap().url(""))
+        .collect();
+    let before = marathon_python(&["before", "/ha-web", &urls[follower]]);
+    assert!(
+        before.contains(&format!("leader 127.0.0.1:{leader_port}")),
+        "{before}"
+    );
+    let task = before
+        .lines()
+        .find_map(|l| l.strip_prefix("task "))
+        .unwrap()
+        .to_string();
+    let lb_dir = tempfile::tempdir().unwrap();
+    let _lb = lb(
+        &[
+            urls[first].clone(),
+            urls[follower].clone(),
+            urls[(first + 2) % 3].clone(),
+        ],
+        lb_dir.path(),
+    );
+    // A second one asks a follower first: its event stream is a redirect to the leader.
+    let lb_follower_dir = tempfile::tempdir().unwrap();
+    let _lb_follower = lb(&[urls[follower].clone()], lb_follower_dir.path());
+    wait::until("the task in both HAProxy configs", LONG, || {
+        (lb_servers(lb_dir.path()) == 1 && lb_servers(lb_follower_dir.path()) == 1).then_some(())
+    })
+    .unwrap();
+
     // kill -9 of the leader: another is elected within the session timeout and a few seconds,
     // loads the state from ZooKeeper, and the task is neither killed nor started again.
     bridges[first].as_mut().unwrap().kill();
@@ -356,15 +439,15 @@ fn three_bridges_elect_one_a_killed_leader_is_replaced_and_no_task_restarts() {
     })
     .unwrap();
 
-    // A scale-up through the other follower lands.
-    let a = o
-        .request(
-            "PUT",
-            "/v2/apps/ha-web",
-            Some(&json!({ "instances": 2 }).to_string()),
-        )
-        .unwrap();
-    assert_eq!(a.status, 200, "{}", a.text);
+    // marathon-python, given the dead leader first, moves on to the other follower: the task
+    // is the same, a scale-up lands, the follower's event stream (a redirect) shows it.
+    let after = marathon_python(&["after", "/ha-web", &task, &urls[first], &urls[other]]);
+    let new_port = bridges[second].as_ref().unwrap().port();
+    assert!(
+        after.contains(&format!("leader 127.0.0.1:{new_port}")),
+        "{after}"
+    );
+    assert!(after.contains("marathon-python: ok"), "{after}");
     wait::until("two tasks RUNNING", LONG, || {
         (running(o, "/ha-web") == 2).then_some(())
     })
@@ -383,6 +466,24 @@ fn three_bridges_elect_one_a_killed_leader_is_replaced_and_no_task_restarts() {
     ])
     .unwrap();
     assert!(state.starts_with("0 "), "{state}");
+
+    // The load balancer moved on from the dead leader and follows the new one.
+    wait::until("both tasks in the HAProxy config", LONG, || {
+        (lb_servers(lb_dir.path()) == 2).then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            std::fs::read_to_string(lb_dir.path().join("lb.log")).unwrap_or_default()
+        )
+    });
+    let log = std::fs::read_to_string(lb_dir.path().join("lb.log")).unwrap();
+    assert!(log.contains("following this Marathon API now"), "{log}");
+    let log = std::fs::read_to_string(lb_follower_dir.path().join("lb.log")).unwrap();
+    assert!(
+        !log.contains("/v2/events: HTTP 302"),
+        "the redirect to the leader is followed: {log}"
+    );
 }
 
 #[test]
@@ -608,14 +709,16 @@ fn an_unreachable_ensemble_is_named_and_retried_and_the_bridge_never_leads_witho
 }
 
 #[test]
-fn a_mesos_framework_finds_the_new_leader_in_zookeeper_and_keeps_its_task() {
+fn a_mesos_framework_finds_the_new_leader_in_zookeeper_keeps_its_task_and_loses_no_update() {
     use outpost_tests::mesos_client::{Subscription, framework_call};
 
     image::ensure().unwrap();
     let zk = Ensemble::start(3).unwrap();
     let broker = Broker::start().unwrap();
+    // Long enough that the update made right after the leader's death is made while no bridge
+    // leads (a new one is elected only once the dead one's session expires).
     let group = format!(
-        "client_id = \"ha-fw-{}\"\n[ha]\nzk = \"{}\"\nsession_timeout_ms = 2000\n",
+        "client_id = \"ha-fw-{}\"\n[ha]\nzk = \"{}\"\nsession_timeout_ms = 4000\n",
         std::process::id(),
         zk.url("/outpost")
     );
@@ -637,29 +740,80 @@ fn a_mesos_framework_finds_the_new_leader_in_zookeeper_and_keeps_its_task() {
     let mut sub = Subscription::open(port_of(&leader), info.clone(), None);
     let offers = sub.next_event(|e| e["type"] == "OFFERS", LONG);
     let offer = &offers["offers"]["offers"][0];
-    let accept = json!({ "type": "ACCEPT", "accept": {
-        "offer_ids": [offer["id"]],
-        "operations": [{ "type": "LAUNCH", "launch": { "task_infos": [{
-            "name": "keep", "task_id": { "value": "ha-fw-1" },
+    let task = |id: &str| {
+        json!({
+            "name": id, "task_id": { "value": id },
             "agent_id": { "value": agent_id },
             "resources": [
                 { "name": "cpus", "type": "SCALAR", "scalar": { "value": 0.05 } },
                 { "name": "mem", "type": "SCALAR", "scalar": { "value": 16 } }
             ],
             "container": { "type": "DOCKER", "docker": { "image": image::TEST_IMAGE, "network": "BRIDGE" } }
-        }] } }] } });
+        })
+    };
+    let accept = json!({ "type": "ACCEPT", "accept": {
+        "offer_ids": [offer["id"]],
+        "operations": [{ "type": "LAUNCH", "launch": {
+            "task_infos": [task("ha-fw-keep"), task("ha-fw-dies")] } }] } });
     let (code, msg) = framework_call(port_of(&leader), &sub, accept);
     assert_eq!(code, 202, "{msg}");
-    sub.next_event(|e| e["update"]["status"]["state"] == "TASK_RUNNING", LONG);
+    // Every update is acknowledged, as a framework does: the agent sends a task's next update
+    // once the one before is acknowledged.
+    let acknowledge = |port: u16, sub: &Subscription, u: &serde_json::Value| {
+        let (code, msg) = framework_call(
+            port,
+            sub,
+            json!({ "type": "ACKNOWLEDGE", "acknowledge": {
+                "agent_id": u["agent_id"], "task_id": u["task_id"], "uuid": u["uuid"] } }),
+        );
+        assert_eq!(code, 202, "{msg}");
+    };
+    for id in ["ha-fw-keep", "ha-fw-dies"] {
+        let running = sub.next_event(
+            |e| {
+                e["update"]["status"]["task_id"]["value"] == id
+                    && e["update"]["status"]["state"] == "TASK_RUNNING"
+            },
+            LONG,
+        );
+        acknowledge(port_of(&leader), &sub, &running["update"]["status"]);
+    }
     let containers = agent.containers().unwrap();
-    assert_eq!(containers.len(), 1);
+    assert_eq!(containers.len(), 2);
+    let dies = outpost_tests::docker::docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        "label=outpost.task-id=ha-fw-dies",
+    ])
+    .unwrap()
+    .trim()
+    .to_string();
+    assert!(!dies.is_empty(), "the container of ha-fw-dies");
     let fid = sub.framework_id.clone();
     drop(sub);
 
-    // The leader dies; the framework looks in ZooKeeper again, re-subscribes with its id to
-    // the new leader, and reconciles: its task is running, in the same container.
+    // The leader dies, and one task's container with it while no bridge leads: its TASK_FAILED
+    // waits (the agent's outbox, the broker's session) for the next leader.
     bridges[first].as_mut().unwrap().kill();
     bridges[first] = None;
+    outpost_tests::docker::docker(&["kill", &dies]).unwrap();
+    wait::until("the agent to report the death", LONG, || {
+        agent
+            .log()
+            .lines()
+            .any(|l| l.contains("ha-fw-dies") && l.contains("TASK_FAILED"))
+            .then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        leaders(&bridges),
+        leaders(&bridges).iter().map(|_| None).collect::<Vec<_>>(),
+        "no bridge leads yet: the update was made between two leaders"
+    );
+
+    // The framework looks in ZooKeeper again, re-subscribes with its id to the new leader, and
+    // gets the update it missed; its other task runs on, in the same container.
     let second = agreed_leader(&bridges, Duration::from_secs(30));
     let new_mesos = bridges[second].as_ref().unwrap().mesos_port();
     let leader = wait::until("the new leader in ZooKeeper", LONG, || {
@@ -669,6 +823,18 @@ fn a_mesos_framework_finds_the_new_leader_in_zookeeper_and_keeps_its_task() {
     .unwrap();
     let mut sub = Subscription::open(port_of(&leader), info, Some(&fid));
     assert_eq!(sub.framework_id, fid);
+    let failed = sub.next_event(
+        |e| {
+            e["update"]["status"]["task_id"]["value"] == "ha-fw-dies"
+                && e["update"]["status"]["state"] == "TASK_FAILED"
+        },
+        LONG,
+    );
+    assert!(
+        failed["update"]["status"]["uuid"].is_string(),
+        "an update to acknowledge, not a reconciliation answer: {failed}"
+    );
+    acknowledge(port_of(&leader), &sub, &failed["update"]["status"]);
     let (code, _) = framework_call(
         port_of(&leader),
         &sub,
@@ -677,16 +843,25 @@ fn a_mesos_framework_finds_the_new_leader_in_zookeeper_and_keeps_its_task() {
     assert_eq!(code, 202);
     let rec = sub.next_event(
         |e| {
-            e["update"]["status"]["task_id"]["value"] == "ha-fw-1"
+            e["update"]["status"]["task_id"]["value"] == "ha-fw-keep"
                 && e["update"]["status"]["reason"] == "REASON_RECONCILIATION"
         },
         LONG,
     );
     assert_eq!(rec["update"]["status"]["state"], "TASK_RUNNING", "{rec}");
-    assert_eq!(
-        agent.containers().unwrap(),
-        containers,
-        "the same container"
+    let keep = outpost_tests::docker::docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        "label=outpost.task-id=ha-fw-keep",
+    ])
+    .unwrap();
+    assert!(
+        containers
+            .iter()
+            .any(|c| keep.trim().starts_with(c.as_str())),
+        "the same container: {keep} in {containers:?}"
     );
 }
 

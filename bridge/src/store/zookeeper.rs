@@ -187,8 +187,15 @@ impl ZkStore {
         })?;
         let listed = store.list(&buckets)?;
         for (table, _, name) in listed {
-            if let Some(k) = unescape(&name) {
-                store.present.insert((table, k));
+            match unescape(&name) {
+                Some(k) => {
+                    store.present.insert((table, k));
+                }
+                None => tracing::warn!(
+                    table = table.name(),
+                    node = name,
+                    "a node in the state that is not a record's is left alone"
+                ),
             }
         }
         Ok(store)
@@ -316,31 +323,30 @@ impl ZkStore {
 }
 
 impl StateStore for ZkStore {
+    /// Reads the records the store knows of (listed at [`ZkStore::open`], kept by every commit
+    /// since): only the leader of the epoch the store was opened for writes, so listing the
+    /// buckets again would find the same names.
     fn load(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let buckets: Vec<(Table, String)> = self
-            .buckets()
-            .into_iter()
+        let keys: Vec<&String> = self
+            .present
+            .iter()
             .filter(|(t, _)| *t == table)
+            .map(|(_, k)| k)
             .collect();
-        let names = self.list(&buckets)?;
-        let mut out = Vec::with_capacity(names.len());
-        for window in names.chunks(LOAD_WINDOW) {
-            let reads = window.iter().map(|(_, dir, n)| {
-                let path = format!("{dir}/{n}");
+        let mut out = Vec::with_capacity(keys.len());
+        for window in keys.chunks(LOAD_WINDOW) {
+            let reads = window.iter().map(|key| {
+                let path = self.record_path(table, key);
                 async move {
                     let r = self.client.get_data(&path).await;
-                    (n, path, r)
+                    (*key, path, r)
                 }
             });
             let got = self.runtime.block_on(futures_util::future::join_all(reads));
-            for (name, path, r) in got {
+            for (key, path, r) in got {
                 match r {
                     Ok((data, _)) => {
-                        let key = unescape(name).ok_or_else(|| StoreError::Record {
-                            table,
-                            key: name.clone(),
-                            error: "not a record's node name".into(),
-                        })?;
+                        let key = key.clone();
                         let data = record_form(data).map_err(|error| StoreError::Record {
                             table,
                             key: key.clone(),
@@ -348,7 +354,7 @@ impl StateStore for ZkStore {
                         })?;
                         out.push((key, data));
                     }
-                    // Removed between the listing and the read.
+                    // Removed since the store was opened, by hand: no other bridge commits.
                     Err(zk::Error::NoNode) => {}
                     Err(e) => return Err(db(&path, e)),
                 }
