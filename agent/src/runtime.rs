@@ -57,6 +57,21 @@ pub fn now_ms() -> Millis {
         .map_or(0, |d| d.as_millis() as Millis)
 }
 
+/// Milliseconds of `CLOCK_BOOTTIME`: since boot, counting suspend, never stepped by NTP or by
+/// hand. Every deadline of the core runs on it ([`crate::core::Clock`]).
+pub fn boot_ms() -> Millis {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    (t.tv_sec as Millis) * 1000 + (t.tv_nsec as Millis) / 1_000_000
+}
+
+/// Both of the core's clocks, now.
+pub fn clock() -> crate::core::Clock {
+    crate::core::Clock {
+        mono: boot_ms(),
+        wall: now_ms(),
+    }
+}
+
 /// A random 64-bit number from the kernel (for status uuids), falling back to the clock.
 fn incarnation() -> u64 {
     let mut buf = [0u8; 8];
@@ -184,7 +199,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
             systemd::status(&format!("supervising {shown_tasks} task(s)"));
         }
         let sleep = match sup.next_deadline() {
-            Some(at) => Duration::from_millis(at.saturating_sub(now_ms())),
+            Some(at) => Duration::from_millis(at.saturating_sub(boot_ms())),
             None => Duration::from_secs(3600),
         };
         let mut ack = None;
@@ -209,7 +224,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         if let Event::ProbeResult { healthy, .. } = &event {
             probes.count(*healthy);
         }
-        let actions = sup.handle(now_ms(), event);
+        let actions = sup.handle(clock(), event);
         // Persist before acting: nothing is replied, started or acknowledged that a crash
         // right after could forget.
         let fingerprint = sup.durable_fingerprint();

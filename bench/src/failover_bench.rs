@@ -14,8 +14,8 @@
 //! First, unless `--no-load`: the state a newly elected bridge loads, 10,000 agents and 30,000
 //! tasks, written to the ensemble and loaded back as a new leader does, beside redb.
 //!
-//! `cargo run --release -p outpost-bench --bin failover-bench -- [RUNS] [AGENTS]` (default
-//! 10 runs, 20 agents). `OUTPOST_BRIDGE_BIN` picks the bridge binary.
+//! `cargo run --release -p outpost-bench --bin failover-bench -- [RUNS] [AGENTS]
+//! [--session-timeout MS]` (default 10 runs, 20 agents, 4,000 ms). `OUTPOST_BRIDGE_BIN` picks the bridge binary.
 
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,8 @@ use outpost_tests::mosquitto::Broker;
 use outpost_tests::wait;
 use outpost_tests::zookeeper::Ensemble;
 
-/// The session timeout the bridges ask for (the ensemble's tickTime 200 ms allows 0.4-4 s).
+/// The session timeout the bridges ask for unless `--session-timeout MS` (the ensemble's
+/// tickTime is set so that it is granted: 200 ms allows 0.4-4 s).
 const SESSION_TIMEOUT_MS: u64 = 4000;
 
 /// The bridge each running bridge names as leader, if they agree: its index.
@@ -69,10 +70,10 @@ struct Run {
     restarts: usize,
 }
 
-fn run(zk: &Ensemble, n: usize, i: usize) -> Result<Run> {
+fn run(zk: &Ensemble, n: usize, i: usize, session_ms: u64) -> Result<Run> {
     let broker = Broker::start_with_config("max_queued_messages 0\nmax_inflight_messages 0\n")?;
     let group = format!(
-        "client_id = \"failover-{}-{i}\"\n[ha]\nzk = \"{}\"\nmesos_path = \"/mesos-{i}\"\nsession_timeout_ms = {SESSION_TIMEOUT_MS}\n",
+        "client_id = \"failover-{}-{i}\"\n[ha]\nzk = \"{}\"\nmesos_path = \"/mesos-{i}\"\nsession_timeout_ms = {session_ms}\n",
         std::process::id(),
         zk.url(&format!("/failover-{i}"))
     );
@@ -221,24 +222,34 @@ fn load(zk: &Ensemble, agents: usize, per_agent: usize) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let mut session_ms = SESSION_TIMEOUT_MS;
+    let mut args = Vec::new();
+    let mut all = std::env::args().skip(1);
+    while let Some(a) = all.next() {
+        if a == "--session-timeout" {
+            session_ms = all
+                .next()
+                .and_then(|v| v.parse().ok())
+                .context("--session-timeout MS: a number of milliseconds")?;
+        } else if let Ok(n) = a.parse::<usize>() {
+            args.push(n);
+        }
+    }
     let runs = args.first().copied().unwrap_or(10);
     let agents = args.get(1).copied().unwrap_or(20);
-    let zk = Ensemble::start(3)?;
+    // Sessions are granted up to 20 ticks.
+    let zk = Ensemble::start_with_tick(3, session_ms.div_ceil(20).max(200))?;
     if !std::env::args().any(|a| a == "--no-load") {
         load(&zk, 10_000, 3)?;
     }
     println!(
-        "## failover: 3 bridges, 3 ZooKeeper servers, {agents} agents, session timeout {SESSION_TIMEOUT_MS} ms"
+        "## failover: 3 bridges, 3 ZooKeeper servers, {agents} agents, session timeout {session_ms} ms"
     );
     let mut elected = Vec::new();
     let mut failover = Vec::new();
     let mut restarts = 0;
     for i in 0..runs {
-        let r = run(&zk, agents, i)?;
+        let r = run(&zk, agents, i, session_ms)?;
         println!(
             "run {}: another leader after {}, scale-up accepted and launched after {}, tasks restarted {}",
             i + 1,
@@ -252,7 +263,7 @@ fn main() -> Result<()> {
     }
     let max = |v: &[Duration]| v.iter().max().copied().unwrap_or_default();
     println!(
-        "another leader: p50 {} max {} (the session timeout is {SESSION_TIMEOUT_MS} ms)",
+        "another leader: p50 {} max {} (the session timeout is {session_ms} ms)",
         ms(percentile(elected.clone(), 0.5)),
         ms(max(&elected))
     );

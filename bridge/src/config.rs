@@ -12,6 +12,11 @@ use serde::Deserialize;
 pub use outpost_protocol::broker::{BrokerAuth, BrokerUrl};
 use outpost_protocol::broker::{Brokers, BrokersError, TlsError, TlsFiles};
 
+/// The ZooKeeper session timeout a bridge asks for without `ha.session_timeout_ms`. Mesos and
+/// Marathon use 10 s; a failover takes the session timeout and about 0.8 s more, and 8 s keeps
+/// it within the 10 s that docs/BENCHMARKS.md measures (p50 8.8 s, max 9.1 s).
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 8_000;
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -368,12 +373,12 @@ fn ha_config(
             "must lie outside ha.zk's path (clients list every child of it)",
         ));
     }
-    let timeout = h.session_timeout_ms.unwrap_or(10_000);
+    let timeout = h.session_timeout_ms.unwrap_or(DEFAULT_SESSION_TIMEOUT_MS);
     if !(400..=60_000).contains(&timeout) {
         return Err(invalid(
             "ha.session_timeout_ms",
             timeout,
-            "milliseconds, 400 to 60000 (Mesos and Marathon use 10000)",
+            "milliseconds, 400 to 60000 (default 8000; Mesos and Marathon use 10000)",
         ));
     }
     let address = |key: &str, value: Option<String>, port: u16| {
@@ -481,7 +486,7 @@ mod tests {
         assert_eq!(h.zk.hosts, "z1:2181,z2:2181,z3:2181");
         assert_eq!(h.zk.path, "/outpost");
         assert_eq!(h.mesos_path, "/mesos");
-        assert_eq!(h.session_timeout.as_millis(), 10_000);
+        assert_eq!(h.session_timeout.as_millis(), 8_000);
         assert_eq!(h.marathon_address, "10.0.0.5:8080");
         assert_eq!(h.mesos_address, "10.0.0.5:5050");
         let s = c.summary();

@@ -85,6 +85,12 @@ impl Ensemble {
     /// Starts `n` servers (3 or 5 for a quorum that survives failures; 1 for a standalone
     /// server) and waits until every one of them serves.
     pub fn start(n: usize) -> Result<Self> {
+        Self::start_with_tick(n, 200)
+    }
+
+    /// [`Ensemble::start`] with another `tickTime` (ms): the servers grant sessions of 2 to 20
+    /// ticks, so a 10 s session timeout needs 500.
+    pub fn start_with_tick(n: usize, tick_ms: u64) -> Result<Self> {
         anyhow::ensure!(n >= 1, "an ensemble needs a server");
         let dir = tempfile::tempdir()?;
         let ports = free_ports(n)?;
@@ -107,7 +113,7 @@ impl Ensemble {
             std::fs::write(sdir.join("data/myid"), format!("{id}\n"))?;
             let client_port = ports[3 * i];
             let cfg = format!(
-                "tickTime=200\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={client_port}\n\
+                "tickTime={tick_ms}\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={client_port}\n\
                  clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n\
                  4lw.commands.whitelist=ruok,srvr,stat,mntr,conf,cons\nforceSync=no\n\
                  preAllocSize=4096\n{servers_line}",

@@ -39,11 +39,19 @@ enum PhaseSnap {
         #[n(1)]
         forget: bool,
     },
-    /// Waiting for its next attempt.
+    /// Waiting for its next attempt, until a wall-clock time (snapshots of older agents only:
+    /// read, never written).
     #[n(3)]
     Backoff {
         #[n(0)]
         until: Millis,
+    },
+    /// Waiting for its next attempt, this much longer (a duration: it means the same after a
+    /// reboot or a step of the wall clock).
+    #[n(4)]
+    BackoffFor {
+        #[n(0)]
+        left_ms: Millis,
     },
 }
 
@@ -118,8 +126,8 @@ pub(super) struct Recovering {
     container_id: Option<String>,
     /// It was being killed by a kill command.
     forget: bool,
-    /// Its backoff ended here (resumed after recovery).
-    backoff_until: Option<Millis>,
+    /// What was left of its backoff (resumed after recovery).
+    backoff_left: Option<Millis>,
 }
 
 impl Snapshot {
@@ -162,7 +170,7 @@ impl Supervisor {
                 .map(|t| {
                     let phase = match self.recovering.get(&t.task_id) {
                         // Still waiting for recovery: store what was loaded.
-                        Some(r) => match (&r.container_id, r.forget, r.backoff_until) {
+                        Some(r) => match (&r.container_id, r.forget, r.backoff_left) {
                             (Some(c), true, _) => PhaseSnap::Killing {
                                 container_id: c.clone(),
                                 forget: true,
@@ -170,7 +178,7 @@ impl Supervisor {
                             (Some(c), false, _) => PhaseSnap::Container {
                                 container_id: c.clone(),
                             },
-                            (None, _, Some(until)) => PhaseSnap::Backoff { until },
+                            (None, _, Some(left_ms)) => PhaseSnap::BackoffFor { left_ms },
                             (None, _, None) => PhaseSnap::Launching,
                         },
                         None => match &t.phase {
@@ -185,7 +193,16 @@ impl Supervisor {
                                 container_id: container_id.clone(),
                                 forget: *then == AfterKill::Forget,
                             },
-                            Phase::Backoff { until } => PhaseSnap::Backoff { until: *until },
+                            // What is left, on the monotonic clock. The fingerprint takes
+                            // the deadline itself: it does not move while time passes, so a
+                            // waiting backoff causes no save at every event.
+                            Phase::Backoff { until } => PhaseSnap::BackoffFor {
+                                left_ms: if full {
+                                    until.saturating_sub(self.mono_ms)
+                                } else {
+                                    *until
+                                },
+                            },
                         },
                     };
                     TaskSnap {
@@ -285,12 +302,12 @@ impl Supervisor {
                 PhaseSnap::Launching => Recovering {
                     container_id: None,
                     forget: false,
-                    backoff_until: None,
+                    backoff_left: None,
                 },
                 PhaseSnap::Container { container_id } => Recovering {
                     container_id: Some(container_id.clone()),
                     forget: false,
-                    backoff_until: None,
+                    backoff_left: None,
                 },
                 PhaseSnap::Killing {
                     container_id,
@@ -298,12 +315,18 @@ impl Supervisor {
                 } => Recovering {
                     container_id: Some(container_id.clone()),
                     forget: *forget,
-                    backoff_until: None,
+                    backoff_left: None,
                 },
+                // An older agent's wall-clock deadline: what was left of it at this start.
                 PhaseSnap::Backoff { until } => Recovering {
                     container_id: None,
                     forget: false,
-                    backoff_until: Some(*until),
+                    backoff_left: Some(until.saturating_sub(sup.settings.started_at_ms)),
+                },
+                PhaseSnap::BackoffFor { left_ms } => Recovering {
+                    container_id: None,
+                    forget: false,
+                    backoff_left: Some(*left_ms),
                 },
             };
             sup.recovering.insert(id.clone(), r);
@@ -350,7 +373,7 @@ impl Supervisor {
                     });
                     claimed.push(o.container_id.clone());
                 }
-                self.status(now, &id, TaskState::Killed, None, None);
+                self.status(&id, TaskState::Killed, None, None);
                 self.forget(now, &id);
                 continue;
             }
@@ -379,7 +402,6 @@ impl Supervisor {
                     }
                     if t.last_state != TaskState::Running {
                         self.status(
-                            now,
                             &id,
                             TaskState::Running,
                             None,
@@ -396,12 +418,11 @@ impl Supervisor {
                         });
                         claimed.push(o.container_id.clone());
                     }
-                    let until = r.backoff_until.unwrap_or(now);
+                    let until = now + r.backoff_left.unwrap_or(0);
                     tracing::info!(task = %id.as_str(), "no running container after the restart; starting it again");
                     t.phase = Phase::Backoff { until };
                     if r.container_id.is_some() && t.last_state == TaskState::Running {
                         self.status(
-                            now,
                             &id,
                             TaskState::Failed,
                             Some(outpost_protocol::Reason::AgentRestarted),

@@ -35,8 +35,29 @@ pub use task::{AfterKill, Phase, Task};
 pub use validate::Policy;
 use validate::reject;
 
-/// Milliseconds since the Unix epoch: the core's only notion of time.
+/// Milliseconds: of the monotonic clock for deadlines, of the Unix epoch for what is shown.
 pub type Millis = u64;
+
+/// The time an event happens at, on two clocks. Every deadline (backoffs, kills, probes,
+/// resends, offers) runs on `mono`, a clock that never steps (the driver reads
+/// `CLOCK_BOOTTIME`, which also counts suspend); `wall` (the Unix epoch's) is used only for
+/// what is shown or compared across hosts: status timestamps and the signed commands' replay
+/// window. An edge host that boots in 1970 and steps its clock when NTP syncs moves `wall`
+/// only, so no deadline fires early or late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    /// Milliseconds of a clock that only moves forward at a steady rate.
+    pub mono: Millis,
+    /// Milliseconds since the Unix epoch, as the host's clock says (it may step).
+    pub wall: Millis,
+}
+
+impl From<Millis> for Clock {
+    /// Both clocks at `t` (a host whose wall clock never steps, as in most core tests).
+    fn from(t: Millis) -> Self {
+        Self { mono: t, wall: t }
+    }
+}
 
 /// How many command ids are remembered for exactly-once execution.
 const SEEN_COMMANDS: usize = 4096;
@@ -126,6 +147,10 @@ pub struct Supervisor {
     list_retry_at: Option<Millis>,
     /// The wait after the next failed listing (reset by one that works).
     list_retry_wait: Millis,
+    /// The wall clock at the latest event (status timestamps, the replay window).
+    wall_ms: Millis,
+    /// The monotonic clock at the latest event (a snapshot stores deadlines relative to it).
+    mono_ms: Millis,
 }
 
 /// The first wait before a failed container listing is tried again; it doubles per failure up
@@ -162,12 +187,19 @@ impl Supervisor {
             list_retry_wait: LIST_RETRY_MS,
             storage_failure: None,
             broker_up: false,
+            wall_ms: settings.started_at_ms,
+            mono_ms: 0,
             settings,
         }
     }
 
-    /// Applies `event` at `now` and returns what to do.
-    pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Action> {
+    /// Applies `event` at `now` (a [`Clock`], or one time for both clocks) and returns what to
+    /// do. Deadlines it returns ([`Supervisor::next_deadline`]) are on the monotonic clock.
+    pub fn handle(&mut self, now: impl Into<Clock>, event: Event) -> Vec<Action> {
+        let clock = now.into();
+        self.wall_ms = clock.wall;
+        self.mono_ms = self.mono_ms.max(clock.mono);
+        let now = clock.mono;
         match event {
             Event::Tick => {}
             Event::BrokerConnected { local_ip } => {
@@ -202,7 +234,7 @@ impl Supervisor {
                 task_id,
                 attempt,
                 container_id,
-            } => self.on_created(now, &task_id, attempt, container_id),
+            } => self.on_created(&task_id, attempt, container_id),
             Event::ContainerStarted {
                 task_id,
                 attempt,
@@ -419,7 +451,7 @@ impl Supervisor {
             return;
         }
         let id = cmd.command_id.to_string();
-        if let Err(r) = self.authenticate(now, &mut cmd) {
+        if let Err(r) = self.authenticate(&mut cmd) {
             tracing::warn!(command = %id, code = ?r.code, reason = %r.message, "command refused");
             self.reply(&id, Outcome::Rejected(r));
             return;
@@ -462,7 +494,7 @@ impl Supervisor {
                 Ok(())
             }
             CommandKind::Reconcile(r) => {
-                self.reconcile(now, &r.task_ids);
+                self.reconcile(&r.task_ids);
                 Ok(())
             }
         };
@@ -499,7 +531,7 @@ impl Supervisor {
     /// With trusted keys configured, a command must be signed by one of them, name this agent,
     /// and be neither seen before nor outside the replay window. Without keys, every command
     /// passes (and a seen one is answered again, as a QoS 1 redelivery).
-    fn authenticate(&self, now: Millis, cmd: &mut Command) -> Result<(), Rejection> {
+    fn authenticate(&self, cmd: &mut Command) -> Result<(), Rejection> {
         if self.settings.trusted_keys.is_empty() {
             return Ok(());
         }
@@ -550,22 +582,36 @@ impl Supervisor {
                 format_args!("command {id:?} was carried out before; not again"),
             ));
         }
+        // The window compares the bridge's clock with this host's wall clock: a host whose
+        // clock is off by more than the window refuses every signed command, naming the skew.
         let window = self.settings.replay_window_ms;
         let issued = cmd.issued_at_ms;
-        if issued <= self.replay_floor_ms || issued.saturating_add(window) < now {
+        let wall = self.wall_ms;
+        if issued <= self.replay_floor_ms {
             return Err(reject(
                 RejectCode::Replay,
                 format_args!(
-                    "command {id:?}: issued_at_ms {issued} is outside the replay window ({} s)",
+                    "command {id:?}: issued_at_ms {issued} is not newer than a command this agent forgot; a replay"
+                ),
+            ));
+        }
+        if issued.saturating_add(window) < wall {
+            return Err(reject(
+                RejectCode::Replay,
+                format_args!(
+                    "command {id:?}: issued_at_ms {issued} is {} s before this agent's clock ({wall}), outside the replay window ({} s): a replay, or this host's clock is ahead",
+                    (wall - issued) / 1000,
                     window / 1000
                 ),
             ));
         }
-        if issued > now.saturating_add(window) {
+        if issued > wall.saturating_add(window) {
             return Err(reject(
                 RejectCode::Replay,
                 format_args!(
-                    "command {id:?}: issued_at_ms {issued} is more than the replay window ahead of this agent's clock ({now})"
+                    "command {id:?}: issued_at_ms {issued} is {} s after this agent's clock ({wall}), more than the replay window ({} s): this host's clock is behind",
+                    (issued - wall) / 1000,
+                    window / 1000
                 ),
             ));
         }
@@ -652,7 +698,7 @@ impl Supervisor {
         let task = Task::new(&spec, host_ports);
         let id = task.task_id.clone();
         self.tasks.insert(id.clone(), task);
-        self.status(now, &id, TaskState::Staging, None, None);
+        self.status(&id, TaskState::Staging, None, None);
         self.begin_attempt(&id);
         self.publish_offer(now);
         Ok(())
@@ -703,7 +749,7 @@ impl Supervisor {
                     then: after,
                     deadline: now + u64::from(grace_s) * 1000 + KILL_SLACK_MS,
                 };
-                self.status(now, id, TaskState::Killing, None, None);
+                self.status(id, TaskState::Killing, None, None);
                 self.actions.push(Action::Stop {
                     container_id,
                     grace_s,
@@ -714,7 +760,7 @@ impl Supervisor {
                 // container created meanwhile is removed when its creation reports.
                 let reason = matches!(t.phase, Phase::Pulling | Phase::Creating)
                     .then_some(Reason::TaskKilledDuringLaunch);
-                self.status(now, id, TaskState::Killed, reason, None);
+                self.status(id, TaskState::Killed, reason, None);
                 self.forget(now, id);
             }
         }
@@ -736,7 +782,7 @@ impl Supervisor {
         self.publish_offer(now);
     }
 
-    fn reconcile(&mut self, now: Millis, ids: &[TaskId]) {
+    fn reconcile(&mut self, ids: &[TaskId]) {
         let all: Vec<TaskId> = if ids.is_empty() {
             self.tasks.keys().cloned().collect()
         } else {
@@ -744,16 +790,10 @@ impl Supervisor {
         };
         for id in all {
             let status = match self.tasks.get(&id) {
-                Some(t) => {
-                    self.make_status(now, &id, t.last_state, Some(Reason::Reconciliation), None)
+                Some(t) => self.make_status(&id, t.last_state, Some(Reason::Reconciliation), None),
+                None => {
+                    self.make_status(&id, TaskState::Unknown, Some(Reason::Reconciliation), None)
                 }
-                None => self.make_status(
-                    now,
-                    &id,
-                    TaskState::Unknown,
-                    Some(Reason::Reconciliation),
-                    None,
-                ),
             };
             // Reconciliation answers are not queued for acknowledgement (as in Mesos): the
             // bridge asks again if it missed them.
@@ -773,7 +813,6 @@ impl Supervisor {
 
     fn make_status(
         &mut self,
-        now: Millis,
         id: &TaskId,
         state: TaskState,
         reason: Option<Reason>,
@@ -793,7 +832,7 @@ impl Supervisor {
             reason,
             message: message.map(validate::note),
             healthy: task.and_then(|t| t.healthy),
-            timestamp_ms: now,
+            timestamp_ms: self.wall_ms,
             exit_code: None,
             host_ports: task
                 .map(|t| t.host_ports.iter().copied().collect())
@@ -805,13 +844,12 @@ impl Supervisor {
     /// Records and queues a status update of task `id`.
     fn status(
         &mut self,
-        now: Millis,
         id: &TaskId,
         state: TaskState,
         reason: Option<Reason>,
         message: Option<&str>,
     ) {
-        let s = self.make_status(now, id, state, reason, message);
+        let s = self.make_status(id, state, reason, message);
         self.queue_status(s);
     }
 
@@ -853,7 +891,7 @@ impl Supervisor {
         self.actions.push(action);
     }
 
-    fn on_created(&mut self, now: Millis, id: &TaskId, attempt: u32, container_id: String) {
+    fn on_created(&mut self, id: &TaskId, attempt: u32, container_id: String) {
         let live = self
             .current(id, attempt)
             .filter(|t| t.phase == Phase::Creating);
@@ -865,7 +903,7 @@ impl Supervisor {
         t.phase = Phase::Starting {
             container_id: container_id.clone(),
         };
-        self.status(now, id, TaskState::Starting, None, None);
+        self.status(id, TaskState::Starting, None, None);
         self.actions.push(Action::Start {
             task_id: id.clone(),
             attempt,
@@ -891,7 +929,7 @@ impl Supervisor {
             .iter()
             .map(|c| CheckState::new(c, now))
             .collect();
-        self.status(now, id, TaskState::Running, None, None);
+        self.status(id, TaskState::Running, None, None);
     }
 
     fn on_launch_failed(
@@ -926,7 +964,7 @@ impl Supervisor {
             self.begin_attempt(id);
             return;
         }
-        self.status(now, id, TaskState::Failed, Some(reason), Some(msg));
+        self.status(id, TaskState::Failed, Some(reason), Some(msg));
         self.move_dynamic_ports(id);
         self.after_end(now, id, false);
     }
@@ -973,9 +1011,9 @@ impl Supervisor {
         let mut s = match killing {
             Some(then) => {
                 let reason = (then == AfterKill::Restart).then_some(Reason::TaskUnhealthyCheck);
-                self.make_status(now, &id, TaskState::Killed, reason, None)
+                self.make_status(&id, TaskState::Killed, reason, None)
             }
-            None if exit_code == 0 => self.make_status(now, &id, TaskState::Finished, None, None),
+            None if exit_code == 0 => self.make_status(&id, TaskState::Finished, None, None),
             None => {
                 let reason = if oom {
                     Reason::ContainerLimitationMemory
@@ -983,7 +1021,7 @@ impl Supervisor {
                     Reason::CommandExecutorFailed
                 };
                 let msg = format!("container exited with code {exit_code}");
-                self.make_status(now, &id, TaskState::Failed, Some(reason), Some(&msg))
+                self.make_status(&id, TaskState::Failed, Some(reason), Some(&msg))
             }
         };
         s.exit_code = Some(code);
@@ -1030,7 +1068,6 @@ impl Supervisor {
                 if overall != t.healthy {
                     t.healthy = overall;
                     self.status(
-                        now,
                         id,
                         TaskState::Running,
                         Some(Reason::HealthCheckStatusUpdated),
@@ -1042,7 +1079,6 @@ impl Supervisor {
                 if t.healthy != Some(false) {
                     t.healthy = Some(false);
                     self.status(
-                        now,
                         id,
                         TaskState::Running,
                         Some(Reason::HealthCheckStatusUpdated),

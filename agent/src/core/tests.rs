@@ -36,7 +36,10 @@ fn settings() -> Settings {
 /// A supervisor, a clock, and everything it published.
 struct Sim {
     sup: Supervisor,
+    /// The monotonic clock.
     now: Millis,
+    /// How far the wall clock is from `now` (a step of the host's clock moves it).
+    wall_step: i64,
     statuses: Vec<TaskStatus>,
     replies: Vec<CommandReply>,
     offers: Vec<Offer>,
@@ -49,6 +52,7 @@ impl Sim {
         let mut sim = Self {
             sup: Supervisor::new(settings()),
             now: T0,
+            wall_step: 0,
             statuses: Vec::new(),
             replies: Vec::new(),
             offers: Vec::new(),
@@ -60,7 +64,7 @@ impl Sim {
     }
 
     fn ev(&mut self, e: Event) -> Vec<Action> {
-        let out = self.sup.handle(self.now, e);
+        let out = self.sup.handle(self.clock(), e);
         let mut rest = Vec::new();
         for a in out {
             match &a {
@@ -75,6 +79,14 @@ impl Sim {
         }
         self.actions.extend(rest.clone());
         rest
+    }
+
+    /// Both clocks now.
+    fn clock(&self) -> Clock {
+        Clock {
+            mono: self.now,
+            wall: self.now.saturating_add_signed(self.wall_step),
+        }
     }
 
     fn advance(&mut self, ms: Millis) -> Vec<Action> {
@@ -1032,6 +1044,7 @@ fn restarted(sim: &Sim) -> Sim {
     Sim {
         sup: Supervisor::restore(s, &snap).unwrap(),
         now: sim.now + 5_000,
+        wall_step: sim.wall_step,
         statuses: Vec::new(),
         replies: Vec::new(),
         offers: Vec::new(),
@@ -1724,4 +1737,164 @@ fn a_command_from_an_older_leadership_epoch_is_refused_also_after_a_restart() {
     after.sup = Supervisor::restore(settings(), &snap).unwrap();
     let r = epoch_cmd(&mut after, "e-6", Some(4));
     assert_eq!(code(&r), Some(RejectCode::StaleEpoch), "{r:?}");
+}
+
+const DAY: i64 = 86_400_000;
+const HOUR: i64 = 3_600_000;
+
+fn probes(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Probe { .. }))
+        .count()
+}
+
+#[test]
+fn a_wall_clock_step_moves_no_probe_backoff_or_kill_deadline_and_timestamps_follow_it() {
+    let mut sim = Sim::new();
+    let ctr = sim.launch_running(with_http_check(spec("h"), 0, 2));
+    let id = TaskId::new("h").unwrap();
+    let healthy = |sim: &mut Sim, ok: bool| {
+        sim.ev(Event::ProbeResult {
+            task_id: id.clone(),
+            attempt: sim.sup.tasks()[&id].attempt,
+            check: 0,
+            healthy: ok,
+        })
+    };
+    healthy(&mut sim, true);
+
+    // Probes every second: NTP steps the clock a day forward between two of them. The next
+    // probe is neither early nor any more than once.
+    sim.wall_step += DAY;
+    assert_eq!(probes(&sim.advance(999)), 0, "not early");
+    assert_eq!(probes(&sim.advance(1)), 1, "on time");
+    healthy(&mut sim, true);
+    // ...and an hour back: the next probe is not late.
+    sim.wall_step -= HOUR;
+    assert_eq!(probes(&sim.advance(999)), 0);
+    assert_eq!(probes(&sim.advance(1)), 1, "on time after a step back");
+
+    // Two failures: killed, then a 1 s backoff, through which the clock steps a day forward
+    // and an hour back: the new attempt comes after exactly the backoff.
+    healthy(&mut sim, false);
+    sim.advance(1_000);
+    healthy(&mut sim, false);
+    assert!(matches!(sim.actions.last(), Some(Action::Stop { .. })));
+    sim.ev(Event::ContainerExited {
+        container_id: ctr,
+        exit_code: 137,
+        oom_killed: false,
+    });
+    let killed = sim.statuses.last().unwrap().clone();
+    assert_eq!(killed.state, TaskState::Killed);
+    // Status timestamps are the wall clock's, steps included.
+    assert_eq!(
+        killed.timestamp_ms,
+        sim.now.saturating_add_signed(DAY - HOUR)
+    );
+    let starts = |a: &[Action]| a.iter().any(|a| matches!(a, Action::EnsureImage { .. }));
+    sim.wall_step += DAY;
+    assert!(!starts(&sim.advance(500)), "a forward step ends no backoff");
+    sim.wall_step -= HOUR;
+    assert!(!starts(&sim.advance(499)));
+    assert!(starts(&sim.advance(1)), "a backward step stalls none");
+    let ctr = sim.bring_up(&id);
+
+    // A kill with a 3 s grace period: the clock steps a day forward at once. The container is
+    // not presumed gone before the grace and slack have passed on the monotonic clock.
+    sim.command(CommandKind::Kill(KillTask {
+        task_id: id.clone(),
+        grace_period_s: Some(3),
+    }));
+    sim.wall_step += DAY;
+    sim.advance(3_000 + KILL_SLACK_MS - 1);
+    assert_eq!(
+        sim.states("h").last(),
+        Some(&TaskState::Killing),
+        "not cut short"
+    );
+    sim.advance(1);
+    assert_eq!(
+        sim.states("h").last(),
+        Some(&TaskState::Killed),
+        "{:?}",
+        sim.states("h")
+    );
+    let _ = ctr;
+}
+
+#[test]
+fn a_backoff_resumes_with_what_was_left_after_a_reboot_that_stepped_the_clock() {
+    let mut sim = Sim::new();
+    let mut s = spec("b");
+    s.restart.backoff_s = 60.0;
+    let ctr = sim.launch_running(s);
+    sim.ev(Event::ContainerExited {
+        container_id: ctr.clone(),
+        exit_code: 1,
+        oom_killed: false,
+    });
+    assert!(matches!(
+        sim.sup.tasks()[&TaskId::new("b").unwrap()].phase,
+        Phase::Backoff { .. }
+    ));
+    sim.advance(20_000);
+    // Something durable changes 20 s into the backoff: the state is saved with 40 s left.
+    sim.ack_all();
+    let bytes = sim.sup.snapshot().to_bytes();
+
+    // The host reboots: the monotonic clock starts again near zero, and the wall clock is
+    // wrong by a year (no RTC) until NTP steps it.
+    let snap = Snapshot::from_bytes(&bytes).unwrap();
+    let mut set = settings();
+    set.incarnation = 8;
+    set.started_at_ms = T0 - 365 * DAY as u64;
+    let mut after = Sim {
+        sup: Supervisor::restore(set, &snap).unwrap(),
+        now: 9_000,
+        wall_step: (T0 - 365 * DAY as u64) as i64 - 9_000,
+        statuses: Vec::new(),
+        replies: Vec::new(),
+        offers: Vec::new(),
+        actions: Vec::new(),
+        next_cmd: 100,
+    };
+    let starts = |a: &[Action]| a.iter().any(|a| matches!(a, Action::EnsureImage { .. }));
+    let listed = after.ev(Event::ContainersListed(vec![observed(&ctr, "b", false)]));
+    assert!(!starts(&listed), "the backoff is not over");
+    after.wall_step += 365 * DAY;
+    assert!(
+        !starts(&after.advance(39_999)),
+        "not early, though the clock jumped a year"
+    );
+    assert!(starts(&after.advance(1)), "after the 40 s that were left");
+}
+
+#[test]
+fn a_signed_command_from_a_host_whose_clock_is_off_is_refused_naming_the_skew() {
+    let k = key(1);
+    let mut sim = Sim::with_keys(vec![public(&k)]);
+    // The host booted at the last shutdown's time, two days behind the bridge.
+    sim.wall_step = -2 * DAY;
+    let r = sim.send(signed("c1", "edge-1", T0, Some(&k)));
+    assert_eq!(code(&r), Some(RejectCode::Replay));
+    let m = message(&r);
+    assert!(
+        m.contains("172800 s after this agent's clock") && m.contains("behind"),
+        "{m}"
+    );
+    // NTP steps the clock: the same bridge's next command runs.
+    sim.wall_step = 0;
+    sim.advance(10);
+    let r = sim.send(signed("c2", "edge-1", sim.now, Some(&k)));
+    assert_eq!(r.outcome, Outcome::Accepted, "{r:?}");
+    // A host two days ahead names that.
+    sim.wall_step = 2 * DAY;
+    let r = sim.send(signed("c3", "edge-1", sim.now, Some(&k)));
+    let m = message(&r);
+    assert!(
+        m.contains("172800 s before this agent's clock") && m.contains("ahead"),
+        "{m}"
+    );
 }
