@@ -258,7 +258,36 @@ pub struct Shared {
     pub abdicate: tokio::sync::Notify,
     /// The group's bridges as the election last listed them, leader first (`[ha]`; kept by
     /// the election while this bridge leads; empty without `[ha]`).
-    pub bridges: std::sync::RwLock<Vec<crate::ha::election::LeaderInfo>>,
+    pub bridges: Latest<Vec<crate::ha::election::LeaderInfo>>,
+}
+
+/// A value that is only ever replaced whole and read as a copy (a bridge's role, the list of
+/// bridges). A writer cannot leave it half-written, so a lock poisoned by a panic elsewhere
+/// still holds a whole value and is used as it is.
+#[derive(Debug, Default)]
+pub struct Latest<T>(std::sync::RwLock<T>);
+
+impl<T: Clone> Latest<T> {
+    /// Holding `value`.
+    pub fn new(value: T) -> Self {
+        Self(std::sync::RwLock::new(value))
+    }
+
+    /// A copy of the value.
+    pub fn get(&self) -> T {
+        match self.0.read() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the value.
+    pub fn set(&self, value: T) {
+        match self.0.write() {
+            Ok(mut v) => *v = value,
+            Err(poisoned) => *poisoned.into_inner() = value,
+        }
+    }
 }
 
 /// How to build the owner.
@@ -305,7 +334,7 @@ impl Shared {
             counters: Counters::default(),
             fenced,
             abdicate: tokio::sync::Notify::new(),
-            bridges: std::sync::RwLock::new(Vec::new()),
+            bridges: Latest::new(Vec::new()),
         })
     }
 
@@ -599,5 +628,25 @@ mod tests {
             t.elapsed() < PUBLISH_WAIT / 2,
             "then it drops without waiting"
         );
+    }
+}
+
+#[cfg(test)]
+mod latest_tests {
+    use super::Latest;
+
+    #[test]
+    fn a_value_replaced_whole_is_read_and_written_after_a_panic_poisoned_its_lock() {
+        let l = std::sync::Arc::new(Latest::new(vec![1]));
+        let l2 = l.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = l2.0.write().unwrap();
+            panic!("poisons the lock");
+        })
+        .join();
+        assert!(l.0.is_poisoned());
+        assert_eq!(l.get(), vec![1]);
+        l.set(vec![2, 3]);
+        assert_eq!(l.get(), vec![2, 3]);
     }
 }

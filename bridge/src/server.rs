@@ -103,7 +103,7 @@ enum Role {
 
 /// The listeners' entry: hands each request to the current [`Role`].
 struct Dispatch {
-    role: std::sync::RwLock<Role>,
+    role: crate::handle::Latest<Role>,
     /// This bridge's Marathon address (proxy loops are detected by it).
     me: String,
     /// With `api_tls`: how the leader's certificate is verified when a request is proxied.
@@ -112,17 +112,11 @@ struct Dispatch {
 
 impl Dispatch {
     fn role(&self) -> Role {
-        match self.role.read() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.role.get()
     }
 
     fn set(&self, role: Role) {
-        match self.role.write() {
-            Ok(mut r) => *r = role,
-            Err(poisoned) => *poisoned.into_inner() = role,
-        }
+        self.role.set(role);
     }
 
     fn lead(&self, term: &Term) {
@@ -182,7 +176,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         None => format!("{}:{}", config.advertised_host, config.listen.port()),
     };
     let dispatch = Arc::new(Dispatch {
-        role: std::sync::RwLock::new(Role::Following(None)),
+        role: crate::handle::Latest::new(Role::Following(None)),
         me,
         leader_tls: config.ha.as_ref().and_then(|h| h.leader_tls.clone()),
     });
@@ -356,10 +350,7 @@ async fn list_members(
 ) -> Option<MembersChanged> {
     match crate::ha::election::members(client, ha).await {
         Ok((list, watcher)) => {
-            match term.shared.bridges.write() {
-                Ok(mut b) => *b = list,
-                Err(poisoned) => *poisoned.into_inner() = list,
-            }
+            term.shared.bridges.set(list);
             Some(Box::pin(watcher.changed()))
         }
         Err(e) => {

@@ -911,10 +911,7 @@ async fn ui_bridges(State(s): S) -> Response {
             "leader": true,
         })],
         Some(_) => {
-            let list = match s.bridges.read() {
-                Ok(b) => b.clone(),
-                Err(poisoned) => poisoned.into_inner().clone(),
-            };
+            let list = s.bridges.get();
             list.iter()
                 .enumerate()
                 .map(|(i, b)| json!({ "marathon": b.marathon, "mesos": b.mesos, "leader": i == 0 }))
