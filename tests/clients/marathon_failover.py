@@ -10,27 +10,12 @@ Usage:
       task RUNNING.
 Prints one line per step; exits non-zero (with the traceback) on the first failure.
 """
-import collections
-import collections.abc
 import sys
 import threading
-import time
 
-# marathon 0.13.0 still uses collections.Iterable, gone since Python 3.10 (its own bug; the
-# shim is the documented workaround, not a change to the client).
-collections.Iterable = collections.abc.Iterable
+from client_common import until  # before marathon: its Python 3.10+ shim
 
 from marathon import MarathonClient  # noqa: E402
-
-
-def until(what, check, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 phase, app_id = sys.argv[1], sys.argv[2]

@@ -3,15 +3,10 @@
 Usage: marathon_python.py BRIDGE_URL IMAGE
 Prints one line per step; exits non-zero (with the traceback) on the first failure.
 """
-import collections
-import collections.abc
 import sys
 import threading
-import time
 
-# marathon 0.13.0 still uses collections.Iterable, gone since Python 3.10 (its own bug; the
-# shim is the documented workaround, not a change to the client).
-collections.Iterable = collections.abc.Iterable
+from client_common import until  # before marathon: its Python 3.10+ shim
 
 from marathon import MarathonClient  # noqa: E402
 from marathon.models import MarathonApp, MarathonHealthCheck  # noqa: E402
@@ -24,16 +19,6 @@ from marathon.models.container import (  # noqa: E402
 URL, IMAGE = sys.argv[1], sys.argv[2]
 APP = "/py/web"
 c = MarathonClient(URL)
-
-
-def until(what, check, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def settled(n):
