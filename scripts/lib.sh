@@ -60,3 +60,21 @@ ensure_client_venv() {
   python3 -m venv "$CLIENT_VENV"
   "$CLIENT_VENV/bin/pip" install --quiet --disable-pip-version-check marathon==0.13.0 kazoo==2.10.0
 }
+
+# The Debian root the real-systemd test boots with systemd-nspawn (tests/tests/nspawn.rs):
+# debootstrapped once per machine (~75 s, 250 MB) and reused; each boot is a throw-away copy
+# (`systemd-nspawn -x`), so the root stays clean. A root whose debootstrap did not finish has
+# no marker and is made again.
+NSPAWN_ROOT=${OUTPOST_NSPAWN_ROOT:-/var/lib/outpost-test/bookworm}
+ensure_nspawn_root() {
+  ensure_packages systemd-container debootstrap
+  [ -e "$NSPAWN_ROOT/.outpost-complete" ] && return 0
+  log "debootstrapping a Debian root for the systemd-nspawn test into $NSPAWN_ROOT (once, ~75 s)"
+  local mirror
+  mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  as_root rm -rf "$NSPAWN_ROOT"
+  as_root mkdir -p "$(dirname "$NSPAWN_ROOT")"
+  as_root debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus bookworm \
+    "$NSPAWN_ROOT" "${mirror:-http://deb.debian.org/debian}" >/dev/null
+  as_root touch "$NSPAWN_ROOT/.outpost-complete"
+}

@@ -40,10 +40,14 @@ struct File {
 struct LogsFile {
     max_size_mib: Option<u64>,
     max_files: Option<u32>,
+    app_max_size_mib: Option<u32>,
+    app_max_files: Option<u32>,
 }
 
 /// How much of each container's output dockerd keeps: the json-file driver rotates its log at
-/// `max_size_mib` and keeps `max_files` files, so a chatty task cannot fill a small disk.
+/// `max_size_mib` and keeps `max_files` files, so a chatty task cannot fill a small disk. These
+/// are the defaults; a task may ask for others (Docker's `log-opt` parameters) up to the
+/// policy's `max_log_size_mib` and `max_log_files`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogLimits {
     /// MiB per log file (`max-size`).
@@ -264,11 +268,29 @@ impl Config {
                 }
             }
         }
+        let l = f.logs.unwrap_or_default();
+        let base = crate::core::Policy::default();
         let policy = crate::core::Policy {
             allow_privileged: p.allow_privileged.unwrap_or(false),
             allow_host_network: p.allow_host_network.unwrap_or(true),
             volume_paths: p.volume_paths,
+            max_log_size_mib: l.app_max_size_mib.unwrap_or(base.max_log_size_mib),
+            max_log_files: l.app_max_files.unwrap_or(base.max_log_files),
         };
+        if !(1..=10240).contains(&policy.max_log_size_mib) {
+            return Err(invalid(
+                "logs.app_max_size_mib",
+                policy.max_log_size_mib,
+                "must be 1-10240",
+            ));
+        }
+        if !(1..=100).contains(&policy.max_log_files) {
+            return Err(invalid(
+                "logs.app_max_files",
+                policy.max_log_files,
+                "must be 1-100",
+            ));
+        }
         let docker = parse_docker(f.docker.as_deref().unwrap_or("unix:///var/run/docker.sock"))?;
         let port_range = parse_port_range(f.port_range.as_deref().unwrap_or("31000-32000"))?;
         let offer_interval_s = f.offer_interval_seconds.unwrap_or(30);
@@ -335,7 +357,6 @@ impl Config {
             })?),
             None => None,
         };
-        let l = f.logs.unwrap_or_default();
         let defaults = LogLimits::default();
         let logs = LogLimits {
             max_size_mib: l.max_size_mib.unwrap_or(defaults.max_size_mib),
@@ -635,6 +656,14 @@ mod tests {
             (
                 "[logs]\nmax_files = 1000",
                 "logs.max_files = \"1000\": must be 1-100",
+            ),
+            (
+                "[logs]\napp_max_size_mib = 0",
+                "logs.app_max_size_mib = \"0\": must be 1-10240",
+            ),
+            (
+                "[logs]\napp_max_files = 101",
+                "logs.app_max_files = \"101\": must be 1-100",
             ),
         ] {
             let e = parse(text).unwrap_err().to_string();

@@ -29,6 +29,72 @@ fn violation(path: impl Into<String>, error: impl Into<String>) -> Violation {
     }
 }
 
+/// The container log limits an app asks for through Docker parameters, when it asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogLimits {
+    /// `log-opt max-size`, in MiB (rounded up).
+    pub max_size_mib: Option<u32>,
+    /// `log-opt max-file`.
+    pub max_files: Option<u32>,
+}
+
+/// Reads Marathon's `container.docker.parameters`: `log-opt` with `max-size=N[k|m|g]` or
+/// `max-file=N` is the only parameter taken (the agent runs every container with dockerd's
+/// rotating json-file log, bounded by its `[logs]` maximum); anything else is an error naming
+/// the parameter's path and value.
+pub fn log_limits(parameters: &[Value]) -> Result<LogLimits, (String, String)> {
+    let mut limits = LogLimits::default();
+    for (i, p) in parameters.iter().enumerate() {
+        let at = |f: &str| format!("/container/docker/parameters({i}){f}");
+        let key = p.get("key").and_then(Value::as_str);
+        let value = p.get("value").and_then(Value::as_str);
+        let (Some(key), Some(value)) = (key, value) else {
+            return Err((
+                at(""),
+                format!("{p} must be {{\"key\": ..., \"value\": ...}} strings"),
+            ));
+        };
+        if key != "log-opt" {
+            return Err((
+                at("/key"),
+                format!("{key:?} is not supported (only log-opt max-size and max-file)"),
+            ));
+        }
+        let bad = |why: &str| Err((at("/value"), format!("{value:?}: {why}")));
+        match value.split_once('=') {
+            Some(("max-size", size)) => {
+                let (digits, unit) = size.split_at(
+                    size.find(|c: char| !c.is_ascii_digit())
+                        .unwrap_or(size.len()),
+                );
+                let bytes_per = match unit {
+                    "" => 1u64,
+                    "k" | "K" => 1 << 10,
+                    "m" | "M" => 1 << 20,
+                    "g" | "G" => 1 << 30,
+                    _ => return bad("max-size takes a number with k, m or g"),
+                };
+                let Some(bytes) = digits
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|n| n.checked_mul(bytes_per))
+                    .filter(|&b| b > 0)
+                else {
+                    return bad("max-size takes a positive number with k, m or g");
+                };
+                let mib = bytes.div_ceil(1 << 20);
+                limits.max_size_mib = Some(u32::try_from(mib).unwrap_or(u32::MAX));
+            }
+            Some(("max-file", n)) => match n.parse::<u32>() {
+                Ok(n) if n > 0 => limits.max_files = Some(n),
+                _ => return bad("max-file takes a positive whole number"),
+            },
+            _ => return bad("only max-size=SIZE and max-file=N are supported"),
+        }
+    }
+    Ok(limits)
+}
+
 /// Marathon's app fields that Outpost accepts and shows back without acting on them.
 const PASSIVE_KEYS: &[&str] = &[
     "gpus",
@@ -183,7 +249,8 @@ pub struct DockerDef {
     /// Privileged containers are refused.
     #[serde(default)]
     pub privileged: bool,
-    /// Extra `docker run` parameters: refused unless empty.
+    /// Extra `docker run` parameters (`{"key": "log-opt", "value": "max-size=5m"}`): only
+    /// the log limits `log-opt max-size` and `max-file` are taken ([`log_limits`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parameters: Vec<Value>,
 }
@@ -597,11 +664,8 @@ impl AppDefinition {
                                 ),
                             ));
                         }
-                        if !d.parameters.is_empty() {
-                            v.push(violation(
-                                "/container/docker/parameters",
-                                "docker parameters are not supported",
-                            ));
+                        if let Err((path, e)) = log_limits(&d.parameters) {
+                            v.push(violation(path, e));
                         }
                     }
                 }
@@ -785,6 +849,8 @@ impl AppDefinition {
             },
             ..Default::default()
         };
+        let logs = log_limits(&docker.parameters).map_err(|(path, e)| format!("{path}: {e}"))?;
+        (spec.log_max_size_mib, spec.log_max_files) = (logs.max_size_mib, logs.max_files);
         for a in self.args.iter().flatten() {
             spec.args
                 .push(text("args", a)?)
@@ -959,6 +1025,73 @@ mod tests {
             spec.health_checks[0].path.as_ref().map(|p| p.as_str()),
             Some("/")
         );
+    }
+
+    #[test]
+    fn docker_log_opt_parameters_become_the_task_s_log_limits_and_others_are_refused() {
+        let app = |params: &str| {
+            let body = format!(
+                r#"{{"id":"a","container":{{"type":"DOCKER","docker":{{"image":"x","parameters":{params}}}}}}}"#
+            );
+            AppDefinition::parse(body.as_bytes(), None)
+        };
+        let spec = app(
+            r#"[{"key":"log-opt","value":"max-size=500k"},{"key":"log-opt","value":"max-file=5"}]"#,
+        )
+        .unwrap()
+        .task_spec("a.1")
+        .unwrap();
+        assert_eq!(
+            (spec.log_max_size_mib, spec.log_max_files),
+            (Some(1), Some(5))
+        );
+        let spec = app(r#"[{"key":"log-opt","value":"max-size=2g"}]"#)
+            .unwrap()
+            .task_spec("a.1")
+            .unwrap();
+        assert_eq!(
+            (spec.log_max_size_mib, spec.log_max_files),
+            (Some(2048), None)
+        );
+        let spec = app("[]").unwrap().task_spec("a.1").unwrap();
+        assert_eq!((spec.log_max_size_mib, spec.log_max_files), (None, None));
+        for (params, path, message) in [
+            (
+                r#"[{"key":"cap-add","value":"NET_ADMIN"}]"#,
+                "/container/docker/parameters(0)/key",
+                "\"cap-add\" is not supported",
+            ),
+            (
+                r#"[{"key":"log-opt","value":"max-size=10x"}]"#,
+                "/container/docker/parameters(0)/value",
+                "\"max-size=10x\": max-size takes",
+            ),
+            (
+                r#"[{"key":"log-opt","value":"max-file=0"}]"#,
+                "/container/docker/parameters(0)/value",
+                "\"max-file=0\": max-file takes",
+            ),
+            (
+                r#"[{"key":"log-opt","value":"mode=non-blocking"}]"#,
+                "/container/docker/parameters(0)/value",
+                "only max-size",
+            ),
+            (
+                r#"[{"key":"log-opt"}]"#,
+                "/container/docker/parameters(0)",
+                "strings",
+            ),
+        ] {
+            let err = app(params).unwrap_err();
+            let Invalid::Violations(v) = err else {
+                panic!("{params}: {err:?}");
+            };
+            let text = format!("{} {}", v[0].path, v[0].errors.join(" "));
+            assert!(
+                text.contains(path) && text.contains(message),
+                "{params}: {text}"
+            );
+        }
     }
 
     #[test]

@@ -955,7 +955,7 @@ wire_struct!(TaskSpec {
     0 => task_id, 1 => app_id, 2 => image, 3 => force_pull, 4 => cmd, 5 => args, 6 => env,
     7 => labels, 8 => cpus, 9 => mem_mib, 10 => disk_mib, 11 => network, 12 => port_mappings,
     13 => volumes, 14 => health_checks, 15 => kill_grace_period_s, 16 => restart,
-    17 => privileged,
+    17 => privileged, 18 => log_max_size_mib, 19 => log_max_files,
 });
 wire_struct!(KillTask { 0 => task_id, 1 => grace_period_s });
 wire_struct!(PullImage { 0 => image, 1 => force });

@@ -118,6 +118,8 @@ pub fn task_spec() -> TaskSpec {
         kill_grace_period_s: 3,
         restart: RestartPolicy::default(),
         privileged: false,
+        log_max_size_mib: None,
+        log_max_files: None,
     }
 }
 

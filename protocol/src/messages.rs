@@ -302,6 +302,12 @@ pub struct TaskSpec {
     /// Run the container privileged (Docker's `--privileged`); agents refuse it unless their
     /// policy allows it.
     pub privileged: bool,
+    /// MiB per container log file (Docker's `log-opt max-size`), when the app asks for other
+    /// than the agent's default; agents refuse more than their `[logs]` maximum.
+    pub log_max_size_mib: Option<u32>,
+    /// Container log files kept (`log-opt max-file`), when the app asks for other than the
+    /// agent's default; agents refuse more than their `[logs]` maximum.
+    pub log_max_files: Option<u32>,
 }
 
 /// Which tasks a drain kills.

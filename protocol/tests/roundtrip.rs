@@ -154,12 +154,17 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
                 },
             ),
     );
-    (ids, resources, container, any::<bool>()).prop_map(
+    let logs = (
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(any::<u32>()),
+    );
+    (ids, resources, container, any::<bool>(), logs).prop_map(
         |(
             (task_id, app_id, image, force_pull, cmd, args, env, labels),
             (cpus, mem_mib, disk_mib, network),
             (port_mappings, volumes, health_checks, kill_grace_period_s, restart),
             privileged,
+            (log_max_size_mib, log_max_files),
         )| TaskSpec {
             task_id,
             app_id,
@@ -179,6 +184,8 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
             kill_grace_period_s,
             restart,
             privileged,
+            log_max_size_mib,
+            log_max_files,
         },
     )
 }

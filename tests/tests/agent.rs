@@ -829,7 +829,7 @@ fn a_chatty_task_s_log_is_rotated_within_the_configured_limit() {
     let mut rig = Rig::start(
         "chatty",
         (21100, 21109),
-        "[logs]\nmax_size_mib = 1\nmax_files = 2\n",
+        "[logs]\nmax_size_mib = 1\nmax_files = 2\napp_max_size_mib = 5\napp_max_files = 4\n",
     );
     let Rig {
         bridge, agent, id, ..
@@ -883,6 +883,43 @@ fn a_chatty_task_s_log_is_rotated_within_the_configured_limit() {
     assert!(
         total <= 2 * 1024 * 1024 + 64 * 1024,
         "{total} bytes of logs kept: {logs:?}"
+    );
+    // An app's own limits (Docker's log-opt, through the bridge) within the host's maximum...
+    let mut own = web_task("chatty.2", img);
+    (own.log_max_size_mib, own.log_max_files) = (Some(5), Some(4));
+    bridge.call(id, CommandKind::Launch(own)).unwrap();
+    bridge.state("chatty.2", TaskState::Running, LONG).unwrap();
+    let ctr = agent
+        .containers()
+        .unwrap()
+        .into_iter()
+        .find(|c| {
+            docker(&[
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"outpost.task-id\"}}",
+                c,
+            ])
+            .is_ok_and(|t| t == "chatty.2")
+        })
+        .unwrap();
+    let config = docker(&[
+        "inspect",
+        "--format",
+        "{{index .HostConfig.LogConfig.Config \"max-size\"}} {{index .HostConfig.LogConfig.Config \"max-file\"}}",
+        &ctr,
+    ])
+    .unwrap();
+    assert_eq!(config, "5m 4");
+    // ... and not above it.
+    let mut greedy = web_task("chatty.3", img);
+    greedy.log_max_size_mib = Some(6);
+    let reply = bridge.call(id, CommandKind::Launch(greedy)).unwrap();
+    let (code, message) = rejected(&reply);
+    assert_eq!(code, RejectCode::InvalidField);
+    assert!(
+        message.contains("log_max_size_mib: 6 is above this agent's maximum of 5"),
+        "{message}"
     );
 }
 

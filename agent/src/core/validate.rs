@@ -35,6 +35,10 @@ pub struct Policy {
     pub allow_host_network: bool,
     /// Host paths (and what is below them) tasks may mount; `None`: any path but `/`.
     pub volume_paths: Option<Vec<String>>,
+    /// The most MiB per container log file a task may ask for (`[logs] app_max_size_mib`).
+    pub max_log_size_mib: u32,
+    /// The most container log files a task may ask for (`[logs] app_max_files`).
+    pub max_log_files: u32,
 }
 
 impl Default for Policy {
@@ -43,6 +47,8 @@ impl Default for Policy {
             allow_privileged: false,
             allow_host_network: true,
             volume_paths: None,
+            max_log_size_mib: 100,
+            max_log_files: 10,
         }
     }
 }
@@ -65,6 +71,27 @@ pub fn policy(spec: &TaskSpec, policy: &Policy) -> Result<(), Rejection> {
     if spec.network == NetworkMode::Host && !policy.allow_host_network {
         return refuse(format_args!(
             "network: HOST is refused by this agent's policy ([policy] allow_host_network)"
+        ));
+    }
+    if let Some(mib) = spec
+        .log_max_size_mib
+        .filter(|&m| m > policy.max_log_size_mib)
+    {
+        return refuse(format_args!(
+            "log_max_size_mib: {mib} is above this agent's maximum of {} ([logs] app_max_size_mib)",
+            policy.max_log_size_mib
+        ));
+    }
+    if let Some(n) = spec.log_max_files.filter(|&n| n > policy.max_log_files) {
+        return refuse(format_args!(
+            "log_max_files: {n} is above this agent's maximum of {} ([logs] app_max_files)",
+            policy.max_log_files
+        ));
+    }
+    if spec.log_max_size_mib == Some(0) || spec.log_max_files == Some(0) {
+        return refuse(format_args!(
+            "log_max_size_mib {:?}, log_max_files {:?}: a log limit must be at least 1",
+            spec.log_max_size_mib, spec.log_max_files
         ));
     }
     for (i, v) in spec.volumes.iter().enumerate() {
@@ -308,6 +335,19 @@ mod tests {
             ..Policy::default()
         };
         assert!(why(&s, &strict).contains("allow_host_network"));
+        // Log limits up to the host's maximum (100 MiB x 10 by default).
+        let mut s = base.clone();
+        (s.log_max_size_mib, s.log_max_files) = (Some(100), Some(10));
+        assert!(policy(&s, &default).is_ok());
+        s.log_max_size_mib = Some(101);
+        assert_eq!(
+            why(&s, &default),
+            "log_max_size_mib: 101 is above this agent's maximum of 100 ([logs] app_max_size_mib)"
+        );
+        (s.log_max_size_mib, s.log_max_files) = (Some(1), Some(11));
+        assert!(why(&s, &default).contains("log_max_files: 11 is above"));
+        s.log_max_files = Some(0);
+        assert!(why(&s, &default).contains("at least 1"));
         // volume_paths matches whole components: /srv and below, not /srvx.
         for (path, ok) in [
             ("/srv", true),

@@ -237,6 +237,8 @@ pub async fn create(
         ),
         (None, true) => (None, None),
     };
+    let size_mib = spec.log_max_size_mib.map_or(logs.max_size_mib, u64::from);
+    let files = spec.log_max_files.unwrap_or(logs.max_files);
     let network_mode = match spec.network {
         NetworkMode::Bridge => "bridge",
         NetworkMode::Host => "host",
@@ -260,12 +262,13 @@ pub async fn create(
             memory: Some((spec.mem_mib * 1024.0 * 1024.0) as i64),
             // Only when asked for and allowed (core/validate.rs `policy`).
             privileged: spec.privileged.then_some(true),
-            // Rotated, whatever dockerd's default is: a chatty task must not fill the disk.
+            // Rotated, whatever dockerd's default is: a chatty task must not fill the disk. The
+            // task's own limits were checked against the host's maximum (core/validate.rs).
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".into()),
                 config: Some(HashMap::from([
-                    ("max-size".to_string(), format!("{}m", logs.max_size_mib)),
-                    ("max-file".to_string(), logs.max_files.to_string()),
+                    ("max-size".to_string(), format!("{}m", size_mib)),
+                    ("max-file".to_string(), files.to_string()),
                 ])),
             }),
             ..Default::default()
