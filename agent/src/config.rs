@@ -32,6 +32,32 @@ struct File {
     attributes: Option<BTreeMap<String, String>>,
     registries: Option<Vec<RegistryFile>>,
     logs: Option<LogsFile>,
+    images: Option<ImagesFile>,
+}
+
+/// The `[images]` table: image garbage collection.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ImagesFile {
+    path: Option<PathBuf>,
+    gc_high_percent: Option<u8>,
+    gc_low_percent: Option<u8>,
+    gc_interval_seconds: Option<u64>,
+}
+
+/// Image garbage collection (driver/images.rs): above `high_percent` used, the filesystem
+/// holding `path` gets the agent's unused images removed until it is below `low_percent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageGc {
+    /// A directory on the filesystem dockerd keeps images on (`/var/lib/docker` when it
+    /// exists, else the state directory); the offer's disk is that filesystem's too.
+    pub path: PathBuf,
+    /// Per cent used above which a collection runs (100: never).
+    pub high_percent: u8,
+    /// Per cent used a collection brings the filesystem below, if it can.
+    pub low_percent: u8,
+    /// Seconds between checks.
+    pub interval_s: u64,
 }
 
 /// The `[logs]` table: how much of each container's output dockerd keeps.
@@ -159,6 +185,8 @@ pub struct Config {
     pub registries: Vec<RegistryAuth>,
     /// Log rotation for every container the agent creates.
     pub logs: LogLimits,
+    /// Image garbage collection.
+    pub images: ImageGc,
 }
 
 /// A configuration that cannot be used.
@@ -372,8 +400,45 @@ impl Config {
         if !(1..=100).contains(&logs.max_files) {
             return Err(invalid("logs.max_files", logs.max_files, "must be 1-100"));
         }
+        let state_dir: PathBuf = f.state_dir.unwrap_or_else(|| "/var/lib/outpost".into());
+        let i = f.images.unwrap_or_default();
+        let docker_root = Path::new("/var/lib/docker");
+        let images = ImageGc {
+            path: i.path.unwrap_or_else(|| {
+                if docker_root.is_dir() {
+                    docker_root.into()
+                } else {
+                    state_dir.clone()
+                }
+            }),
+            high_percent: i.gc_high_percent.unwrap_or(85),
+            low_percent: i.gc_low_percent.unwrap_or(80),
+            interval_s: i.gc_interval_seconds.unwrap_or(60),
+        };
+        if !(1..=100).contains(&images.high_percent) {
+            return Err(invalid(
+                "images.gc_high_percent",
+                images.high_percent,
+                "must be 1-100",
+            ));
+        }
+        if images.low_percent >= images.high_percent {
+            return Err(invalid(
+                "images.gc_low_percent",
+                images.low_percent,
+                &format!("must be below gc_high_percent ({})", images.high_percent),
+            ));
+        }
+        if images.interval_s == 0 {
+            return Err(invalid(
+                "images.gc_interval_seconds",
+                0,
+                "must be at least 1",
+            ));
+        }
         Ok(Self {
             logs,
+            images,
             advertise_ip,
             agent_id,
             brokers,
@@ -382,7 +447,7 @@ impl Config {
             trusted_keys,
             replay_window_s,
             policy,
-            state_dir: f.state_dir.unwrap_or_else(|| "/var/lib/outpost".into()),
+            state_dir,
             docker,
             port_range,
             offer_interval_s,
@@ -656,6 +721,14 @@ mod tests {
             (
                 "[logs]\nmax_files = 1000",
                 "logs.max_files = \"1000\": must be 1-100",
+            ),
+            (
+                "[images]\ngc_high_percent = 80\ngc_low_percent = 90",
+                "images.gc_low_percent = \"90\": must be below gc_high_percent (80)",
+            ),
+            (
+                "[images]\ngc_high_percent = 101",
+                "images.gc_high_percent = \"101\": must be 1-100",
             ),
             (
                 "[logs]\napp_max_size_mib = 0",

@@ -13,7 +13,7 @@ use outpost_protocol::{KeyValue, TaskStatus, TopicKind, decode};
 use crate::config::Config;
 use crate::core::{Action, Capacity, Event, Millis, Settings, Snapshot, Supervisor};
 use crate::driver::state::StateFile;
-use crate::driver::{Jitter, backoff, docker, host, mqtt, probe, systemd};
+use crate::driver::{Jitter, backoff, docker, host, images, mqtt, probe, systemd};
 
 /// How often the number of health probes run is logged.
 const PROBE_REPORT_EVERY: Duration = Duration::from_secs(30);
@@ -45,7 +45,8 @@ impl ProbeCounter {
     }
 }
 
-/// How often the host's resources are sampled.
+/// How often the host's resources are sampled (at most; as often as the image collection
+/// checks the disk when that is more often).
 const SAMPLE_EVERY: Duration = Duration::from_secs(30);
 /// How often the ports other processes listen on are read (cheap: two small /proc files).
 const LISTENERS_EVERY: Duration = Duration::from_secs(2);
@@ -110,6 +111,8 @@ fn settings(config: &Config, capacity: Capacity, started_at_ms: Millis) -> Setti
         trusted_keys: config.trusted_keys.clone(),
         replay_window_ms: config.replay_window_s * 1000,
         policy: config.policy.clone(),
+        log_size_mib: u32::try_from(config.logs.max_size_mib).unwrap_or(u32::MAX),
+        log_files: config.logs.max_files,
     }
 }
 
@@ -140,6 +143,10 @@ struct Ctx {
     config: Config,
     events: UnboundedSender<Event>,
     mqtt: UnboundedSender<mqtt::Outgoing>,
+    /// The images this agent pulled or ran, for garbage collection.
+    images: images::Record,
+    /// Whether an image collection is under way (one at a time).
+    collecting: std::sync::atomic::AtomicBool,
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -171,10 +178,13 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     tokio::spawn(sample_listeners(listening, events_tx.clone()));
     let ctx = Arc::new(Ctx {
         docker,
+        images: images::Record::open(&config.state_dir),
+        collecting: std::sync::atomic::AtomicBool::new(false),
         config,
         events: events_tx,
         mqtt: mqtt_tx,
     });
+    let mut image_gc = tokio::time::interval(Duration::from_secs(ctx.config.images.interval_s));
     let mut ready = false;
     // The task count the last STATUS= line showed.
     let mut shown_tasks = 0usize;
@@ -216,6 +226,10 @@ pub async fn run(config: Config) -> std::io::Result<()> {
             }
             _ = probe_report.tick() => {
                 probes.report();
+                continue;
+            }
+            _ = image_gc.tick() => {
+                collect_images(&ctx, &sup);
                 continue;
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -321,8 +335,9 @@ async fn sample_listeners(mut last: Vec<u16>, events: UnboundedSender<Event>) {
 }
 
 async fn sample_host(config: Config, mut last: Capacity, events: UnboundedSender<Event>) {
+    let every = SAMPLE_EVERY.min(Duration::from_secs(config.images.interval_s));
     loop {
-        tokio::time::sleep(SAMPLE_EVERY).await;
+        tokio::time::sleep(every).await;
         let cfg = config.clone();
         let Ok(now) = tokio::task::spawn_blocking(move || host::sample(&cfg)).await else {
             continue;
@@ -369,6 +384,25 @@ fn log_publish(logged: &mut std::collections::HashSet<[u8; 16]>, kind: TopicKind
     }
 }
 
+/// Starts an image collection unless one is running; every task the core knows keeps its
+/// image.
+fn collect_images(ctx: &Arc<Ctx>, sup: &Supervisor) {
+    use std::sync::atomic::Ordering;
+    if ctx.collecting.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let keep = sup
+        .tasks()
+        .values()
+        .map(|t| images::reference(&t.spec().image))
+        .collect();
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        images::collect(&ctx.docker, &ctx.images, &ctx.config.images, &keep).await;
+        ctx.collecting.store(false, Ordering::Release);
+    });
+}
+
 fn dispatch(ctx: &Arc<Ctx>, logged: &mut std::collections::HashSet<[u8; 16]>, action: Action) {
     match action {
         Action::Publish { kind, payload } => {
@@ -383,6 +417,9 @@ fn dispatch(ctx: &Arc<Ctx>, logged: &mut std::collections::HashSet<[u8; 16]>, ac
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 let result = docker::ensure_image(&ctx.docker, &ctx.config, &image, force).await;
+                if result.is_ok() {
+                    ctx.images.touch(&image, now_ms());
+                }
                 match (launch, result) {
                     (Some((task_id, attempt)), Ok(())) => {
                         let _ = ctx.events.send(Event::ImageReady { task_id, attempt });

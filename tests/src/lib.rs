@@ -12,6 +12,8 @@ pub mod agent;
 pub mod bin_path;
 pub mod bridge;
 pub mod bridge_sim;
+pub mod deb;
+pub mod disk;
 pub mod docker;
 pub mod fleet_sim;
 pub mod http;

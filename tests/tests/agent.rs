@@ -962,3 +962,112 @@ fn a_port_another_process_listens_on_is_not_offered_or_given() {
         "{message}"
     );
 }
+
+/// Removes the image tags a test made, whatever happened.
+struct Tags(Vec<String>);
+
+impl Drop for Tags {
+    fn drop(&mut self) {
+        for tag in &self.0 {
+            let _ = docker(&["rmi", tag]);
+        }
+    }
+}
+
+#[test]
+fn image_gc_removes_an_unused_image_past_the_threshold_keeps_a_used_one_and_the_offer_tells() {
+    let img = image::ensure().unwrap();
+    // The images' filesystem is a 16 MiB tmpfs: collection past 50 % used, down to 40 %.
+    let disk = outpost_tests::disk::SmallDisk::mount("16m");
+    let config = format!(
+        "[images]\npath = {:?}\ngc_high_percent = 50\ngc_low_percent = 40\ngc_interval_seconds = 1\n\
+         [logs]\nmax_size_mib = 1\nmax_files = 1\n",
+        disk.dir.path()
+    );
+    let mut rig = Rig::start("gc", (21730, 21739), &config);
+    let Rig {
+        bridge, agent, id, ..
+    } = &mut rig;
+    // Two names of the test image, so removing one takes nothing from another test.
+    let unused = format!("outpost-gc/unused:{id}");
+    let used = format!("outpost-gc/used:{id}");
+    let _tags = Tags(vec![unused.clone(), used.clone()]);
+    for tag in [&unused, &used] {
+        docker(&["tag", img, tag]).unwrap();
+    }
+    let present = |tag: &str| docker(&["image", "inspect", "--format", "{{.Id}}", tag]).is_ok();
+
+    // One task ran the first image and was killed; another runs on the second.
+    bridge
+        .call(id, CommandKind::Launch(web_task("gc.1", &unused)))
+        .unwrap();
+    bridge.state("gc.1", TaskState::Running, LONG).unwrap();
+    bridge
+        .call(
+            id,
+            CommandKind::Kill(KillTask {
+                task_id: t("gc.1"),
+                grace_period_s: Some(1),
+            }),
+        )
+        .unwrap();
+    bridge.state("gc.1", TaskState::Killed, LONG).unwrap();
+    wait::until("gc.1's container to be removed", SHORT, || {
+        agent.containers().ok().filter(Vec::is_empty)
+    })
+    .unwrap();
+    bridge
+        .call(id, CommandKind::Launch(web_task("gc.2", &used)))
+        .unwrap();
+    bridge.state("gc.2", TaskState::Running, LONG).unwrap();
+    let record = agent.state_dir().join("images");
+    wait::until("both images in the agent's record", SHORT, || {
+        let text = std::fs::read_to_string(&record).ok()?;
+        (text.contains(&unused) && text.contains(&used)).then_some(())
+    })
+    .unwrap();
+    // Below the threshold nothing is removed, and the offer's disk is what may be filled
+    // before it: 8 MiB of the 16 (less the 1 MiB log of the running task).
+    let offer = wait::until("an offer with gc.2's log budget", SHORT, || {
+        bridge
+            .offer(id)
+            .filter(|o| o.used.ports.len() == 1 && o.available.disk_mib < 7.5)
+    })
+    .unwrap();
+    assert!(
+        (6.0..=7.0).contains(&offer.available.disk_mib),
+        "{:?}",
+        offer.available
+    );
+    assert!(present(&unused), "removed below the threshold");
+
+    // Past it: the unused image goes, the used one stays, and the log says so.
+    disk.fill_bytes(10 << 20);
+    wait::until("the unused image to be removed", LONG, || {
+        (!present(&unused)).then_some(())
+    })
+    .unwrap();
+    assert!(present(&used), "the running task's image was removed");
+    let log = agent.log();
+    assert!(
+        log.contains("image garbage collection removed an unused image")
+            && log.contains(&unused)
+            && log.contains("removed_since_start=1"),
+        "{log}"
+    );
+    assert!(
+        !std::fs::read_to_string(&record).unwrap().contains(&unused),
+        "the record forgets what was removed"
+    );
+    // Nothing left to fill before the threshold: the offer says 0.
+    wait::until("an offer of no disk", SHORT, || {
+        bridge.offer(id).filter(|o| o.available.disk_mib == 0.0)
+    })
+    .unwrap();
+    // The kept image still serves its task.
+    let running = bridge.state("gc.2", TaskState::Running, SHORT).unwrap();
+    assert_eq!(
+        page(running.host_ports[0], "/").map(|r| r.status),
+        Some(200)
+    );
+}

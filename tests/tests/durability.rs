@@ -6,6 +6,7 @@ use std::time::Duration;
 use outpost_protocol::*;
 use outpost_tests::agent::Agent;
 use outpost_tests::bridge_sim::BridgeSim;
+use outpost_tests::disk::SmallDisk;
 use outpost_tests::docker::docker;
 use outpost_tests::image;
 use outpost_tests::mosquitto::Broker;
@@ -352,44 +353,6 @@ fn every_status_made_during_a_partition_arrives_in_order_after_it_heals() {
         ],
         "{all:?}"
     );
-}
-
-/// A tmpfs of `size` the test mounts itself, unmounted on drop.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        outpost_tests::process::run(
-            std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir.path()),
-        )
-        .unwrap();
-        Self { dir }
-    }
-
-    /// Writes zeros until the filesystem is full.
-    fn fill(&self) {
-        let path = self.dir.path().join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let block = vec![0u8; 4096];
-        while std::io::Write::write_all(&mut f, &block).is_ok() {}
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.dir.path().join("filler")).unwrap();
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
 }
 
 #[test]

@@ -108,6 +108,10 @@ pub struct Settings {
     pub replay_window_ms: Millis,
     /// What tasks may do on this host.
     pub policy: validate::Policy,
+    /// MiB per container log file for a task that asks for no limit of its own (`[logs]`).
+    pub log_size_mib: u32,
+    /// Container log files kept for a task that asks for no limit of its own.
+    pub log_files: u32,
 }
 
 /// The agent's decisions and state.
@@ -354,6 +358,20 @@ impl Supervisor {
             })
     }
 
+    /// The log space (MiB) the tasks' containers may take: each task's own limits, else the
+    /// host's defaults, size × files.
+    pub fn log_budget_mib(&self) -> f64 {
+        let s = &self.settings;
+        self.tasks
+            .values()
+            .map(|t| {
+                let size = t.log_size_mib.unwrap_or(s.log_size_mib);
+                let files = t.log_files.unwrap_or(s.log_files);
+                f64::from(size) * f64::from(files)
+            })
+            .sum()
+    }
+
     // -----------------------------------------------------------------------------------------
     // Broker and offers.
 
@@ -406,7 +424,11 @@ impl Supervisor {
             available: Resources {
                 cpus: round3((self.capacity.cpus - used.cpus).max(0.0)),
                 mem_mib: round3((self.capacity.mem_mib - used.mem_mib).max(0.0)),
-                disk_mib: round3((self.capacity.disk_mib - used.disk_mib).max(0.0)),
+                // Less the log space every task's container may still fill: dockerd keeps up
+                // to size × files of each, outside any task's declared disk.
+                disk_mib: round3(
+                    (self.capacity.disk_mib - used.disk_mib - self.log_budget_mib()).max(0.0),
+                ),
                 ports: if self.draining {
                     heapless::Vec::new()
                 } else {
@@ -648,7 +670,7 @@ impl Supervisor {
             (
                 "disk",
                 spec.disk_mib,
-                self.capacity.disk_mib - used.disk_mib,
+                self.capacity.disk_mib - used.disk_mib - self.log_budget_mib(),
             ),
         ] {
             if want > have + 1e-9 {

@@ -114,6 +114,10 @@ pub struct Task {
     /// Starts retried at once on other ports since the task last ran (a host port that
     /// turned out taken); bounded by [`PORT_RETRIES`].
     pub port_retries: u32,
+    /// MiB per log file the task asked for (`None`: the host's default).
+    pub log_size_mib: Option<u32>,
+    /// Log files the task asked for (`None`: the host's default).
+    pub log_files: Option<u32>,
 }
 
 /// How many times in a row a start that failed on a taken host port is retried at once on
@@ -148,6 +152,8 @@ impl Task {
             healthy: None,
             last_state: TaskState::Staging,
             port_retries: 0,
+            log_size_mib: spec.log_max_size_mib,
+            log_files: spec.log_max_files,
         }
     }
 

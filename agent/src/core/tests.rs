@@ -30,6 +30,8 @@ fn settings() -> Settings {
         trusted_keys: Vec::new(),
         replay_window_ms: 3_600_000,
         policy: Default::default(),
+        log_size_mib: 10,
+        log_files: 3,
     }
 }
 
@@ -288,6 +290,27 @@ fn a_launch_beyond_the_offer_is_refused_naming_the_resource() {
     assert_eq!(code, RejectCode::InsufficientResources);
     assert_eq!(msg, "mem: 2048 requested, 1024 offered");
     assert!(sim.sup.tasks().is_empty());
+}
+
+#[test]
+fn the_offered_disk_leaves_out_the_log_space_each_task_s_container_may_fill() {
+    let mut sim = Sim::new();
+    // 10,000 MiB free; the host's default log limit is 10 MiB x 3.
+    assert_eq!(sim.sup.offer().available.disk_mib, 10_000.0);
+    sim.command(CommandKind::Launch(spec("a")));
+    let mut own = spec("b");
+    (own.log_max_size_mib, own.log_max_files) = (Some(50), Some(4));
+    own.disk_mib = 100.0;
+    sim.command(CommandKind::Launch(own));
+    let offer = sim.sup.offer();
+    assert_eq!(offer.available.disk_mib, 10_000.0 - 100.0 - 30.0 - 200.0);
+    assert_eq!(offer.used.disk_mib, 100.0, "used is what tasks declared");
+    // A launch is checked against the same figure.
+    let mut big = spec("c");
+    big.disk_mib = 9_700.0;
+    let (code, msg) = rejection(&sim.command(CommandKind::Launch(big)));
+    assert_eq!(code, RejectCode::InsufficientResources);
+    assert_eq!(msg, "disk: 9700 requested, 9670 offered");
 }
 
 #[test]

@@ -1,9 +1,8 @@
-//! The host's resources through sysinfo: CPUs, memory, and free disk of the state directory's
-//! filesystem, minus the configured reservation.
+//! The host's resources: CPUs, memory (sysinfo) minus the configured reservation, and the
+//! disk of the filesystem dockerd keeps images on (`[images] path`) that tasks may fill before
+//! image garbage collection would start.
 
-use std::path::Path;
-
-use sysinfo::{Disks, MemoryRefreshKind, RefreshKind, System};
+use sysinfo::{MemoryRefreshKind, RefreshKind, System};
 
 use crate::config::Config;
 use crate::core::Capacity;
@@ -18,22 +17,19 @@ pub fn sample(config: &Config) -> Capacity {
     Capacity {
         cpus: (cpus - config.reserved_cpus).max(0.0),
         mem_mib: (mem_mib - config.reserved_mem_mib).max(0.0).floor(),
-        disk_mib: free_disk_mib(&config.state_dir).floor(),
+        disk_mib: offered_disk_mib(&config.images).floor(),
     }
 }
 
-/// Free space (MiB) of the filesystem holding `dir` (the mount with the longest matching
-/// prefix; the root's when `dir` does not exist yet).
-pub fn free_disk_mib(dir: &Path) -> f64 {
-    let Ok(disks) = Disks::new_with_refreshed_list() else {
+/// What (MiB) of the images' filesystem tasks may fill: what is available less what must stay
+/// free for it to stay at or below `gc_high_percent` (so a task that takes the whole offer
+/// does not set the image collection off). 0 when it cannot be read.
+pub fn offered_disk_mib(gc: &crate::config::ImageGc) -> f64 {
+    let Some((_, total, available)) = super::images::usage(&gc.path) else {
         return 0.0;
     };
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    disks
-        .iter()
-        .filter(|d| dir.starts_with(d.mount_point()))
-        .max_by_key(|d| d.mount_point().as_os_str().len())
-        .map_or(0.0, |d| d.available_space() as f64 / (1024.0 * 1024.0))
+    let keep_free = total as f64 * f64::from(100 - gc.high_percent) / 100.0;
+    ((available as f64 - keep_free) / (1024.0 * 1024.0)).max(0.0)
 }
 
 /// Whether `new` differs from `old` enough to re-offer: any CPU or memory change, or a disk

@@ -3,6 +3,7 @@
 
 pub mod docker;
 pub mod host;
+pub mod images;
 pub mod mqtt;
 pub mod probe;
 pub mod state;
