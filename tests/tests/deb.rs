@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use outpost_tests::bin_path::workspace_root;
-use outpost_tests::process;
-
-const PACKAGES: [&str; 2] = ["outpost-agent", "outpost-bridge"];
+use outpost_tests::deb::{PACKAGES, build};
 
 /// Runs `cmd`, returning (success, stdout + stderr).
 fn run(cmd: &mut Command) -> (bool, String) {
@@ -49,23 +47,6 @@ impl Drop for Purge {
     fn drop(&mut self) {
         let _ = run(Command::new("dpkg").arg("-P").args(PACKAGES));
     }
-}
-
-/// Builds both packages with `scripts/package` as `version` into `dir`; returns their paths.
-fn build(version: &str, dir: &Path) -> Vec<PathBuf> {
-    let root = workspace_root();
-    process::run(
-        Command::new(root.join("scripts/package"))
-            .current_dir(&root)
-            .args(["--deb-version", version, "--output"])
-            .arg(dir),
-    )
-    .unwrap();
-    PACKAGES
-        .iter()
-        .map(|p| dir.join(format!("{p}_{version}_amd64.deb")))
-        .inspect(|p| assert!(p.exists(), "{} was not built", p.display()))
-        .collect()
 }
 
 fn install(debs: &[PathBuf]) -> String {
