@@ -498,8 +498,12 @@ fn dispatch(ctx: &Arc<Ctx>, logged: &mut std::collections::HashSet<[u8; 16]>, ac
         Action::Remove { container_id } => {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                if let Err(e) = docker::remove(&ctx.docker, &container_id).await {
-                    tracing::warn!(error = %e, "remove failed");
+                match docker::remove(&ctx.docker, &container_id).await {
+                    Ok(()) => {
+                        let _ = ctx.events.send(Event::ContainerRemoved { container_id });
+                    }
+                    // Its ports stay held until a listing shows it gone.
+                    Err(e) => tracing::warn!(error = %e, "remove failed"),
                 }
             });
         }

@@ -926,20 +926,60 @@ fn a_chatty_task_s_log_is_rotated_within_the_configured_limit() {
 #[test]
 fn a_port_another_process_listens_on_is_not_offered_or_given() {
     let img = image::ensure().unwrap();
-    // Something else on the host holds the first port of the agent's range.
+    // Something else on the host holds the first port of the agent's range, and a container
+    // of an earlier life of this agent (the same id, a fresh state) the second.
     let _other = std::net::TcpListener::bind("127.0.0.1:21110").unwrap();
-    let mut rig = Rig::start("taken", (21110, 21119), "");
-    let Rig { bridge, id, .. } = &mut rig;
-    let offer = bridge.offer(id).unwrap();
-    let offered = |p: u16| {
-        offer
-            .available
+    let broker = Broker::start().unwrap();
+    let mut bridge = BridgeSim::connect(&broker).unwrap();
+    let id = Agent::unique_id("taken");
+    let old = docker(&[
+        "run",
+        "-d",
+        "-p",
+        "21111:80",
+        "--label",
+        &format!("outpost.agent-id={id}"),
+        "--label",
+        "outpost.task-id=taken.0",
+        img,
+    ])
+    .unwrap();
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = docker(&["rm", "-f", &self.0]);
+        }
+    }
+    let _old = Gone(old.clone());
+    let agent = Agent::start(&id, &broker.url(), (21110, 21119), "").unwrap();
+    let (bridge, id) = (&mut bridge, &id);
+    let offer = wait::until("an offer", SHORT, || bridge.offer(id)).unwrap();
+    // The agent removes the container no task of its owns; until then its port is not free.
+    wait::until("the old container removed", SHORT, || {
+        // The harness lists short ids.
+        agent
+            .containers()
+            .ok()
+            .filter(|c| !c.iter().any(|s| old.starts_with(s.as_str())))
+    })
+    .unwrap();
+    let has = |o: &Offer, p: u16| {
+        o.available
             .ports
             .iter()
             .any(|r| (r.begin..=r.end).contains(&p))
     };
-    assert!(!offered(21110), "{:?}", offer.available.ports);
-    assert!(offered(21111), "{:?}", offer.available.ports);
+    assert!(
+        !has(&offer, 21110) && !has(&offer, 21111),
+        "{:?}",
+        offer.available.ports
+    );
+    // Gone: its port is offered again; the listener's never is.
+    let offer = wait::until("21111 offered again", SHORT, || {
+        bridge.offer(id).filter(|o| has(o, 21111))
+    })
+    .unwrap();
+    assert!(!has(&offer, 21110), "{:?}", offer.available.ports);
     // A launch that lets the agent pick lands on a free port and serves there.
     bridge
         .call(id, CommandKind::Launch(web_task("taken.1", img)))

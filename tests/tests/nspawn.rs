@@ -286,7 +286,7 @@ fn both_debs_under_a_real_systemd_run_a_task_survive_restart_watchdog_and_upgrad
             .then_some(())
     })
     .unwrap();
-    assert_eq!(containers.ids(), [container.clone()]);
+    assert_eq!(containers.ids(), std::slice::from_ref(&container));
 
     // A hung agent is killed by the watchdog (WatchdogSec=30s) and comes back.
     let restarts: u32 = m.show("outpost-agent", "NRestarts").parse().unwrap();
@@ -298,7 +298,7 @@ fn both_debs_under_a_real_systemd_run_a_task_survive_restart_watchdog_and_upgrad
     .unwrap();
     let journal = m.sh("journalctl -u outpost-agent --no-pager");
     assert!(journal.contains("Watchdog timeout"), "{journal}");
-    assert_eq!(containers.ids(), [container.clone()]);
+    assert_eq!(containers.ids(), std::slice::from_ref(&container));
 
     // The journal has the agent's structured fields.
     let json = m.sh("journalctl -u outpost-agent -o json --no-pager");
@@ -323,7 +323,7 @@ fn both_debs_under_a_real_systemd_run_a_task_survive_restart_watchdog_and_upgrad
         ok.then_some(())
     })
     .unwrap();
-    assert_eq!(containers.ids(), [container.clone()]);
+    assert_eq!(containers.ids(), std::slice::from_ref(&container));
     assert_eq!(
         docker(&["inspect", "-f", "{{.State.StartedAt}}", &container]).unwrap(),
         started

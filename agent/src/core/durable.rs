@@ -434,9 +434,7 @@ impl Supervisor {
         }
         for o in observed {
             if !claimed.contains(&o.container_id) && !self.owns(&o.container_id) {
-                self.actions.push(Action::Remove {
-                    container_id: o.container_id.clone(),
-                });
+                self.remove_unowned(o);
             }
         }
         self.awaiting_list = false;

@@ -93,6 +93,11 @@ pub enum Event {
     /// The TCP ports other processes on the host listen on (the driver reads them every few
     /// seconds, and at start): not handed out or offered.
     HostPortsListening(Vec<u16>),
+    /// A container the agent asked dockerd to remove is gone.
+    ContainerRemoved {
+        /// Docker's id.
+        container_id: String,
+    },
     /// Listing the containers failed (dockerd answered an error or went away mid-call): the
     /// core asks again after a backoff.
     ContainerListFailed {
@@ -112,6 +117,8 @@ pub struct ObservedContainer {
     pub running: bool,
     /// Its exit code, when it does not run.
     pub exit_code: i64,
+    /// The host ports dockerd publishes for it.
+    pub host_ports: Vec<u16>,
 }
 
 /// What a probe connects to.

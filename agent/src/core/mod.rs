@@ -279,6 +279,11 @@ impl Supervisor {
                     self.on_listed(now, &observed);
                 }
             }
+            Event::ContainerRemoved { container_id } => {
+                if self.ports.removed(|c| c != container_id) {
+                    self.publish_offer(now);
+                }
+            }
             Event::HostPortsListening(ports) => {
                 if self.ports.set_taken(ports) {
                     self.publish_offer(now);
@@ -711,6 +716,14 @@ impl Supervisor {
                         i(p)
                     ),
                 ),
+                PortError::Removing(p, container) => reject(
+                    RejectCode::PortUnavailable,
+                    format_args!(
+                        "port_mappings[{}].host_port: {p} is still held by container {} that the agent is removing",
+                        i(p),
+                        &container[..container.len().min(12)]
+                    ),
+                ),
                 PortError::Exhausted => reject(
                     RejectCode::PortUnavailable,
                     format_args!("port_mappings: no free host port left in the agent's range"),
@@ -1134,11 +1147,23 @@ impl Supervisor {
                 .iter()
                 .any(|(id, t)| id.as_str() == o.task_id && t.phase == Phase::Creating);
             if !owned && !creating {
-                self.actions.push(Action::Remove {
-                    container_id: o.container_id.clone(),
-                });
+                self.remove_unowned(o);
             }
         }
+        if self
+            .ports
+            .removed(|c| observed.iter().any(|o| o.container_id == c))
+        {
+            self.publish_offer(now);
+        }
+    }
+
+    /// Removes a labelled container no task owns, holding its host ports until it is gone.
+    pub(super) fn remove_unowned(&mut self, o: &ObservedContainer) {
+        self.ports.hold_for_removal(&o.container_id, &o.host_ports);
+        self.actions.push(Action::Remove {
+            container_id: o.container_id.clone(),
+        });
     }
 
     // -----------------------------------------------------------------------------------------

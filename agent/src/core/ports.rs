@@ -12,6 +12,9 @@ pub struct Ports {
     /// Ports of the range another process on the host listens on (the driver reads them):
     /// never handed out or offered while no task holds them.
     taken: BTreeSet<u16>,
+    /// Host ports of containers the agent is removing that no task owns (left by an earlier
+    /// life of the agent): dockerd holds them until the container is gone.
+    removing: BTreeMap<u16, String>,
     /// Where the search for the next free port starts: ports are handed out round-robin, so a
     /// port just freed is not given again while dockerd may still be releasing it.
     cursor: u16,
@@ -26,6 +29,8 @@ pub enum PortError {
     InUse(u16, TaskId),
     /// Another process on the host listens on it.
     Taken(u16),
+    /// A container the agent is removing still holds it (the container's id).
+    Removing(u16, String),
     /// The range has no free port left.
     Exhausted,
 }
@@ -37,6 +42,7 @@ impl Ports {
             range,
             held: BTreeMap::new(),
             taken: BTreeSet::new(),
+            removing: BTreeMap::new(),
             cursor: range.begin,
         }
     }
@@ -68,6 +74,9 @@ impl Ports {
             }
             if self.taken.contains(&p) {
                 return Err(PortError::Taken(p));
+            }
+            if let Some(container) = self.removing.get(&p) {
+                return Err(PortError::Removing(p, container.clone()));
             }
             if wanted[..i].contains(&p) {
                 return Err(PortError::InUse(p, TaskId::default()));
@@ -133,19 +142,39 @@ impl Ports {
         changed
     }
 
-    /// Neither held by a task nor taken by another process.
+    /// Holds the in-range `ports` of a container being removed until [`removed`](Self::removed)
+    /// says it is gone.
+    pub fn hold_for_removal(&mut self, container_id: &str, ports: &[u16]) {
+        for &p in ports {
+            if (self.range.begin..=self.range.end).contains(&p) {
+                self.removing.insert(p, container_id.to_string());
+            }
+        }
+    }
+
+    /// Frees the ports of containers that are gone: those `exists` says no to. Returns whether
+    /// that changed what is free.
+    pub fn removed(&mut self, exists: impl Fn(&str) -> bool) -> bool {
+        let before = self.removing.len();
+        self.removing.retain(|_, c| exists(c));
+        before != self.removing.len()
+    }
+
+    /// Neither held by a task, nor taken by another process, nor by a container being removed.
     fn is_free(&self, port: u16) -> bool {
-        !self.held.contains_key(&port) && !self.taken.contains(&port)
+        !self.held.contains_key(&port)
+            && !self.taken.contains(&port)
+            && !self.removing.contains_key(&port)
     }
 
     /// Number of free ports.
     pub fn free_count(&self) -> usize {
-        let taken_only = self
-            .taken
-            .iter()
+        let blocked: BTreeSet<&u16> = self.taken.iter().chain(self.removing.keys()).collect();
+        let blocked_only = blocked
+            .into_iter()
             .filter(|p| !self.held.contains_key(p))
             .count();
-        usize::from(self.range.end - self.range.begin) + 1 - self.held.len() - taken_only
+        usize::from(self.range.end - self.range.begin) + 1 - self.held.len() - blocked_only
     }
 
     /// The free ports as ranges (at most [`MAX_PORT_RANGES`]; a very fragmented range reports

@@ -645,6 +645,7 @@ fn after_dockerd_comes_back_vanished_containers_restart_and_orphans_are_removed(
         task_id: "nobody".into(),
         running: true,
         exit_code: 0,
+        host_ports: Vec::new(),
     }]));
     assert!(
         sim.actions
@@ -939,6 +940,7 @@ impl Dockerd {
                             task_id: task.clone(),
                             running: *running,
                             exit_code: if *running { 0 } else { 137 },
+                            host_ports: Vec::new(),
                         })
                         .collect(),
                 )),
@@ -1082,7 +1084,64 @@ fn observed(container_id: &str, task_id: &str, running: bool) -> ObservedContain
         task_id: task_id.into(),
         running,
         exit_code: if running { 0 } else { 137 },
+        host_ports: Vec::new(),
     }
+}
+
+#[test]
+fn the_ports_of_a_container_being_removed_are_neither_offered_nor_given_until_it_is_gone() {
+    let mut sim = Sim::new();
+    // A container of an earlier life of the agent (a fresh state) holds 31000 and 31001.
+    let mut old = observed("old", "web.0", true);
+    old.host_ports = vec![31000, 31001, 8080];
+    let acts = sim.ev(Event::ContainersListed(vec![old]));
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Remove { container_id } if container_id == "old"))
+    );
+    let offered = |sim: &Sim| sim.sup.offer().available.ports.to_vec();
+    assert_eq!(
+        offered(&sim),
+        [PortRange {
+            begin: 31002,
+            end: 31009
+        }]
+    );
+    // hostPort 0 lands on a free port; asking for a held one is refused naming the container.
+    sim.launch_running(spec("web.1"));
+    assert_eq!(
+        sim.sup.tasks()[&TaskId::new("web.1").unwrap()].host_ports[..],
+        [31002]
+    );
+    let mut fixed = spec("web.2");
+    fixed.port_mappings[0].host_port = 31001;
+    let (code, msg) = rejection(&sim.command(CommandKind::Launch(fixed.clone())));
+    assert_eq!(code, RejectCode::PortUnavailable);
+    assert_eq!(
+        msg,
+        "port_mappings[0].host_port: 31001 is still held by container old that the agent is removing"
+    );
+    // Removed: the ports are back.
+    sim.ev(Event::ContainerRemoved {
+        container_id: "old".into(),
+    });
+    assert_eq!(
+        offered(&sim),
+        [
+            PortRange {
+                begin: 31000,
+                end: 31001
+            },
+            PortRange {
+                begin: 31003,
+                end: 31009
+            }
+        ]
+    );
+    assert_eq!(
+        sim.command(CommandKind::Launch(fixed)).outcome,
+        Outcome::Accepted
+    );
 }
 
 #[test]

@@ -371,11 +371,18 @@ pub async fn list(docker: &Docker, agent_id: &str) -> Result<Vec<ObservedContain
         } else {
             s.status.as_deref().and_then(exit_code_of).unwrap_or(-1)
         };
+        let host_ports = s
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| p.public_port)
+            .collect();
         out.push(ObservedContainer {
             container_id: id,
             task_id,
             running,
             exit_code,
+            host_ports,
         });
     }
     Ok(out)
