@@ -241,7 +241,11 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         let actions = sup.handle(clock(), event);
         // Persist before acting: nothing is replied, started or acknowledged that a crash
         // right after could forget.
-        let fingerprint = sup.durable_fingerprint();
+        let fingerprint = if sup.durable_may_have_changed() {
+            sup.durable_fingerprint()
+        } else {
+            saved
+        };
         pending_acks.extend(ack);
         // While saves fail (a full disk), every event retries, so freed space is noticed.
         if (fingerprint != saved || sup.storage_failed()) && save_state(&mut store, &mut sup) {

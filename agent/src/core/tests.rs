@@ -66,7 +66,16 @@ impl Sim {
     }
 
     fn ev(&mut self, e: Event) -> Vec<Action> {
+        let before = self.sup.durable_fingerprint();
         let out = self.sup.handle(self.clock(), e);
+        // The main loop skips the fingerprint when the core says nothing durable changed.
+        if !self.sup.durable_may_have_changed() {
+            assert_eq!(
+                before,
+                self.sup.durable_fingerprint(),
+                "the durable state changed on an event the core called harmless"
+            );
+        }
         let mut rest = Vec::new();
         for a in out {
             match &a {
