@@ -170,8 +170,11 @@ fn a_corrupt_state_file_falls_back_to_the_previous_generation() {
     })
     .unwrap();
     assert_eq!(containers("corrupt.1"), vec![(ctr, true)]);
-    // Garbage in every generation: the agent still starts (with no tasks) and says so.
+    // Garbage in every generation: the agent still starts (with no tasks) and says so. (As
+    // above, a save the kill cut after its temp file was written is a save that did not
+    // finish: its temp file goes too, or it would be a good generation.)
     agent.kill();
+    let _ = std::fs::remove_file(agent.state_dir().join("agent-state.tmp"));
     for f in ["agent-state", "agent-state.prev"] {
         std::fs::write(agent.state_dir().join(f), b"garbage").unwrap();
     }
