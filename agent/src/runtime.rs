@@ -389,7 +389,9 @@ fn log_publish(logged: &mut std::collections::HashSet<[u8; 16]>, kind: TopicKind
 }
 
 /// Starts an image collection unless one is running; every task the core knows keeps its
-/// image.
+/// image. The keep-list is taken now: a task accepted while the collection runs whose image
+/// was a candidate may find it gone and pull it again on its launch retry (rare, and only
+/// above the disk threshold).
 fn collect_images(ctx: &Arc<Ctx>, sup: &Supervisor) {
     use std::sync::atomic::Ordering;
     if ctx.collecting.swap(true, Ordering::AcqRel) {
