@@ -223,6 +223,19 @@ pub enum ConfigError {
     },
 }
 
+/// Whether `value` is in `range`: else an error naming `key`, the value and the range.
+fn within<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    let reason = format!("must be {}-{}", range.start(), range.end());
+    Err(invalid(key, value, &reason))
+}
+
 fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -305,20 +318,8 @@ impl Config {
             max_log_size_mib: l.app_max_size_mib.unwrap_or(base.max_log_size_mib),
             max_log_files: l.app_max_files.unwrap_or(base.max_log_files),
         };
-        if !(1..=10240).contains(&policy.max_log_size_mib) {
-            return Err(invalid(
-                "logs.app_max_size_mib",
-                policy.max_log_size_mib,
-                "must be 1-10240",
-            ));
-        }
-        if !(1..=100).contains(&policy.max_log_files) {
-            return Err(invalid(
-                "logs.app_max_files",
-                policy.max_log_files,
-                "must be 1-100",
-            ));
-        }
+        within("logs.app_max_size_mib", policy.max_log_size_mib, 1..=10240)?;
+        within("logs.app_max_files", policy.max_log_files, 1..=100)?;
         let docker = parse_docker(f.docker.as_deref().unwrap_or("unix:///var/run/docker.sock"))?;
         let port_range = parse_port_range(f.port_range.as_deref().unwrap_or("31000-32000"))?;
         let offer_interval_s = f.offer_interval_seconds.unwrap_or(30);
@@ -390,16 +391,8 @@ impl Config {
             max_size_mib: l.max_size_mib.unwrap_or(defaults.max_size_mib),
             max_files: l.max_files.unwrap_or(defaults.max_files),
         };
-        if !(1..=1024).contains(&logs.max_size_mib) {
-            return Err(invalid(
-                "logs.max_size_mib",
-                logs.max_size_mib,
-                "must be 1-1024",
-            ));
-        }
-        if !(1..=100).contains(&logs.max_files) {
-            return Err(invalid("logs.max_files", logs.max_files, "must be 1-100"));
-        }
+        within("logs.max_size_mib", logs.max_size_mib, 1..=1024)?;
+        within("logs.max_files", logs.max_files, 1..=100)?;
         let state_dir: PathBuf = f.state_dir.unwrap_or_else(|| "/var/lib/outpost".into());
         let i = f.images.unwrap_or_default();
         let docker_root = Path::new("/var/lib/docker");
@@ -415,13 +408,7 @@ impl Config {
             low_percent: i.gc_low_percent.unwrap_or(80),
             interval_s: i.gc_interval_seconds.unwrap_or(60),
         };
-        if !(1..=100).contains(&images.high_percent) {
-            return Err(invalid(
-                "images.gc_high_percent",
-                images.high_percent,
-                "must be 1-100",
-            ));
-        }
+        within("images.gc_high_percent", images.high_percent, 1..=100)?;
         if images.low_percent >= images.high_percent {
             return Err(invalid(
                 "images.gc_low_percent",

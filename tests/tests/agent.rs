@@ -6,7 +6,7 @@ use std::time::Duration;
 use outpost_protocol::*;
 use outpost_tests::agent::Agent;
 use outpost_tests::bridge_sim::BridgeSim;
-use outpost_tests::docker::docker;
+use outpost_tests::docker::{Scope, docker};
 use outpost_tests::image::{self, INDEX_BODY};
 use outpost_tests::mosquitto::Broker;
 use outpost_tests::registry::Registry;
@@ -932,25 +932,18 @@ fn a_port_another_process_listens_on_is_not_offered_or_given() {
     let broker = Broker::start().unwrap();
     let mut bridge = BridgeSim::connect(&broker).unwrap();
     let id = Agent::unique_id("taken");
-    let old = docker(&[
-        "run",
-        "-d",
-        "-p",
-        "21111:80",
-        "--label",
-        &format!("outpost.agent-id={id}"),
-        "--label",
-        "outpost.task-id=taken.0",
-        img,
-    ])
-    .unwrap();
-    struct Gone(String);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            let _ = docker(&["rm", "-f", &self.0]);
-        }
-    }
-    let _old = Gone(old.clone());
+    let scope = Scope::new().unwrap();
+    let old = scope
+        .run_detached(&[
+            "-p",
+            "21111:80",
+            "--label",
+            &format!("outpost.agent-id={id}"),
+            "--label",
+            "outpost.task-id=taken.0",
+            img,
+        ])
+        .unwrap();
     let agent = Agent::start(&id, &broker.url(), (21110, 21119), "").unwrap();
     let (bridge, id) = (&mut bridge, &id);
     let offer = wait::until("an offer", SHORT, || bridge.offer(id)).unwrap();
