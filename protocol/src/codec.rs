@@ -644,6 +644,34 @@ impl Wire for Signature {
     }
 }
 
+/// A byte string of at most [`MAX_LOG_CHUNK`] bytes; an empty one is left out.
+impl Wire for LogBytes {
+    fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncResult<W> {
+        e.bytes(&self.0)?;
+        Ok(())
+    }
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        expect(d, &[Type::Bytes], "byte string")?;
+        let p = d.position();
+        let b = d.bytes().map_err(|e| from_minicbor(&e, p))?;
+        heapless::Vec::from_slice(b).map(LogBytes).map_err(|_| {
+            DecodeError::new(
+                DecodeErrorKind::TooLong {
+                    limit: MAX_LOG_CHUNK,
+                    actual: b.len(),
+                },
+                p,
+            )
+        })
+    }
+    fn omitted(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn optional() -> bool {
+        true
+    }
+}
+
 impl<T: Wire> Wire for Option<T> {
     fn encode<W: Write>(&self, e: &mut Encoder<W>) -> EncResult<W> {
         match self {
@@ -780,8 +808,10 @@ wire_enum!(RejectCode {
     0 => Undecodable, 1 => InvalidField, 2 => FieldTooLong, 3 => PortUnavailable,
     4 => InsufficientResources, 5 => UnknownTask, 6 => DuplicateTask, 7 => Draining,
     8 => StorageFailure, 9 => UnsupportedVersion, 10 => Unauthenticated, 11 => Replay,
-    12 => StaleEpoch,
+    12 => StaleEpoch, 13 => Busy,
 });
+wire_enum!(LogStream { 0 => Stdout, 1 => Stderr });
+wire_enum!(LogStreams { 0 => Both, 1 => Stdout, 2 => Stderr });
 wire_enum!(Reason {
     0 => CommandExecutorFailed, 1 => ContainerLaunchFailed, 2 => ContainerLimitationMemory,
     3 => HealthCheckStatusUpdated, 4 => TaskUnhealthyCheck, 5 => Reconciliation,
@@ -873,6 +903,8 @@ wire_union!(CommandKind {
     2 => Pull(body) as "pull",
     3 => Drain(body) as "drain",
     4 => Reconcile(body) as "reconcile",
+    5 => ReadLogs(body) as "read_logs",
+    6 => StopLogs(body) as "stop_logs",
 });
 wire_union!(Outcome {
     0 => Accepted as "accepted",
@@ -962,6 +994,11 @@ wire_struct!(PullImage { 0 => image, 1 => force });
 wire_struct!(Drain { 0 => policy });
 wire_struct!(Reconcile { 0 => task_ids });
 wire_struct!(Rejection { 0 => code, 1 => message });
+wire_struct!(ReadLogs { 0 => task_id, 1 => streams, 2 => tail, 3 => since_ms, 4 => follow_s });
+wire_struct!(StopLogs { 0 => request_id });
+wire_struct!(LogChunk {
+    0 => version, 1 => agent_id, 2 => request_id, 3 => seq, 4 => stream, 5 => data, 6 => end,
+});
 
 wire_struct!(Hello {
     0 => version, 1 => agent_id, 2 => hostname, 3 => agent_version, 4 => attributes,
@@ -987,5 +1024,6 @@ wire_message!(
     CommandReply,
     TaskStatus,
     StatusAck,
-    AgentState
+    AgentState,
+    LogChunk
 );

@@ -255,6 +255,69 @@ pub fn last_will() -> AgentState {
     }
 }
 
+/// A logs request: the last 100 lines of both streams, then new ones for a minute.
+pub fn read_logs() -> Command {
+    Command {
+        version: PROTOCOL_VERSION,
+        command_id: t("l-000107"),
+        issued_at_ms: 1_764_000_600_000,
+        kind: CommandKind::ReadLogs(ReadLogs {
+            task_id: t("demo-nginx.7d2c1f0e-4b1a-11ef-9a3c-0242ac110002"),
+            streams: LogStreams::Both,
+            tail: Some(100),
+            since_ms: None,
+            follow_s: 60,
+        }),
+        agent_id: None,
+        signature: None,
+        epoch: None,
+    }
+}
+
+/// The end of [`read_logs`]'s stream before its time.
+pub fn stop_logs() -> Command {
+    Command {
+        version: PROTOCOL_VERSION,
+        command_id: t("s-000108"),
+        issued_at_ms: 1_764_000_610_000,
+        kind: CommandKind::StopLogs(StopLogs {
+            request_id: t("l-000107"),
+        }),
+        agent_id: None,
+        signature: None,
+        epoch: None,
+    }
+}
+
+/// The first chunk answering [`read_logs`]: one line of standard output.
+pub fn log_chunk() -> LogChunk {
+    let mut data = LogBytes::default();
+    // Far below MAX_LOG_CHUNK.
+    let _ = data.0.extend_from_slice(b"GET / 200\n");
+    LogChunk {
+        version: PROTOCOL_VERSION,
+        agent_id: t("edge-07"),
+        request_id: t("l-000107"),
+        seq: 0,
+        stream: LogStream::Stdout,
+        data,
+        end: None,
+    }
+}
+
+/// The last chunk of a stream: no data, why it ended.
+pub fn log_end() -> LogChunk {
+    LogChunk {
+        version: PROTOCOL_VERSION,
+        agent_id: t("edge-07"),
+        request_id: t("l-000107"),
+        seq: 1,
+        stream: LogStream::Stdout,
+        data: LogBytes::default(),
+        end: Some(t("container stopped")),
+    }
+}
+
 /// Every example, named, encoded.
 #[cfg(feature = "std")]
 pub fn all_encoded() -> std::vec::Vec<(&'static str, std::vec::Vec<u8>)> {
@@ -272,5 +335,9 @@ pub fn all_encoded() -> std::vec::Vec<(&'static str, std::vec::Vec<u8>)> {
         ("status", enc(&status())),
         ("ack", enc(&ack())),
         ("state (last will)", enc(&last_will())),
+        ("command: read_logs", enc(&read_logs())),
+        ("command: stop_logs", enc(&stop_logs())),
+        ("logs: chunk", enc(&log_chunk())),
+        ("logs: end", enc(&log_end())),
     ]
 }

@@ -352,6 +352,61 @@ pub struct Reconcile {
     pub task_ids: Vec<TaskId, MAX_RECONCILE_TASKS>,
 }
 
+/// Most bytes of container output in one [`LogChunk`]: with its envelope far under the
+/// broker's 128 KiB packet limit, and small enough that a chunk is a few milliseconds of a
+/// slow uplink.
+pub const MAX_LOG_CHUNK: usize = 16 * 1024;
+/// The longest a logs request may follow its container, in seconds; a reader that wants more
+/// asks again with `since_ms`.
+pub const MAX_FOLLOW_S: u32 = 3600;
+
+/// One of a container's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogStream {
+    /// Standard output.
+    #[default]
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Which of a container's output streams a logs request wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogStreams {
+    /// Both, interleaved as the container wrote them.
+    #[default]
+    Both,
+    /// Standard output only.
+    Stdout,
+    /// Standard error only.
+    Stderr,
+}
+
+/// Read what a task's container printed (`docker logs`). The agent answers with
+/// [`LogChunk`]s on the request's own topic (`outpost/v1/agents/{agent}/logs/{command_id}`,
+/// [`crate::topics::logs_topic`]), the last one carrying `end`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReadLogs {
+    /// The task.
+    pub task_id: TaskId,
+    /// Which streams.
+    pub streams: LogStreams,
+    /// Only the last this many lines (all when absent).
+    pub tail: Option<u32>,
+    /// Only lines written at or after this time, milliseconds since the Unix epoch.
+    pub since_ms: Option<u64>,
+    /// Keep sending new lines for this many seconds (0: what is there now, then end); at most
+    /// [`MAX_FOLLOW_S`]. A follow also ends when the container stops.
+    pub follow_s: u32,
+}
+
+/// End a logs stream early (its reader went away or fell behind).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StopLogs {
+    /// The command id of the [`ReadLogs`] request.
+    pub request_id: CommandId,
+}
+
 /// What a command asks the agent to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandKind {
@@ -365,6 +420,10 @@ pub enum CommandKind {
     Drain(Drain),
     /// Report task statuses.
     Reconcile(Reconcile),
+    /// Send a task's container log.
+    ReadLogs(ReadLogs),
+    /// End a logs stream.
+    StopLogs(StopLogs),
 }
 
 /// The starting value a decoder fills in; a harmless "reconcile all".
@@ -452,6 +511,9 @@ pub enum RejectCode {
     /// The command comes from a bridge whose leadership epoch is older than the newest this
     /// agent has seen: another bridge leads now.
     StaleEpoch,
+    /// The agent is at its limit of concurrent work of this kind (logs streams); try again
+    /// later.
+    Busy,
 }
 
 /// Why a command was rejected: a code for machines, a message for people.
@@ -707,4 +769,29 @@ pub struct AgentState {
     pub liveness: Liveness,
     /// The agent's start time, telling one run of the agent from the next.
     pub started_at_ms: u64,
+}
+
+/// Bytes of container output: at most [`MAX_LOG_CHUNK`], not necessarily UTF-8 (a CBOR byte
+/// string on the wire).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogBytes(pub Vec<u8, MAX_LOG_CHUNK>);
+
+/// A piece of a task's container log, answering a [`ReadLogs`] command on its own topic.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogChunk {
+    /// Protocol version.
+    pub version: u16,
+    /// The sending agent.
+    pub agent_id: AgentId,
+    /// The command id of the request.
+    pub request_id: CommandId,
+    /// 0, 1, 2, ... per request: a gap tells the reader that chunks were lost.
+    pub seq: u32,
+    /// Which stream `data` was written to.
+    pub stream: LogStream,
+    /// The output, whole lines where they fit.
+    pub data: LogBytes,
+    /// Set on the last chunk of the request: why it ends (`end of log`, `container stopped`,
+    /// `follow time over`, `stopped by the bridge`, or an error from dockerd).
+    pub end: Option<Note>,
 }

@@ -160,6 +160,43 @@ impl Topic {
     }
 }
 
+/// The level after an agent's id on which it answers logs requests:
+/// `outpost/v1/agents/{agent_id}/logs/{request_id}`, one topic per request.
+pub const LOGS: &str = "logs";
+
+/// What the bridge subscribes to for every agent's logs answers.
+pub const LOGS_FILTER: &str = "outpost/v1/agents/+/logs/+";
+
+/// The longest logs topic: prefix, agent id, `/logs/` and a 64-byte request id.
+pub type LogsTopicName = Text<152>;
+
+/// The topic on which `agent_id` answers the logs request `request_id` (both must be topic
+/// levels: 1-64 bytes of `[A-Za-z0-9._-]`, as the bridge's `l-{uuid}` ids are).
+pub fn logs_topic(agent_id: &str, request_id: &str) -> Result<LogsTopicName, TopicError> {
+    if !valid_agent_id(agent_id) || !valid_agent_id(request_id) {
+        return Err(TopicError::BadAgentId);
+    }
+    let mut s: heapless::String<152> = heapless::String::new();
+    // Fits: 18 + 64 + 6 + 64 = 152.
+    let _ = write!(s, "{PREFIX}{agent_id}/{LOGS}/{request_id}");
+    Text::new(&s).map_err(|_| TopicError::BadAgentId)
+}
+
+/// Parses `outpost/v1/agents/{agent_id}/logs/{request_id}` into its agent and request ids.
+pub fn parse_logs_topic(topic: &str) -> Result<(&str, &str), TopicError> {
+    let rest = topic.strip_prefix(PREFIX).ok_or(TopicError::NotOutpost)?;
+    let mut levels = rest.split('/');
+    let (Some(agent), Some(LOGS), Some(request), None) =
+        (levels.next(), levels.next(), levels.next(), levels.next())
+    else {
+        return Err(TopicError::UnknownKind);
+    };
+    if !valid_agent_id(agent) || !valid_agent_id(request) {
+        return Err(TopicError::BadAgentId);
+    }
+    Ok((agent, request))
+}
+
 impl fmt::Display for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{PREFIX}{}/{}", self.agent_id, self.kind.as_str())
@@ -199,6 +236,27 @@ mod tests {
             Topic::parse("outpost/v1/agents/a/bogus"),
             Err(TopicError::UnknownKind)
         );
+    }
+
+    #[test]
+    fn a_logs_topic_names_its_agent_and_request_and_parses_back() {
+        let t = logs_topic("edge-07", "l-6f1c2a4e").unwrap();
+        assert_eq!(t, "outpost/v1/agents/edge-07/logs/l-6f1c2a4e");
+        assert_eq!(parse_logs_topic(&t), Ok(("edge-07", "l-6f1c2a4e")));
+        let longest = logs_topic(&"a".repeat(64), &"r".repeat(64)).unwrap();
+        assert_eq!(longest.len(), LogsTopicName::LIMIT);
+        assert_eq!(logs_topic("edge-07", "a/b"), Err(TopicError::BadAgentId));
+        assert_eq!(logs_topic("edge-07", "+"), Err(TopicError::BadAgentId));
+        assert_eq!(
+            parse_logs_topic("outpost/v1/agents/edge-07/logs"),
+            Err(TopicError::UnknownKind)
+        );
+        assert_eq!(
+            parse_logs_topic("outpost/v1/agents/edge-07/logs/x/y"),
+            Err(TopicError::UnknownKind)
+        );
+        // The ordinary parser does not mistake it for one of the fixed kinds.
+        assert!(Topic::parse(&t).is_err());
     }
 
     #[test]

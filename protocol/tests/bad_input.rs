@@ -277,3 +277,24 @@ fn a_non_finite_number_is_refused() {
     );
     assert_eq!(err.field(), "available.cpus");
 }
+
+#[test]
+fn a_log_chunk_over_its_byte_limit_names_the_field_and_the_limit() {
+    let bytes = cbor(|e| {
+        e.map(5).unwrap();
+        e.u8(0).unwrap().u16(1).unwrap();
+        e.u8(1).unwrap().str("edge-07").unwrap();
+        e.u8(2).unwrap().str("l-1").unwrap();
+        e.u8(3).unwrap().u32(0).unwrap();
+        e.u8(5).unwrap().bytes(&[b'x'; 16 * 1024 + 1]).unwrap();
+    });
+    let err = decode::<outpost_protocol::LogChunk>(&bytes).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        DecodeErrorKind::TooLong {
+            limit: outpost_protocol::MAX_LOG_CHUNK,
+            actual: 16 * 1024 + 1
+        }
+    );
+    assert_eq!(err.field(), "data");
+}

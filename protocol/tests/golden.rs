@@ -82,6 +82,19 @@ fn golden_bytes_decode_to_the_examples() {
         decode::<AgentState>(&bytes("state (last will)")),
         Ok(examples::last_will())
     );
+    assert_eq!(
+        decode::<Command>(&bytes("command: read_logs")),
+        Ok(examples::read_logs())
+    );
+    assert_eq!(
+        decode::<Command>(&bytes("command: stop_logs")),
+        Ok(examples::stop_logs())
+    );
+    assert_eq!(
+        decode::<LogChunk>(&bytes("logs: chunk")),
+        Ok(examples::log_chunk())
+    );
+    assert_eq!(decode::<LogChunk>(&bytes("logs: end")), Ok(examples::log_end()));
 }
 
 #[test]

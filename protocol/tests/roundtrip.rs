@@ -209,6 +209,23 @@ fn command() -> impl Strategy<Value = Command> {
             }
         })),
         bounded(text()).prop_map(|task_ids| CommandKind::Reconcile(Reconcile { task_ids })),
+        (
+            text(),
+            proptest::sample::select(vec![LogStreams::Both, LogStreams::Stdout, LogStreams::Stderr]),
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(any::<u64>()),
+            any::<u32>(),
+        )
+            .prop_map(|(task_id, streams, tail, since_ms, follow_s)| {
+                CommandKind::ReadLogs(ReadLogs {
+                    task_id,
+                    streams,
+                    tail,
+                    since_ms,
+                    follow_s,
+                })
+            }),
+        text().prop_map(|request_id| CommandKind::StopLogs(StopLogs { request_id })),
     ];
     let signature = proptest::option::of(proptest::collection::vec(any::<u8>(), 64))
         .prop_map(|s| s.map(|b| Signature(b.try_into().unwrap())));
@@ -248,6 +265,7 @@ fn reject_code() -> impl Strategy<Value = RejectCode> {
         RejectCode::UnsupportedVersion,
         RejectCode::Unauthenticated,
         RejectCode::Replay,
+        RejectCode::Busy,
     ])
 }
 
@@ -335,6 +353,16 @@ proptest! {
         round_trip(&AgentState { version: PROTOCOL_VERSION, agent_id, liveness, started_at_ms });
     }
 
+    #[test]
+    fn log_chunk_round_trips(agent_id in text(), request_id in text(), seq in any::<u32>(),
+                             stderr in any::<bool>(),
+                             data in pvec(any::<u8>(), 0..=MAX_LOG_CHUNK),
+                             end in proptest::option::of(text())) {
+        let stream = if stderr { LogStream::Stderr } else { LogStream::Stdout };
+        let data = LogBytes(heapless::Vec::from_slice(&data).unwrap());
+        round_trip(&LogChunk { version: PROTOCOL_VERSION, agent_id, request_id, seq, stream, data, end });
+    }
+
     /// Arbitrary bytes never panic the decoder; they decode or fail with an error.
     #[test]
     fn arbitrary_bytes_never_panic_a_decoder(bytes in pvec(any::<u8>(), 0..512)) {
@@ -345,5 +373,6 @@ proptest! {
         let _ = decode::<TaskStatus>(&bytes);
         let _ = decode::<StatusAck>(&bytes);
         let _ = decode::<AgentState>(&bytes);
+        let _ = decode::<LogChunk>(&bytes);
     }
 }
