@@ -13,7 +13,7 @@ use outpost_protocol::{KeyValue, TaskStatus, TopicKind, decode};
 use crate::config::Config;
 use crate::core::{Action, Capacity, Event, Millis, Settings, Snapshot, Supervisor};
 use crate::driver::state::StateFile;
-use crate::driver::{Jitter, backoff, docker, host, images, mqtt, probe, systemd};
+use crate::driver::{Jitter, backoff, docker, host, images, logs, mqtt, probe, systemd};
 
 /// How often the number of health probes run is logged.
 const PROBE_REPORT_EVERY: Duration = Duration::from_secs(30);
@@ -147,6 +147,9 @@ struct Ctx {
     images: images::Record,
     /// Whether an image collection is under way (one at a time).
     collecting: std::sync::atomic::AtomicBool,
+    /// How to stop each logs stream under way, by request id.
+    log_stops:
+        std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<()>>>,
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -180,6 +183,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         docker,
         images: images::Record::open(&config.state_dir),
         collecting: std::sync::atomic::AtomicBool::new(false),
+        log_stops: std::sync::Mutex::default(),
         config,
         events: events_tx,
         mqtt: mqtt_tx,
@@ -388,6 +392,12 @@ fn log_publish(logged: &mut std::collections::HashSet<[u8; 16]>, kind: TopicKind
     }
 }
 
+/// The map behind `m`, also when a panic elsewhere poisoned its lock: it holds only whole
+/// entries (each insert and remove is one call).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Starts an image collection unless one is running; every task the core knows keeps its
 /// image. The keep-list is taken now: a task accepted while the collection runs whose image
 /// was a candidate may find it gone and pull it again on its launch retry (rare, and only
@@ -531,6 +541,47 @@ fn dispatch(ctx: &Arc<Ctx>, logged: &mut std::collections::HashSet<[u8; 16]>, ac
                     healthy,
                 });
             });
+        }
+        Action::StreamLogs {
+            request_id,
+            container_id,
+            request,
+        } => {
+            let Ok(topic) = outpost_protocol::topics::logs_topic(&ctx.config.agent_id, &request_id)
+            else {
+                // The core accepts only ids fit for a topic level; nothing to answer on.
+                let _ = ctx.events.send(Event::LogStreamEnded { request_id });
+                return;
+            };
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            lock(&ctx.log_stops).insert(request_id.clone(), stop);
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let topic = topic.to_string();
+                let publish = |payload| {
+                    let _ = ctx
+                        .mqtt
+                        .send(mqtt::Outgoing::PublishLogs(topic.clone(), payload));
+                };
+                let agent = &ctx.config.agent_id;
+                logs::stream(
+                    &ctx.docker,
+                    agent,
+                    &request_id,
+                    &container_id,
+                    &request,
+                    stopped,
+                    publish,
+                )
+                .await;
+                lock(&ctx.log_stops).remove(&request_id);
+                let _ = ctx.events.send(Event::LogStreamEnded { request_id });
+            });
+        }
+        Action::StopLogs { request_id } => {
+            if let Some(stop) = lock(&ctx.log_stops).remove(&request_id) {
+                let _ = stop.send(());
+            }
         }
         Action::ListContainers => {
             let ctx = ctx.clone();

@@ -94,7 +94,10 @@ fn golden_bytes_decode_to_the_examples() {
         decode::<LogChunk>(&bytes("logs: chunk")),
         Ok(examples::log_chunk())
     );
-    assert_eq!(decode::<LogChunk>(&bytes("logs: end")), Ok(examples::log_end()));
+    assert_eq!(
+        decode::<LogChunk>(&bytes("logs: end")),
+        Ok(examples::log_end())
+    );
 }
 
 #[test]

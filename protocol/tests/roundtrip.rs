@@ -211,7 +211,11 @@ fn command() -> impl Strategy<Value = Command> {
         bounded(text()).prop_map(|task_ids| CommandKind::Reconcile(Reconcile { task_ids })),
         (
             text(),
-            proptest::sample::select(vec![LogStreams::Both, LogStreams::Stdout, LogStreams::Stderr]),
+            proptest::sample::select(vec![
+                LogStreams::Both,
+                LogStreams::Stdout,
+                LogStreams::Stderr
+            ]),
             proptest::option::of(any::<u32>()),
             proptest::option::of(any::<u64>()),
             any::<u32>(),

@@ -1,6 +1,6 @@
 //! The core's vocabulary: the events the drivers feed in and the actions they carry out.
 
-use outpost_protocol::{ImageRef, TaskId, TaskSpec, TopicKind};
+use outpost_protocol::{ImageRef, ReadLogs, TaskId, TaskSpec, TopicKind};
 
 use super::Capacity;
 
@@ -103,6 +103,11 @@ pub enum Event {
     ContainerListFailed {
         /// dockerd's message.
         message: String,
+    },
+    /// A logs stream sent its last chunk (or was stopped).
+    LogStreamEnded {
+        /// The request's command id.
+        request_id: String,
     },
 }
 
@@ -216,4 +221,20 @@ pub enum Action {
     },
     /// List the Outpost-labelled containers; answer with [`Event::ContainersListed`].
     ListContainers,
+    /// Send the container's log as asked, in chunks on the request's logs topic, the last one
+    /// saying why it ended; answer with [`Event::LogStreamEnded`].
+    StreamLogs {
+        /// The request's command id (its topic level).
+        request_id: String,
+        /// The task's current container.
+        container_id: String,
+        /// What to send.
+        request: ReadLogs,
+    },
+    /// End the stream of this request now (its last chunk says so); it still answers with
+    /// [`Event::LogStreamEnded`].
+    StopLogs {
+        /// The request's command id.
+        request_id: String,
+    },
 }

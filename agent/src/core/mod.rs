@@ -21,9 +21,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use outpost_protocol::codec::encode_to_vec;
 use outpost_protocol::{
     AgentId, AgentState, Command, CommandKind, CommandReply, DrainPolicy, Hello, KeyValue,
-    Liveness, MAX_ATTRIBUTES, Offer, Outcome, PROTOCOL_VERSION, PortRange, Reason, RejectCode,
-    Rejection, Resources, StatusAck, TaskId, TaskSpec, TaskState, TaskStatus, TopicKind,
-    VersionText, codec, decode,
+    Liveness, MAX_ATTRIBUTES, MAX_FOLLOW_S, Offer, Outcome, PROTOCOL_VERSION, PortRange, ReadLogs,
+    Reason, RejectCode, Rejection, Resources, StatusAck, TaskId, TaskSpec, TaskState, TaskStatus,
+    TopicKind, VersionText, codec, decode,
 };
 
 pub use durable::{Snapshot, SnapshotError};
@@ -158,7 +158,14 @@ pub struct Supervisor {
     /// Whether the latest event may have changed what the snapshot holds; see
     /// [`Supervisor::durable_may_have_changed`].
     maybe_durable: bool,
+    /// The logs streams under way, by request (command) id: not durable (a restarted agent
+    /// has none; the reader asks again).
+    log_streams: std::collections::BTreeSet<String>,
 }
+
+/// Most logs streams an agent sends at once: each is a docker call and MQTT traffic beside
+/// the status updates, on what may be a thin uplink.
+pub const MAX_LOG_STREAMS: usize = 4;
 
 /// The first wait before a failed container listing is tried again; it doubles per failure up
 /// to [`LIST_RETRY_MAX_MS`].
@@ -197,6 +204,7 @@ impl Supervisor {
             wall_ms: settings.started_at_ms,
             mono_ms: 0,
             maybe_durable: true,
+            log_streams: std::collections::BTreeSet::new(),
             settings,
         }
     }
@@ -217,7 +225,10 @@ impl Supervisor {
         self.wall_ms = clock.wall;
         self.mono_ms = self.mono_ms.max(clock.mono);
         let now = clock.mono;
-        self.maybe_durable = !matches!(event, Event::Tick | Event::ProbeResult { .. });
+        self.maybe_durable = !matches!(
+            event,
+            Event::Tick | Event::ProbeResult { .. } | Event::LogStreamEnded { .. }
+        );
         match event {
             Event::Tick => {}
             Event::BrokerConnected { local_ip } => {
@@ -233,6 +244,13 @@ impl Supervisor {
             Event::BrokerDisconnected => {
                 self.broker_up = false;
                 self.connected = false;
+                // Their readers are on the other side of the broker: nothing would arrive.
+                for request_id in std::mem::take(&mut self.log_streams) {
+                    self.actions.push(Action::StopLogs { request_id });
+                }
+            }
+            Event::LogStreamEnded { request_id } => {
+                self.log_streams.remove(&request_id);
             }
             Event::CommandReceived(bytes) => self.on_command(now, &bytes),
             Event::AckReceived(bytes) => self.on_ack(&bytes),
@@ -539,6 +557,16 @@ impl Supervisor {
                 self.reconcile(&r.task_ids);
                 Ok(())
             }
+            CommandKind::ReadLogs(r) => self.read_logs(&id, r),
+            CommandKind::StopLogs(s) => {
+                // An unknown request has ended already: nothing to do, and nothing wrong.
+                if self.log_streams.remove(s.request_id.as_str()) {
+                    self.actions.push(Action::StopLogs {
+                        request_id: s.request_id.to_string(),
+                    });
+                }
+                Ok(())
+            }
         };
         let outcome = match outcome {
             Ok(()) => Outcome::Accepted,
@@ -546,6 +574,65 @@ impl Supervisor {
         };
         let payload = self.reply(&id, outcome);
         self.remember(id, payload, issued_at_ms);
+    }
+
+    /// Starts a logs stream of a task's current container, answered on the request's own
+    /// topic; refused when the request id cannot be a topic level, the follow is too long, the
+    /// task has no container, or [`MAX_LOG_STREAMS`] are under way.
+    fn read_logs(&mut self, request_id: &str, r: ReadLogs) -> Result<(), Rejection> {
+        if !outpost_protocol::topics::valid_agent_id(request_id) {
+            return Err(reject(
+                RejectCode::InvalidField,
+                format_args!(
+                    "command_id {request_id:?}: a logs request's id names its answer topic and must be 1-64 bytes of [A-Za-z0-9._-]"
+                ),
+            ));
+        }
+        if r.follow_s > MAX_FOLLOW_S {
+            return Err(reject(
+                RejectCode::InvalidField,
+                format_args!(
+                    "kind.read_logs.follow_s: {} is more than {MAX_FOLLOW_S} s; ask again with since_ms to follow longer",
+                    r.follow_s
+                ),
+            ));
+        }
+        let id = r.task_id.as_str();
+        let Some(task) = self.tasks.get(&r.task_id) else {
+            return Err(reject(
+                RejectCode::UnknownTask,
+                format_args!("kind.read_logs.task_id: no task {id:?} on this agent"),
+            ));
+        };
+        let Some(container_id) = task.phase.container() else {
+            return Err(reject(
+                RejectCode::UnknownTask,
+                format_args!(
+                    "kind.read_logs.task_id: task {id:?} has no container now ({}); ask again once it runs",
+                    task.phase.name()
+                ),
+            ));
+        };
+        if self.log_streams.len() >= MAX_LOG_STREAMS {
+            return Err(reject(
+                RejectCode::Busy,
+                format_args!(
+                    "{MAX_LOG_STREAMS} logs streams are under way on this agent, the most it sends at once; try again when one ends"
+                ),
+            ));
+        }
+        self.log_streams.insert(request_id.to_string());
+        self.actions.push(Action::StreamLogs {
+            request_id: request_id.to_string(),
+            container_id: container_id.to_string(),
+            request: r,
+        });
+        Ok(())
+    }
+
+    /// The logs streams under way, by request id.
+    pub fn log_streams(&self) -> &std::collections::BTreeSet<String> {
+        &self.log_streams
     }
 
     fn reply(&mut self, command_id: &str, outcome: Outcome) -> Vec<u8> {

@@ -54,6 +54,18 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase's name, for people: `pulling its image`, `running`, `in backoff`, ...
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Pulling => "pulling its image",
+            Self::Creating => "creating its container",
+            Self::Starting { .. } => "starting",
+            Self::Running { .. } => "running",
+            Self::Killing { .. } => "being killed",
+            Self::Backoff { .. } => "waiting out its restart backoff",
+        }
+    }
+
     /// The container of this phase, if one exists.
     pub fn container(&self) -> Option<&str> {
         match self {

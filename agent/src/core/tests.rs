@@ -1989,3 +1989,102 @@ fn a_signed_command_from_a_host_whose_clock_is_off_is_refused_naming_the_skew() 
         "{m}"
     );
 }
+
+fn read_logs(task: &str, follow_s: u32) -> CommandKind {
+    CommandKind::ReadLogs(outpost_protocol::ReadLogs {
+        task_id: TaskId::new(task).unwrap(),
+        tail: Some(10),
+        follow_s,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_logs_request_streams_the_running_container_and_at_most_four_go_at_once() {
+    let mut sim = Sim::new();
+    let ctr = sim.launch_running(spec("chatty"));
+    sim.actions.clear();
+    for n in 1..=MAX_LOG_STREAMS {
+        let reply = sim.command(read_logs("chatty", 60));
+        assert_eq!(reply.outcome, Outcome::Accepted, "stream {n}");
+    }
+    let started: Vec<_> = sim
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::StreamLogs {
+                request_id,
+                container_id,
+                request,
+            } => Some((request_id.clone(), container_id.clone(), request.follow_s)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), MAX_LOG_STREAMS);
+    assert!(started.iter().all(|(_, c, f)| *c == ctr && *f == 60));
+    // A fifth is refused, saying why; one that ends makes room.
+    let (code, message) = rejection(&sim.command(read_logs("chatty", 0)));
+    assert_eq!(code, RejectCode::Busy);
+    assert!(message.contains("4 logs streams"), "{message}");
+    sim.ev(Event::LogStreamEnded {
+        request_id: started[0].0.clone(),
+    });
+    assert_eq!(
+        sim.command(read_logs("chatty", 0)).outcome,
+        Outcome::Accepted
+    );
+    // The bridge stops one; an unknown (ended) request is no error.
+    sim.actions.clear();
+    let stop = |id: &str| {
+        CommandKind::StopLogs(outpost_protocol::StopLogs {
+            request_id: CommandId::new(id).unwrap(),
+        })
+    };
+    assert_eq!(sim.command(stop(&started[1].0)).outcome, Outcome::Accepted);
+    assert_eq!(sim.command(stop("c-999")).outcome, Outcome::Accepted);
+    let stopped: Vec<_> = sim
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::StopLogs { request_id } => Some(request_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stopped, [started[1].0.clone()]);
+    // A lost broker connection stops every stream left: their readers are beyond it.
+    sim.actions.clear();
+    sim.ev(Event::BrokerDisconnected);
+    let stopped = sim
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::StopLogs { .. }))
+        .count();
+    assert_eq!(stopped, MAX_LOG_STREAMS - 1);
+    assert!(sim.sup.log_streams().is_empty());
+}
+
+#[test]
+fn a_logs_request_without_a_container_or_with_too_long_a_follow_is_refused_naming_why() {
+    let mut sim = Sim::new();
+    let (code, message) = rejection(&sim.command(read_logs("nope", 0)));
+    assert_eq!(code, RejectCode::UnknownTask);
+    assert!(message.contains("\"nope\""), "{message}");
+    // Accepted but still pulling: no container to read yet.
+    assert_eq!(
+        sim.command(CommandKind::Launch(spec("slow"))).outcome,
+        Outcome::Accepted
+    );
+    let (code, message) = rejection(&sim.command(read_logs("slow", 0)));
+    assert_eq!(code, RejectCode::UnknownTask);
+    assert!(message.contains("pulling its image"), "{message}");
+    sim.bring_up(&TaskId::new("slow").unwrap());
+    let (code, message) = rejection(&sim.command(read_logs("slow", MAX_FOLLOW_S + 1)));
+    assert_eq!(code, RejectCode::InvalidField);
+    assert!(message.contains("follow_s: 3601"), "{message}");
+    assert!(
+        !sim.actions
+            .iter()
+            .any(|a| matches!(a, Action::StreamLogs { .. })),
+        "nothing streamed"
+    );
+}

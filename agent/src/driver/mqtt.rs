@@ -29,6 +29,9 @@ const FAILURES_BEFORE_SWITCH: u32 = 3;
 pub enum Outgoing {
     /// Publish on this agent's topic of `kind`.
     Publish(TopicKind, Vec<u8>),
+    /// Publish a [`outpost_protocol::LogChunk`] on a logs request's own topic (QoS 1, not
+    /// retained).
+    PublishLogs(String, Vec<u8>),
     /// The received message with this token has been handled and the agent's state saved:
     /// acknowledge it to the broker now (QoS 1 manual acks, so a crash before the save gets
     /// the message redelivered instead of lost).
@@ -182,6 +185,11 @@ async fn run(
                         let t = topic(&config.agent_id, kind);
                         if let Err(e) = client.try_publish(t, qos(kind), kind.retain(), payload) {
                             tracing::warn!(error = %e, ?kind, "could not queue a publish");
+                        }
+                    }
+                    Some(Outgoing::PublishLogs(t, payload)) => {
+                        if let Err(e) = client.try_publish(t, QoS::AtLeastOnce, false, payload) {
+                            tracing::warn!(error = %e, "could not queue a logs chunk");
                         }
                     }
                     Some(Outgoing::Ack(token)) => {
