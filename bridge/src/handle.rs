@@ -119,6 +119,11 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The core, for a detached job (its effects go out with the next commit).
+    pub fn core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
     /// Registers `framework_id`'s stream (in the same step as its SUBSCRIBE, so no effect of
     /// the subscription or of a later tick can miss it).
     pub fn open_stream(
@@ -259,6 +264,8 @@ pub struct Shared {
     /// The group's bridges as the election last listed them, leader first (`[ha]`; kept by
     /// the election while this bridge leads; empty without `[ha]`).
     pub bridges: Latest<Vec<crate::ha::election::LeaderInfo>>,
+    /// The task logs streams under way (`GET /v2/tasks/{id}/logs`).
+    pub logs: crate::logs::LogStreams,
 }
 
 /// A value that is only ever replaced whole and read as a copy (a bridge's role, the list of
@@ -335,6 +342,7 @@ impl Shared {
             fenced,
             abdicate: tokio::sync::Notify::new(),
             bridges: Latest::new(Vec::new()),
+            logs: crate::logs::LogStreams::default(),
         })
     }
 

@@ -16,6 +16,7 @@ pub mod core;
 pub mod ha;
 pub mod handle;
 pub mod lb;
+pub mod logs;
 pub mod marathon;
 pub mod memory;
 pub mod mesos;

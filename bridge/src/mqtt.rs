@@ -8,6 +8,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 
 use outpost_protocol::codec::MAX_MESSAGE_BYTES;
+use outpost_protocol::topics::{LOGS_FILTER, parse_logs_topic};
 use outpost_protocol::{
     AgentState, CommandReply, Hello, Offer, TaskStatus, Topic, TopicKind, decode,
 };
@@ -59,9 +60,16 @@ pub async fn run(shared: Arc<Shared>, mut client: AsyncClient, mut eventloop: ru
                     let _ = client
                         .try_subscribe(kind.all_agents_filter().to_string(), QoS::AtLeastOnce);
                 }
+                let _ = client.try_subscribe(LOGS_FILTER, QoS::AtLeastOnce);
             }
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                let _ = tx.send((p.topic, p.payload));
+                // Logs answers go straight to the request that waits for them: they change
+                // no state, so they neither wait for nor take a place in the owner's queue.
+                if let Ok((_, request_id)) = parse_logs_topic(&p.topic) {
+                    shared.logs.on_chunk(request_id, &p.payload);
+                } else if !(p.topic.ends_with("/reply") && shared.logs.on_reply(&p.payload)) {
+                    let _ = tx.send((p.topic, p.payload));
+                }
             }
             Ok(_) => {}
             Err(e) => {

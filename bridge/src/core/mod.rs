@@ -1202,6 +1202,7 @@ pub mod calls;
 mod framework;
 pub mod ids;
 pub mod ledger;
+pub mod logs;
 mod place;
 #[cfg(test)]
 mod proptests;

@@ -25,6 +25,8 @@ use crate::core::{ApiError, AppRecord, Core, TaskRecord, deployment_json};
 use crate::handle::{JsonBody, Shared};
 use crate::time::rfc3339;
 
+mod logs;
+
 type S = State<Arc<Shared>>;
 
 /// The version of Marathon whose API this is.
@@ -88,6 +90,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v2/apps/{*rest}", axum::routing::any(app_route))
         .route("/v2/tasks", get(list_tasks))
         .route("/v2/tasks/delete", post(delete_tasks))
+        .route("/v2/tasks/{id}/logs", get(logs::task_logs))
         .route("/v2/deployments", get(list_deployments))
         .route(
             "/v2/deployments/{id}",
