@@ -54,11 +54,12 @@ ensure_cargo_tool() {
 # PyPI in a virtualenv under target/ (made once, reused).
 CLIENT_VENV=target/client-venv
 ensure_client_venv() {
-  "$CLIENT_VENV/bin/python" -c "import marathon, kazoo" >/dev/null 2>&1 && return 0
-  log "installing marathon-python 0.13.0 and kazoo 2.10.0 into $CLIENT_VENV"
+  "$CLIENT_VENV/bin/python" -c "import marathon, kazoo, prometheus_client" >/dev/null 2>&1 && return 0
+  log "installing marathon-python 0.13.0, kazoo 2.10.0 and prometheus-client 0.21.1 into $CLIENT_VENV"
   rm -rf "$CLIENT_VENV"
   python3 -m venv "$CLIENT_VENV"
-  "$CLIENT_VENV/bin/pip" install --quiet --disable-pip-version-check marathon==0.13.0 kazoo==2.10.0
+  "$CLIENT_VENV/bin/pip" install --quiet --disable-pip-version-check marathon==0.13.0 kazoo==2.10.0 \
+    prometheus-client==0.21.1
 }
 
 # The Debian root the real-systemd test boots with systemd-nspawn (tests/tests/nspawn.rs):

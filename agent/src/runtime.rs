@@ -150,6 +150,52 @@ struct Ctx {
     /// How to stop each logs stream under way, by request id.
     log_stops:
         std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<()>>>,
+    /// Health probe time since the last stats message: microseconds in all, and probes.
+    probe_us: std::sync::atomic::AtomicU64,
+    probes: std::sync::atomic::AtomicU64,
+}
+
+/// What the next stats message reports besides what the core knows.
+#[derive(Debug, Default)]
+struct StatsState {
+    /// Containers started again (a launch attempt after the first) since the agent started.
+    restarts: u32,
+}
+
+/// Sends an [`outpost_protocol::AgentStats`] (after asking dockerd whether it answers), unless
+/// the broker is away: stats are for now, not for later.
+fn send_stats(ctx: &Arc<Ctx>, sup: &Supervisor, state: &StatsState) {
+    use std::sync::atomic::Ordering;
+    if !sup.broker_up() {
+        return;
+    }
+    let probes = ctx.probes.swap(0, Ordering::Relaxed);
+    let probe_us = ctx.probe_us.swap(0, Ordering::Relaxed);
+    let mut stats = outpost_protocol::AgentStats {
+        version: outpost_protocol::PROTOCOL_VERSION,
+        agent_id: outpost_protocol::AgentId::new(&ctx.config.agent_id).unwrap_or_default(),
+        timestamp_ms: now_ms(),
+        outbox_depth: u32::try_from(sup.outbox().len()).unwrap_or(u32::MAX),
+        restarts: state.restarts,
+        probe_latency_us: u32::try_from(probe_us.checked_div(probes).unwrap_or(0))
+            .unwrap_or(u32::MAX),
+        containers: sup
+            .tasks()
+            .values()
+            .filter(|t| t.phase.container().is_some())
+            .count() as u32,
+        rss_kib: host::rss_kib(),
+        dockerd_reachable: false,
+    };
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let ping = tokio::time::timeout(Duration::from_secs(2), ctx.docker.ping()).await;
+        stats.dockerd_reachable = matches!(ping, Ok(Ok(_)));
+        let payload = outpost_protocol::codec::encode_to_vec(&stats);
+        let _ = ctx
+            .mqtt
+            .send(mqtt::Outgoing::Publish(TopicKind::Stats, payload));
+    });
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -184,11 +230,16 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         images: images::Record::open(&config.state_dir),
         collecting: std::sync::atomic::AtomicBool::new(false),
         log_stops: std::sync::Mutex::default(),
+        probe_us: std::sync::atomic::AtomicU64::new(0),
+        probes: std::sync::atomic::AtomicU64::new(0),
         config,
         events: events_tx,
         mqtt: mqtt_tx,
     });
     let mut image_gc = tokio::time::interval(Duration::from_secs(ctx.config.images.interval_s));
+    let mut stats_timer =
+        tokio::time::interval(Duration::from_secs(ctx.config.offer_interval_s.max(1)));
+    let mut stats_state = StatsState::default();
     let mut ready = false;
     // The task count the last STATUS= line showed.
     let mut shown_tasks = 0usize;
@@ -236,11 +287,19 @@ pub async fn run(config: Config) -> std::io::Result<()> {
                 collect_images(&ctx, &sup);
                 continue;
             }
+            _ = stats_timer.tick() => {
+                send_stats(&ctx, &sup, &stats_state);
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         };
-        if let Event::ProbeResult { healthy, .. } = &event {
-            probes.count(*healthy);
+        match &event {
+            Event::ProbeResult { healthy, .. } => probes.count(*healthy),
+            Event::ContainerStarted { attempt, .. } if *attempt > 1 => {
+                stats_state.restarts = stats_state.restarts.saturating_add(1);
+            }
+            _ => {}
         }
         let actions = sup.handle(clock(), event);
         // Persist before acting: nothing is replied, started or acknowledged that a crash
@@ -532,8 +591,14 @@ fn dispatch(ctx: &Arc<Ctx>, logged: &mut std::collections::HashSet<[u8; 16]>, ac
         } => {
             let ctx = ctx.clone();
             tokio::spawn(async move {
+                let started = std::time::Instant::now();
                 let healthy =
                     probe::run(&ctx.docker, &target, Duration::from_millis(timeout_ms)).await;
+                let us = started.elapsed().as_micros() as u64;
+                ctx.probe_us
+                    .fetch_add(us, std::sync::atomic::Ordering::Relaxed);
+                ctx.probes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let _ = ctx.events.send(Event::ProbeResult {
                     task_id,
                     attempt,

@@ -116,14 +116,11 @@ pub struct Owner {
     fenced: Option<String>,
     /// Tells [`Shared::fenced`]'s watchers why, once.
     fenced_tx: watch::Sender<Option<String>>,
+    /// Where commit latencies and the core's latency observations go.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Owner {
-    /// The core, for a detached job (its effects go out with the next commit).
-    pub fn core_mut(&mut self) -> &mut Core {
-        &mut self.core
-    }
-
     /// Registers `framework_id`'s stream (in the same step as its SUBSCRIBE, so no effect of
     /// the subscription or of a later tick can miss it).
     pub fn open_stream(
@@ -192,7 +189,12 @@ impl Owner {
         let writes = self.core.take_writes();
         let effects = self.core.take_effects();
         let t2 = std::time::Instant::now();
-        match self.store.commit(&writes) {
+        let committed = self.store.commit(&writes);
+        self.metrics
+            .commit_seconds
+            .observe(t2.elapsed().as_secs_f64());
+        self.metrics.observe(self.core.take_observations());
+        match committed {
             Ok(()) => {
                 let t3 = std::time::Instant::now();
                 let n = effects.len();
@@ -266,6 +268,8 @@ pub struct Shared {
     pub bridges: Latest<Vec<crate::ha::election::LeaderInfo>>,
     /// The task logs streams under way (`GET /v2/tasks/{id}/logs`).
     pub logs: crate::logs::LogStreams,
+    /// What `/metrics/prometheus` shows beside the core's state.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A value that is only ever replaced whole and read as a copy (a bridge's role, the list of
@@ -318,6 +322,7 @@ impl Shared {
         let (events, _) = broadcast::channel(parts.event_buffer.max(1));
         let (jobs, rx) = mpsc::channel(QUEUE);
         let (fenced_tx, fenced) = watch::channel(None);
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let owner = Owner {
             fenced_tx,
             core: parts.core,
@@ -327,6 +332,7 @@ impl Shared {
             streams: HashMap::new(),
             clock: parts.clock,
             fenced: None,
+            metrics: metrics.clone(),
         };
         std::thread::Builder::new()
             .name("outpost-core".into())
@@ -343,6 +349,7 @@ impl Shared {
             abdicate: tokio::sync::Notify::new(),
             bridges: Latest::new(Vec::new()),
             logs: crate::logs::LogStreams::default(),
+            metrics,
         })
     }
 

@@ -20,6 +20,7 @@ pub mod logs;
 pub mod marathon;
 pub mod memory;
 pub mod mesos;
+pub mod metrics;
 pub mod mqtt;
 pub mod placement;
 pub mod server;

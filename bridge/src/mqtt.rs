@@ -10,7 +10,7 @@ use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use outpost_protocol::codec::MAX_MESSAGE_BYTES;
 use outpost_protocol::topics::{LOGS_FILTER, parse_logs_topic};
 use outpost_protocol::{
-    AgentState, CommandReply, Hello, Offer, TaskStatus, Topic, TopicKind, decode,
+    AgentState, AgentStats, CommandReply, Hello, Offer, TaskStatus, Topic, TopicKind, decode,
 };
 
 use crate::config::Config;
@@ -55,6 +55,7 @@ pub async fn run(shared: Arc<Shared>, mut client: AsyncClient, mut eventloop: ru
         match eventloop.poll().await {
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                 failures = 0;
+                shared.metrics.connected();
                 tracing::info!(broker = %shared.config.brokers[index].host, "connected to the broker");
                 for kind in TopicKind::ALL.into_iter().filter(|k| k.from_agent()) {
                     let _ = client
@@ -67,6 +68,8 @@ pub async fn run(shared: Arc<Shared>, mut client: AsyncClient, mut eventloop: ru
                 // no state, so they neither wait for nor take a place in the owner's queue.
                 if let Ok((_, request_id)) = parse_logs_topic(&p.topic) {
                     shared.logs.on_chunk(request_id, &p.payload);
+                } else if p.topic.ends_with("/stats") {
+                    agent_stats(&shared, &p.topic, &p.payload);
                 } else if !(p.topic.ends_with("/reply") && shared.logs.on_reply(&p.payload)) {
                     let _ = tx.send((p.topic, p.payload));
                 }
@@ -93,6 +96,21 @@ pub async fn run(shared: Arc<Shared>, mut client: AsyncClient, mut eventloop: ru
                 let jitter = (uuid::Uuid::new_v4().as_u128() as u64) % (base / 2 + 1);
                 tokio::time::sleep(Duration::from_millis(base + jitter)).await;
             }
+        }
+    }
+}
+
+/// An agent's stats message: kept for `/metrics/prometheus` when it names the agent of its
+/// topic.
+fn agent_stats(shared: &Shared, topic: &str, payload: &[u8]) {
+    match (Topic::parse(topic), decode::<AgentStats>(payload)) {
+        (Ok(t), Ok(stats)) if t.agent_id == stats.agent_id => shared.metrics.agent_reported(stats),
+        (Ok(_), Ok(stats)) => {
+            tracing::warn!(topic, agent = %stats.agent_id, "dropping stats that name another agent than their topic");
+        }
+        (_, Err(e)) => tracing::warn!(topic, error = %e, "dropping undecodable agent stats"),
+        (Err(e), _) => {
+            tracing::warn!(topic, error = %e, "dropping stats on a topic that is not Outpost's")
         }
     }
 }

@@ -996,6 +996,10 @@ wire_struct!(Reconcile { 0 => task_ids });
 wire_struct!(Rejection { 0 => code, 1 => message });
 wire_struct!(ReadLogs { 0 => task_id, 1 => streams, 2 => tail, 3 => since_ms, 4 => follow_s });
 wire_struct!(StopLogs { 0 => request_id });
+wire_struct!(AgentStats {
+    0 => version, 1 => agent_id, 2 => timestamp_ms, 3 => outbox_depth, 4 => restarts,
+    5 => probe_latency_us, 6 => containers, 7 => rss_kib, 8 => dockerd_reachable,
+});
 wire_struct!(LogChunk {
     0 => version, 1 => agent_id, 2 => request_id, 3 => seq, 4 => stream, 5 => data, 6 => end,
 });
@@ -1025,5 +1029,6 @@ wire_message!(
     TaskStatus,
     StatusAck,
     AgentState,
-    LogChunk
+    LogChunk,
+    AgentStats
 );

@@ -318,6 +318,21 @@ pub fn log_end() -> LogChunk {
     }
 }
 
+/// An agent's stats: one container, nothing unacknowledged, dockerd answering.
+pub fn agent_stats() -> AgentStats {
+    AgentStats {
+        version: PROTOCOL_VERSION,
+        agent_id: t("edge-07"),
+        timestamp_ms: 1_764_000_700_000,
+        outbox_depth: 0,
+        restarts: 2,
+        probe_latency_us: 850,
+        containers: 1,
+        rss_kib: 9_216,
+        dockerd_reachable: true,
+    }
+}
+
 /// Every example, named, encoded.
 #[cfg(feature = "std")]
 pub fn all_encoded() -> std::vec::Vec<(&'static str, std::vec::Vec<u8>)> {
@@ -339,5 +354,6 @@ pub fn all_encoded() -> std::vec::Vec<(&'static str, std::vec::Vec<u8>)> {
         ("command: stop_logs", enc(&stop_logs())),
         ("logs: chunk", enc(&log_chunk())),
         ("logs: end", enc(&log_end())),
+        ("stats", enc(&agent_stats())),
     ]
 }

@@ -795,3 +795,28 @@ pub struct LogChunk {
     /// `follow time over`, `stopped by the bridge`, or an error from dockerd).
     pub end: Option<Note>,
 }
+
+/// An agent's health figures for the fleet's monitoring, sent at its offer interval: what the
+/// bridge shows per agent at `/metrics/prometheus`, so a fleet behind NAT is watched from one
+/// scrape target.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AgentStats {
+    /// Protocol version.
+    pub version: u16,
+    /// The agent.
+    pub agent_id: AgentId,
+    /// When it was taken, milliseconds since the Unix epoch (the agent's clock).
+    pub timestamp_ms: u64,
+    /// Status updates held unacknowledged.
+    pub outbox_depth: u32,
+    /// Container restarts since the agent started.
+    pub restarts: u32,
+    /// Mean health probe time over the last interval, microseconds (0: no probe ran).
+    pub probe_latency_us: u32,
+    /// Containers the agent supervises.
+    pub containers: u32,
+    /// The agent process's resident memory, KiB.
+    pub rss_kib: u64,
+    /// Whether dockerd answered the agent's last call.
+    pub dockerd_reachable: bool,
+}

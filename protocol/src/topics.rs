@@ -31,11 +31,13 @@ pub enum TopicKind {
     Reply,
     /// Bridge → agent: [`crate::StatusAck`].
     Ack,
+    /// Agent → bridge: [`crate::AgentStats`], at the offer interval.
+    Stats,
 }
 
 impl TopicKind {
     /// Every kind.
-    pub const ALL: [TopicKind; 7] = [
+    pub const ALL: [TopicKind; 8] = [
         Self::Hello,
         Self::Offer,
         Self::State,
@@ -43,6 +45,7 @@ impl TopicKind {
         Self::Cmd,
         Self::Reply,
         Self::Ack,
+        Self::Stats,
     ];
 
     /// The last topic level.
@@ -55,6 +58,7 @@ impl TopicKind {
             Self::Cmd => "cmd",
             Self::Reply => "reply",
             Self::Ack => "ack",
+            Self::Stats => "stats",
         }
     }
 
@@ -110,7 +114,7 @@ impl fmt::Display for TopicError {
         f.write_str(match self {
             Self::NotOutpost => "topic does not start with outpost/v1/agents/",
             Self::UnknownKind => {
-                "unknown topic kind (expected hello, offer, state, status, cmd, reply or ack)"
+                "unknown topic kind (expected hello, offer, state, status, cmd, reply, ack or stats)"
             }
             Self::BadAgentId => "agent id must be 1-64 bytes of [A-Za-z0-9._-]",
         })
@@ -261,7 +265,7 @@ mod tests {
 
     #[test]
     fn only_state_like_topics_are_retained() {
-        let retained: heapless::Vec<&str, 7> = TopicKind::ALL
+        let retained: heapless::Vec<&str, 8> = TopicKind::ALL
             .into_iter()
             .filter(|k| k.retain())
             .map(|k| k.as_str())

@@ -367,6 +367,14 @@ proptest! {
         round_trip(&LogChunk { version: PROTOCOL_VERSION, agent_id, request_id, seq, stream, data, end });
     }
 
+    #[test]
+    fn agent_stats_round_trip(agent_id in text(), timestamp_ms in any::<u64>(), outbox_depth in any::<u32>(),
+                              restarts in any::<u32>(), probe_latency_us in any::<u32>(), containers in any::<u32>(),
+                              rss_kib in any::<u64>(), dockerd_reachable in any::<bool>()) {
+        round_trip(&AgentStats { version: PROTOCOL_VERSION, agent_id, timestamp_ms, outbox_depth, restarts,
+                                 probe_latency_us, containers, rss_kib, dockerd_reachable });
+    }
+
     /// Arbitrary bytes never panic the decoder; they decode or fail with an error.
     #[test]
     fn arbitrary_bytes_never_panic_a_decoder(bytes in pvec(any::<u8>(), 0..512)) {
@@ -378,5 +386,6 @@ proptest! {
         let _ = decode::<StatusAck>(&bytes);
         let _ = decode::<AgentState>(&bytes);
         let _ = decode::<LogChunk>(&bytes);
+        let _ = decode::<AgentStats>(&bytes);
     }
 }

@@ -630,6 +630,11 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Whether the broker connection is up.
+    pub fn broker_up(&self) -> bool {
+        self.broker_up
+    }
+
     /// The logs streams under way, by request id.
     pub fn log_streams(&self) -> &std::collections::BTreeSet<String> {
         &self.log_streams

@@ -71,6 +71,15 @@ fn parse_listening(text: &str) -> Vec<u16> {
         .collect()
 }
 
+/// This process's resident memory in KiB (`/proc/self/statm`, pages of 4 KiB as on every
+/// Linux target the agent ships for); 0 when it cannot be read.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4)
+}
+
 #[cfg(test)]
 mod listening_tests {
     use super::*;

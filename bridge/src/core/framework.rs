@@ -115,6 +115,10 @@ pub struct FwTask {
     /// repeats what the framework has not acknowledged) is forwarded but changes nothing.
     #[serde(default)]
     pub updated_ms: u64,
+    /// When the framework's ACCEPT launched it (0: before this field, or already RUNNING
+    /// once: the launch-to-running latency is measured once).
+    #[serde(default)]
+    pub launched_at_ms: Millis,
 }
 
 /// The message of the ERROR event a removed framework gets, as a Mesos master words it.
@@ -598,6 +602,11 @@ impl Core {
             return;
         };
         let newest = s.timestamp_ms >= t.updated_ms;
+        let launched_at = if s.state == TaskState::Running {
+            std::mem::take(&mut t.launched_at_ms)
+        } else {
+            0
+        };
         if newest {
             t.updated_ms = s.timestamp_ms;
             t.state = s.state;
@@ -613,6 +622,11 @@ impl Core {
         }
         let fid = t.framework_id.clone();
         self.touch_fw_task(&tid);
+        self.observe(
+            super::Latency::LaunchToRunning { framework: true },
+            launched_at,
+            now,
+        );
         let connected = self
             .frameworks
             .get(&fid)
@@ -918,6 +932,9 @@ impl Core {
             return Ok(());
         }
         let offers = self.consume_offers(now, framework_id, &ids, refuse)?;
+        for o in &offers {
+            self.observe(super::Latency::OfferToAccept, o.made_at, now);
+        }
         let Some(agent_id) = offers.first().map(|o| o.agent_id.clone()) else {
             return Ok(());
         };
@@ -953,6 +970,7 @@ impl Core {
                             ip: None,
                             killing: false,
                             updated_ms: 0,
+                            launched_at_ms: now,
                         },
                     );
                     self.touch_fw_task(&tid);

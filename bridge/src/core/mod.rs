@@ -495,6 +495,8 @@ pub struct Core {
     dirty_records: BTreeSet<(Table, String)>,
     /// Status updates seen (metrics).
     pub status_updates: u64,
+    /// What `/metrics/prometheus` counts of the core's work.
+    pub stats: Stats,
     /// Signs every command, when the bridge has a key.
     signer: Option<crate::signing::Signer>,
     /// A task not RUNNING this long after its launch is killed and replaced (0: the default).
@@ -663,6 +665,10 @@ impl Core {
             fw_tasks: self.fw_tasks.clone(),
             removed_frameworks: self.removed_frameworks.clone(),
             status_updates: self.status_updates,
+            stats: Stats {
+                observations: Vec::new(),
+                ..self.stats.clone()
+            },
             ..Core::default()
         }
     }
@@ -1012,6 +1018,11 @@ impl Core {
             tracing::warn!(agent, "no command topic for this agent id");
             return;
         };
+        *self
+            .stats
+            .commands_sent
+            .entry(command_kind_name(&kind))
+            .or_default() += 1;
         let mut cmd = Command {
             version: PROTOCOL_VERSION,
             command_id: wire::CommandId::new(command_id).expect("command ids are short"),
@@ -1028,6 +1039,63 @@ impl Core {
             topic: topic.to_string(),
             payload: encode_to_vec(&cmd),
         });
+    }
+}
+
+/// Counts of the core's work, for `/metrics/prometheus`; not stored (they start at 0 with the
+/// process, as Prometheus counters do).
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Status updates acknowledged to agents (after they were stored).
+    pub statuses_acknowledged: u64,
+    /// Status updates seen before (by uuid): re-sends, dropped.
+    pub statuses_duplicate: u64,
+    /// Commands sent to agents, by kind.
+    pub commands_sent: BTreeMap<&'static str, u64>,
+    /// Commands agents refused, by reason.
+    pub commands_refused: BTreeMap<&'static str, u64>,
+    /// Latencies measured since the owner last took them ([`Core::take_observations`]).
+    pub observations: Vec<(Latency, f64)>,
+}
+
+/// What a latency observation measured (seconds, on the bridge's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Latency {
+    /// From an offer made to a framework to its ACCEPT.
+    OfferToAccept,
+    /// From a launch sent (Marathon's task staged, or a framework's ACCEPT) to its first
+    /// TASK_RUNNING.
+    LaunchToRunning {
+        /// A framework's task (else Marathon's).
+        framework: bool,
+    },
+}
+
+impl Core {
+    /// The latencies measured since the last call (the owner feeds them to histograms).
+    pub fn take_observations(&mut self) -> Vec<(Latency, f64)> {
+        std::mem::take(&mut self.stats.observations)
+    }
+
+    pub(super) fn observe(&mut self, what: Latency, from: Millis, to: Millis) {
+        if from > 0 && to >= from {
+            self.stats
+                .observations
+                .push((what, (to - from) as f64 / 1000.0));
+        }
+    }
+}
+
+/// A command kind's name, for metrics and logs.
+pub fn command_kind_name(kind: &CommandKind) -> &'static str {
+    match kind {
+        CommandKind::Launch(_) => "launch",
+        CommandKind::Kill(_) => "kill",
+        CommandKind::Pull(_) => "pull",
+        CommandKind::Drain(_) => "drain",
+        CommandKind::Reconcile(_) => "reconcile",
+        CommandKind::ReadLogs(_) => "read_logs",
+        CommandKind::StopLogs(_) => "stop_logs",
     }
 }
 

@@ -12,6 +12,11 @@ impl Core {
             return;
         };
         tracing::warn!(command = %r.command_id, code = ?rej.code, message = %rej.message, "command rejected");
+        *self
+            .stats
+            .commands_refused
+            .entry(reject_code_name(rej.code))
+            .or_default() += 1;
         if rej.code == wire::RejectCode::Replay {
             // A redelivered command the agent had carried out (its statuses tell the rest).
             return;
@@ -59,6 +64,7 @@ impl Core {
             return;
         };
         if t.seen.contains(&s.uuid) {
+            self.stats.statuses_duplicate += 1;
             return;
         }
         t.seen.push(s.uuid);
@@ -94,10 +100,12 @@ impl Core {
         }
         let prev = t.state();
         t.state = state;
+        let first_running = state == TaskState::Running && t.started_at_ms.is_none();
         if state == TaskState::Running && (prev != TaskState::Running || t.started_at_ms.is_none())
         {
             t.started_at_ms = Some(s.timestamp_ms.max(1));
         }
+        let staged_at = t.staged_at_ms;
         let health_changed = match s.healthy {
             Some(h) => {
                 let health = t.health.get_or_insert_with(Box::default);
@@ -129,6 +137,13 @@ impl Core {
             .unwrap_or_default();
         if prev != state || was_unreachable {
             self.status_event(now, &tid, state, &message);
+        }
+        if first_running {
+            self.observe(
+                super::Latency::LaunchToRunning { framework: false },
+                staged_at,
+                now,
+            );
         }
         if health_changed {
             self.event(
@@ -191,6 +206,7 @@ impl Core {
         let Ok(topic) = Topic::new(&s.agent_id, TopicKind::Ack) else {
             return;
         };
+        self.stats.statuses_acknowledged += 1;
         let ack = StatusAck {
             version: PROTOCOL_VERSION,
             task_id: s.task_id.clone(),
@@ -385,5 +401,26 @@ impl Core {
             );
             self.remove_task(now, &id);
         }
+    }
+}
+
+/// A rejection code's name, for metrics.
+pub fn reject_code_name(code: wire::RejectCode) -> &'static str {
+    use wire::RejectCode as C;
+    match code {
+        C::Undecodable => "undecodable",
+        C::InvalidField => "invalid_field",
+        C::FieldTooLong => "field_too_long",
+        C::PortUnavailable => "port_unavailable",
+        C::InsufficientResources => "insufficient_resources",
+        C::UnknownTask => "unknown_task",
+        C::DuplicateTask => "duplicate_task",
+        C::Draining => "draining",
+        C::StorageFailure => "storage_failure",
+        C::UnsupportedVersion => "unsupported_version",
+        C::Unauthenticated => "unauthenticated",
+        C::Replay => "replay",
+        C::StaleEpoch => "stale_epoch",
+        C::Busy => "busy",
     }
 }

@@ -106,7 +106,7 @@ impl Drop for StopOnDrop {
         if !self.ended {
             let target = self.target.clone();
             self.shared
-                .detach(move |o, now| o.core_mut().stop_logs(now, &target));
+                .detach(move |o, now| o.core.stop_logs(now, &target));
         }
     }
 }
@@ -220,7 +220,7 @@ pub async fn task_logs(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"));
-    let request_id = format!("l-{}", uuid::Uuid::new_v4().simple());
+    let request_id = format!("logs-{}", uuid::Uuid::new_v4().simple());
     let mut rx = s.logs.open(&request_id);
     let rid = request_id.clone();
     let tid = task_id.clone();

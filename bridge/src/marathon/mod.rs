@@ -121,6 +121,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/ui/agents", get(ui_agents))
         .route("/ui/bridges", get(ui_bridges))
         .route("/metrics", get(metrics))
+        .route("/metrics/prometheus", get(prometheus))
         .fallback(|| async { error(404, json!({ "message": "not found" })) })
         .with_state(shared)
 }
@@ -990,6 +991,49 @@ async fn metrics(State(s): S) -> Response {
         "timers": {},
     }))
     .into_response()
+}
+
+/// `GET /metrics/prometheus`: the bridge in Prometheus's text format ([`crate::metrics`]).
+async fn prometheus(State(s): S) -> Response {
+    let read = s.read_snapshot(|c| {
+        let mut agents: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        for a in c.agents() {
+            *agents.entry(a.liveness.name()).or_default() += 1;
+        }
+        let mut tasks: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        for t in c.tasks(None) {
+            *tasks.entry(t.state.mesos_name()).or_default() += 1;
+        }
+        let mut fw: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        for t in c.framework_tasks() {
+            *fw.entry(t.state.mesos_name()).or_default() += 1;
+        }
+        crate::metrics::CoreFigures {
+            agents: agents.into_iter().collect(),
+            tasks: tasks.into_iter().collect(),
+            framework_tasks: fw.into_iter().collect(),
+            apps: c.apps().count() as u64,
+            deployments: c.apps().filter(|a| a.deployment.is_some()).count() as u64,
+            statuses_received: c.status_updates,
+            stats: c.stats.clone(),
+        }
+    });
+    let core = match read.await {
+        Ok(r) => r,
+        Err(e) => return stored(e),
+    };
+    let edge = crate::metrics::EdgeFigures {
+        sse_subscribers: s.events.receiver_count() as u64,
+        sse_dropped: s
+            .counters
+            .slow_event_subscribers
+            .load(std::sync::atomic::Ordering::Relaxed),
+        log_streams: s.logs.len() as u64,
+        log_readers_cut: s.logs.cut_slow.load(std::sync::atomic::Ordering::Relaxed),
+        uptime_s: crate::time::now_ms().saturating_sub(s.started_at_ms) / 1000,
+    };
+    let text = crate::metrics::render(&s.metrics, &core, edge);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn events(
