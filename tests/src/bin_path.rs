@@ -14,27 +14,33 @@ use crate::process;
 /// `OUTPOST_AGENT_BIN` (or `OUTPOST_BRIDGE_BIN`) names a prebuilt binary instead, e.g. the
 /// static release build for benchmarks.
 pub fn path(package: &str) -> Result<PathBuf> {
-    let var = format!("{}_BIN", package.to_uppercase().replace('-', "_"));
+    binary(package, package)
+}
+
+/// As [`path`], for binary `bin` of `package` (`outpost` of `outpost-cli`); its variable is
+/// named after the binary (`OUTPOST_BIN`).
+pub fn binary(package: &str, bin: &str) -> Result<PathBuf> {
+    let var = format!("{}_BIN", bin.to_uppercase().replace('-', "_"));
     if let Some(p) = std::env::var_os(&var) {
         return Ok(PathBuf::from(p));
     }
     static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     let root = workspace_root();
-    if !built.iter().any(|b| b == package) {
+    if !built.iter().any(|b| b == bin) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         process::run(
             Command::new(cargo)
                 .current_dir(&root)
-                .args(["build", "--quiet", "-p", package, "--bin", package]),
+                .args(["build", "--quiet", "-p", package, "--bin", bin]),
         )
         .with_context(|| format!("building {package}"))?;
-        built.push(package.to_string());
+        built.push(bin.to_string());
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("debug").join(package))
+    Ok(target.join("debug").join(bin))
 }
 
 /// The workspace root (the parent of this crate's directory).

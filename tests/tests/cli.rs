@@ -1,0 +1,402 @@
+//! The `outpost` CLI against a real bridge, agent, mosquitto and dockerd: each subcommand's
+//! output and exit status, a deploy that succeeds and one that fails with the pull error, task
+//! logs (tail, and a follow that ends when the task does), the event stream, errors that say
+//! what was wrong (unknown app, bridge unreachable, 401 with how to log in), and the progress
+//! display: a bar under a pseudo-terminal (its final frame), plain lines on a pipe.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use outpost_tests::agent::Agent;
+use outpost_tests::bridge::Bridge;
+use outpost_tests::mosquitto::Broker;
+use outpost_tests::{bin_path, image, wait};
+
+const LONG: Duration = Duration::from_secs(90);
+
+/// What one run of the CLI did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn outpost_bin() -> std::path::PathBuf {
+    bin_path::binary("outpost-cli", "outpost").unwrap()
+}
+
+/// Runs `outpost --bridge URL args...` with no config file and no token in its environment.
+fn outpost(bridge: &str, args: &[&str]) -> Run {
+    let out = Command::new(outpost_bin())
+        .arg("--bridge")
+        .arg(bridge)
+        .args(args)
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("OUTPOST_TOKEN")
+        .env_remove("OUTPOST_BRIDGE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+fn ok(bridge: &str, args: &[&str]) -> String {
+    let r = outpost(bridge, args);
+    assert_eq!(r.code, 0, "outpost {args:?}: {r:?}");
+    r.stdout
+}
+
+fn app_def(id: &str, image: &str, instances: u32, cmd: Option<&str>) -> Value {
+    let mut app = json!({
+        "id": id,
+        "cpus": 0.05, "mem": 32, "instances": instances,
+        "container": {
+            "type": "DOCKER",
+            "docker": { "image": image, "network": "BRIDGE" },
+            "portMappings": [{ "containerPort": 80, "hostPort": 0 }]
+        },
+        "healthChecks": [{ "protocol": "MESOS_HTTP", "path": "/health", "portIndex": 0,
+                           "gracePeriodSeconds": 0, "intervalSeconds": 1, "timeoutSeconds": 2 }],
+        "backoffSeconds": 1, "taskKillGracePeriodSeconds": 1
+    });
+    if let Some(c) = cmd {
+        app["cmd"] = json!(c);
+        app["healthChecks"] = json!([]);
+    }
+    app
+}
+
+fn write_def(dir: &std::path::Path, name: &str, def: &Value) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, def.to_string()).unwrap();
+    p.display().to_string()
+}
+
+/// The text a terminal would show last: the output after the final carriage return of its
+/// last line, escape sequences removed.
+fn final_frame(raw: &str) -> String {
+    let mut plain = String::new();
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params final-byte
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    let last = plain
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_string();
+    last.rsplit('\r').next().unwrap_or("").trim().to_string()
+}
+
+#[test]
+fn the_cli_lists_deploys_follows_reads_logs_and_says_what_went_wrong() {
+    image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let bridge = Bridge::start(&broker.url(), "").unwrap();
+    let url = bridge.url("");
+    let url = url.trim_end_matches('/');
+    let id = Agent::unique_id("cli");
+    let _agent = Agent::start(&id, &broker.url(), (21440, 21459), "").unwrap();
+    wait::until("the agent online", LONG, || {
+        ok(url, &["agents"]).contains("online").then_some(())
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // Agents: a table with a header, and JSON for scripts.
+    let agents = ok(url, &["agents"]);
+    let header = agents.lines().next().unwrap();
+    assert!(header.starts_with("ID") && header.contains("STATE") && header.contains("TASKS"));
+    assert!(
+        agents
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("online")),
+        "{agents}"
+    );
+    let v: Value = serde_json::from_str(&ok(url, &["--json", "agents"])).unwrap();
+    assert_eq!(v["agents"][0]["id"], id.as_str());
+
+    // A deploy on a pipe: plain progress lines, then done; exit 0.
+    let web = write_def(
+        dir.path(),
+        "web.json",
+        &app_def("/cli/web", image::TEST_IMAGE, 2, None),
+    );
+    let out = ok(url, &["deploy", &web]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.iter().all(|l| l.starts_with("deploy /cli/web: ")),
+        "{out}"
+    );
+    assert_eq!(lines.last(), Some(&"deploy /cli/web: done"), "{out}");
+    assert!(
+        out.contains("0 staged, 2 running, 2 healthy of 2"),
+        "the last counts before done: {out}"
+    );
+    assert!(
+        !out.contains('\r') && !out.contains('\u{1b}'),
+        "no terminal codes on a pipe"
+    );
+    let apps = ok(url, &["apps"]);
+    assert!(
+        apps.lines()
+            .any(|l| l.starts_with("/cli/web") && l.contains(image::TEST_IMAGE)),
+        "{apps}"
+    );
+    let app = ok(url, &["app", "cli/web"]);
+    assert!(
+        app.contains("instances:   2 (0 staged, 2 running, 2 healthy)"),
+        "{app}"
+    );
+    let tasks = ok(url, &["tasks", "--app", "/cli/web"]);
+    assert_eq!(
+        tasks.lines().filter(|l| l.contains("TASK_RUNNING")).count(),
+        2,
+        "{tasks}"
+    );
+    assert!(tasks.contains("healthy"), "{tasks}");
+    let agent = ok(url, &["agent", &id]);
+    assert!(agent.contains("tasks:       2"), "{agent}");
+
+    // Scale on a pseudo-terminal: a progress bar whose last frame is complete.
+    let pty = Command::new("script")
+        .args(["-qfec"])
+        .arg(format!(
+            "{} --bridge {url} scale /cli/web 3 --per-host",
+            outpost_bin().display()
+        ))
+        .arg("/dev/null")
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&pty.stdout).to_string();
+    assert!(pty.status.success(), "{raw}");
+    assert!(
+        raw.contains('\r') || raw.contains('\u{1b}'),
+        "drawn as a bar: {raw:?}"
+    );
+    let frame = final_frame(&raw);
+    assert!(
+        frame.starts_with("scale /cli/web [="),
+        "{frame:?} of {raw:?}"
+    );
+    assert!(
+        frame.contains("3/3") && frame.ends_with("done"),
+        "{frame:?}"
+    );
+    assert!(
+        frame.contains(": running,running,running]"),
+        "per host: {frame:?}"
+    );
+
+    // An event stream that a change shows up on.
+    let mut events = Command::new(outpost_bin())
+        .args(["--bridge", url, "events", "--type", "event_stream_attached"])
+        .args(["--type", "deployment_success"])
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let events_out = events.stdout.take().unwrap();
+    let mut events_out = std::io::BufReader::new(events_out);
+    let mut line = String::new();
+    // Attached first: what happens from now on is on the stream.
+    std::io::BufRead::read_line(&mut events_out, &mut line).unwrap();
+    assert!(line.contains(" event_stream_attached "), "{line}");
+    let detached = ok(url, &["scale", "/cli/web", "2", "--detach"]);
+    assert!(
+        detached.starts_with("scale /cli/web: deployment "),
+        "{detached}"
+    );
+    line.clear();
+    std::io::BufRead::read_line(&mut events_out, &mut line).unwrap();
+    assert!(line.contains(" deployment_success "), "{line}");
+    events.kill().unwrap();
+    events.wait().unwrap();
+
+    // Logs: a task that prints known lines, its tail; a follow that ends with its container.
+    let chatty = write_def(
+        dir.path(),
+        "chatty.json",
+        &app_def(
+            "/cli/chatty",
+            image::TEST_IMAGE,
+            1,
+            Some("echo hello-1; echo oops-1 >&2; echo hello-2; sleep 4; echo bye"),
+        ),
+    );
+    ok(url, &["deploy", &chatty]);
+    let task: Value =
+        serde_json::from_str(&ok(url, &["--json", "tasks", "--app", "cli/chatty"])).unwrap();
+    let task_id = task["tasks"][0]["id"].as_str().unwrap().to_string();
+    let both = wait::until("the known lines in the log", LONG, || {
+        let r = outpost(url, &["logs", &task_id]);
+        (r.code == 0 && r.stdout.contains("hello-2")).then_some(r.stdout)
+    })
+    .unwrap();
+    assert!(
+        both.contains("hello-1") && both.contains("oops-1"),
+        "{both}"
+    );
+    let err = ok(url, &["logs", &task_id, "--stderr"]);
+    assert_eq!(err.lines().next(), Some("oops-1"), "{err}");
+    let followed = wait::until("a follow that ends with the container", LONG, || {
+        let r = outpost(url, &["logs", &task_id, "-f", "--stdout"]);
+        (r.code == 0 && r.stdout.ends_with("bye\n")).then_some(r.stdout)
+    })
+    .unwrap();
+    assert!(followed.starts_with("hello-1\n"), "{followed}");
+
+    // A deploy that cannot pull: non-zero, and the pull error said.
+    let bad = write_def(
+        dir.path(),
+        "bad.json",
+        &app_def("/cli/bad", "127.0.0.1:1/outpost/none:1", 1, None),
+    );
+    let r = outpost(url, &["deploy", &bad, "--timeout", "60"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("TASK_FAILED"), "{r:?}");
+    assert!(
+        r.stderr.contains("127.0.0.1:1/outpost/none:1"),
+        "the image named: {r:?}"
+    );
+    assert!(
+        r.stdout.trim_end().ends_with("deploy /cli/bad: failed"),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains("outpost destroy --force /cli/bad"),
+        "{r:?}"
+    );
+    for app in ["/cli/bad", "/cli/chatty"] {
+        // The bad app's deployment is still under way: it takes --force.
+        let out = ok(url, &["destroy", "--force", app]);
+        assert!(
+            out.trim_end().ends_with(&format!("destroy {app}: done")),
+            "{out}"
+        );
+    }
+    assert!(!ok(url, &["apps"]).contains("/cli/bad"));
+
+    // Errors name what was wrong.
+    let r = outpost(url, &["app", "/cli/nope"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("/cli/nope") && r.stderr.contains("does not exist"),
+        "{r:?}"
+    );
+    let r = outpost("http://127.0.0.1:1", &["apps"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("bridge unreachable at http://127.0.0.1:1"),
+        "{r:?}"
+    );
+    let r = outpost("ftp://x", &["apps"]);
+    assert!(r.stderr.contains("--bridge \"ftp://x\""), "{r:?}");
+    let r = outpost(url, &["scale", "/cli/web", "many"]);
+    assert_eq!(r.code, 2, "a usage error: {r:?}");
+    assert!(r.stderr.contains("'many'"), "{r:?}");
+
+    // --help on every subcommand; completions.
+    for sub in [
+        "agents",
+        "agent",
+        "apps",
+        "app",
+        "tasks",
+        "deploy",
+        "scale",
+        "restart",
+        "destroy",
+        "logs",
+        "events",
+        "completions",
+    ] {
+        let help = ok(url, &[sub, "--help"]);
+        assert!(help.contains("Usage: outpost"), "{sub}: {help}");
+    }
+    assert!(ok(url, &["deploy", "--help"]).contains("--detach"));
+    assert!(ok(url, &["completions", "bash"]).contains("_outpost"));
+}
+
+#[test]
+fn a_bridge_that_wants_credentials_gets_a_401_with_how_to_log_in_and_the_token_works() {
+    let broker = Broker::start().unwrap();
+    let token = "cli-token-0123456789";
+    let bridge = Bridge::start_no_wait(
+        &broker.url(),
+        &format!("[[api_tokens]]\ntoken = \"{token}\"\nrole = \"read\"\n"),
+    )
+    .unwrap();
+    let url = bridge.url("");
+    let url = url.trim_end_matches('/').to_string();
+    wait::until("the bridge up", LONG, || {
+        outpost_tests::http::get(&bridge.url("/ping"))
+            .ok()
+            .filter(|r| r.status == 200)
+    })
+    .unwrap();
+    let r = outpost(&url, &["apps"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("401"), "{r:?}");
+    assert!(r.stderr.contains("OUTPOST_TOKEN"), "how to log in: {r:?}");
+    // The token from the environment, then from the config file.
+    let out = Command::new(outpost_bin())
+        .args(["--bridge", &url, "apps"])
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("OUTPOST_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ID"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("outpost")).unwrap();
+    std::fs::write(
+        dir.path().join("outpost/cli.toml"),
+        format!("bridge = \"{url}\"\ntoken = \"{token}\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(outpost_bin())
+        .args(["apps"])
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env_remove("OUTPOST_TOKEN")
+        .env_remove("OUTPOST_BRIDGE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // A read token may not change anything: 403 saying so.
+    let def = dir.path().join("a.json");
+    std::fs::write(&def, app_def("/x", image::TEST_IMAGE, 1, None).to_string()).unwrap();
+    let out = Command::new(outpost_bin())
+        .args(["deploy", def.to_str().unwrap(), "--detach"])
+        .env("XDG_CONFIG_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("403") && err.contains("admin"), "{err}");
+}
