@@ -126,6 +126,17 @@ fn the_debs_install_upgrade_keep_config_remove_and_purge_without_systemd() {
             run(Command::new(format!("/usr/bin/{p}")).args(["--config", &config, "check-config"]));
         assert!(ok, "{p} check-config: {out}");
     }
+    // The CLI comes with the bridge: binary, man page, completions.
+    let (ok, version) = run(Command::new("/usr/bin/outpost").arg("--version"));
+    assert!(ok && version.starts_with("outpost "), "{version}");
+    for f in [
+        "/usr/share/man/man1/outpost.1.gz",
+        "/usr/share/bash-completion/completions/outpost",
+        "/usr/share/zsh/vendor-completions/_outpost",
+        "/usr/share/fish/vendor_completions.d/outpost.fish",
+    ] {
+        assert!(Path::new(f).exists(), "{f}");
+    }
     if !systemd_runs {
         assert!(
             !out.contains("systemctl"),
@@ -200,6 +211,7 @@ fn the_debs_install_upgrade_keep_config_remove_and_purge_without_systemd() {
         );
         assert!(!Path::new(&format!("/usr/bin/{p}")).exists());
     }
+    assert!(!Path::new("/usr/bin/outpost").exists());
     assert_eq!(
         std::fs::read_to_string("/etc/outpost/agent.toml").unwrap(),
         changed
