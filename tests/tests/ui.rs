@@ -228,3 +228,137 @@ fn the_ui_shows_agents_apps_and_tasks_and_follows_changes_in_a_real_browser() {
     assert!(png.len() > 10_000, "a screenshot with content");
     std::fs::write(artifacts().join("ui.png"), png).unwrap();
 }
+
+impl Tab {
+    /// Waits until `condition` (a JavaScript expression) is true in the page.
+    fn until(&mut self, what: &str, condition: &str) {
+        wait::until(what, LONG, || (self.eval(condition) == true).then_some(())).unwrap_or_else(
+            |e| {
+                let body = self.eval("document.body.innerText");
+                panic!("{e}; the page says:\n{}", body.as_str().unwrap_or(""))
+            },
+        );
+    }
+
+    /// Clicks the element `selector` names (it must exist).
+    fn click(&mut self, selector: &str) {
+        let found = self.eval(&format!(
+            "(() => {{ const e = document.querySelector({selector:?}); if (!e) return false; e.click(); return true; }})()"
+        ));
+        assert_eq!(found, true, "nothing to click at {selector}");
+    }
+
+    fn screenshot(&mut self, name: &str) {
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }));
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        std::fs::write(artifacts().join(name), png).unwrap();
+    }
+}
+
+#[test]
+fn the_ui_deploys_scales_reads_logs_and_destroys_an_app_with_clicks() {
+    image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let bridge = Bridge::start(&broker.url(), "").unwrap();
+    let agent_id = Agent::unique_id("ui-act");
+    let _agent = Agent::start(&agent_id, &broker.url(), (21690, 21699), "").unwrap();
+    let browser = Browser::start();
+    let mut tab = browser.open(&format!("http://127.0.0.1:{}/ui/", bridge.port()));
+    tab.until(
+        "the page live with the agent",
+        "document.body.dataset.loaded === 'true' && document.getElementById('agents-online').textContent === '1'",
+    );
+
+    // Deploy through the form: an invalid definition first, its errors shown by field.
+    tab.click("#deploy-open");
+    let bad = json!({ "id": "/ui/hello", "cpus": -1, "mem": 32, "instances": 1,
+                      "container": { "type": "DOCKER", "docker": { "image": image::TEST_IMAGE } } });
+    tab.eval(&format!(
+        "document.getElementById('deploy-json').value = {:?}",
+        bad.to_string()
+    ));
+    tab.click("#deploy-submit");
+    tab.until(
+        "the error of /cpus next to the form",
+        "!!document.querySelector('#deploy-errors li[data-path=\"/cpus\"]')",
+    );
+    assert_eq!(tab.eval("document.getElementById('deploy').open"), true);
+    let good = json!({
+        "id": "/ui/hello", "cpus": 0.05, "mem": 32, "instances": 1,
+        "cmd": "echo ui-hello-line; exec httpd -f -p 80 -h /www",
+        "container": { "type": "DOCKER",
+                       "docker": { "image": image::TEST_IMAGE, "network": "BRIDGE" },
+                       "portMappings": [{ "containerPort": 80, "hostPort": 0 }] },
+        "healthChecks": [{ "protocol": "HTTP", "path": "/health", "portIndex": 0,
+                           "gracePeriodSeconds": 0, "intervalSeconds": 1, "timeoutSeconds": 1 }],
+        "taskKillGracePeriodSeconds": 1
+    });
+    tab.eval(&format!(
+        "document.getElementById('deploy-json').value = {:?}",
+        good.to_string()
+    ));
+    tab.click("#deploy-submit");
+    tab.until("the form closed", "!document.getElementById('deploy').open");
+    let healthy = |n: u32| {
+        format!(
+            "(() => {{ const r = document.querySelector('#apps tr[data-app=\"/ui/hello\"]'); \
+             return !!r && r.children[3].textContent.trim() === '{n} / {n}'; }})()"
+        )
+    };
+    tab.until("the app healthy on the page", &healthy(1));
+    assert_eq!(
+        bridge.json("/v2/apps/ui/hello")["app"]["cmd"],
+        good["cmd"],
+        "the bridge has the app as the form sent it"
+    );
+
+    // Scale it with the row's button and the page's own dialog.
+    tab.click("#apps tr[data-app=\"/ui/hello\"] button[data-action=scale]");
+    tab.until("the scale dialog", "document.getElementById('ask').open");
+    tab.eval("document.getElementById('ask-number').value = '2'");
+    tab.click("#ask-ok");
+    tab.until("two healthy instances", &healthy(2));
+    tab.screenshot("ui-actions.png");
+
+    // A task's logs: the line its container printed.
+    tab.click("#tasks tr[data-task] button[data-action=logs]");
+    tab.until(
+        "the known line in the logs panel",
+        "document.getElementById('logs').open && document.getElementById('logs-text').textContent.includes('ui-hello-line')",
+    );
+    tab.until(
+        "the read to end",
+        "document.getElementById('logs-status').textContent === 'end of log'",
+    );
+    tab.screenshot("ui-logs.png");
+    tab.click("#logs-close");
+
+    // The agent's page lists its tasks.
+    tab.click(&format!("#agents tr[data-agent=\"{agent_id}\"] b"));
+    tab.until(
+        "the agent panel with its two tasks",
+        "document.getElementById('agent').open && document.querySelectorAll('#agent-body code').length >= 2",
+    );
+    tab.click("#agent-close");
+
+    // Destroy asks first; cancelled, nothing happens; confirmed, the app goes.
+    tab.click("#apps tr[data-app=\"/ui/hello\"] button[data-action=destroy]");
+    tab.until("the confirmation", "document.getElementById('ask').open");
+    tab.click("#ask-cancel");
+    assert_eq!(bridge.get("/v2/apps/ui/hello").unwrap().status, 200);
+    tab.click("#apps tr[data-app=\"/ui/hello\"] button[data-action=destroy]");
+    tab.until("the confirmation", "document.getElementById('ask').open");
+    tab.click("#ask-ok");
+    tab.until(
+        "the app gone from the page",
+        "!document.querySelector('#apps tr[data-app=\"/ui/hello\"]')",
+    );
+    wait::until("the app gone at the bridge", LONG, || {
+        (bridge.get("/v2/apps/ui/hello").unwrap().status == 404).then_some(())
+    })
+    .unwrap();
+    tab.screenshot("ui-destroyed.png");
+}

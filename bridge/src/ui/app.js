@@ -1,5 +1,7 @@
 // Outpost's fleet view: agents, apps and tasks from the bridge's own APIs (/ui/agents,
-// /v2/apps, /v2/deployments), refreshed on every event of /v2/events. No build step.
+// /v2/apps, /v2/deployments), refreshed on every event of /v2/events, and the actions an
+// operator takes on them (deploy, scale, restart, suspend, destroy, kill, read a task's logs)
+// through the same Marathon API. No build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -36,6 +38,9 @@ async function json(path) {
   return r.json();
 }
 
+// What the last refresh read: the agent panel shows from it.
+let last = { agents: [], apps: [] };
+
 async function refresh() {
   const [agents, apps, deployments, bridges] = await Promise.all([
     json("/ui/agents"),
@@ -58,6 +63,7 @@ async function refresh() {
   $("tasks-running").textContent = tasks.filter((t) => t.state === "TASK_RUNNING").length;
   $("tasks-healthy").textContent = apps.apps.reduce((n, a) => n + (a.tasksHealthy || 0), 0);
   $("deployments-count").textContent = deployments.length;
+  last = { agents: agents.agents, apps: apps.apps };
 
   rows($("agents").tBodies[0], agents.agents.map((a) => {
     const state = a.online ? pill("online", "ok") : a.liveness === "offline" ? pill("unreachable", "bad") : pill(a.liveness, "warn");
@@ -82,8 +88,9 @@ async function refresh() {
     return `<tr data-app="${esc(a.id)}"><td><b>${esc(a.id)}</b></td><td class="num">${a.instances}</td>
       <td class="num">${a.tasksRunning}</td>
       <td class="num">${healthyKind ? pill(a.tasksHealthy + " / " + a.instances, healthyKind) : '<span class="muted">no checks</span>'}</td>
-      <td><code>${esc(image)}</code></td><td>${dep}</td><td>${failure}</td></tr>`;
-  }), 7, "No apps: POST one to /v2/apps.");
+      <td><code>${esc(image)}</code></td><td>${dep}</td><td>${failure}</td>
+      <td class="actions"><button data-action="scale" data-app="${esc(a.id)}" data-instances="${a.instances}">Scale</button><button data-action="restart" data-app="${esc(a.id)}">Restart</button><button data-action="suspend" data-app="${esc(a.id)}">Suspend</button><button data-action="destroy" data-app="${esc(a.id)}" class="danger">Destroy</button></td></tr>`;
+  }), 8, "No apps: deploy one (the button above), or POST one to /v2/apps.");
 
   rows($("tasks").tBodies[0], tasks.map((t) => {
     const results = t.healthCheckResults || [];
@@ -94,8 +101,9 @@ async function refresh() {
     const cause = results.find((r) => !r.alive && r.lastFailureCause);
     return `<tr data-task="${esc(t.id)}"><td><code>${esc(t.id)}</code></td><td>${esc(t.slaveId)}<div class="muted">${esc(t.host)}</div></td>
       <td class="num">${(t.ports || []).join(", ") || "–"}</td><td>${pill(t.state.replace("TASK_", ""), stateKind)}</td>
-      <td>${health}${cause ? `<div class="failure">${esc(cause.lastFailureCause)}</div>` : ""}</td><td>${esc(ago(t.startedAt))}</td></tr>`;
-  }), 6, "No tasks.");
+      <td>${health}${cause ? `<div class="failure">${esc(cause.lastFailureCause)}</div>` : ""}</td><td>${esc(ago(t.startedAt))}</td>
+      <td class="actions"><button data-action="logs" data-task="${esc(t.id)}">Logs</button><button data-action="kill" data-task="${esc(t.id)}" data-app="${esc(t.appId)}" class="danger">Kill</button></td></tr>`;
+  }), 7, "No tasks.");
 
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
   document.body.dataset.loaded = "true";
@@ -125,6 +133,184 @@ function live() {
     es.addEventListener(kind, soon);
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Actions: each is one call of the Marathon API; what it answers (an error's message, a 403
+// for a user without the admin role) is shown in the notice under the header.
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let v = null;
+  try { v = await r.json(); } catch (_) { v = null; }
+  if (!r.ok) {
+    const e = new Error((v && v.message) || `${method} ${path}: HTTP ${r.status}`);
+    e.status = r.status;
+    e.body = v;
+    throw e;
+  }
+  return v;
+}
+
+function notice(text, ok) {
+  const n = $("notice");
+  n.textContent = text;
+  n.classList.toggle("ok", !!ok);
+  n.hidden = !text;
+}
+
+function failed(what) {
+  return (e) => notice(`${what}: ${e.message}${e.status === 403 ? " (this needs the admin role)" : ""}`);
+}
+
+// A question in a dialog of the page (not window.confirm, which blocks the page); resolves to
+// true, the number entered, or null when cancelled.
+function ask(title, text, number) {
+  return new Promise((resolve) => {
+    $("ask-title").textContent = title;
+    $("ask-text").textContent = text;
+    $("ask-number-label").hidden = number === undefined;
+    if (number !== undefined) $("ask-number").value = number;
+    const d = $("ask");
+    const done = (v) => { d.close(); $("ask-ok").onclick = $("ask-cancel").onclick = null; resolve(v); };
+    $("ask-ok").onclick = () => done(number === undefined ? true : Number($("ask-number").value));
+    $("ask-cancel").onclick = () => done(null);
+    d.showModal();
+  });
+}
+
+const appPath = (id) => "/v2/apps" + (id.startsWith("/") ? id : "/" + id);
+
+async function act(button) {
+  const { action, app, task } = button.dataset;
+  if (action === "scale") {
+    const n = await ask(`Scale ${app}`, "How many instances?", Number(button.dataset.instances));
+    if (n === null || !Number.isInteger(n) || n < 0) return;
+    await api("PUT", appPath(app), { instances: n });
+    notice(`${app}: scaling to ${n}`, true);
+  } else if (action === "restart") {
+    await api("POST", appPath(app) + "/restart");
+    notice(`${app}: restarting its tasks`, true);
+  } else if (action === "suspend") {
+    if (!(await ask(`Suspend ${app}?`, "Every task is killed; the app stays, with 0 instances."))) return;
+    await api("PUT", appPath(app), { instances: 0 });
+    notice(`${app}: suspended`, true);
+  } else if (action === "destroy") {
+    if (!(await ask(`Destroy ${app}?`, "Every task is killed and the app is forgotten."))) return;
+    await api("DELETE", appPath(app));
+    notice(`${app}: destroyed`, true);
+  } else if (action === "kill") {
+    if (!(await ask(`Kill ${task}?`, "The task is killed; the app replaces it."))) return;
+    await api("DELETE", appPath(app) + "/tasks/" + encodeURIComponent(task));
+    notice(`${task}: killed`, true);
+  } else if (action === "logs") {
+    openLogs(task);
+  }
+  soon();
+}
+
+document.addEventListener("click", (ev) => {
+  const button = ev.target.closest("button[data-action]");
+  if (button) act(button).catch(failed(`${button.dataset.action} ${button.dataset.app || button.dataset.task}`));
+  const agent = ev.target.closest("tr[data-agent] b");
+  if (agent) openAgent(agent.closest("tr").dataset.agent);
+});
+
+// Deploy from JSON: Marathon's 422 lists every bad field with its path, shown under the text.
+$("deploy-open").onclick = () => { $("deploy-errors").innerHTML = ""; $("deploy").showModal(); };
+$("deploy-cancel").onclick = () => $("deploy").close();
+$("deploy-submit").onclick = async () => {
+  const errors = $("deploy-errors");
+  errors.innerHTML = "";
+  let def;
+  try {
+    def = JSON.parse($("deploy-json").value);
+  } catch (e) {
+    errors.innerHTML = `<li data-path="/"><code>JSON</code>: ${esc(e.message)}</li>`;
+    return;
+  }
+  if (!def || typeof def.id !== "string" || !def.id) {
+    errors.innerHTML = `<li data-path="/id"><code>/id</code>: an app needs an id</li>`;
+    return;
+  }
+  try {
+    await api("PUT", appPath(def.id), def);
+    $("deploy").close();
+    notice(`${def.id}: deploying`, true);
+    soon();
+  } catch (e) {
+    const details = (e.body && e.body.details) || [];
+    errors.innerHTML = details.length
+      ? details.map((d) => `<li data-path="${esc(d.path)}"><code>${esc(d.path)}</code>: ${esc((d.errors || []).join("; "))}</li>`).join("")
+      : `<li>${esc(e.message)}${e.status === 403 ? " (this needs the admin role)" : ""}</li>`;
+  }
+};
+
+// A task's logs, read from its agent through the bridge; a follow streams until closed (the
+// bridge then tells the agent to stop).
+let logsAbort = null;
+function openLogs(task) {
+  $("logs-task").textContent = task;
+  $("logs").dataset.task = task;
+  $("logs").showModal();
+  loadLogs();
+}
+async function loadLogs() {
+  if (logsAbort) logsAbort.abort();
+  const abort = new AbortController();
+  logsAbort = abort;
+  const task = $("logs").dataset.task;
+  const follow = $("logs-follow").checked;
+  const q = new URLSearchParams({ stream: $("logs-stream").value, tail: $("logs-tail").value || "200", follow: String(follow) });
+  const text = $("logs-text"), status = $("logs-status");
+  text.textContent = "";
+  status.textContent = follow ? "following…" : "reading…";
+  try {
+    const r = await fetch(`/v2/tasks/${encodeURIComponent(task)}/logs?${q}`, { signal: abort.signal, headers: { Accept: "text/plain" } });
+    if (!r.ok) {
+      let m = "HTTP " + r.status;
+      try { m = (await r.json()).message || m; } catch (_) { /* not JSON */ }
+      status.textContent = m;
+      return;
+    }
+    const reader = r.body.getReader();
+    const decoder = new TextDecoder();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text.textContent += decoder.decode(value, { stream: true });
+      text.scrollTop = text.scrollHeight;
+    }
+    status.textContent = "end of log";
+  } catch (e) {
+    if (e.name !== "AbortError") status.textContent = String(e.message || e);
+  }
+}
+$("logs-reload").onclick = loadLogs;
+$("logs-follow").onchange = loadLogs;
+$("logs-close").onclick = () => { if (logsAbort) logsAbort.abort(); $("logs").close(); };
+
+// An agent: its resources, attributes and tasks, from the last refresh.
+function openAgent(id) {
+  const a = last.agents.find((x) => x.id === id);
+  if (!a) return;
+  const tasks = last.apps.flatMap((app) => (app.tasks || []).filter((t) => t.slaveId === id));
+  const o = a.offered, u = a.used;
+  const attrs = Object.entries(a.attributes || {}).map(([k, v]) => `<code>${esc(k)}=${esc(v)}</code>`).join(" ") || "–";
+  $("agent-id").textContent = id;
+  $("agent-body").innerHTML = `<table><tbody>
+    <tr><th>Host</th><td>${esc(a.hostname)}</td></tr>
+    <tr><th>State</th><td>${esc(a.liveness)}${a.unreachable_since ? " since " + esc(ago(a.unreachable_since)) : ""}; last seen ${esc(ago(a.last_seen))}</td></tr>
+    <tr><th>Attributes</th><td>${attrs}</td></tr>
+    <tr><th>CPUs</th><td>${o ? usage(u.cpus, u.cpus + o.cpus, "CPUs") : "–"}</td></tr>
+    <tr><th>Memory</th><td>${o ? usage(u.mem, u.mem + o.mem, "MiB") : "–"}</td></tr>
+    <tr><th>Disk free</th><td>${o ? Math.round(o.disk) + " MiB" : "–"}</td></tr>
+    <tr><th>Tasks</th><td>${tasks.length ? tasks.map((t) => `<div><code>${esc(t.id)}</code> ${esc(t.state.replace("TASK_", ""))} <button data-action="logs" data-task="${esc(t.id)}">Logs</button></div>`).join("") : "none"}</td></tr>
+  </tbody></table>`;
+  $("agent").showModal();
+}
+$("agent-close").onclick = () => $("agent").close();
 
 live();
 // If the event stream cannot open (a proxy that buffers it), show the fleet anyway.
