@@ -486,12 +486,40 @@ fn dispatch(ctx: &Arc<Ctx>, logged: &mut std::collections::HashSet<[u8; 16]>, ac
         }
         Action::EnsureImage {
             launch,
+            app_id,
             image,
             force,
         } => {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let result = docker::ensure_image(&ctx.docker, &ctx.config, &image, force).await;
+                let progress = |f: docker::PullFigures, done: bool, error: Option<&str>| {
+                    let p = outpost_protocol::PullProgress {
+                        version: outpost_protocol::PROTOCOL_VERSION,
+                        agent_id: outpost_protocol::AgentId::new(&ctx.config.agent_id)
+                            .unwrap_or_default(),
+                        image: image.clone(),
+                        app_id: app_id.clone(),
+                        task_id: launch.as_ref().map(|(t, _)| t.clone()),
+                        layers_done: f.layers_done,
+                        layers_total: f.layers_total,
+                        bytes_done: f.bytes_done,
+                        bytes_total: f.bytes_total,
+                        done,
+                        error: error.map(|e| {
+                            outpost_protocol::Note::new(logs::truncate(
+                                e,
+                                outpost_protocol::Note::LIMIT,
+                            ))
+                            .unwrap_or_default()
+                        }),
+                    };
+                    let payload = outpost_protocol::codec::encode_to_vec(&p);
+                    let _ = ctx
+                        .mqtt
+                        .send(mqtt::Outgoing::Publish(TopicKind::Progress, payload));
+                };
+                let result =
+                    docker::ensure_image(&ctx.docker, &ctx.config, &image, force, progress).await;
                 if result.is_ok() {
                     ctx.images.touch(&image, now_ms());
                 }

@@ -10,7 +10,8 @@ use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use outpost_protocol::codec::MAX_MESSAGE_BYTES;
 use outpost_protocol::topics::{LOGS_FILTER, parse_logs_topic};
 use outpost_protocol::{
-    AgentState, AgentStats, CommandReply, Hello, Offer, TaskStatus, Topic, TopicKind, decode,
+    AgentState, AgentStats, CommandReply, Hello, Offer, PullProgress, TaskStatus, Topic, TopicKind,
+    decode,
 };
 
 use crate::config::Config;
@@ -70,6 +71,8 @@ pub async fn run(shared: Arc<Shared>, mut client: AsyncClient, mut eventloop: ru
                     shared.logs.on_chunk(request_id, &p.payload);
                 } else if p.topic.ends_with("/stats") {
                     agent_stats(&shared, &p.topic, &p.payload);
+                } else if p.topic.ends_with("/progress") {
+                    pull_progress(&shared, &p.topic, &p.payload);
                 } else if !(p.topic.ends_with("/reply") && shared.logs.on_reply(&p.payload)) {
                     let _ = tx.send((p.topic, p.payload));
                 }
@@ -113,6 +116,39 @@ fn agent_stats(shared: &Shared, topic: &str, payload: &[u8]) {
             tracing::warn!(topic, error = %e, "dropping stats on a topic that is not Outpost's")
         }
     }
+}
+
+/// An agent's pull progress: relayed on `/v2/events` as `outpost_pull_progress` (to the
+/// subscribers that ask for that type).
+fn pull_progress(shared: &Shared, topic: &str, payload: &[u8]) {
+    let p = match (Topic::parse(topic), decode::<PullProgress>(payload)) {
+        (Ok(t), Ok(p)) if t.agent_id == p.agent_id => p,
+        (_, Err(e)) => {
+            tracing::warn!(topic, error = %e, "dropping undecodable pull progress");
+            return;
+        }
+        _ => {
+            tracing::warn!(
+                topic,
+                "dropping pull progress that names another agent than its topic"
+            );
+            return;
+        }
+    };
+    let _ = shared.events.send(serde_json::json!({
+        "eventType": "outpost_pull_progress",
+        "timestamp": crate::time::rfc3339(crate::time::now_ms()),
+        "agentId": p.agent_id.as_str(),
+        "image": p.image.as_str(),
+        "appId": p.app_id.as_deref(),
+        "taskId": p.task_id.as_deref(),
+        "layersDone": p.layers_done,
+        "layersTotal": p.layers_total,
+        "bytesDone": p.bytes_done,
+        "bytesTotal": p.bytes_total,
+        "done": p.done,
+        "error": p.error.as_deref(),
+    }));
 }
 
 /// Hands MQTT messages to the owner in batches: all the messages that arrived together are

@@ -73,6 +73,8 @@ pub struct Progress {
     pub hosts: Vec<(String, String)>,
     /// The app is gone (a destroy).
     pub gone: bool,
+    /// A pull of the app's image under way on an agent: what it says.
+    pub pulling: Option<String>,
 }
 
 impl Progress {
@@ -101,6 +103,7 @@ impl Progress {
                 .is_some_and(|h| !h.is_empty()),
             hosts: hosts.into_iter().map(|(h, s)| (h, s.join(","))).collect(),
             gone: false,
+            pulling: None,
         }
     }
 
@@ -127,6 +130,9 @@ impl Progress {
                 "{} staged, {} running of {}",
                 self.staged, self.running, self.instances
             );
+        }
+        if let Some(p) = &self.pulling {
+            s.push_str(&format!(" · {p}"));
         }
         if per_host && !self.hosts.is_empty() {
             let hosts: Vec<String> = self
@@ -179,7 +185,22 @@ pub const FOLLOW_EVENTS: &[&str] = &[
     "deployment_failed",
     "status_update_event",
     "health_status_changed_event",
+    "outpost_pull_progress",
 ];
+
+/// A pull progress event in words: `pulling IMAGE on AGENT: 2/3 layers, 1.5/4.0 MiB`.
+pub fn pull_line(v: &Value) -> String {
+    let mib = |k: &str| v[k].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0);
+    format!(
+        "pulling {} on {}: {}/{} layers, {:.1}/{:.1} MiB",
+        v["image"].as_str().unwrap_or("?"),
+        v["agentId"].as_str().unwrap_or("?"),
+        v["layersDone"],
+        v["layersTotal"],
+        mib("bytesDone"),
+        mib("bytesTotal")
+    )
+}
 
 /// Options of a follow.
 #[derive(Debug, Clone, Copy)]
@@ -267,8 +288,12 @@ pub fn deployment(
     let mut progress = Progress::default();
     let mut refreshed = Instant::now() - Duration::from_secs(1);
     let path = format!("/v2/apps{app_id}");
-    let refresh = |progress: &mut Progress| match client.get(&path) {
-        Ok(v) => *progress = Progress::of(&v["app"]),
+    let mut pulling: Option<String> = None;
+    let refresh = |progress: &mut Progress, pulling: &Option<String>| match client.get(&path) {
+        Ok(v) => {
+            *progress = Progress::of(&v["app"]);
+            progress.pulling = pulling.clone();
+        }
         Err(e) if e.0.contains(": 404 ") => progress.gone = true,
         Err(_) => {}
     };
@@ -282,7 +307,7 @@ pub fn deployment(
     };
     loop {
         if refreshed.elapsed() >= Duration::from_millis(250) {
-            refresh(&mut progress);
+            refresh(&mut progress, &pulling);
             display.show(label, &progress, opts.per_host);
             refreshed = Instant::now();
         }
@@ -294,14 +319,21 @@ pub fn deployment(
             )));
         }
         match events.recv_timeout(Duration::from_millis(250)) {
+            Ok((_, v)) if v["eventType"] == "outpost_pull_progress" => {
+                if v["appId"] == app_id {
+                    pulling = (v["done"] != true).then(|| pull_line(&v));
+                    progress.pulling = pulling.clone();
+                    display.show(label, &progress, opts.per_host);
+                }
+            }
             Ok(event) => match judge(&event, app_id, deployment, opts.tolerate_failures) {
                 Some(Outcome::Done) => {
-                    refresh(&mut progress);
+                    refresh(&mut progress, &None);
                     display.finish(label, &progress, opts.per_host, "done");
                     return Ok(());
                 }
                 Some(Outcome::Failed(why)) => {
-                    refresh(&mut progress);
+                    refresh(&mut progress, &None);
                     display.finish(label, &progress, opts.per_host, "failed");
                     return Err(Failure(format!(
                         "{why}\n(the deployment {deployment} goes on at the bridge; `outpost destroy --force {app_id}` removes the app)"
@@ -311,7 +343,7 @@ pub fn deployment(
             },
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if !still_under_way(client) {
-                    refresh(&mut progress);
+                    refresh(&mut progress, &None);
                     display.finish(label, &progress, opts.per_host, "done");
                     return Ok(());
                 }
@@ -322,6 +354,76 @@ pub fn deployment(
                     client.base()
                 )));
             }
+        }
+    }
+}
+
+/// Follows the pull of `image` on `agent` (asked for after `events` was subscribed) until the
+/// agent says it is over: a byte bar on a terminal, a line per report otherwise.
+pub fn pull(
+    events: &mpsc::Receiver<SseEvent>,
+    agent: &str,
+    image: &str,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let started = Instant::now();
+    let label = format!("pull {image} on {agent}");
+    let bar = std::io::stdout().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(0),
+            indicatif::ProgressDrawTarget::stdout(),
+        );
+        let style = indicatif::ProgressStyle::with_template(&format!(
+            "{label} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{msg}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar
+    });
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        let (_, v) = match events.recv_timeout(left) {
+            Ok(e) => e,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(Failure(format!(
+                    "{label}: no end reported within {} s (the agent goes on pulling)",
+                    timeout.as_secs()
+                )));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Failure(format!("{label}: the event stream ended")));
+            }
+        };
+        if v["agentId"] != agent || v["image"] != image || !v["taskId"].is_null() {
+            continue;
+        }
+        let layers = format!("{}/{} layers", v["layersDone"], v["layersTotal"]);
+        match &bar {
+            Some(bar) => {
+                bar.set_length(v["bytesTotal"].as_u64().unwrap_or(0));
+                bar.set_position(v["bytesDone"].as_u64().unwrap_or(0));
+                bar.set_message(layers.clone());
+            }
+            None => println!(
+                "{label}: {}",
+                pull_line(&v).split(": ").nth(1).unwrap_or("")
+            ),
+        }
+        if v["done"] == true {
+            if let Some(e) = v["error"].as_str() {
+                if let Some(bar) = &bar {
+                    bar.abandon_with_message(format!("{layers}: failed"));
+                } else {
+                    println!("{label}: failed");
+                }
+                return Err(Failure(format!("{label} failed: {e}")));
+            }
+            match &bar {
+                Some(bar) => bar.finish_with_message(format!("{layers}: done")),
+                None => println!("{label}: done"),
+            }
+            return Ok(());
         }
     }
 }

@@ -136,6 +136,22 @@ enum Cmd {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Has an agent pull an image ahead of a launch, with its progress.
+    Pull {
+        /// The agent id.
+        agent: String,
+        /// The image reference, e.g. registry:5000/team/web:1.
+        image: String,
+        /// Pull even if the agent has the image.
+        #[arg(long)]
+        force: bool,
+        /// Return as soon as the bridge sent the pull.
+        #[arg(long)]
+        detach: bool,
+        /// Give up following after this many seconds (the pull goes on).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// The bridge's event stream (Marathon's /v2/events), one event a line.
     Events {
         /// Only events of this type (repeatable), e.g. status_update_event.
@@ -239,6 +255,28 @@ fn run(cli: Cli) -> Result<(), Failure> {
             stdout,
             since,
         } => logs(&client, &task, follow, tail, stderr, stdout, since),
+        Cmd::Pull {
+            agent,
+            image,
+            force,
+            detach,
+            timeout,
+        } => {
+            let events = if detach {
+                None
+            } else {
+                Some(follow::subscribe(&client, &["outpost_pull_progress"])?)
+            };
+            let body = json!({ "image": image, "force": force });
+            client.send("POST", &format!("/v2/agents/{agent}/pull"), Some(&body))?;
+            match events {
+                None => {
+                    println!("pull {image} on {agent}: sent");
+                    Ok(())
+                }
+                Some(events) => follow::pull(&events, &agent, &image, Duration::from_secs(timeout)),
+            }
+        }
         Cmd::Events { types } => events(&client, &types, json),
         Cmd::Completions { .. } => Ok(()),
     }

@@ -1000,6 +1000,10 @@ wire_struct!(AgentStats {
     0 => version, 1 => agent_id, 2 => timestamp_ms, 3 => outbox_depth, 4 => restarts,
     5 => probe_latency_us, 6 => containers, 7 => rss_kib, 8 => dockerd_reachable,
 });
+wire_struct!(PullProgress {
+    0 => version, 1 => agent_id, 2 => image, 3 => app_id, 4 => task_id, 5 => layers_done,
+    6 => layers_total, 7 => bytes_done, 8 => bytes_total, 9 => done, 10 => error,
+});
 wire_struct!(LogChunk {
     0 => version, 1 => agent_id, 2 => request_id, 3 => seq, 4 => stream, 5 => data, 6 => end,
 });
@@ -1030,5 +1034,6 @@ wire_message!(
     StatusAck,
     AgentState,
     LogChunk,
-    AgentStats
+    AgentStats,
+    PullProgress
 );

@@ -333,6 +333,23 @@ pub fn agent_stats() -> AgentStats {
     }
 }
 
+/// A launch's pull under way: two of three layers in, 1.5 of 4 MiB.
+pub fn pull_progress() -> PullProgress {
+    PullProgress {
+        version: PROTOCOL_VERSION,
+        agent_id: t("edge-07"),
+        image: t("127.0.0.1:5000/outpost/web:1"),
+        app_id: Some(t("/demo-nginx")),
+        task_id: Some(t("demo-nginx.7d2c1f0e-4b1a-11ef-9a3c-0242ac110002")),
+        layers_done: 2,
+        layers_total: 3,
+        bytes_done: 1_572_864,
+        bytes_total: 4_194_304,
+        done: false,
+        error: None,
+    }
+}
+
 /// Every example, named, encoded.
 #[cfg(feature = "std")]
 pub fn all_encoded() -> std::vec::Vec<(&'static str, std::vec::Vec<u8>)> {
@@ -355,5 +372,6 @@ pub fn all_encoded() -> std::vec::Vec<(&'static str, std::vec::Vec<u8>)> {
         ("logs: chunk", enc(&log_chunk())),
         ("logs: end", enc(&log_end())),
         ("stats", enc(&agent_stats())),
+        ("progress", enc(&pull_progress())),
     ]
 }

@@ -820,3 +820,31 @@ pub struct AgentStats {
     /// Whether dockerd answered the agent's last call.
     pub dockerd_reachable: bool,
 }
+
+/// How far an image pull has come, sent by the agent while it pulls (a few times a second at
+/// most) and once at the end (`done`, or `error`): the bridge relays it on its event stream.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PullProgress {
+    /// Protocol version.
+    pub version: u16,
+    /// The pulling agent.
+    pub agent_id: AgentId,
+    /// The image.
+    pub image: ImageRef,
+    /// The app of the launch the pull is for (none for a pull command).
+    pub app_id: Option<AppId>,
+    /// The task of the launch the pull is for (none for a pull command).
+    pub task_id: Option<TaskId>,
+    /// Layers downloaded and extracted (or already present).
+    pub layers_done: u32,
+    /// Layers of the image seen so far.
+    pub layers_total: u32,
+    /// Bytes downloaded of the layers whose size is known.
+    pub bytes_done: u64,
+    /// Bytes to download of the layers whose size is known.
+    pub bytes_total: u64,
+    /// The pull is over (successfully unless `error` is set).
+    pub done: bool,
+    /// Why the pull failed.
+    pub error: Option<Note>,
+}

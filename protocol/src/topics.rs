@@ -33,11 +33,13 @@ pub enum TopicKind {
     Ack,
     /// Agent → bridge: [`crate::AgentStats`], at the offer interval.
     Stats,
+    /// Agent → bridge: [`crate::PullProgress`] while an image is pulled.
+    Progress,
 }
 
 impl TopicKind {
     /// Every kind.
-    pub const ALL: [TopicKind; 8] = [
+    pub const ALL: [TopicKind; 9] = [
         Self::Hello,
         Self::Offer,
         Self::State,
@@ -46,6 +48,7 @@ impl TopicKind {
         Self::Reply,
         Self::Ack,
         Self::Stats,
+        Self::Progress,
     ];
 
     /// The last topic level.
@@ -59,6 +62,7 @@ impl TopicKind {
             Self::Reply => "reply",
             Self::Ack => "ack",
             Self::Stats => "stats",
+            Self::Progress => "progress",
         }
     }
 
@@ -114,7 +118,7 @@ impl fmt::Display for TopicError {
         f.write_str(match self {
             Self::NotOutpost => "topic does not start with outpost/v1/agents/",
             Self::UnknownKind => {
-                "unknown topic kind (expected hello, offer, state, status, cmd, reply, ack or stats)"
+                "unknown topic kind (expected hello, offer, state, status, cmd, reply, ack, stats or progress)"
             }
             Self::BadAgentId => "agent id must be 1-64 bytes of [A-Za-z0-9._-]",
         })
@@ -265,7 +269,7 @@ mod tests {
 
     #[test]
     fn only_state_like_topics_are_retained() {
-        let retained: heapless::Vec<&str, 8> = TopicKind::ALL
+        let retained: heapless::Vec<&str, 9> = TopicKind::ALL
             .into_iter()
             .filter(|k| k.retain())
             .map(|k| k.as_str())

@@ -375,6 +375,15 @@ proptest! {
                                  probe_latency_us, containers, rss_kib, dockerd_reachable });
     }
 
+    #[test]
+    fn pull_progress_round_trips(agent_id in text(), image in text(), app_id in proptest::option::of(text()),
+                                 task_id in proptest::option::of(text()), layers_done in any::<u32>(),
+                                 layers_total in any::<u32>(), bytes_done in any::<u64>(), bytes_total in any::<u64>(),
+                                 done in any::<bool>(), error in proptest::option::of(text())) {
+        round_trip(&PullProgress { version: PROTOCOL_VERSION, agent_id, image, app_id, task_id, layers_done,
+                                   layers_total, bytes_done, bytes_total, done, error });
+    }
+
     /// Arbitrary bytes never panic the decoder; they decode or fail with an error.
     #[test]
     fn arbitrary_bytes_never_panic_a_decoder(bytes in pvec(any::<u8>(), 0..512)) {
@@ -387,5 +396,6 @@ proptest! {
         let _ = decode::<AgentState>(&bytes);
         let _ = decode::<LogChunk>(&bytes);
         let _ = decode::<AgentStats>(&bytes);
+        let _ = decode::<PullProgress>(&bytes);
     }
 }

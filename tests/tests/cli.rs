@@ -400,3 +400,119 @@ fn a_bridge_that_wants_credentials_gets_a_401_with_how_to_log_in_and_the_token_w
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("403") && err.contains("admin"), "{err}");
 }
+
+#[test]
+fn outpost_pull_follows_a_real_pull_to_its_end_and_a_failed_one_to_its_error() {
+    // An image of its own (2 MiB of random bytes: a layer no other image shares), so the agent
+    // downloads a real layer.
+    let root = tempfile::tempdir().unwrap();
+    let mut noise = vec![0u8; 2 << 20];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").unwrap(),
+        &mut noise,
+    )
+    .unwrap();
+    std::fs::write(root.path().join("noise"), &noise).unwrap();
+    let local = format!("outpost-test/cli-pull:{}", std::process::id());
+    let tar = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -c . | docker import - {local}",
+            root.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(tar.status.success(), "{tar:?}");
+    let mut registry = outpost_tests::registry::Registry::start().unwrap();
+    let remote = registry.push(&local, "outpost/cli-pull:1").unwrap();
+    outpost_tests::docker::docker(&["rmi", &local]).unwrap();
+    // The agent must pull it: the pushed tag must not be present locally.
+    outpost_tests::docker::docker(&["rmi", &remote]).unwrap();
+    let broker = Broker::start().unwrap();
+    let bridge = Bridge::start(&broker.url(), "").unwrap();
+    let url = bridge.url("");
+    let url = url.trim_end_matches('/');
+    let id = Agent::unique_id("cli-pull");
+    let _agent = Agent::start(&id, &broker.url(), (21460, 21469), "").unwrap();
+    wait::until("the agent online", LONG, || {
+        ok(url, &["agents"]).contains("online").then_some(())
+    })
+    .unwrap();
+
+    let out = ok(url, &["pull", &id, &remote]);
+    let label = format!("pull {remote} on {id}: ");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.iter().all(|l| l.starts_with(&label)), "{out}");
+    assert_eq!(lines.last().copied(), Some(format!("{label}done").as_str()));
+    // The last report before done: every layer in, every byte.
+    let figures = lines[lines.len() - 2].trim_start_matches(&label);
+    let (layers, bytes) = figures.split_once(" layers, ").unwrap();
+    let (done, total) = layers.split_once('/').unwrap();
+    assert_eq!(done, total, "{figures}");
+    assert_eq!(total, "1", "{figures}");
+    let (b_done, b_total) = bytes.trim_end_matches(" MiB").split_once('/').unwrap();
+    assert_eq!(b_done, b_total, "{figures}");
+    // The layer's compressed size: random bytes do not compress.
+    let mib: f64 = b_total.parse().unwrap();
+    assert!((1.9..2.2).contains(&mib), "{figures}");
+    assert!(
+        outpost_tests::docker::docker(&["image", "inspect", &remote]).is_ok(),
+        "the agent's dockerd has it"
+    );
+
+    // A Marathon client's stream (no event_type filter) gets none of Outpost's own event types:
+    // marathon-python refuses types it does not know.
+    let mut plain = Command::new("curl")
+        .args(["-sS", "-N", "-H", "Accept: text/event-stream"])
+        .arg(bridge.url("/v2/events"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut plain_out = std::io::BufReader::new(plain.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut plain_out, &mut first).unwrap();
+    assert!(first.contains("event_stream_attached"), "{first}");
+    let r = outpost(url, &["pull", &id, "127.0.0.1:1/outpost/none:1"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    // A change after the pull: once its event is on the plain stream, so would the pull's be.
+    ok(
+        url,
+        &["deploy", "--detach", &{
+            let p = root.path().join("after.json");
+            std::fs::write(
+                &p,
+                json!({ "id": "/cli/after", "cpus": 0.01, "mem": 8, "instances": 0,
+            "container": { "type": "DOCKER", "docker": { "image": image::TEST_IMAGE } } })
+                .to_string(),
+            )
+            .unwrap();
+            p.display().to_string()
+        }],
+    );
+    let mut seen = String::new();
+    while !seen.contains("api_post_event") && !seen.contains("deployment_info") {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut plain_out, &mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    plain.kill().unwrap();
+    plain.wait().unwrap();
+    assert!(
+        seen.contains("deployment_info") || seen.contains("api_post_event"),
+        "{seen}"
+    );
+    assert!(!seen.contains("outpost_"), "{seen}");
+    assert!(
+        r.stderr.contains("pull 127.0.0.1:1/outpost/none:1 on") && r.stderr.contains("failed: "),
+        "{r:?}"
+    );
+    let r = outpost(url, &["pull", "no-such-agent", &remote]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("Agent 'no-such-agent' does not exist"),
+        "{r:?}"
+    );
+}

@@ -167,6 +167,8 @@ pub enum Action {
     EnsureImage {
         /// The launch it is for, if any.
         launch: Option<(TaskId, u32)>,
+        /// The app of that launch (its pull progress names it).
+        app_id: Option<outpost_protocol::AppId>,
         /// Image reference.
         image: ImageRef,
         /// Pull even if present.

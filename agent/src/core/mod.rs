@@ -544,6 +544,7 @@ impl Supervisor {
             CommandKind::Pull(p) => {
                 self.actions.push(Action::EnsureImage {
                     launch: None,
+                    app_id: None,
                     image: p.image,
                     force: p.force,
                 });
@@ -858,6 +859,7 @@ impl Supervisor {
         let spec = t.spec();
         self.actions.push(Action::EnsureImage {
             launch: Some((id.clone(), t.attempt)),
+            app_id: spec.app_id.clone(),
             image: spec.image.clone(),
             force: spec.force_pull,
         });

@@ -42,16 +42,117 @@ pub async fn connect(endpoint: &DockerEndpoint) -> Result<Docker, bollard::error
     docker.negotiate_version().await
 }
 
-/// Makes sure `image` is present, pulling it when missing or when `force` is set.
+/// How far a pull has come, from dockerd's progress messages: one entry per layer.
+#[derive(Debug, Default)]
+pub struct PullTracker {
+    /// Layer id -> (bytes downloaded, bytes in all (0: not known yet), done).
+    layers: std::collections::BTreeMap<String, (u64, u64, bool)>,
+}
+
+/// What a [`PullTracker`] says: layers done and seen, bytes done and known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PullFigures {
+    /// Layers downloaded and extracted, or already present.
+    pub layers_done: u32,
+    /// Layers seen.
+    pub layers_total: u32,
+    /// Bytes downloaded of layers whose size is known.
+    pub bytes_done: u64,
+    /// Bytes of the layers whose size is known.
+    pub bytes_total: u64,
+}
+
+impl PullTracker {
+    /// Takes one progress message of dockerd's pull stream.
+    pub fn update(&mut self, info: &bollard::models::CreateImageInfo) {
+        let (Some(id), Some(status)) = (&info.id, &info.status) else {
+            return;
+        };
+        // The first line names the tag being pulled (`Pulling from team/web`, id `1`), the
+        // last ones the digest: not layers.
+        if status.starts_with("Pulling from") || status.starts_with("Digest") {
+            return;
+        }
+        let layer = self.layers.entry(id.clone()).or_default();
+        match status.as_str() {
+            "Pull complete" | "Already exists" => layer.2 = true,
+            "Downloading" => {
+                if let Some(d) = &info.progress_detail {
+                    layer.0 = d
+                        .current
+                        .and_then(|c| u64::try_from(c).ok())
+                        .unwrap_or(layer.0);
+                    layer.1 = d
+                        .total
+                        .and_then(|t| u64::try_from(t).ok())
+                        .unwrap_or(layer.1);
+                }
+            }
+            // Downloaded whole: what is known of its size is all there is.
+            "Download complete" | "Verifying Checksum" => layer.0 = layer.0.max(layer.1),
+            _ => {}
+        }
+    }
+
+    /// The figures now.
+    pub fn figures(&self) -> PullFigures {
+        let mut f = PullFigures::default();
+        for (current, total, done) in self.layers.values() {
+            f.layers_total += 1;
+            f.layers_done += u32::from(*done);
+            if *total > 0 {
+                f.bytes_total += total;
+                f.bytes_done += if *done {
+                    *total
+                } else {
+                    (*current).min(*total)
+                };
+            }
+        }
+        f
+    }
+}
+
+/// How often pull progress goes out at most.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Makes sure `image` is present, pulling it when missing or when `force` is set; a pull
+/// reports how far it is through `progress` (at most every [`PROGRESS_EVERY`], and once at the
+/// end, successful or not).
 pub async fn ensure_image(
     docker: &Docker,
     config: &Config,
     image: &str,
     force: bool,
+    progress: impl Fn(PullFigures, bool, Option<&str>),
 ) -> Result<(), String> {
     if !force && image_present(docker, image).await {
         return Ok(());
     }
+    let mut tracker = PullTracker::default();
+    let mut last = std::time::Instant::now();
+    let result = pull(docker, config, image, &mut |info| {
+        tracker.update(info);
+        if last.elapsed() >= PROGRESS_EVERY {
+            last = std::time::Instant::now();
+            progress(tracker.figures(), false, None);
+        }
+    })
+    .await;
+    progress(
+        tracker.figures(),
+        true,
+        result.as_ref().err().map(String::as_str),
+    );
+    result
+}
+
+async fn pull(
+    docker: &Docker,
+    config: &Config,
+    image: &str,
+    seen: &mut impl FnMut(&bollard::models::CreateImageInfo),
+) -> Result<(), String> {
     let credentials = config.registry_auth(image).map(|r| DockerCredentials {
         username: Some(r.username.clone()),
         password: Some(r.password.clone()),
@@ -68,6 +169,7 @@ pub async fn ensure_image(
     while let Some(progress) = pull.next().await {
         match progress {
             Ok(info) => {
+                seen(&info);
                 if let Some(detail) = info.error_detail.and_then(|d| d.message) {
                     return Err(format!("pull {image}: {detail}"));
                 }
@@ -98,6 +200,48 @@ async fn image_present(docker: &Docker, image: &str) -> bool {
         .list_images(Some(options))
         .await
         .is_ok_and(|images| !images.is_empty())
+}
+
+#[cfg(test)]
+mod pull_tests {
+    use super::*;
+    use bollard::models::{CreateImageInfo, ProgressDetail};
+
+    fn info(id: &str, status: &str, current: Option<i64>, total: Option<i64>) -> CreateImageInfo {
+        CreateImageInfo {
+            id: Some(id.into()),
+            status: Some(status.into()),
+            progress_detail: Some(ProgressDetail { current, total }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_pull_is_counted_by_layer_and_by_byte_as_dockerd_reports_it() {
+        let mut t = PullTracker::default();
+        for i in [
+            info("1", "Pulling from outpost/web", None, None),
+            info("aaa", "Already exists", None, None),
+            info("bbb", "Pulling fs layer", None, None),
+            info("ccc", "Waiting", None, None),
+            info("bbb", "Downloading", Some(1000), Some(4000)),
+        ] {
+            t.update(&i);
+        }
+        let f = t.figures();
+        assert_eq!((f.layers_done, f.layers_total), (1, 3));
+        assert_eq!((f.bytes_done, f.bytes_total), (1000, 4000));
+        t.update(&info("bbb", "Download complete", None, None));
+        t.update(&info("ccc", "Downloading", Some(10), Some(100)));
+        t.update(&info("bbb", "Pull complete", None, None));
+        let f = t.figures();
+        assert_eq!((f.layers_done, f.layers_total), (2, 3));
+        assert_eq!((f.bytes_done, f.bytes_total), (4010, 4100));
+        t.update(&info("ccc", "Pull complete", None, None));
+        t.update(&info("1", "Digest: sha256:0123", None, None));
+        let f = t.figures();
+        assert_eq!((f.layers_done, f.layers_total, f.bytes_done), (3, 3, 4100));
+    }
 }
 
 /// One container's summary (state, status line, networks), found by id.

@@ -118,6 +118,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/ui/style.css",
             get(|| asset("text/css; charset=utf-8", UI_CSS)),
         )
+        .route("/v2/agents/{id}/pull", post(pull_image))
         .route("/ui/agents", get(ui_agents))
         .route("/ui/bridges", get(ui_bridges))
         .route("/metrics", get(metrics))
@@ -993,6 +994,31 @@ async fn metrics(State(s): S) -> Response {
     .into_response()
 }
 
+/// `POST /v2/agents/{id}/pull` `{"image", "force"}` (an Outpost extension): the agent pulls
+/// the image ahead of a launch; its progress comes on `/v2/events` as `outpost_pull_progress`.
+async fn pull_image(State(s): S, Path(agent): Path<String>, body: Bytes) -> Response {
+    let v = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(image) = v["image"].as_str().map(str::to_string) else {
+        return ApiError::invalid(
+            json!([{ "path": "/image", "errors": ["an image reference is required"] }]),
+        )
+        .into_response();
+    };
+    let force = v["force"].as_bool().unwrap_or(false);
+    let a = agent.clone();
+    match s
+        .apply(move |core, now| core.pull_command(now, &a, &image, force))
+        .await
+    {
+        Ok(Ok(answer)) => (StatusCode::ACCEPTED, axum::Json(answer)).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => stored(e),
+    }
+}
+
 /// `GET /metrics/prometheus`: the bridge in Prometheus's text format ([`crate::metrics`]).
 async fn prometheus(State(s): S) -> Response {
     let read = s.read_snapshot(|c| {
@@ -1060,9 +1086,15 @@ async fn events(
         "timestamp": rfc3339(crate::time::now_ms()),
         "remoteAddress": addr.ip().to_string(),
     });
+    // Outpost's own event types (`outpost_*`) go only to a subscriber that names them:
+    // Marathon clients refuse types they do not know (marathon-python raises).
     let wanted = move |v: &Value| {
         let t = v["eventType"].as_str().unwrap_or_default();
-        filter.is_empty() || filter.iter().any(|f| f == t)
+        if filter.is_empty() {
+            !t.starts_with("outpost_")
+        } else {
+            filter.iter().any(|f| f == t)
+        }
     };
     let first = wanted(&attached).then_some(attached);
     // A subscriber that falls more than the buffer behind is cut off (as Marathon closes a
