@@ -152,6 +152,23 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Stops launches on an agent and moves its apps' tasks elsewhere, following until they
+    /// are replaced.
+    Drain {
+        /// The agent id.
+        agent: String,
+        /// Return once the bridge took the drain.
+        #[arg(long)]
+        detach: bool,
+        /// Give up following after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Lets a drained agent take launches again.
+    Undrain {
+        /// The agent id.
+        agent: String,
+    },
     /// The bridge's event stream (Marathon's /v2/events), one event a line.
     Events {
         /// Only events of this type (repeatable), e.g. status_update_event.
@@ -276,6 +293,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 Some(events) => follow::pull(&events, &agent, &image, Duration::from_secs(timeout)),
             }
+        }
+        Cmd::Drain {
+            agent,
+            detach,
+            timeout,
+        } => drain(&client, &agent, detach, Duration::from_secs(timeout)),
+        Cmd::Undrain { agent } => {
+            client.send("POST", &format!("/v2/agents/{agent}/undrain"), None)?;
+            println!("undrain {agent}: taking launches again");
+            Ok(())
         }
         Cmd::Events { types } => events(&client, &types, json),
         Cmd::Completions { .. } => Ok(()),
@@ -673,6 +700,64 @@ fn logs(
             }
             Err(e) => return Err(Failure(format!("the logs stream of {task} broke: {e}"))),
         }
+    }
+}
+
+/// Drains `agent` and follows until every task it moved is gone from it and its app is back
+/// at its instances.
+fn drain(client: &Client, agent: &str, detach: bool, timeout: Duration) -> Result<(), Failure> {
+    let (answer, _) = client.send("POST", &format!("/v2/agents/{agent}/drain"), None)?;
+    let moved: Vec<String> = answer["moved"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect();
+    println!("drain {agent}: moving {} task(s)", moved.len());
+    for t in &moved {
+        println!("drain {agent}: moving {t}");
+    }
+    if detach || moved.is_empty() {
+        println!("drain {agent}: done");
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    loop {
+        let apps = client.get("/v2/apps?embed=apps.tasks&embed=apps.counts")?;
+        let list = apps["apps"].as_array().cloned().unwrap_or_default();
+        let on_agent = list
+            .iter()
+            .flat_map(|a| a["tasks"].as_array().cloned().unwrap_or_default())
+            .filter(|t| t["slaveId"] == agent && moved.iter().any(|m| t["id"] == m.as_str()))
+            .count();
+        let short: Vec<String> = list
+            .iter()
+            .filter(|a| a["tasksRunning"].as_u64() < a["instances"].as_u64())
+            .filter_map(|a| a["id"].as_str().map(str::to_string))
+            .collect();
+        let line = format!(
+            "{} of {} moved, {} app(s) below their instances",
+            moved.len() - on_agent,
+            moved.len(),
+            short.len()
+        );
+        if line != last {
+            println!("drain {agent}: {line}");
+            last = line;
+        }
+        if on_agent == 0 && short.is_empty() {
+            println!("drain {agent}: done");
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(Failure(format!(
+                "drain {agent}: the moved tasks are not all replaced after {} s (apps short: {})",
+                timeout.as_secs(),
+                short.join(", ")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

@@ -905,6 +905,7 @@ wire_union!(CommandKind {
     4 => Reconcile(body) as "reconcile",
     5 => ReadLogs(body) as "read_logs",
     6 => StopLogs(body) as "stop_logs",
+    7 => Undrain as "undrain",
 });
 wire_union!(Outcome {
     0 => Accepted as "accepted",

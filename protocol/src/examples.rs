@@ -255,6 +255,19 @@ pub fn last_will() -> AgentState {
     }
 }
 
+/// The end of a drain.
+pub fn undrain() -> Command {
+    Command {
+        version: PROTOCOL_VERSION,
+        command_id: t("u-000109"),
+        issued_at_ms: 1_764_000_800_000,
+        kind: CommandKind::Undrain,
+        agent_id: None,
+        signature: None,
+        epoch: None,
+    }
+}
+
 /// A logs request: the last 100 lines of both streams, then new ones for a minute.
 pub fn read_logs() -> Command {
     Command {
@@ -373,5 +386,6 @@ pub fn all_encoded() -> std::vec::Vec<(&'static str, std::vec::Vec<u8>)> {
         ("logs: end", enc(&log_end())),
         ("stats", enc(&agent_stats())),
         ("progress", enc(&pull_progress())),
+        ("command: undrain", enc(&undrain())),
     ]
 }

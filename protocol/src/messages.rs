@@ -424,6 +424,8 @@ pub enum CommandKind {
     ReadLogs(ReadLogs),
     /// End a logs stream.
     StopLogs(StopLogs),
+    /// End a drain: accept launches again.
+    Undrain,
 }
 
 /// The starting value a decoder fills in; a harmless "reconcile all".

@@ -230,6 +230,7 @@ fn command() -> impl Strategy<Value = Command> {
                 })
             }),
         text().prop_map(|request_id| CommandKind::StopLogs(StopLogs { request_id })),
+        Just(CommandKind::Undrain),
     ];
     let signature = proptest::option::of(proptest::collection::vec(any::<u8>(), 64))
         .prop_map(|s| s.map(|b| Signature(b.try_into().unwrap())));

@@ -516,3 +516,85 @@ fn outpost_pull_follows_a_real_pull_to_its_end_and_a_failed_one_to_its_error() {
         "{r:?}"
     );
 }
+
+#[test]
+fn outpost_drain_moves_an_agent_s_tasks_elsewhere_and_undrain_takes_launches_again() {
+    image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let bridge = Bridge::start(&broker.url(), "").unwrap();
+    let url = bridge.url("");
+    let url = url.trim_end_matches('/');
+    let a = Agent::unique_id("drain-a");
+    let b = Agent::unique_id("drain-b");
+    // Both run on this host: a rack attribute tells them apart for the constraint.
+    let rack = |r: &str| format!("[attributes]\nrack = \"{r}\"\n");
+    let _agent_a = Agent::start(&a, &broker.url(), (21470, 21479), &rack("a")).unwrap();
+    let _agent_b = Agent::start(&b, &broker.url(), (21480, 21489), &rack("b")).unwrap();
+    wait::until("both agents online", LONG, || {
+        (ok(url, &["agents"]).matches("online").count() == 2).then_some(())
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // At most one instance per agent (the constraint), then the drain of one of them.
+    let mut def = app_def("/cli/spread", image::TEST_IMAGE, 2, None);
+    def["constraints"] = json!([["rack", "UNIQUE"]]);
+    def["instances"] = json!(1);
+    let spread = write_def(dir.path(), "spread.json", &def);
+    ok(url, &["deploy", &spread]);
+    let tasks: Value =
+        serde_json::from_str(&ok(url, &["--json", "tasks", "--app", "/cli/spread"])).unwrap();
+    let first = tasks["tasks"][0].clone();
+    let (from, to) = if first["slaveId"] == a.as_str() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let out = ok(url, &["drain", from]);
+    let moved = first["id"].as_str().unwrap();
+    assert!(
+        out.contains(&format!("drain {from}: moving 1 task(s)")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("drain {from}: moving {moved}")),
+        "{out}"
+    );
+    assert!(
+        out.trim_end().ends_with(&format!("drain {from}: done")),
+        "{out}"
+    );
+    let tasks: Value =
+        serde_json::from_str(&ok(url, &["--json", "tasks", "--app", "/cli/spread"])).unwrap();
+    let now = &tasks["tasks"].as_array().unwrap();
+    assert_eq!(now.len(), 1, "{tasks}");
+    assert_eq!(now[0]["slaveId"], to.as_str(), "moved to the other agent");
+    assert_eq!(now[0]["state"], "TASK_RUNNING");
+    let agent = ok(url, &["agent", from]);
+    assert!(agent.contains("state:       draining"), "{agent}");
+    assert!(agent.contains("tasks:       0"), "{agent}");
+    // Drained, it takes nothing: a second instance (UNIQUE rack) has nowhere to go...
+    let r = outpost(url, &["scale", "/cli/spread", "2", "--timeout", "5"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("still under way"), "{r:?}");
+    // ...until the agent is undrained.
+    assert_eq!(
+        ok(url, &["undrain", from]).trim(),
+        format!("undrain {from}: taking launches again")
+    );
+    wait::until("the second instance on the undrained agent", LONG, || {
+        let v: Value =
+            serde_json::from_str(&ok(url, &["--json", "tasks", "--app", "/cli/spread"])).ok()?;
+        v["tasks"]
+            .as_array()?
+            .iter()
+            .any(|t| t["slaveId"] == from.as_str() && t["state"] == "TASK_RUNNING")
+            .then_some(())
+    })
+    .unwrap();
+    assert!(ok(url, &["agent", from]).contains("state:       online"));
+    let r = outpost(url, &["drain", "no-such-agent"]);
+    assert!(
+        r.stderr.contains("Agent 'no-such-agent' does not exist"),
+        "{r:?}"
+    );
+}

@@ -559,6 +559,10 @@ impl Supervisor {
                 Ok(())
             }
             CommandKind::ReadLogs(r) => self.read_logs(&id, r),
+            CommandKind::Undrain => {
+                self.undrain(now);
+                Ok(())
+            }
             CommandKind::StopLogs(s) => {
                 // An unknown request has ended already: nothing to do, and nothing wrong.
                 if self.log_streams.remove(s.request_id.as_str()) {
@@ -922,6 +926,14 @@ impl Supervisor {
             for id in ids {
                 let _ = self.kill(now, &id, None, AfterKill::Forget);
             }
+        }
+        self.publish_offer(now);
+    }
+
+    /// Ends a drain: launches are accepted again, the offer and the liveness say so.
+    fn undrain(&mut self, now: Millis) {
+        if std::mem::take(&mut self.draining) {
+            self.publish_state();
         }
         self.publish_offer(now);
     }

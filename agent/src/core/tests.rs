@@ -2088,3 +2088,29 @@ fn a_logs_request_without_a_container_or_with_too_long_a_follow_is_refused_namin
         "nothing streamed"
     );
 }
+
+#[test]
+fn an_undrain_takes_launches_again_and_says_so_in_the_liveness_and_the_offer() {
+    let mut sim = Sim::new();
+    let reply = sim.command(CommandKind::Drain(Drain {
+        policy: DrainPolicy::KeepTasks,
+    }));
+    assert_eq!(reply.outcome, Outcome::Accepted);
+    let (code, _) = rejection(&sim.command(CommandKind::Launch(spec("after-drain"))));
+    assert_eq!(code, RejectCode::Draining);
+    let offers = sim.offers.len();
+    assert_eq!(sim.command(CommandKind::Undrain).outcome, Outcome::Accepted);
+    assert!(!sim.sup.draining());
+    assert!(sim.offers.len() > offers, "a new offer");
+    assert_eq!(
+        sim.command(CommandKind::Launch(spec("after-drain")))
+            .outcome,
+        Outcome::Accepted
+    );
+    // Durable: a restart does not drain again.
+    let restored = restarted(&sim);
+    assert!(
+        !restored.sup.draining(),
+        "not draining after a restart either"
+    );
+}

@@ -179,4 +179,55 @@ impl Core {
             self.command(now, agent, &cid, CommandKind::Reconcile(r));
         }
     }
+
+    /// `POST /v2/agents/{id}/drain`: the agent takes no more launches (its liveness is
+    /// draining at once, so nothing is placed on it meanwhile) and every Marathon task on it is
+    /// killed to be replaced elsewhere; frameworks' tasks stay (their frameworks decide).
+    /// Answers the tasks it moved.
+    pub fn drain_agent(&mut self, now: Millis, agent_id: &str) -> Result<Value, ApiError> {
+        self.reachable_agent(agent_id, "it cannot be drained now")?;
+        let cid = format!("d-{}", self.ids.uuid().simple());
+        self.command(
+            now,
+            agent_id,
+            &cid,
+            CommandKind::Drain(wire::Drain {
+                policy: wire::DrainPolicy::KeepTasks,
+            }),
+        );
+        if let Some(a) = self.agents.get_mut(agent_id).map(Arc::make_mut) {
+            a.liveness = AgentLiveness::Draining;
+        }
+        self.save_agent(agent_id);
+        let moved: Vec<String> = self
+            .agent_task_ids(agent_id)
+            .into_iter()
+            .filter(|t| {
+                self.tasks
+                    .get(t)
+                    .is_some_and(|r| !r.killing && !r.state().is_terminal())
+            })
+            .map(|t| t.to_string())
+            .collect();
+        for t in &moved {
+            tracing::info!(agent = agent_id, task = %t, "drain: killing the task to move it");
+            self.kill(now, t, None);
+        }
+        Ok(json!({ "agentId": agent_id, "moved": moved }))
+    }
+
+    /// `POST /v2/agents/{id}/undrain`: the agent takes launches again.
+    pub fn undrain_agent(&mut self, now: Millis, agent_id: &str) -> Result<Value, ApiError> {
+        self.reachable_agent(agent_id, "it cannot be undrained now")?;
+        let cid = format!("u-{}", self.ids.uuid().simple());
+        self.command(now, agent_id, &cid, CommandKind::Undrain);
+        if let Some(a) = self.agents.get_mut(agent_id).map(Arc::make_mut) {
+            a.liveness = AgentLiveness::Online;
+        }
+        self.save_agent(agent_id);
+        self.capacity_freed(Some(agent_id));
+        let apps: Vec<Name> = self.apps.keys().cloned().collect();
+        self.dirty.extend(apps);
+        Ok(json!({ "agentId": agent_id }))
+    }
 }

@@ -21,7 +21,7 @@ pub struct LogsTarget {
 
 impl Core {
     /// 404 for an unknown agent; 503 naming it and since when, when it is not connected.
-    fn reachable_agent(&self, agent_id: &str, what: &str) -> Result<(), ApiError> {
+    pub(super) fn reachable_agent(&self, agent_id: &str, what: &str) -> Result<(), ApiError> {
         let Some(agent) = self.agents.get(agent_id) else {
             return Err(ApiError::not_found(&format!("Agent '{agent_id}'")));
         };

@@ -1096,6 +1096,7 @@ pub fn command_kind_name(kind: &CommandKind) -> &'static str {
         CommandKind::Reconcile(_) => "reconcile",
         CommandKind::ReadLogs(_) => "read_logs",
         CommandKind::StopLogs(_) => "stop_logs",
+        CommandKind::Undrain => "undrain",
     }
 }
 

@@ -119,6 +119,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(|| asset("text/css; charset=utf-8", UI_CSS)),
         )
         .route("/v2/agents/{id}/pull", post(pull_image))
+        .route("/v2/agents/{id}/drain", post(drain_agent))
+        .route("/v2/agents/{id}/undrain", post(undrain_agent))
         .route("/ui/agents", get(ui_agents))
         .route("/ui/bridges", get(ui_bridges))
         .route("/metrics", get(metrics))
@@ -1014,6 +1016,31 @@ async fn pull_image(State(s): S, Path(agent): Path<String>, body: Bytes) -> Resp
         .await
     {
         Ok(Ok(answer)) => (StatusCode::ACCEPTED, axum::Json(answer)).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => stored(e),
+    }
+}
+
+/// `POST /v2/agents/{id}/drain` (an Outpost extension): no more launches on the agent, its
+/// Marathon tasks moved elsewhere; answers `{"agentId", "moved": [task ids]}`.
+async fn drain_agent(State(s): S, Path(agent): Path<String>) -> Response {
+    match s
+        .apply(move |core, now| core.drain_agent(now, &agent))
+        .await
+    {
+        Ok(Ok(answer)) => axum::Json(answer).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => stored(e),
+    }
+}
+
+/// `POST /v2/agents/{id}/undrain` (an Outpost extension): the agent takes launches again.
+async fn undrain_agent(State(s): S, Path(agent): Path<String>) -> Response {
+    match s
+        .apply(move |core, now| core.undrain_agent(now, &agent))
+        .await
+    {
+        Ok(Ok(answer)) => axum::Json(answer).into_response(),
         Ok(Err(e)) => e.into_response(),
         Err(e) => stored(e),
     }
