@@ -344,29 +344,47 @@ fn the_cli_lists_deploys_follows_reads_logs_and_says_what_went_wrong() {
 }
 
 #[test]
-fn a_bridge_that_wants_credentials_gets_a_401_with_how_to_log_in_and_the_token_works() {
+fn a_bridge_that_wants_credentials_gets_a_401_with_how_to_log_in_and_the_token_works_over_https() {
+    let certs = tempfile::tempdir().unwrap();
+    outpost_tests::process::run(
+        Command::new(bin_path::path("outpost-bridge").unwrap())
+            .arg("issue-certs")
+            .arg("--dir")
+            .arg(certs.path()),
+    )
+    .unwrap();
+    let ca = certs.path().join("ca.pem");
     let broker = Broker::start().unwrap();
     let token = "cli-token-0123456789";
     let bridge = Bridge::start_no_wait(
         &broker.url(),
-        &format!("[[api_tokens]]\ntoken = \"{token}\"\nrole = \"read\"\n"),
+        &format!(
+            "[[api_tokens]]\ntoken = \"{token}\"\nrole = \"read\"\n\
+             [api_tls]\ncert_file = \"{0}/broker.pem\"\nkey_file = \"{0}/broker.key\"\n",
+            certs.path().display()
+        ),
     )
     .unwrap();
-    let url = bridge.url("");
-    let url = url.trim_end_matches('/').to_string();
-    wait::until("the bridge up", LONG, || {
-        outpost_tests::http::get(&bridge.url("/ping"))
-            .ok()
-            .filter(|r| r.status == 200)
+    let url = format!("https://127.0.0.1:{}", bridge.port());
+    wait::until("the bridge up over TLS", LONG, || {
+        (outpost_tests::http::curl_tls(&ca, &[&format!("{url}/ping")]).0 == 200).then_some(())
     })
     .unwrap();
+    // Without the fleet CA the bridge's certificate is not trusted; with it, on to the 401.
     let r = outpost(&url, &["apps"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(&format!("bridge unreachable at {url}")),
+        "{r:?}"
+    );
+    let ca_arg = ca.display().to_string();
+    let r = outpost(&url, &["--ca", &ca_arg, "apps"]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("401"), "{r:?}");
     assert!(r.stderr.contains("OUTPOST_TOKEN"), "how to log in: {r:?}");
     // The token from the environment, then from the config file.
     let out = Command::new(outpost_bin())
-        .args(["--bridge", &url, "apps"])
+        .args(["--bridge", &url, "--ca", &ca_arg, "apps"])
         .env("XDG_CONFIG_HOME", "/nonexistent")
         .env("OUTPOST_TOKEN", token)
         .output()
@@ -377,7 +395,7 @@ fn a_bridge_that_wants_credentials_gets_a_401_with_how_to_log_in_and_the_token_w
     std::fs::create_dir_all(dir.path().join("outpost")).unwrap();
     std::fs::write(
         dir.path().join("outpost/cli.toml"),
-        format!("bridge = \"{url}\"\ntoken = \"{token}\"\n"),
+        format!("bridge = \"{url}\"\ntoken = \"{token}\"\nca = \"{ca_arg}\"\n"),
     )
     .unwrap();
     let out = Command::new(outpost_bin())

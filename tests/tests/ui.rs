@@ -344,6 +344,23 @@ fn the_ui_deploys_scales_reads_logs_and_destroys_an_app_with_clicks() {
     );
     tab.click("#agent-close");
 
+    // Drain from the agent's page (asked first): its tasks are moved (nowhere else to go
+    // here, so the app waits), then undrain: they come back.
+    tab.click(&format!("#agents tr[data-agent=\"{agent_id}\"] b"));
+    tab.click("#agent-body button[data-action=drain]");
+    tab.until("the confirmation", "document.getElementById('ask').open");
+    tab.click("#ask-ok");
+    tab.until(
+        "the notice of the drain and the agent draining",
+        &format!(
+            "document.getElementById('notice').textContent.includes('draining; moving 2 task(s)') \
+             && document.querySelector('#agents tr[data-agent=\"{agent_id}\"]').textContent.includes('draining')"
+        ),
+    );
+    tab.click(&format!("#agents tr[data-agent=\"{agent_id}\"] b"));
+    tab.click("#agent-body button[data-action=undrain]");
+    tab.until("two healthy instances again", &healthy(2));
+
     // Destroy asks first; cancelled, nothing happens; confirmed, the app goes.
     tab.click("#apps tr[data-app=\"/ui/hello\"] button[data-action=destroy]");
     tab.until("the confirmation", "document.getElementById('ask').open");

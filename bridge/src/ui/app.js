@@ -206,13 +206,24 @@ async function act(button) {
     notice(`${task}: killed`, true);
   } else if (action === "logs") {
     openLogs(task);
+  } else if (action === "drain") {
+    const agent = button.dataset.agent;
+    if (!(await ask(`Drain ${agent}?`, "It takes no more launches; its apps' tasks are killed and replaced on other agents."))) return;
+    const r = await api("POST", `/v2/agents/${encodeURIComponent(agent)}/drain`);
+    $("agent").close();
+    notice(`${agent}: draining; moving ${r.moved.length} task(s)${r.moved.length ? ": " + r.moved.join(", ") : ""}`, true);
+  } else if (action === "undrain") {
+    const agent = button.dataset.agent;
+    await api("POST", `/v2/agents/${encodeURIComponent(agent)}/undrain`);
+    $("agent").close();
+    notice(`${agent}: taking launches again`, true);
   }
   soon();
 }
 
 document.addEventListener("click", (ev) => {
   const button = ev.target.closest("button[data-action]");
-  if (button) act(button).catch(failed(`${button.dataset.action} ${button.dataset.app || button.dataset.task}`));
+  if (button) act(button).catch(failed(`${button.dataset.action} ${button.dataset.app || button.dataset.task || button.dataset.agent}`));
   const agent = ev.target.closest("tr[data-agent] b");
   if (agent) openAgent(agent.closest("tr").dataset.agent);
 });
@@ -307,7 +318,10 @@ function openAgent(id) {
     <tr><th>Memory</th><td>${o ? usage(u.mem, u.mem + o.mem, "MiB") : "–"}</td></tr>
     <tr><th>Disk free</th><td>${o ? Math.round(o.disk) + " MiB" : "–"}</td></tr>
     <tr><th>Tasks</th><td>${tasks.length ? tasks.map((t) => `<div><code>${esc(t.id)}</code> ${esc(t.state.replace("TASK_", ""))} <button data-action="logs" data-task="${esc(t.id)}">Logs</button></div>`).join("") : "none"}</td></tr>
-  </tbody></table>`;
+  </tbody></table>
+  <div class="buttons left">${a.liveness === "draining"
+    ? `<button data-action="undrain" data-agent="${esc(id)}">Undrain</button>`
+    : `<button data-action="drain" data-agent="${esc(id)}" class="danger">Drain</button>`}</div>`;
   $("agent").showModal();
 }
 $("agent-close").onclick = () => $("agent").close();
