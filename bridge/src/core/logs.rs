@@ -95,27 +95,12 @@ impl Core {
             (None, Some(t)) => t.agent_id.clone(),
             (None, None) => return Err(ApiError::not_found(&format!("Task '{task_id}'"))),
         };
-        let agent = self.agents.get(agent_id.as_str());
-        let reachable = agent
-            .is_some_and(|a| matches!(a.liveness, AgentLiveness::Online | AgentLiveness::Draining));
-        if !reachable {
-            let since = agent
-                .and_then(|a| a.unreachable_since_ms.or(Some(a.last_seen_ms)))
-                .map_or_else(
-                    || "it was never seen".to_string(),
-                    |ms| format!("since {}", rfc3339(ms)),
-                );
-            return Err(ApiError {
-                status: 503,
-                body: json!({
-                    "message": format!(
-                        "agent {agent_id} of task {task_id} is unreachable ({since}); its logs stay on the host, bounded by its log limits, and can be read once it is back"
-                    ),
-                    "agentId": agent_id,
-                    "unreachableSince": agent.and_then(|a| a.unreachable_since_ms).map(rfc3339),
-                }),
-            });
-        }
+        self.reachable_agent(
+            &agent_id,
+            &format!(
+                "task {task_id}'s logs stay on the host, bounded by its log limits, and can be read once it is back"
+            ),
+        )?;
         request.task_id = wire::TaskId::new(task_id)
             .map_err(|_| ApiError::not_found(&format!("Task '{task_id}'")))?;
         self.command(now, &agent_id, &request_id, CommandKind::ReadLogs(request));
