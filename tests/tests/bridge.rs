@@ -188,6 +188,23 @@ fn the_readme_example_deploys_two_healthy_tasks_with_one_curl() {
     }
     let all = fleet.bridge.json("/v2/tasks");
     assert_eq!(task_ids(all["tasks"].as_array().unwrap()), task_ids(&tasks));
+    // Marathon's text form, as haproxy-marathon-bridge reads it: app, service port, then the
+    // running tasks' host:port, tab-separated and sorted.
+    let service_port = fleet.app("/demo-nginx")["container"]["portMappings"][0]["servicePort"]
+        .as_u64()
+        .unwrap();
+    let host = tasks[0]["host"].as_str().unwrap();
+    let mut addresses: Vec<String> = ports.iter().map(|p| format!("{host}:{p}")).collect();
+    addresses.sort();
+    let want = format!("demo-nginx\t{service_port}\t{}\t\n", addresses.join("\t"));
+    for path in ["/v2/tasks", "/v2/apps/demo-nginx/tasks"] {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-H", "Accept: text/plain"])
+            .arg(fleet.bridge.url(path))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{path}");
+    }
     wait::until("the deployment to finish", SHORT, || {
         (fleet.bridge.json("/v2/deployments") == json!([])).then_some(())
     })

@@ -551,6 +551,16 @@ async fn app_route(
         };
     }
     if let Some(id) = path.strip_suffix("/tasks") {
+        if method == Method::GET && wants_text(&headers) {
+            let id = normalize_id(id);
+            return s
+                .read(move |core| match core.app(&id).filter(|a| !a.deleting) {
+                    Some(app) => text(endpoints_text(core, std::iter::once(app))),
+                    None => error(404, json!({ "message": format!("App '{id}' does not exist") })),
+                })
+                .await
+                .unwrap_or_else(stored);
+        }
         return app_tasks(s, method, normalize_id(id), None, p).await;
     }
     if let Some((id, task)) = path.rsplit_once("/tasks/") {
@@ -742,7 +752,73 @@ async fn app_tasks(
 
 // ------------------------------------------------------------------ tasks, deployments, queue
 
-async fn list_tasks(State(s): S, RawQuery(q): RawQuery) -> Response {
+/// Whether the client asks for Marathon's text form (`Accept: text/plain`, and not JSON).
+fn wants_text(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    accept.contains("text/plain") && !accept.contains("application/json")
+}
+
+/// Marathon's tab-separated task endpoints (`EndpointsHelper.appsToEndpointString`), the form
+/// `haproxy-marathon-bridge` reads: per app and service port, `{app id with / as _}\t{service
+/// port}\t{host}:{host port}\t...`, the addresses of RUNNING tasks sorted; an app without
+/// service ports gets one line `{id}\t \t{host}\t...`.
+pub fn endpoints_text<'a>(core: &Core, apps: impl Iterator<Item = &'a AppRecord>) -> String {
+    let mut out = String::new();
+    for app in apps {
+        let clean = app.def.id.trim_start_matches('/').replace('/', "_");
+        let running: Vec<&TaskRecord> = core
+            .tasks(Some(&app.def.id))
+            .filter(|t| t.state == outpost_protocol::TaskState::Running)
+            .collect();
+        let service_ports: Vec<u32> = app
+            .def
+            .port_mappings()
+            .iter()
+            .map(|m| m.service_port)
+            .collect();
+        if service_ports.is_empty() {
+            let mut hosts: Vec<&str> = running.iter().map(|t| &*t.host).collect();
+            hosts.sort_unstable();
+            out.push_str(&clean);
+            out.push_str("\t \t");
+            for h in hosts {
+                out.push_str(h);
+                out.push('\t');
+            }
+            out.push('\n');
+            continue;
+        }
+        for (i, port) in service_ports.iter().enumerate() {
+            let mut addresses: Vec<String> = running
+                .iter()
+                .map(|t| format!("{}:{}", t.host, t.host_ports.get(i).copied().unwrap_or(0)))
+                .collect();
+            addresses.sort_unstable();
+            out.push_str(&format!("{clean}\t{port}\t"));
+            for a in addresses {
+                out.push_str(&a);
+                out.push('\t');
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+async fn list_tasks(State(s): S, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+    if wants_text(&headers) {
+        return s
+            .read_snapshot(|core| endpoints_text(core, core.apps().filter(|a| !a.deleting)))
+            .await
+            .map_or_else(stored, text);
+    }
     let p = Params::new(q);
     let wanted: Vec<String> = p
         .all("status")
