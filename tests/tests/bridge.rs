@@ -760,3 +760,88 @@ impl EventStream {
         .unwrap();
     }
 }
+
+#[test]
+fn a_queue_delay_reset_launches_a_crash_looping_app_at_once_and_pods_answer_unsupported() {
+    image::ensure().unwrap();
+    let fleet = Fleet::start("delay", &[(21240, 21249)]);
+    // Every launch is refused by the agent (its policy allows no privileged container): the
+    // bridge's own launch backoff, long here, keeps the app waiting in the queue. (A container
+    // that exits is restarted by its agent, under the agent's backoff, not the queue's.)
+    let app = json!({
+        "id": "/crashy", "cpus": 0.05, "mem": 16, "instances": 1,
+        "container": { "type": "DOCKER",
+                       "docker": { "image": image::TEST_IMAGE, "privileged": true } },
+        "backoffSeconds": 300, "maxLaunchDelaySeconds": 300
+    });
+    fleet.post(&app);
+    let failure = |fleet: &Fleet| {
+        let a = fleet.bridge.json("/v2/apps/crashy");
+        a["app"]["lastTaskFailure"]["taskId"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let first = wait::until("the first failure", LONG, || failure(&fleet))
+        .unwrap_or_else(|e| panic!("{e}: {}", fleet.bridge.get("/v2/apps/crashy").unwrap().text));
+    let waiting = wait::until("the app delayed in the queue", SHORT, || {
+        let q = fleet.bridge.json("/v2/queue");
+        let item = q["queue"].as_array()?.first()?.clone();
+        (item["delay"]["timeLeftSeconds"].as_u64()? > 200).then_some(item)
+    })
+    .unwrap();
+    assert_eq!(waiting["app"]["id"], "/crashy");
+    assert_eq!(waiting["count"], 1);
+
+    let reset = fleet
+        .bridge
+        .request("DELETE", "/v2/queue/crashy/delay", None)
+        .unwrap();
+    assert_eq!(reset.status, 204, "{}", reset.text);
+    // Launched again at once (not in 300 s): a new task fails, and the backoff starts over.
+    let second = wait::until("a new task after the reset", SHORT, || {
+        failure(&fleet).filter(|t| *t != first)
+    })
+    .unwrap();
+    assert_ne!(second, first);
+
+    // An app that waits for nothing is not in the queue: Marathon's 404.
+    let mut steady = app.clone();
+    steady["id"] = json!("/steady");
+    steady["instances"] = json!(0);
+    fleet.post(&steady);
+    let r = fleet
+        .bridge
+        .request("DELETE", "/v2/queue/steady/delay", None)
+        .unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json()["message"],
+        "Application /steady not found in tasks queue."
+    );
+
+    // Pods: unsupported, as a Marathon client asks (HEAD) and as it would call.
+    for method in [&["-I"][..], &["-X", "GET"], &["-X", "POST"]] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(method)
+            .arg(fleet.bridge.url("/v2/pods"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "{method:?}");
+    }
+    let pods = fleet.bridge.get("/v2/pods/web").unwrap();
+    assert_eq!(pods.status, 404);
+    assert!(
+        pods.text.contains("pods are not supported"),
+        "{}",
+        pods.text
+    );
+}

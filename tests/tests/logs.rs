@@ -26,7 +26,9 @@ fn chatty_app(id: &str, exit_after: Option<u32>) -> Value {
     };
     json!({
         "id": id,
-        "cmd": format!("echo out-1; echo err-1 >&2; echo out-2; echo err-2 >&2; echo out-3; {then}"),
+        // The last line waits a moment: the two streams are separate pipes, so only time
+        // orders a line of one after a line of the other in the log.
+        "cmd": format!("echo out-1; echo err-1 >&2; echo out-2; echo err-2 >&2; echo out-3; sleep 0.5; echo err-3 >&2; {then}"),
         "cpus": 0.05,
         "mem": 32,
         "instances": 1,
@@ -95,21 +97,22 @@ fn a_task_s_log_is_read_through_the_bridge_as_text_and_events_and_a_follow_ends_
 
     // Both streams as plain text, in the order they were written (the container may not have
     // printed everything the moment it runs).
-    let body = wait::until("all five lines in the log", SHORT, || {
+    let body = wait::until("all six lines in the log", SHORT, || {
         let (code, body) = curl(&bridge, &path, &[]);
         assert_eq!(code, 200, "{body}");
-        body.contains("out-3").then_some(body)
+        body.contains("err-3").then_some(body)
     })
     .unwrap();
     let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.last(), Some(&"err-3"), "{body:?}");
     for l in ["out-1", "err-1", "out-2", "err-2", "out-3"] {
         assert!(lines.contains(&l), "{l} in {body:?}");
     }
-    // One stream, and the tail of it.
+    // One stream, and the tail (dockerd counts the tail over both streams, then picks one).
     let (_, out) = curl(&bridge, &format!("{path}?stream=stdout"), &[]);
     assert_eq!(out.lines().collect::<Vec<_>>(), ["out-1", "out-2", "out-3"]);
     let (_, err) = curl(&bridge, &format!("{path}?stream=stderr&tail=1"), &[]);
-    assert_eq!(err, "err-2\n");
+    assert_eq!(err, "err-3\n");
     // Since a time after everything was written: nothing.
     let later = "2100-01-01T00:00:00Z";
     let (code, none) = curl(&bridge, &format!("{path}?since={later}"), &[]);

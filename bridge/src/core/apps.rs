@@ -307,4 +307,34 @@ impl Core {
             None => Ok(None),
         }
     }
+
+    /// `DELETE /v2/queue/{id}/delay`: the app's launch backoff starts over, and what it waits
+    /// to launch goes at once. 404 as Marathon answers when the app waits for nothing.
+    pub fn reset_delay(&mut self, app_id: &str) -> Result<(), ApiError> {
+        let live = self
+            .tasks(Some(app_id))
+            .filter(|t| !t.killing && !t.inactive)
+            .count();
+        let waiting = self
+            .apps
+            .get(app_id)
+            .filter(|a| !a.deleting)
+            .is_some_and(|a| (a.def.instances as usize) > live);
+        let not_queued = || ApiError {
+            status: 404,
+            body: json!({ "message": format!("Application {app_id} not found in tasks queue.") }),
+        };
+        if !waiting {
+            return Err(not_queued());
+        }
+        let Some(app) = self.apps.get_mut(app_id) else {
+            return Err(not_queued());
+        };
+        app.failures = 0;
+        app.delay_until_ms = 0;
+        tracing::info!(app = app_id, "launch delay reset");
+        self.save_app(app_id);
+        self.dirty.insert(Name::from(app_id));
+        Ok(())
+    }
 }

@@ -97,6 +97,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
             axum::routing::delete(cancel_deployment),
         )
         .route("/v2/queue", get(queue))
+        .route("/v2/queue/{*rest}", axum::routing::delete(reset_delay))
+        .route("/v2/pods", axum::routing::any(pods))
+        .route("/v2/pods/{*rest}", axum::routing::any(pods))
         .route("/v2/info", get(info))
         .route("/v2/leader", get(leader).delete(abdicate))
         .route("/v2/events", get(events))
@@ -556,7 +559,10 @@ async fn app_route(
             return s
                 .read(move |core| match core.app(&id).filter(|a| !a.deleting) {
                     Some(app) => text(endpoints_text(core, std::iter::once(app))),
-                    None => error(404, json!({ "message": format!("App '{id}' does not exist") })),
+                    None => error(
+                        404,
+                        json!({ "message": format!("App '{id}' does not exist") }),
+                    ),
                 })
                 .await
                 .unwrap_or_else(stored);
@@ -937,6 +943,28 @@ async fn queue(State(s): S) -> Response {
     })
     .await
     .unwrap_or_else(stored)
+}
+
+/// `DELETE /v2/queue/{app id}/delay`: 204, or Marathon's 404 for an app not in the queue.
+async fn reset_delay(State(s): S, Path(rest): Path<String>) -> Response {
+    let Some(id) = rest.strip_suffix("/delay") else {
+        return error(404, json!({ "message": "not found" }));
+    };
+    let id = normalize_id(id);
+    match s.apply(move |core, _| core.reset_delay(&id)).await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => stored(e),
+    }
+}
+
+/// `/v2/pods`: Outpost runs apps, not pods. Marathon's clients ask `HEAD /v2/pods` whether pods
+/// are supported and take a 404 as no (the DC/OS CLI does); every pods call answers that.
+async fn pods() -> Response {
+    error(
+        404,
+        json!({ "message": "pods are not supported by this Marathon API (Outpost runs apps: use /v2/apps)" }),
+    )
 }
 
 // ------------------------------------------------------------------ info, metrics, events
