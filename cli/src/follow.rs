@@ -213,6 +213,22 @@ pub struct Follow {
     pub timeout: Duration,
 }
 
+/// A progress bar on standard output when it is a terminal (`LABEL [=====>  ] COUNTS MSG`,
+/// COUNTS an indicatif template such as `{pos}/{len}`); none on a pipe.
+fn terminal_bar(label: &str, counts: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let bar =
+        indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stdout());
+    let style =
+        indicatif::ProgressStyle::with_template(&format!("{label} [{{bar:30}}] {counts} {{msg}}"))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    bar.set_style(style);
+    Some(bar)
+}
+
 /// Draws progress: a bar on a terminal, a line per change otherwise.
 enum Display {
     Bar(indicatif::ProgressBar),
@@ -221,17 +237,7 @@ enum Display {
 
 impl Display {
     fn new(label: &str) -> Self {
-        if std::io::stdout().is_terminal() {
-            let bar = indicatif::ProgressBar::with_draw_target(
-                Some(0),
-                indicatif::ProgressDrawTarget::stdout(),
-            );
-            let style = indicatif::ProgressStyle::with_template(&format!(
-                "{label} [{{bar:30}}] {{pos}}/{{len}} {{msg}}"
-            ))
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> ");
-            bar.set_style(style);
+        if let Some(bar) = terminal_bar(label, "{pos}/{len}") {
             Self::Bar(bar)
         } else {
             Self::Lines {
@@ -368,19 +374,7 @@ pub fn pull(
 ) -> Result<(), Failure> {
     let started = Instant::now();
     let label = format!("pull {image} on {agent}");
-    let bar = std::io::stdout().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::with_draw_target(
-            Some(0),
-            indicatif::ProgressDrawTarget::stdout(),
-        );
-        let style = indicatif::ProgressStyle::with_template(&format!(
-            "{label} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{msg}}"
-        ))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        bar.set_style(style);
-        bar
-    });
+    let bar = terminal_bar(&label, "{bytes}/{total_bytes}");
     loop {
         let left = timeout.saturating_sub(started.elapsed());
         let (_, v) = match events.recv_timeout(left) {
