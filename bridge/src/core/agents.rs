@@ -1,5 +1,6 @@
 //! Agents: their hello (host name, attributes, address), offers and liveness; an agent that
-//! comes (back) online is reconciled.
+//! comes (back) online is reconciled. And what the API asks of one agent: a pull, a drain,
+//! an undrain (each answering 404 or 503 alike when the agent is unknown or unreachable).
 
 #[allow(unused_imports)]
 use super::*;
@@ -229,5 +230,63 @@ impl Core {
         let apps: Vec<Name> = self.apps.keys().cloned().collect();
         self.dirty.extend(apps);
         Ok(json!({ "agentId": agent_id }))
+    }
+
+    /// 404 for an unknown agent; 503 naming it and since when, when it is not connected.
+    pub(super) fn reachable_agent(&self, agent_id: &str, what: &str) -> Result<(), ApiError> {
+        let Some(agent) = self.agents.get(agent_id) else {
+            return Err(ApiError::not_found(&format!("Agent '{agent_id}'")));
+        };
+        if matches!(
+            agent.liveness,
+            AgentLiveness::Online | AgentLiveness::Draining
+        ) {
+            return Ok(());
+        }
+        let since = agent.unreachable_since_ms.unwrap_or(agent.last_seen_ms);
+        Err(ApiError {
+            status: 503,
+            body: json!({
+                "message": format!("agent {agent_id} is unreachable (since {}): {what}", rfc3339(since)),
+                "agentId": agent_id,
+                "unreachableSince": agent.unreachable_since_ms.map(rfc3339),
+            }),
+        })
+    }
+
+    /// Sends `agent_id` a pull of `image`; answers what `POST /v2/agents/{id}/pull` shows.
+    pub fn pull_command(
+        &mut self,
+        now: Millis,
+        agent_id: &str,
+        image: &str,
+        force: bool,
+    ) -> Result<serde_json::Value, ApiError> {
+        self.reachable_agent(agent_id, "it cannot pull now")?;
+        let Ok(reference) = wire::ImageRef::new(image) else {
+            return Err(ApiError::invalid(
+                json!([{ "path": "/image", "errors": [format!(
+                "{} bytes; an image reference has at most {}", image.len(), wire::ImageRef::LIMIT
+            )] }]),
+            ));
+        };
+        if image.is_empty() || image.contains(char::is_whitespace) {
+            return Err(ApiError::invalid(
+                json!([{ "path": "/image", "errors": [format!(
+                "{image:?} is not an image reference"
+            )] }]),
+            ));
+        }
+        let cid = format!("p-{}", self.ids.uuid().simple());
+        self.command(
+            now,
+            agent_id,
+            &cid,
+            CommandKind::Pull(wire::PullImage {
+                image: reference,
+                force,
+            }),
+        );
+        Ok(json!({ "agentId": agent_id, "image": image, "force": force, "commandId": cid }))
     }
 }

@@ -1,14 +1,10 @@
-//! Task logs: the commands that ask an agent for a task's container log and stop the stream;
-//! and the pull command of `POST /v2/agents/{id}/pull`, whose progress likewise bypasses the
-//! core (relayed on the event stream by the MQTT side).
+//! Task logs: the commands that ask an agent for a task's container log and stop the stream.
 //! The answers (chunks on the request's own topic) bypass the core: `crate::logs` hands them
 //! to the HTTP request that waits for them.
 
-use outpost_protocol::{self as wire, CommandKind, PullImage, ReadLogs, StopLogs};
-use serde_json::json;
-
-use super::{AgentLiveness, ApiError, Core};
-use crate::time::{Millis, rfc3339};
+use super::{ApiError, Core};
+use crate::time::Millis;
+use outpost_protocol::{self as wire, CommandKind, ReadLogs, StopLogs};
 
 /// Where a logs request went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,64 +16,6 @@ pub struct LogsTarget {
 }
 
 impl Core {
-    /// 404 for an unknown agent; 503 naming it and since when, when it is not connected.
-    pub(super) fn reachable_agent(&self, agent_id: &str, what: &str) -> Result<(), ApiError> {
-        let Some(agent) = self.agents.get(agent_id) else {
-            return Err(ApiError::not_found(&format!("Agent '{agent_id}'")));
-        };
-        if matches!(
-            agent.liveness,
-            AgentLiveness::Online | AgentLiveness::Draining
-        ) {
-            return Ok(());
-        }
-        let since = agent.unreachable_since_ms.unwrap_or(agent.last_seen_ms);
-        Err(ApiError {
-            status: 503,
-            body: json!({
-                "message": format!("agent {agent_id} is unreachable (since {}): {what}", rfc3339(since)),
-                "agentId": agent_id,
-                "unreachableSince": agent.unreachable_since_ms.map(rfc3339),
-            }),
-        })
-    }
-
-    /// Sends `agent_id` a pull of `image`; answers what `POST /v2/agents/{id}/pull` shows.
-    pub fn pull_command(
-        &mut self,
-        now: Millis,
-        agent_id: &str,
-        image: &str,
-        force: bool,
-    ) -> Result<serde_json::Value, ApiError> {
-        self.reachable_agent(agent_id, "it cannot pull now")?;
-        let Ok(reference) = wire::ImageRef::new(image) else {
-            return Err(ApiError::invalid(
-                json!([{ "path": "/image", "errors": [format!(
-                "{} bytes; an image reference has at most {}", image.len(), wire::ImageRef::LIMIT
-            )] }]),
-            ));
-        };
-        if image.is_empty() || image.contains(char::is_whitespace) {
-            return Err(ApiError::invalid(
-                json!([{ "path": "/image", "errors": [format!(
-                "{image:?} is not an image reference"
-            )] }]),
-            ));
-        }
-        let cid = format!("p-{}", self.ids.uuid().simple());
-        self.command(
-            now,
-            agent_id,
-            &cid,
-            CommandKind::Pull(PullImage {
-                image: reference,
-                force,
-            }),
-        );
-        Ok(json!({ "agentId": agent_id, "image": image, "force": force, "commandId": cid }))
-    }
-
     /// Sends the agent of `task_id` (a Marathon or a framework task) the `read_logs` command
     /// `request_id` (the caller opened the stream under it first, so no chunk can come
     /// before it is listened for).

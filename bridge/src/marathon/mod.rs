@@ -1115,11 +1115,20 @@ async fn pull_image(State(s): S, Path(agent): Path<String>, body: Bytes) -> Resp
     };
     let force = v["force"].as_bool().unwrap_or(false);
     let a = agent.clone();
-    match s
+    let answer = s
         .apply(move |core, now| core.pull_command(now, &a, &image, force))
-        .await
-    {
-        Ok(Ok(answer)) => (StatusCode::ACCEPTED, axum::Json(answer)).into_response(),
+        .await;
+    agent_answer(StatusCode::ACCEPTED, answer)
+}
+
+/// The answer of an agent action (pull, drain, undrain): its JSON with `ok`, its API error,
+/// or the store's.
+fn agent_answer(
+    ok: StatusCode,
+    answer: Result<Result<Value, ApiError>, crate::store::StoreError>,
+) -> Response {
+    match answer {
+        Ok(Ok(v)) => (ok, axum::Json(v)).into_response(),
         Ok(Err(e)) => e.into_response(),
         Err(e) => stored(e),
     }
@@ -1128,26 +1137,18 @@ async fn pull_image(State(s): S, Path(agent): Path<String>, body: Bytes) -> Resp
 /// `POST /v2/agents/{id}/drain` (an Outpost extension): no more launches on the agent, its
 /// Marathon tasks moved elsewhere; answers `{"agentId", "moved": [task ids]}`.
 async fn drain_agent(State(s): S, Path(agent): Path<String>) -> Response {
-    match s
+    let answer = s
         .apply(move |core, now| core.drain_agent(now, &agent))
-        .await
-    {
-        Ok(Ok(answer)) => axum::Json(answer).into_response(),
-        Ok(Err(e)) => e.into_response(),
-        Err(e) => stored(e),
-    }
+        .await;
+    agent_answer(StatusCode::OK, answer)
 }
 
 /// `POST /v2/agents/{id}/undrain` (an Outpost extension): the agent takes launches again.
 async fn undrain_agent(State(s): S, Path(agent): Path<String>) -> Response {
-    match s
+    let answer = s
         .apply(move |core, now| core.undrain_agent(now, &agent))
-        .await
-    {
-        Ok(Ok(answer)) => axum::Json(answer).into_response(),
-        Ok(Err(e)) => e.into_response(),
-        Err(e) => stored(e),
-    }
+        .await;
+    agent_answer(StatusCode::OK, answer)
 }
 
 /// `GET /metrics/prometheus`: the bridge in Prometheus's text format ([`crate::metrics`]).
