@@ -106,7 +106,6 @@ const PASSIVE_KEYS: &[&str] = &[
     "fetch",
     "user",
     "executor",
-    "dependencies",
     "storeUrls",
     "secrets",
     "residency",
@@ -404,6 +403,10 @@ pub struct AppDefinition {
     /// SIGTERM-to-SIGKILL grace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_kill_grace_period_seconds: Option<u32>,
+    /// Apps and groups this app needs started (and healthy) before it, absolute once parsed
+    /// (a relative path is resolved against the app's group): they order a deployment's steps.
+    #[serde(default)]
+    pub dependencies: Vec<String>,
     /// Marathon fields accepted and shown back, not acted on.
     #[serde(flatten)]
     pub passive: BTreeMap<String, Value>,
@@ -435,6 +438,35 @@ pub enum Invalid {
 pub fn normalize_id(id: &str) -> String {
     let parts: Vec<&str> = id.split('/').filter(|p| !p.is_empty()).collect();
     format!("/{}", parts.join("/"))
+}
+
+/// `path` resolved against group `base` as Marathon resolves ids in a group: an absolute path
+/// as it is, a relative one under `base`; `.` and `..` segments are followed (`..` above the
+/// root stays at the root).
+pub fn resolve_id(base: &str, path: &str) -> String {
+    let mut parts: Vec<&str> = if path.starts_with('/') {
+        Vec::new()
+    } else {
+        base.split('/').filter(|p| !p.is_empty()).collect()
+    };
+    for seg in path.split('/').filter(|p| !p.is_empty()) {
+        match seg {
+            "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// The group an app or group id is in: `/prod/web` → `/prod`, `/web` → `/`.
+pub fn parent_id(id: &str) -> String {
+    match id.trim_end_matches('/').rsplit_once('/') {
+        Some(("", _)) | None => "/".into(),
+        Some((parent, _)) => parent.into(),
+    }
 }
 
 fn valid_segment(s: &str) -> bool {
@@ -497,6 +529,10 @@ impl AppDefinition {
     /// Id made absolute, legacy port mappings moved to `container.portMappings`.
     fn normalized(mut self) -> Self {
         self.id = normalize_id(&self.id);
+        let group = parent_id(&self.id);
+        for d in &mut self.dependencies {
+            *d = resolve_id(&group, d);
+        }
         if let Some(c) = &mut self.container
             && let Some(d) = &mut c.docker
             && let Some(legacy) = d.port_mappings.take()
@@ -963,6 +999,7 @@ fn known_keys() -> Vec<&'static str> {
         "upgradeStrategy",
         "unreachableStrategy",
         "taskKillGracePeriodSeconds",
+        "dependencies",
     ];
     keys.extend_from_slice(PASSIVE_KEYS);
     keys

@@ -53,6 +53,7 @@ impl Core {
                 version: rfc3339(now),
                 action,
                 previous,
+                steps: Vec::new(),
             };
         };
         let d = Deployment {
@@ -60,6 +61,7 @@ impl Core {
             version: app.version.clone(),
             action,
             previous,
+            steps: Vec::new(),
         };
         app.deployment = Some(d.clone());
         let plan = deployment_json(&d, app_id);
@@ -92,21 +94,9 @@ impl Core {
         self.assign_service_ports(&mut def);
         let version = rfc3339(now);
         let id = def.id.clone();
-        self.apps.insert(
-            id.clone().into(),
-            AppRecord {
-                def,
-                version: version.clone(),
-                last_scaling_at: version.clone(),
-                last_config_change_at: version.into(),
-                deployment: None,
-                last_failure: None,
-                failures: 0,
-                delay_until_ms: 0,
-                deleting: false,
-                no_room: None,
-            },
-        );
+        self.apps
+            .insert(id.clone().into(), AppRecord::new(def, version));
+        self.record_version(&id);
         let d = self.start_deployment(now, &id, DeploymentAction::StartApplication, None);
         self.tick(now);
         Ok((self.apps[id.as_str()].clone(), d))
@@ -163,6 +153,7 @@ impl Core {
             app.last_scaling_at = version;
             DeploymentAction::ScaleApplication
         };
+        self.record_version(&id);
         let d = self.start_deployment(now, &id, action, Some(previous));
         self.tick(now);
         Ok(d)
@@ -185,6 +176,7 @@ impl Core {
         };
         app.version = version.clone();
         app.last_config_change_at = version.into();
+        self.record_version(id);
         let d = self.start_deployment(now, id, DeploymentAction::RestartApplication, None);
         self.tick(now);
         Ok(d)
@@ -237,6 +229,7 @@ impl Core {
                 app.def.instances = app.def.instances.saturating_sub(1);
                 app.version = rfc3339(now);
                 app.last_scaling_at = app.version.clone();
+                self.record_version(&t.app_id);
                 self.save_app(&t.app_id);
             }
             if wipe {
@@ -267,45 +260,63 @@ impl Core {
     }
 
     /// `DELETE /v2/deployments/{id}`: with `force`, stop it where it is; otherwise roll back
-    /// (a new deployment to the previous definition).
+    /// (each of its apps deployed again at its previous definition; a new app removed).
     pub fn cancel_deployment(
         &mut self,
         now: Millis,
         deployment: &str,
         force: bool,
     ) -> Result<Option<Deployment>, ApiError> {
-        let Some(app_id) = self
+        let app_ids: Vec<String> = self
             .apps
             .values()
-            .find(|a| a.deployment.as_ref().is_some_and(|d| d.id == deployment))
+            .filter(|a| a.deployment.as_ref().is_some_and(|d| d.id == deployment))
             .map(|a| a.def.id.clone())
-        else {
+            .collect();
+        let Some(first) = app_ids.first() else {
             return Err(ApiError::not_found(&format!("DeploymentPlan {deployment}")));
         };
-        let Some(d) = self
+        let plan = match self
             .apps
-            .get_mut(app_id.as_str())
-            .and_then(|a| a.deployment.take())
-        else {
-            return Err(ApiError::not_found(&format!("DeploymentPlan {deployment}")));
+            .get(first.as_str())
+            .and_then(|a| a.deployment.as_ref())
+        {
+            Some(d) => self.plan_json(d, first),
+            None => Value::Null,
         };
-        let plan = deployment_json(&d, &app_id);
+        let mut parts = Vec::new();
+        for id in &app_ids {
+            if let Some(d) = self
+                .apps
+                .get_mut(id.as_str())
+                .and_then(|a| a.deployment.take())
+            {
+                parts.push((id.clone(), d));
+            }
+            self.save_app(id);
+        }
         self.event(
             now,
             "deployment_failed",
-            json!({ "id": d.id, "plan": plan }),
+            json!({ "id": deployment, "plan": plan }),
         );
-        self.save_app(&app_id);
         if force {
             return Ok(None);
         }
-        match d.previous {
-            Some(prev) => self.update_app(now, prev, true).map(Some),
-            None if d.action == DeploymentAction::StartApplication => {
-                self.delete_app(now, &app_id, true).map(Some)
+        let mut last = None;
+        for (app_id, d) in parts {
+            let rolled = match d.previous {
+                Some(prev) => self.update_app(now, prev, true).map(Some),
+                None if d.action == DeploymentAction::StartApplication => {
+                    self.delete_app(now, &app_id, true).map(Some)
+                }
+                None => Ok(None),
+            };
+            if let Some(r) = rolled? {
+                last = Some(r);
             }
-            None => Ok(None),
         }
+        Ok(last)
     }
 
     /// `DELETE /v2/queue/{id}/delay`: the app's launch backoff starts over, and what it waits

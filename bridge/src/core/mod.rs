@@ -388,6 +388,42 @@ pub struct Deployment {
     pub action: DeploymentAction,
     /// The definition before it, for a rollback.
     pub previous: Option<AppDefinition>,
+    /// A deployment of several apps (a group, a batch `PUT /v2/apps`): its steps in order, each
+    /// the apps it changes; every app of it holds the same id and waits for the apps of the
+    /// steps before its own. Empty for a deployment of one app.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Vec<PlanAction>>,
+}
+
+/// One action of a deployment plan, as Marathon shows it in `steps[].actions[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanAction {
+    /// What is done to the app.
+    pub action: DeploymentAction,
+    /// The app's id.
+    pub app: String,
+}
+
+/// A group made through `/v2/groups` (it is kept while empty); groups under which apps'
+/// ids lie exist without a record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Absolute id (`/prod/db`).
+    pub id: String,
+    /// Absolute ids of the apps and groups every app in this group depends on.
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    /// When it was last changed.
+    pub version: String,
+}
+
+/// One earlier definition of an app (`Table::AppVersions`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// The version (the time of the change).
+    pub version: String,
+    /// The definition then.
+    pub def: AppDefinition,
 }
 
 /// An app with what Marathon computes about it.
@@ -415,6 +451,24 @@ pub struct AppRecord {
     /// epoch and when (a pass is not repeated before something could have made room).
     #[serde(skip)]
     pub no_room: Option<(u64, Millis)>,
+}
+
+impl AppRecord {
+    /// A new app at `version`, with nothing run yet.
+    pub fn new(def: AppDefinition, version: String) -> Self {
+        Self {
+            def,
+            last_scaling_at: version.clone(),
+            last_config_change_at: version.as_str().into(),
+            version,
+            deployment: None,
+            last_failure: None,
+            failures: 0,
+            delay_until_ms: 0,
+            deleting: false,
+            no_room: None,
+        }
+    }
 }
 
 /// An API error with Marathon's status and body.
@@ -528,7 +582,17 @@ pub struct Core {
     launch_next: BTreeSet<String>,
     /// Apps that placed a chunk in this step (until the end of its settle).
     chunked: BTreeSet<String>,
+    /// Per app, its definitions by version, oldest first (at most `max_versions`; Marathon's
+    /// app versions; the latest is the current one).
+    versions: BTreeMap<Name, BTreeMap<String, Arc<AppDefinition>>>,
+    /// Groups made through `/v2/groups`, by id.
+    groups: BTreeMap<String, GroupRecord>,
+    /// Versions kept per app (0: [`DEFAULT_MAX_VERSIONS`]).
+    max_versions: usize,
 }
+
+/// Marathon's default `--max_versions`: the definitions kept per app.
+pub const DEFAULT_MAX_VERSIONS: usize = 50;
 
 /// How many capacity changes are remembered agent by agent: an app that found no room longer
 /// ago than this many changes looks at every agent again.
@@ -589,14 +653,24 @@ impl Core {
     /// A core with what `store` holds (see [`Core::restore_all`]).
     pub fn load(now: Millis, store: &dyn crate::store::StateStore) -> Result<Self, StoreError> {
         use crate::store::load;
-        Ok(Self::restore_all(
+        let mut core = Self::restore_all(
             now,
             load(store, Table::Apps)?,
             load(store, Table::Tasks)?,
             load(store, Table::Agents)?,
             load(store, Table::Frameworks)?,
             load(store, Table::FwTasks)?,
-        ))
+        );
+        core.restore_versions(load(store, Table::AppVersions)?);
+        for g in load::<GroupRecord>(store, Table::Groups)? {
+            core.groups.insert(g.id.clone(), g);
+        }
+        Ok(core)
+    }
+
+    /// Keeps at most `n` definitions per app (Marathon's `--max_versions`).
+    pub fn set_max_versions(&mut self, n: usize) {
+        self.max_versions = n;
     }
 
     /// Makes the ids from now on from `seed` (the owner passes a random one; tests a number).
@@ -641,6 +715,8 @@ impl Core {
                 Table::Agents => self.agents.get(id.as_str()).map(|r| enc(&**r)),
                 Table::Frameworks => self.framework_record(&id).map(|r| enc(&r)),
                 Table::FwTasks => self.fw_tasks.get(&id).map(|r| enc(r)),
+                Table::AppVersions => self.version_record(&id).map(|r| enc(&r)),
+                Table::Groups => self.groups.get(&id).map(|r| enc(r)),
             };
             self.writes.insert((table, id), v);
         }
@@ -664,6 +740,7 @@ impl Core {
             frameworks: self.frameworks.clone(),
             fw_tasks: self.fw_tasks.clone(),
             removed_frameworks: self.removed_frameworks.clone(),
+            groups: self.groups.clone(),
             status_updates: self.status_updates,
             stats: Stats {
                 observations: Vec::new(),
@@ -1269,6 +1346,7 @@ mod agents;
 mod apps;
 pub mod calls;
 mod framework;
+pub mod groups;
 pub mod ids;
 pub mod ledger;
 pub mod logs;

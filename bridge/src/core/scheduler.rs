@@ -44,6 +44,9 @@ impl Core {
 
     /// One app's pass: how many to launch and which to kill, or the next step of its delete.
     pub(super) fn schedule_app(&mut self, now: Millis, id: &str) {
+        if self.waits_for_earlier_step(id) {
+            return;
+        }
         if self.schedule_app_from_tally(now, id) {
             return;
         }
@@ -89,13 +92,9 @@ impl Core {
                 let Some(app) = self.apps.remove(id) else {
                     return;
                 };
+                self.forget_versions(id);
                 if let Some(d) = &app.deployment {
-                    let plan = deployment_json(d, id);
-                    self.event(
-                        now,
-                        "deployment_success",
-                        json!({ "id": d.id, "plan": plan }),
-                    );
+                    self.part_done(now, d, id);
                 }
                 self.event(now, "app_terminated_event", json!({ "appId": id }));
                 self.save_app(id);
@@ -168,13 +167,8 @@ impl Core {
     /// runs) is done.
     fn finish_deployment(&mut self, now: Millis, id: &str) {
         if let Some(d) = self.apps.get_mut(id).and_then(|a| a.deployment.take()) {
-            let plan = deployment_json(&d, id);
             tracing::info!(app = %id, deployment = %d.id, "deployment finished");
-            self.event(
-                now,
-                "deployment_success",
-                json!({ "id": d.id, "plan": plan }),
-            );
+            self.part_done(now, &d, id);
             self.save_app(id);
         }
     }

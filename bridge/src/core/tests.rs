@@ -1166,3 +1166,176 @@ fn a_snapshot_keeps_what_it_saw_while_the_owner_changes_shared_records() {
     w.advance(1000);
     assert!(snapshot.task(&task).is_some());
 }
+
+/// `simple_app` under another id, with `dependencies`.
+fn app_with(id: &str, instances: u32, deps: &[&str]) -> AppDefinition {
+    let mut v: serde_json::Value = serde_json::from_str(&simple_app(instances)).unwrap();
+    v["id"] = json!(id);
+    v["dependencies"] = json!(deps);
+    AppDefinition::from_value(v, None).unwrap()
+}
+
+#[test]
+fn every_change_is_a_version_kept_up_to_the_limit_stored_and_restored_and_a_rollback_deploys_it() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.core.set_max_versions(3);
+    w.create(&simple_app(1));
+    let first = w.core.app("/web").unwrap().version.clone();
+    let first_def = w.core.app("/web").unwrap().def.clone();
+    for (i, mem) in [80.0, 96.0, 112.0].into_iter().enumerate() {
+        w.advance(1000);
+        let mut def = w.core.app("/web").unwrap().def.clone();
+        def.mem = mem;
+        w.core.update_app(w.now, def, true).unwrap();
+        assert_eq!(
+            w.core.app_versions("/web").unwrap().len(),
+            (i + 2).min(3),
+            "bounded by max_versions"
+        );
+    }
+    let versions = w.core.app_versions("/web").unwrap();
+    assert_eq!(
+        versions[0],
+        w.core.app("/web").unwrap().version,
+        "newest first"
+    );
+    assert!(!versions.contains(&first), "the oldest went: {versions:?}");
+    // A scale is a version, not a config change.
+    w.advance(1000);
+    let config_at = w.core.app("/web").unwrap().last_config_change_at.clone();
+    let mut def = w.core.app("/web").unwrap().def.clone();
+    def.instances = 2;
+    w.core.update_app(w.now, def, true).unwrap();
+    let app = w.core.app("/web").unwrap();
+    assert_eq!(app.last_config_change_at, config_at);
+    assert_eq!(app.last_scaling_at, app.version);
+    // Stored and restored, the dropped ones deleted from the store.
+    let mut store = crate::store::MemoryStore::new();
+    store.commit(&w.core.take_writes()).unwrap();
+    assert_eq!(store.count(Table::AppVersions), 3);
+    let restored = Core::load(0, &store).unwrap();
+    assert_eq!(restored.app_versions("/web"), w.core.app_versions("/web"));
+    // Back to the 96 MiB version: a restart deployment of that definition, a new version.
+    let v96 = versions
+        .iter()
+        .find(|v| w.core.app_version("/web", v).unwrap().mem == 96.0)
+        .unwrap()
+        .clone();
+    w.advance(1000);
+    let d = w.core.rollback_app(w.now, "/web", &v96, true).unwrap();
+    assert_eq!(d.action, DeploymentAction::RestartApplication);
+    let app = w.core.app("/web").unwrap();
+    assert_eq!(app.def.mem, 96.0);
+    assert_eq!(app.def.instances, 1, "the version's instances too");
+    assert_ne!(app.version, v96, "a rollback is a new version");
+    let e = w
+        .core
+        .rollback_app(w.now, "/web", &first, true)
+        .unwrap_err();
+    assert_eq!(e.status, 404);
+    assert!(e.body["message"].as_str().unwrap().contains(&first));
+    assert_ne!(first_def.mem, 96.0);
+}
+
+#[test]
+fn a_group_deploys_in_dependency_order_and_is_deleted_dependants_first_in_one_deployment() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    let change = groups::GroupChange {
+        id: "/shop".into(),
+        apps: Some(vec![
+            app_with("/shop/web", 1, &["/shop/db"]),
+            app_with("/shop/db", 1, &[]),
+        ]),
+        replace_apps: true,
+        groups: vec![GroupRecord {
+            id: "/shop".into(),
+            dependencies: vec![],
+            version: String::new(),
+        }],
+        ..Default::default()
+    };
+    let (plan, d) = w
+        .core
+        .change_group(w.now, change, true, false, false)
+        .unwrap();
+    let d = d.unwrap();
+    assert_eq!(plan["steps"][0]["actions"][0]["app"], "/shop/db");
+    assert_eq!(plan["steps"][1]["actions"][0]["app"], "/shop/web");
+    assert_eq!(
+        w.core
+            .app("/shop/web")
+            .unwrap()
+            .deployment
+            .as_ref()
+            .unwrap()
+            .id,
+        d.id
+    );
+    assert_eq!(w.core.deployments_json().len(), 1, "one deployment");
+    // Only the dependency launches; the dependant waits until it is healthy.
+    let first = w.launches();
+    assert_eq!(first.len(), 1);
+    assert!(first[0].1.starts_with("shop_db."));
+    w.status("a1", &first[0].1, TaskState::Starting, None);
+    w.advance(1000);
+    assert!(w.launches().is_empty(), "web waits for db's deployment");
+    // No health checks: running is ready.
+    w.status("a1", &first[0].1, TaskState::Running, None);
+    w.advance(1000);
+    let second = w.launches();
+    assert_eq!(second.len(), 1);
+    assert!(second[0].1.starts_with("shop_web."));
+    assert!(w.core.app("/shop/db").unwrap().deployment.is_none());
+    w.run("a1", &second[0].1);
+    w.advance(1000);
+    assert!(w.core.deployments_json().is_empty());
+    // The tree.
+    assert!(w.core.group_exists("/shop"));
+    assert_eq!(w.core.subgroups("/"), vec!["/shop".to_string()]);
+    assert_eq!(w.core.group_apps("/shop").count(), 2);
+    // A cycle is refused, naming the apps.
+    let cyclic = groups::GroupChange {
+        id: "/loop".into(),
+        apps: Some(vec![
+            app_with("/loop/a", 1, &["/loop/b"]),
+            app_with("/loop/b", 1, &["/loop/a"]),
+        ]),
+        replace_apps: true,
+        ..Default::default()
+    };
+    let e = w
+        .core
+        .change_group(w.now, cyclic, true, false, false)
+        .unwrap_err();
+    assert_eq!(e.status, 422);
+    assert!(e.body.to_string().contains("/loop/a"), "{}", e.body);
+    assert!(w.core.app("/loop/a").is_none(), "nothing of it applied");
+    // Scale by 2, then delete: web's kill comes before db's.
+    let scale = groups::GroupChange {
+        id: "/shop".into(),
+        scale_by: Some(2.0),
+        ..Default::default()
+    };
+    w.core
+        .change_group(w.now, scale, false, false, false)
+        .unwrap();
+    assert_eq!(w.core.app("/shop/web").unwrap().def.instances, 2);
+    assert_eq!(w.core.app("/shop/db").unwrap().def.instances, 2);
+    w.core.delete_group(w.now, "/shop", true).unwrap();
+    let kills: Vec<String> = w
+        .commands()
+        .into_iter()
+        .filter_map(|(_, c)| match c.kind {
+            CommandKind::Kill(k) => Some(k.task_id.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert!(!kills.is_empty());
+    assert!(
+        kills.iter().all(|k| k.starts_with("shop_web.")),
+        "dependants first: {kills:?}"
+    );
+    assert_eq!(w.core.deployments_json().len(), 1);
+}

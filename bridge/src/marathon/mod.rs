@@ -21,10 +21,11 @@ use serde_json::{Value, json};
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::app::{AppDefinition, Invalid, normalize_id};
-use crate::core::{ApiError, AppRecord, Core, TaskRecord, deployment_json};
+use crate::core::{ApiError, AppRecord, Core, TaskRecord};
 use crate::handle::{JsonBody, Shared};
 use crate::time::rfc3339;
 
+mod groups;
 mod logs;
 
 type S = State<Arc<Shared>>;
@@ -85,8 +86,26 @@ pub const MAX_IDS_PER_REQUEST: usize = 10_000;
 /// The Marathon API's routes.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/v2/apps", get(list_apps).post(create_app))
-        .route("/v2/apps/", get(list_apps).post(create_app))
+        .route(
+            "/v2/apps",
+            get(list_apps)
+                .post(create_app)
+                .put(update_apps)
+                .patch(update_apps),
+        )
+        .route(
+            "/v2/apps/",
+            get(list_apps)
+                .post(create_app)
+                .put(update_apps)
+                .patch(update_apps),
+        )
+        .route("/v2/groups", axum::routing::any(groups::groups))
+        .route("/v2/groups/", axum::routing::any(groups::groups))
+        .route(
+            "/v2/groups/{*rest}",
+            axum::routing::any(groups::group_route),
+        )
         .route("/v2/apps/{*rest}", axum::routing::any(app_route))
         .route("/v2/tasks", get(list_tasks))
         .route("/v2/tasks/delete", post(delete_tasks))
@@ -217,6 +236,8 @@ struct Embed {
     counts: bool,
     deployments: bool,
     last_task_failure: bool,
+    task_stats: bool,
+    readiness: bool,
 }
 
 impl Embed {
@@ -226,6 +247,8 @@ impl Embed {
             counts: true,
             deployments: true,
             last_task_failure: true,
+            task_stats: false,
+            readiness: false,
         }
     }
     fn from(params: &Params, prefix: &str) -> Self {
@@ -237,6 +260,8 @@ impl Embed {
                 "counts" => e.counts = true,
                 "deployments" => e.deployments = true,
                 "lastTaskFailure" => e.last_task_failure = true,
+                "taskStats" => e.task_stats = true,
+                "readiness" => e.readiness = true,
                 "failures" => {
                     e.tasks = true;
                     e.last_task_failure = true;
@@ -385,6 +410,13 @@ fn app_json(core: &Core, app: &AppRecord, embed: Embed) -> Value {
                 .collect::<Vec<_>>()
         );
     }
+    if embed.task_stats {
+        v["taskStats"] = task_stats(core, app, crate::time::now_ms());
+    }
+    if embed.readiness {
+        // Readiness checks are accepted and shown, not run: no results to show.
+        v["readinessCheckResults"] = json!([]);
+    }
     if embed.last_task_failure
         && let Some(f) = &app.last_failure
     {
@@ -402,6 +434,175 @@ fn app_json(core: &Core, app: &AppRecord, embed: Embed) -> Value {
     v
 }
 
+/// Marathon's `taskStats` of an app: counts and lifetimes of its tasks in four sets (all,
+/// started after the last scaling, of the latest config, of an outdated config); a set with
+/// no task is left out, as Marathon leaves it out.
+fn task_stats(core: &Core, app: &AppRecord, now: crate::time::Millis) -> Value {
+    let has_checks = !app.def.health_checks.is_empty();
+    let scaled_at = crate::time::parse_rfc3339(&app.last_scaling_at).unwrap_or(0);
+    let stats = |keep: &dyn Fn(&TaskRecord) -> bool| -> Option<Value> {
+        let tasks: Vec<&TaskRecord> = core.tasks(Some(&app.def.id)).filter(|t| keep(t)).collect();
+        if tasks.is_empty() {
+            return None;
+        }
+        let (mut staged, mut running, mut healthy, mut unhealthy) = (0, 0, 0, 0);
+        let mut lives: Vec<f64> = Vec::new();
+        for t in &tasks {
+            match t.started_at_ms {
+                Some(at) => {
+                    running += 1;
+                    lives.push(now.saturating_sub(at) as f64 / 1000.0);
+                }
+                None => staged += 1,
+            }
+            if has_checks {
+                match t.health().alive {
+                    Some(true) => healthy += 1,
+                    Some(false) => unhealthy += 1,
+                    None => {}
+                }
+            }
+        }
+        lives.sort_by(f64::total_cmp);
+        let mut stats = json!({
+            "counts": { "staged": staged, "running": running, "healthy": healthy, "unhealthy": unhealthy },
+        });
+        if !lives.is_empty() {
+            let n = lives.len();
+            let median = if n % 2 == 1 {
+                lives[n / 2]
+            } else {
+                (lives[n / 2 - 1] + lives[n / 2]) / 2.0
+            };
+            stats["lifeTime"] = json!({
+                "averageSeconds": lives.iter().sum::<f64>() / n as f64,
+                "medianSeconds": median,
+            });
+        }
+        Some(json!({ "stats": stats }))
+    };
+    let latest = &app.last_config_change_at;
+    let mut out = serde_json::Map::new();
+    type Keep<'a> = &'a dyn Fn(&TaskRecord) -> bool;
+    let sets: [(&str, Keep); 4] = [
+        ("startedAfterLastScaling", &|t| t.staged_at_ms >= scaled_at),
+        ("withLatestConfig", &|t| t.version == *latest),
+        ("withOutdatedConfig", &|t| t.version != *latest),
+        ("totalSummary", &|_| true),
+    ];
+    for (name, keep) in sets {
+        if let Some(v) = stats(keep) {
+            out.insert(name.into(), v);
+        }
+    }
+    Value::Object(out)
+}
+
+/// One term of Marathon's `label` selector.
+#[derive(Debug, PartialEq)]
+enum LabelTerm {
+    /// `key`: the label is set.
+    Exists(String),
+    /// `key==value`.
+    Is(String, String),
+    /// `key!=value` (also true when the label is not set).
+    IsNot(String, String),
+    /// `key in (a, b)`.
+    In(String, Vec<String>),
+    /// `key notin (a, b)`.
+    NotIn(String, Vec<String>),
+}
+
+impl LabelTerm {
+    fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        match self {
+            Self::Exists(k) => labels.contains_key(k),
+            Self::Is(k, v) => labels.get(k) == Some(v),
+            Self::IsNot(k, v) => labels.get(k) != Some(v),
+            Self::In(k, vs) => labels.get(k).is_some_and(|x| vs.contains(x)),
+            Self::NotIn(k, vs) => labels.get(k).is_none_or(|x| !vs.contains(x)),
+        }
+    }
+}
+
+/// Parses Marathon's label selector: terms separated by commas (not those inside a set), all
+/// of which must hold; a backslash takes the next character as it is. The error names the term.
+fn parse_label_selector(s: &str) -> Result<Vec<LabelTerm>, String> {
+    // Split at commas outside parentheses, unescaping as we go (escaped characters are kept
+    // with a marker so that `\,` is not a separator).
+    let mut terms: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                cur.push('\\');
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            '(' => {
+                depth += 1;
+                cur.push(c);
+            }
+            ')' => {
+                depth -= 1;
+                cur.push(c);
+            }
+            ',' if depth == 0 => terms.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    terms.push(cur);
+    let unescape = |x: &str| -> String {
+        let mut out = String::new();
+        let mut it = x.trim().chars();
+        while let Some(c) = it.next() {
+            if c == '\\' {
+                if let Some(n) = it.next() {
+                    out.push(n);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let set = |term: &str, rest: &str| -> Result<Vec<String>, String> {
+        let inner = rest
+            .trim()
+            .strip_prefix('(')
+            .and_then(|r| r.strip_suffix(')'))
+            .ok_or_else(|| format!("{term:?}: a set is written (a, b)"))?;
+        Ok(inner.split(',').map(unescape).collect())
+    };
+    let mut out = Vec::new();
+    for t in terms {
+        let term = t.trim();
+        if term.is_empty() {
+            return Err(format!("{s:?} has an empty term"));
+        }
+        let parsed = if let Some((k, v)) = term.split_once("==") {
+            LabelTerm::Is(unescape(k), unescape(v))
+        } else if let Some((k, v)) = term.split_once("!=") {
+            LabelTerm::IsNot(unescape(k), unescape(v))
+        } else if let Some((k, rest)) = term.split_once(" notin ") {
+            LabelTerm::NotIn(unescape(k), set(term, rest)?)
+        } else if let Some((k, rest)) = term.split_once(" in ") {
+            LabelTerm::In(unescape(k), set(term, rest)?)
+        } else if term.contains(['(', ')', '=', ' ']) {
+            return Err(format!(
+                "{term:?} is not a term (key, key==value, key!=value, key in (a,b), key notin (a,b))"
+            ));
+        } else {
+            LabelTerm::Exists(unescape(term))
+        };
+        out.push(parsed);
+    }
+    Ok(out)
+}
+
 // ------------------------------------------------------------------ apps
 
 async fn list_apps(State(s): S, RawQuery(q): RawQuery) -> Response {
@@ -411,19 +612,22 @@ async fn list_apps(State(s): S, RawQuery(q): RawQuery) -> Response {
     embed.deployments = true;
     let id_filter = p.get("id").map(str::to_string);
     let cmd_filter = p.get("cmd").map(str::to_string);
-    let label_filter = p.get("label").map(str::to_string);
+    let labels = match p.get("label").map(parse_label_selector).transpose() {
+        Ok(l) => l.unwrap_or_default(),
+        Err(e) => {
+            return error(
+                400,
+                json!({ "message": format!("query parameter label: {e}") }),
+            );
+        }
+    };
     let keep = move |a: &AppRecord| {
         !a.deleting
             && id_filter.as_deref().is_none_or(|f| a.def.id.contains(f))
             && cmd_filter
                 .as_deref()
                 .is_none_or(|f| a.def.cmd.as_deref().is_some_and(|c| c.contains(f)))
-            && label_filter
-                .as_deref()
-                .is_none_or(|f| match f.split_once("==") {
-                    Some((k, v)) => a.def.labels.get(k.trim()).is_some_and(|x| x == v.trim()),
-                    None => a.def.labels.contains_key(f.trim()),
-                })
+            && labels.iter().all(|t| t.matches(&a.def.labels))
     };
     // With every task embedded the answer costs more than a copy of the core: built and
     // written out off the owner, each task straight from its record. Without, it costs the
@@ -517,6 +721,66 @@ async fn create_app(
     }
 }
 
+/// `PUT` (or `PATCH`) `/v2/apps` with a list: each entry a partial update of the app it names
+/// (or a new app), all in one deployment (`{deploymentId, version}`).
+async fn update_apps(State(s): S, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    let p = Params::new(q);
+    let force = match p.flag("force") {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let list = match parse_body(&body) {
+        Ok(Value::Array(list)) => list,
+        Ok(_) => {
+            return invalid(Invalid::Violations(vec![crate::app::Violation {
+                path: "/".into(),
+                errors: vec!["error.expected.jsarray".into()],
+            }]));
+        }
+        Err(r) => return r,
+    };
+    let mut patches = Vec::new();
+    for (i, v) in list.into_iter().enumerate() {
+        let id = v.get("id").and_then(Value::as_str).map(normalize_id);
+        match (v, id) {
+            (Value::Object(m), Some(id)) => patches.push((id, m)),
+            _ => {
+                return ApiError::invalid(json!([{ "path": format!("({i})/id"), "errors": ["every app of the list needs an id"] }]))
+                    .into_response();
+            }
+        }
+    }
+    let result = s
+        .apply(move |c, now| {
+            let mut defs = Vec::new();
+            for (i, (id, patch)) in patches.iter().enumerate() {
+                let current = c.app(id).map(|a| a.def.clone());
+                let def = merge_partial(current.as_ref(), patch, id).map_err(|e| match e {
+                    Invalid::Violations(v) => {
+                        let v: Vec<Value> = v
+                            .into_iter()
+                            .map(|x| json!({ "path": format!("({i}){}", x.path), "errors": x.errors }))
+                            .collect();
+                        ApiError::invalid(json!(v)).into_response()
+                    }
+                    other => invalid(other),
+                })?;
+                defs.push(def);
+            }
+            c.update_apps(now, defs, force)
+                .map_err(IntoResponse::into_response)
+        })
+        .await;
+    match result {
+        Err(e) => stored(e),
+        Ok(Err(r)) => r,
+        Ok(Ok(Some(d))) => deployment_result(&d),
+        Ok(Ok(None)) => {
+            axum::Json(json!({ "deploymentId": null, "version": null })).into_response()
+        }
+    }
+}
+
 fn deployment_result(d: &crate::core::Deployment) -> Response {
     let mut r = axum::Json(json!({ "deploymentId": d.id, "version": d.version })).into_response();
     if let Ok(v) = HeaderValue::from_str(&d.id) {
@@ -572,6 +836,12 @@ async fn app_route(
     if let Some((id, task)) = path.rsplit_once("/tasks/") {
         return app_tasks(s, method, normalize_id(id), Some(task.to_string()), p).await;
     }
+    if let Some(id) = path.strip_suffix("/versions") {
+        return app_versions(s, method, normalize_id(id), None).await;
+    }
+    if let Some((id, version)) = path.rsplit_once("/versions/") {
+        return app_versions(s, method, normalize_id(id), Some(version.to_string())).await;
+    }
     let id = path;
     match method {
         Method::GET => {
@@ -596,11 +866,13 @@ async fn app_route(
                 .await;
             answer.unwrap_or_else(stored)
         }
-        Method::PUT => {
-            let force = match p.flag("force") {
-                Ok(f) => f,
-                Err(r) => return r,
+        Method::PUT | Method::PATCH => {
+            let (force, partial) = match (p.flag("force"), p.flag("partialUpdate")) {
+                (Ok(f), Ok(partial)) => (f, partial || p.get("partialUpdate").is_none()),
+                (Err(r), _) | (_, Err(r)) => return r,
             };
+            // PATCH is always partial; PUT is unless `partialUpdate=false` (Marathon 1.6+).
+            let partial = partial || method == Method::PATCH;
             let patch = match parse_body(&body) {
                 Ok(v) => v,
                 Err(r) => return r,
@@ -611,13 +883,16 @@ async fn app_route(
                     errors: vec!["error.expected.jsobject".into()],
                 }]));
             };
+            if let Some(version) = patch.get("version") {
+                return rollback(s, id, version.clone(), &patch, force).await;
+            }
             let ip = client_ip(&headers, Some(addr));
             // Marathon's PUT is a partial update: the given fields over the current app. The
             // read, the merge and the update are one step of the owner, so two concurrent
             // partial updates both land.
             let result = s
                 .apply(move |c, now| {
-                    let current = c.app(&id).map(|a| a.def.clone());
+                    let current = c.app(&id).filter(|_| partial).map(|a| a.def.clone());
                     let def = merge_partial(current.as_ref(), &patch, &id).map_err(invalid)?;
                     let d = c
                         .update_app(now, def.clone(), force)
@@ -648,6 +923,80 @@ async fn app_route(
             json!({ "message": format!("{method} is not allowed on an app") }),
         ),
     }
+}
+
+/// `PUT /v2/apps/{id}` with `{"version": ...}`: back to the app's definition at that version
+/// (Marathon allows only `id` beside it).
+async fn rollback(
+    s: Arc<Shared>,
+    id: String,
+    version: Value,
+    body: &serde_json::Map<String, Value>,
+    force: bool,
+) -> Response {
+    if let Some(other) = body.keys().find(|k| *k != "version" && *k != "id") {
+        return ApiError::invalid(json!([{
+            "path": "/",
+            "errors": [format!("The 'version' field may only be combined with the 'id' field (not {other:?}).")],
+        }]))
+        .into_response();
+    }
+    let Some(version) = version.as_str().map(str::to_string) else {
+        return ApiError::invalid(json!([{ "path": "/version", "errors": [format!("{version} is not a version (a timestamp string)")] }]))
+            .into_response();
+    };
+    match s
+        .apply(move |c, now| c.rollback_app(now, &id, &version, force))
+        .await
+    {
+        Err(e) => stored(e),
+        Ok(Err(e)) => e.into_response(),
+        Ok(Ok(d)) => deployment_result(&d),
+    }
+}
+
+/// `GET /v2/apps/{id}/versions` (`{"versions": [newest first]}`) and
+/// `/v2/apps/{id}/versions/{version}` (the definition then).
+async fn app_versions(
+    s: Arc<Shared>,
+    method: Method,
+    id: String,
+    version: Option<String>,
+) -> Response {
+    if method != Method::GET {
+        return error(
+            405,
+            json!({ "message": format!("{method} is not allowed on versions") }),
+        );
+    }
+    s.read(move |core| {
+        let missing = || {
+            error(
+                404,
+                json!({ "message": format!("App '{id}' does not exist") }),
+            )
+        };
+        match &version {
+            None => match core.app_versions(&id) {
+                Some(v) => axum::Json(json!({ "versions": v })).into_response(),
+                None => missing(),
+            },
+            Some(version) => match core.app_version(&id, version) {
+                Some(def) => {
+                    let mut v = serde_json::to_value(def).unwrap_or(Value::Null);
+                    v["version"] = json!(version);
+                    axum::Json(v).into_response()
+                }
+                None if core.app(&id).is_some_and(|a| !a.deleting) => error(
+                    404,
+                    json!({ "message": format!("App '{id}' does not exist in version {version}") }),
+                ),
+                None => missing(),
+            },
+        }
+    })
+    .await
+    .unwrap_or_else(stored)
 }
 
 /// A partial `PUT` body over the current definition (none: the body alone), as Marathon merges
@@ -889,15 +1238,9 @@ async fn delete_tasks(State(s): S, RawQuery(q): RawQuery, body: Bytes) -> Respon
 }
 
 async fn list_deployments(State(s): S) -> Response {
-    s.read(|core| {
-        let list: Vec<Value> = core
-            .apps()
-            .filter_map(|a| a.deployment.as_ref().map(|d| deployment_json(d, &a.def.id)))
-            .collect();
-        axum::Json(list).into_response()
-    })
-    .await
-    .unwrap_or_else(stored)
+    s.read(|core| axum::Json(core.deployments_json()).into_response())
+        .await
+        .unwrap_or_else(stored)
 }
 
 async fn cancel_deployment(State(s): S, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {

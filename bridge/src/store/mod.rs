@@ -36,16 +36,23 @@ pub enum Table {
     Frameworks,
     /// Mesos frameworks' tasks by id.
     FwTasks,
+    /// Earlier definitions of apps, `{app id}@{version}` (Marathon's app versions).
+    AppVersions,
+    /// Groups created through `/v2/groups` (their dependencies; a group also exists while an
+    /// app's id is under it).
+    Groups,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 7] = [
         Table::Apps,
         Table::Tasks,
         Table::Agents,
         Table::Frameworks,
         Table::FwTasks,
+        Table::AppVersions,
+        Table::Groups,
     ];
 
     /// The table's name in a store.
@@ -56,6 +63,8 @@ impl Table {
             Self::Agents => "agents",
             Self::Frameworks => "frameworks",
             Self::FwTasks => "framework_tasks",
+            Self::AppVersions => "app_versions",
+            Self::Groups => "groups",
         }
     }
 }
