@@ -189,6 +189,11 @@ impl Bridge {
                 .header("Accept", "application/json")
                 .header("Content-Type", "application/json")
                 .send(b.unwrap_or("")),
+            ("PATCH", b) => agent
+                .patch(&url)
+                .header("Accept", "application/json")
+                .header("Content-Type", "application/json")
+                .send(b.unwrap_or("")),
             (m, _) => anyhow::bail!("unsupported method {m}"),
         };
         let resp = result.with_context(|| format!("{method} {url}"))?;

@@ -845,3 +845,349 @@ fn a_queue_delay_reset_launches_a_crash_looping_app_at_once_and_pods_answer_unsu
         pods.text
     );
 }
+
+/// A request that must answer `status`; its JSON.
+fn expect(fleet: &Fleet, method: &str, path: &str, body: Option<Value>, status: u16) -> Value {
+    let a = fleet
+        .bridge
+        .request(method, path, body.map(|b| b.to_string()).as_deref())
+        .unwrap();
+    assert_eq!(a.status, status, "{method} {path}: {}", a.text);
+    serde_json::from_str(&a.text).unwrap_or(Value::Null)
+}
+
+/// Waits until no deployment runs.
+fn no_deployments(fleet: &Fleet, timeout: Duration) {
+    wait::until("no deployment running", timeout, || {
+        (fleet.bridge.json("/v2/deployments") == json!([])).then_some(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_group_of_two_dependent_apps_deploys_in_order_scales_updates_whole_and_is_deleted_at_once() {
+    image::ensure().unwrap();
+    let fleet = Fleet::start("grp", &[(21740, 21759)]);
+    let db = web_app("db", 1, json!({}));
+    let web = web_app("web", 1, json!({ "dependencies": ["db"] }));
+    let group = json!({ "id": "/shop", "apps": [web, db] });
+    let created = expect(&fleet, "POST", "/v2/groups", Some(group.clone()), 201);
+    let deployment = created["deploymentId"].as_str().unwrap().to_string();
+    // One deployment of both apps, the dependency first.
+    let plans = fleet.bridge.json("/v2/deployments");
+    assert_eq!(plans.as_array().unwrap().len(), 1, "{plans}");
+    assert_eq!(plans[0]["id"], json!(deployment));
+    assert_eq!(plans[0]["affectedApps"], json!(["/shop/db", "/shop/web"]));
+    assert_eq!(plans[0]["totalSteps"], json!(2));
+    assert_eq!(plans[0]["steps"][0]["actions"][0]["app"], json!("/shop/db"));
+    let again = fleet
+        .bridge
+        .request("POST", "/v2/groups", Some(&group.to_string()))
+        .unwrap();
+    assert_eq!(again.status, 409, "{}", again.text);
+    let db_tasks = fleet.healthy("/shop/db", 1, LONG);
+    let web_tasks = fleet.healthy("/shop/web", 1, LONG);
+    // The dependant's task was staged after the dependency's first passed check.
+    let db_healthy = db_tasks[0]["healthCheckResults"][0]["firstSuccess"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let web_staged = web_tasks[0]["stagedAt"].as_str().unwrap().to_string();
+    assert!(
+        web_staged >= db_healthy,
+        "web staged {web_staged}, db healthy {db_healthy}"
+    );
+    assert_eq!(fleet.app("/shop/web")["dependencies"], json!(["/shop/db"]));
+    no_deployments(&fleet, SHORT);
+    // The tree, and Marathon's embeds.
+    let root = fleet.bridge.json("/v2/groups");
+    assert_eq!(root["id"], json!("/"));
+    assert_eq!(root["groups"][0]["id"], json!("/shop"));
+    assert_eq!(root["groups"][0]["apps"].as_array().unwrap().len(), 2);
+    let shop = fleet
+        .bridge
+        .json("/v2/groups/shop?embed=group.apps&embed=group.apps.tasks&embed=group.apps.counts");
+    assert!(shop.get("groups").is_none(), "not embedded: {shop}");
+    let apps = shop["apps"].as_array().unwrap();
+    assert!(
+        apps.iter()
+            .all(|a| a["tasks"].as_array().unwrap().len() == 1 && a["tasksHealthy"] == json!(1))
+    );
+    assert_eq!(
+        expect(&fleet, "GET", "/v2/groups/nope", None, 404)["message"],
+        json!("Group '/nope' does not exist")
+    );
+    // Scale by 2.
+    expect(
+        &fleet,
+        "PUT",
+        "/v2/groups/shop",
+        Some(json!({ "scaleBy": 2 })),
+        200,
+    );
+    fleet.healthy("/shop/db", 2, LONG);
+    fleet.healthy("/shop/web", 2, LONG);
+    no_deployments(&fleet, SHORT);
+    // A dry run answers the plan and changes nothing.
+    let changed_web = web_app(
+        "web",
+        1,
+        json!({ "dependencies": ["db"], "env": { "COLOR": "blue" } }),
+    );
+    let whole = json!({ "apps": [web_app("db", 1, json!({})), changed_web] });
+    let dry = expect(
+        &fleet,
+        "PUT",
+        "/v2/groups/shop?dryRun=true",
+        Some(whole.clone()),
+        200,
+    );
+    let actions: Vec<Value> = dry["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["actions"].as_array().unwrap().clone())
+        .collect();
+    assert!(
+        actions.contains(&json!({ "action": "ScaleApplication", "app": "/shop/db" })),
+        "{dry}"
+    );
+    assert!(
+        actions.contains(&json!({ "action": "RestartApplication", "app": "/shop/web" })),
+        "{dry}"
+    );
+    assert_eq!(fleet.app("/shop/web")["instances"], json!(2));
+    assert_eq!(fleet.bridge.json("/v2/deployments"), json!([]));
+    // The whole group updated: web replaced with the new env, db scaled back.
+    let old_web = task_ids(&fleet.healthy("/shop/web", 2, SHORT));
+    expect(&fleet, "PUT", "/v2/groups/shop", Some(whole), 200);
+    let new_web = fleet.healthy("/shop/web", 1, LONG);
+    assert!(!old_web.contains(&task_ids(&new_web)[0]), "replaced");
+    assert_eq!(fleet.app("/shop/web")["env"]["COLOR"], json!("blue"));
+    fleet.healthy("/shop/db", 1, LONG);
+    no_deployments(&fleet, SHORT);
+    // An app left out of a whole update goes.
+    expect(
+        &fleet,
+        "PUT",
+        "/v2/groups/shop",
+        Some(json!({ "apps": [web_app("db", 1, json!({}))] })),
+        200,
+    );
+    wait::until("web removed", LONG, || {
+        (fleet.bridge.get("/v2/apps/shop/web").ok()?.status == 404).then_some(())
+    })
+    .unwrap();
+    no_deployments(&fleet, LONG);
+    // Bad ids and clashes are Marathon's 422 naming the field.
+    let bad = expect(
+        &fleet,
+        "PUT",
+        "/v2/groups/shop",
+        Some(json!({ "apps": [web_app("/elsewhere/x", 1, json!({}))] })),
+        422,
+    );
+    assert_eq!(bad["details"][0]["path"], json!("/apps(0)/id"), "{bad}");
+    let clash = expect(
+        &fleet,
+        "POST",
+        "/v2/groups",
+        Some(json!({ "id": "/shop/db/sub" })),
+        422,
+    );
+    assert!(
+        clash
+            .to_string()
+            .contains("may not have the same identifier"),
+        "{clash}"
+    );
+    // Deleted in one deployment: every container gone.
+    expect(
+        &fleet,
+        "PUT",
+        "/v2/groups/shop",
+        Some(json!({ "scaleBy": 2 })),
+        200,
+    );
+    fleet.healthy("/shop/db", 2, LONG);
+    let gone = expect(&fleet, "DELETE", "/v2/groups/shop", None, 200);
+    assert!(gone["deploymentId"].is_string());
+    let plans = fleet.bridge.json("/v2/deployments");
+    assert!(
+        plans.as_array().unwrap().len() == 1,
+        "one deployment: {plans}"
+    );
+    assert_eq!(plans[0]["affectedApps"], json!(["/shop/db"]));
+    wait::until("the group's containers gone", LONG, || {
+        (containers_of(&fleet.agents[0]) == 0
+            && fleet.bridge.get("/v2/groups/shop").ok()?.status == 404)
+            .then_some(())
+    })
+    .unwrap();
+    assert_eq!(fleet.bridge.json("/v2/apps")["apps"], json!([]));
+}
+
+#[test]
+fn versions_roll_back_batch_put_and_patch_change_apps_and_label_selectors_filter() {
+    image::ensure().unwrap();
+    let fleet = Fleet::start("ver", &[(21760, 21779)]);
+    fleet.post(&web_app(
+        "/ver/a",
+        1,
+        json!({ "env": { "COLOR": "red" }, "labels": { "tier": "front" } }),
+    ));
+    let first = fleet.healthy("/ver/a", 1, LONG);
+    let v1 = fleet.app("/ver/a")["version"].as_str().unwrap().to_string();
+    no_deployments(&fleet, SHORT);
+    // PATCH: only the given fields change.
+    expect(
+        &fleet,
+        "PATCH",
+        "/v2/apps/ver/a",
+        Some(json!({ "env": { "COLOR": "blue" } })),
+        200,
+    );
+    let second = fleet.healthy("/ver/a", 1, LONG);
+    assert_ne!(
+        task_ids(&first),
+        task_ids(&second),
+        "a config change replaces the task"
+    );
+    let app = fleet.app("/ver/a");
+    assert_eq!(app["env"]["COLOR"], json!("blue"));
+    assert_eq!(app["labels"]["tier"], json!("front"), "kept");
+    assert_eq!(app["versionInfo"]["lastConfigChangeAt"], app["version"]);
+    no_deployments(&fleet, SHORT);
+    let versions = fleet.bridge.json("/v2/apps/ver/a/versions")["versions"].clone();
+    assert_eq!(versions.as_array().unwrap().len(), 2, "{versions}");
+    assert_eq!(versions[1], json!(v1), "newest first");
+    let old = fleet.bridge.json(&format!("/v2/apps/ver/a/versions/{v1}"));
+    assert_eq!(old["env"]["COLOR"], json!("red"));
+    assert_eq!(old["version"], json!(v1));
+    // Back to the first version: its container runs with the old env.
+    let back = expect(
+        &fleet,
+        "PUT",
+        "/v2/apps/ver/a",
+        Some(json!({ "version": v1 })),
+        200,
+    );
+    assert!(back["deploymentId"].is_string());
+    let third = wait::until("the rolled-back task", LONG, || {
+        let tasks = fleet.healthy("/ver/a", 1, LONG);
+        (!task_ids(&second).contains(&task_ids(&tasks)[0])).then_some(tasks)
+    })
+    .unwrap();
+    assert_eq!(fleet.app("/ver/a")["env"]["COLOR"], json!("red"));
+    let env = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=outpost.task-id={}", third[0]["id"].as_str().unwrap()),
+    ])
+    .unwrap();
+    let inspect = docker(&["inspect", "--format", "{{json .Config.Env}}", env.trim()]).unwrap();
+    assert!(inspect.contains("COLOR=red"), "{inspect}");
+    let mixed = expect(
+        &fleet,
+        "PUT",
+        "/v2/apps/ver/a",
+        Some(json!({ "version": v1, "cpus": 1 })),
+        422,
+    );
+    assert!(
+        mixed
+            .to_string()
+            .contains("'version' field may only be combined"),
+        "{mixed}"
+    );
+    expect(
+        &fleet,
+        "GET",
+        "/v2/apps/ver/a/versions/2001-01-01T00:00:00.000Z",
+        None,
+        404,
+    );
+    no_deployments(&fleet, SHORT);
+    // Batch PUT: one new app and a scale of the other, one deployment.
+    let batch = json!([
+        web_app("/ver/b", 1, json!({ "labels": { "tier": "back" } })),
+        { "id": "/ver/a", "instances": 2 },
+    ]);
+    let d = expect(&fleet, "PUT", "/v2/apps", Some(batch), 200);
+    let plans = fleet.bridge.json("/v2/deployments");
+    assert_eq!(plans.as_array().unwrap().len(), 1, "{plans}");
+    assert_eq!(plans[0]["id"], d["deploymentId"]);
+    assert_eq!(plans[0]["affectedApps"], json!(["/ver/a", "/ver/b"]));
+    fleet.healthy("/ver/a", 2, LONG);
+    fleet.healthy("/ver/b", 1, LONG);
+    no_deployments(&fleet, SHORT);
+    // partialUpdate=false: the body is the whole app (labels left out are gone).
+    let full = web_app("/ver/b", 1, json!({}));
+    expect(
+        &fleet,
+        "PUT",
+        "/v2/apps/ver/b?partialUpdate=false",
+        Some(full),
+        200,
+    );
+    wait::until("b without labels", SHORT, || {
+        (fleet.app("/ver/b")["labels"] == json!({})).then_some(())
+    })
+    .unwrap();
+    no_deployments(&fleet, LONG);
+    expect(
+        &fleet,
+        "PATCH",
+        "/v2/apps/ver/b",
+        Some(json!({ "labels": { "tier": "back", "team": "x" } })),
+        200,
+    );
+    // Label selectors.
+    let ids = |q: &str| -> Vec<String> {
+        let apps = fleet.bridge.json(&format!("/v2/apps?label={q}"))["apps"].clone();
+        apps.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids("tier==front"), vec!["/ver/a"]);
+    assert_eq!(ids("tier!=front"), vec!["/ver/b"]);
+    assert_eq!(ids("tier%20in%20(front,back)"), vec!["/ver/a", "/ver/b"]);
+    assert_eq!(ids("tier%20notin%20(back)"), vec!["/ver/a"]);
+    assert_eq!(ids("team"), vec!["/ver/b"]);
+    assert_eq!(ids("tier==back,team"), vec!["/ver/b"]);
+    let bad = expect(&fleet, "GET", "/v2/apps?label=tier%20in%20front", None, 400);
+    assert!(bad["message"].as_str().unwrap().contains("label"), "{bad}");
+    // taskStats.
+    let stats = fleet.bridge.json("/v2/apps/ver/a?embed=app.taskStats")["app"]["taskStats"].clone();
+    assert_eq!(
+        stats["totalSummary"]["stats"]["counts"]["running"],
+        json!(2),
+        "{stats}"
+    );
+    assert!(
+        stats["totalSummary"]["stats"]["lifeTime"]["averageSeconds"]
+            .as_f64()
+            .unwrap()
+            >= 0.0
+    );
+}
+
+#[test]
+fn the_marathon_python_client_drives_groups_and_versions_unchanged() {
+    image::ensure().unwrap();
+    let fleet = Fleet::start("pyg", &[(21780, 21799)]);
+    let script = outpost_tests::bin_path::workspace_root().join("tests/clients/marathon_groups.py");
+    let out = std::process::Command::new(outpost_tests::bin_path::client_python())
+        .arg(script)
+        .arg(fleet.bridge.url(""))
+        .arg(image::TEST_IMAGE)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("marathon-python groups: ok"), "{stdout}");
+}

@@ -17,6 +17,22 @@ impl Core {
         );
     }
 
+    /// A mapping that asks for any service port (0) keeps the one the app's same mapping
+    /// already has, so a definition sent again whole is not a change.
+    pub(super) fn keep_service_ports(&self, def: &mut AppDefinition) {
+        let Some(current) = self.apps.get(def.id.as_str()) else {
+            return;
+        };
+        let had = current.def.port_mappings().to_vec();
+        if let Some(pms) = def.port_mappings_mut() {
+            for (pm, old) in pms.iter_mut().zip(had) {
+                if pm.service_port == 0 && pm.container_port == old.container_port {
+                    pm.service_port = old.service_port;
+                }
+            }
+        }
+    }
+
     pub(super) fn assign_service_ports(&self, def: &mut AppDefinition) {
         let mut used: BTreeSet<u32> = self
             .apps
@@ -130,6 +146,7 @@ impl Core {
         }
         self.check_lock(&id, force)?;
         self.check_spec(&def)?;
+        self.keep_service_ports(&mut def);
         self.assign_service_ports(&mut def);
         let version = rfc3339(now);
         let Some(app) = self.apps.get_mut(id.as_str()) else {

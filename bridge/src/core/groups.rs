@@ -288,7 +288,8 @@ impl Core {
                 None,
             ));
         }
-        for def in desired {
+        for mut def in desired {
+            self.keep_service_ports(&mut def);
             let action = match self.apps.get(def.id.as_str()) {
                 Some(a) if a.deleting => {
                     return Err(ApiError::locked_or_gone(a, &def.id));
@@ -387,7 +388,8 @@ impl Core {
     ) -> Result<Option<Deployment>, ApiError> {
         let mut actions = Vec::new();
         let mut seen = BTreeSet::new();
-        for (i, def) in defs.into_iter().enumerate() {
+        for (i, mut def) in defs.into_iter().enumerate() {
+            self.keep_service_ports(&mut def);
             if !seen.insert(def.id.clone()) {
                 return Err(ApiError::invalid(json!([{
                     "path": format!("({i})/id"),
@@ -446,10 +448,15 @@ impl Core {
             }
         }
         for g in groups {
-            if self.apps.get(g.id.as_str()).is_some_and(|a| !a.deleting)
-                || apps.iter().any(|a| a.id == g.id)
-            {
-                return Err(clash(&g.id));
+            // Neither the group nor a group it lies in may be an app.
+            let mut at = g.id.clone();
+            while at != "/" {
+                if self.apps.get(at.as_str()).is_some_and(|a| !a.deleting)
+                    || apps.iter().any(|a| a.id == at)
+                {
+                    return Err(clash(&at));
+                }
+                at = parent_id(&at);
             }
         }
         Ok(())

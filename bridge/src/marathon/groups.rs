@@ -66,7 +66,6 @@ fn group_json(core: &Core, id: &str, embed: GroupEmbed) -> Value {
         "dependencies": deps,
         "version": core.group_version(id),
         "pods": [],
-        "enforceRole": false,
     });
     if embed.apps {
         v["apps"] = json!(
