@@ -33,6 +33,8 @@ struct File {
     client_id: Option<String>,
     advertised_host: Option<String>,
     task_launch_timeout: Option<u64>,
+    http_callbacks: Option<bool>,
+    max_versions: Option<usize>,
     scheduler_heartbeat_seconds: Option<u64>,
     ha: Option<HaFile>,
 }
@@ -85,6 +87,11 @@ pub struct Config {
     pub scheduler_heartbeat: std::time::Duration,
     /// Several bridges over ZooKeeper (`[ha]`); `None`: one bridge with its embedded store.
     pub ha: Option<crate::ha::HaConfig>,
+    /// Whether `/v2/eventSubscriptions` registers HTTP callbacks the bridge POSTs every event
+    /// to (Marathon's `--event_subscriber http_callback`; default on).
+    pub http_callbacks: bool,
+    /// App definitions kept per app (Marathon's `--max_versions`; default 50).
+    pub max_versions: usize,
 }
 
 /// A configuration that cannot be used.
@@ -178,6 +185,8 @@ impl Config {
                 format!("client_id = {}", self.client_id),
                 format!("advertised_host = {}", self.advertised_host),
                 format!("task_launch_timeout = {} ms", self.task_launch_timeout_ms),
+                format!("http_callbacks = {}", self.http_callbacks),
+                format!("max_versions = {}", self.max_versions),
                 format!(
                     "scheduler_heartbeat_seconds = {}",
                     self.scheduler_heartbeat.as_secs()
@@ -317,8 +326,16 @@ impl Config {
                 api_tls.is_some(),
             )?),
         };
+        let max_versions = file
+            .max_versions
+            .unwrap_or(crate::core::DEFAULT_MAX_VERSIONS);
+        if !(1..=10_000).contains(&max_versions) {
+            return Err(invalid("max_versions", max_versions, "1 to 10000"));
+        }
         Ok(Self {
             ha,
+            http_callbacks: file.http_callbacks.unwrap_or(true),
+            max_versions,
             task_launch_timeout_ms,
             scheduler_heartbeat: std::time::Duration::from_secs(heartbeat),
             listen,

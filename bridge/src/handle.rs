@@ -270,6 +270,8 @@ pub struct Shared {
     pub logs: crate::logs::LogStreams,
     /// What `/metrics/prometheus` shows beside the core's state.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The HTTP event callbacks' counters and nudge (`/v2/eventSubscriptions`).
+    pub callbacks: crate::callbacks::Callbacks,
 }
 
 /// A value that is only ever replaced whole and read as a copy (a bridge's role, the list of
@@ -350,6 +352,7 @@ impl Shared {
             bridges: Latest::new(Vec::new()),
             logs: crate::logs::LogStreams::default(),
             metrics,
+            callbacks: crate::callbacks::Callbacks::default(),
         })
     }
 

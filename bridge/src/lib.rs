@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod callbacks;
 pub mod certs;
 pub mod config;
 pub mod core;

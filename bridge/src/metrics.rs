@@ -126,6 +126,14 @@ pub struct EdgeFigures {
     pub log_readers_cut: u64,
     /// Seconds since the bridge started.
     pub uptime_s: u64,
+    /// Events HTTP callbacks took.
+    pub callbacks_delivered: u64,
+    /// Events HTTP callbacks did not take after every try.
+    pub callbacks_failed: u64,
+    /// Events dropped for a callback (its queue full).
+    pub callback_events_dropped: u64,
+    /// Callbacks unsubscribed after failing too often.
+    pub callback_subscribers_dropped: u64,
 }
 
 fn gauge(registry: &mut Registry, name: &str, help: &str, v: i64) {
@@ -285,6 +293,30 @@ pub fn render(metrics: &Metrics, core: &CoreFigures, edge: EdgeFigures) -> Strin
         "log_readers_cut",
         "Task logs readers cut off for falling behind.",
         edge.log_readers_cut,
+    );
+    counter(
+        &mut r,
+        "event_callbacks_delivered",
+        "Events an HTTP callback (/v2/eventSubscriptions) answered with 2xx.",
+        edge.callbacks_delivered,
+    );
+    counter(
+        &mut r,
+        "event_callbacks_failed",
+        "Events an HTTP callback did not take after every try.",
+        edge.callbacks_failed,
+    );
+    counter(
+        &mut r,
+        "event_callback_events_dropped",
+        "Events dropped for an HTTP callback whose queue was full.",
+        edge.callback_events_dropped,
+    );
+    counter(
+        &mut r,
+        "event_callbacks_dropped",
+        "HTTP callbacks unsubscribed after failing too many events in a row.",
+        edge.callback_subscribers_dropped,
     );
     gauge(
         &mut r,

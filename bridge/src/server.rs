@@ -67,10 +67,13 @@ impl Term {
             config.clone(),
             now_ms(),
         );
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(crate::mqtt::run(shared.clone(), mqtt, eventloop)),
             tokio::spawn(ticker(shared.clone())),
         ];
+        if config.http_callbacks {
+            tasks.push(tokio::spawn(crate::callbacks::run(shared.clone())));
+        }
         let (marathon, mesos) = routers(&shared);
         Self {
             shared,
@@ -227,6 +230,7 @@ fn restore(config: &Config, store: &dyn StateStore, place: &str) -> Result<Core,
     // Ids must differ from one run of the bridge to the next (and between bridges).
     core.seed_ids(uuid::Uuid::new_v4().as_u128() as u64);
     core.set_task_launch_timeout_ms(config.task_launch_timeout_ms);
+    core.set_max_versions(config.max_versions);
     tracing::info!(
         path = %place,
         apps = core.apps().count(),

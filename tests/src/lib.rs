@@ -12,6 +12,7 @@ pub mod agent;
 pub mod bin_path;
 pub mod bridge;
 pub mod bridge_sim;
+pub mod callback;
 pub mod deb;
 pub mod disk;
 pub mod docker;

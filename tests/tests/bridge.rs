@@ -1191,3 +1191,128 @@ fn the_marathon_python_client_drives_groups_and_versions_unchanged() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("marathon-python groups: ok"), "{stdout}");
 }
+
+#[test]
+fn http_callbacks_get_every_event_and_a_dead_one_is_dropped_after_its_limit() {
+    image::ensure().unwrap();
+    let fleet = Fleet::start("cb", &[(21800, 21809)]);
+    let live = outpost_tests::callback::CallbackServer::start().unwrap();
+    let url = live.url("/events");
+    let sub = expect(
+        &fleet,
+        "POST",
+        &format!("/v2/eventSubscriptions?callbackUrl={url}"),
+        None,
+        200,
+    );
+    assert_eq!(sub["eventType"], json!("subscribe_event"));
+    assert_eq!(sub["callbackUrl"], json!(url));
+    // Bad URLs are refused naming the value.
+    for bad in ["ftp://127.0.0.1/x", "https://127.0.0.1/x", "nonsense"] {
+        let e = expect(
+            &fleet,
+            "POST",
+            &format!("/v2/eventSubscriptions?callbackUrl={bad}"),
+            None,
+            422,
+        );
+        assert!(e.to_string().contains(bad), "{e}");
+    }
+    expect(&fleet, "POST", "/v2/eventSubscriptions", None, 400);
+    // A subscriber nobody answers for.
+    let dead = format!(
+        "http://127.0.0.1:{}/gone",
+        outpost_tests::net::free_port().unwrap()
+    );
+    expect(
+        &fleet,
+        "POST",
+        &format!("/v2/eventSubscriptions?callbackUrl={dead}"),
+        None,
+        200,
+    );
+    let mut urls = vec![url.clone(), dead.clone()];
+    urls.sort();
+    assert_eq!(
+        fleet.bridge.json("/v2/eventSubscriptions"),
+        json!({ "callbackUrls": urls })
+    );
+    // A deploy: its status updates reach the live callback as Marathon's events.
+    fleet.post(&web_app("/cb/web", 1, json!({})));
+    let task = fleet.healthy("/cb/web", 1, LONG)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait::until("the task's TASK_RUNNING at the callback", SHORT, || {
+        live.bodies()
+            .iter()
+            .any(|b| {
+                b["eventType"] == "status_update_event"
+                    && b["taskId"] == json!(task)
+                    && b["taskStatus"] == "TASK_RUNNING"
+                    && b["appId"] == "/cb/web"
+            })
+            .then_some(())
+    })
+    .unwrap();
+    assert!(
+        live.bodies()
+            .iter()
+            .all(|b| !b["eventType"].as_str().unwrap().starts_with("outpost_")),
+        "Outpost's own events are not sent"
+    );
+    // The dead one fails event after event (each after its retries) and is dropped.
+    wait::until("the dead callback dropped", LONG, || {
+        (fleet.bridge.json("/v2/eventSubscriptions") == json!({ "callbackUrls": [url] }))
+            .then_some(())
+    })
+    .unwrap();
+    wait::until("its unsubscribe_event at the live one", SHORT, || {
+        live.bodies()
+            .iter()
+            .any(|b| b["eventType"] == "unsubscribe_event" && b["callbackUrl"] == json!(dead))
+            .then_some(())
+    })
+    .unwrap();
+    let scrape = fleet.bridge.get("/metrics/prometheus").unwrap().text;
+    assert!(
+        scrape.contains("outpost_event_callbacks_dropped_total 1"),
+        "{scrape}"
+    );
+    assert!(
+        !scrape.contains("outpost_event_callbacks_delivered_total 0\n"),
+        "{scrape}"
+    );
+    // Kept across a restart of the bridge; unsubscribed by DELETE.
+    let mut fleet = fleet;
+    fleet.bridge.restart().unwrap();
+    assert_eq!(
+        fleet.bridge.json("/v2/eventSubscriptions"),
+        json!({ "callbackUrls": [url] })
+    );
+    let gone = expect(
+        &fleet,
+        "DELETE",
+        &format!("/v2/eventSubscriptions?callbackUrl={url}"),
+        None,
+        200,
+    );
+    assert_eq!(gone["eventType"], json!("unsubscribe_event"));
+    assert_eq!(
+        fleet.bridge.json("/v2/eventSubscriptions"),
+        json!({ "callbackUrls": [] })
+    );
+    // Switched off in the config: Marathon's answer without --event_subscriber.
+    // (its own broker: a second bridge on the fleet's would reconcile the fleet's agents).
+    let broker = Broker::start().unwrap();
+    let off = Bridge::start(&broker.url(), "http_callbacks = false").unwrap();
+    let a = off
+        .request(
+            "POST",
+            &format!("/v2/eventSubscriptions?callbackUrl={url}"),
+            None,
+        )
+        .unwrap();
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(a.text.contains("http_callback"), "{}", a.text);
+}

@@ -589,6 +589,8 @@ pub struct Core {
     groups: BTreeMap<String, GroupRecord>,
     /// Versions kept per app (0: [`DEFAULT_MAX_VERSIONS`]).
     max_versions: usize,
+    /// HTTP callback URLs (`/v2/eventSubscriptions`).
+    callbacks: BTreeSet<String>,
 }
 
 /// Marathon's default `--max_versions`: the definitions kept per app.
@@ -665,6 +667,9 @@ impl Core {
         for g in load::<GroupRecord>(store, Table::Groups)? {
             core.groups.insert(g.id.clone(), g);
         }
+        core.callbacks = load::<String>(store, Table::EventSubscriptions)?
+            .into_iter()
+            .collect();
         Ok(core)
     }
 
@@ -717,6 +722,7 @@ impl Core {
                 Table::FwTasks => self.fw_tasks.get(&id).map(|r| enc(r)),
                 Table::AppVersions => self.version_record(&id).map(|r| enc(&r)),
                 Table::Groups => self.groups.get(&id).map(|r| enc(r)),
+                Table::EventSubscriptions => self.callbacks.get(&id).map(|r| enc(r)),
             };
             self.writes.insert((table, id), v);
         }
@@ -1354,6 +1360,7 @@ mod place;
 #[cfg(test)]
 mod proptests;
 mod scheduler;
+mod subscriptions;
 mod tasks;
 #[cfg(test)]
 mod tests;

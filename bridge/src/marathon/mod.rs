@@ -119,6 +119,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v2/queue/{*rest}", axum::routing::delete(reset_delay))
         .route("/v2/pods", axum::routing::any(pods))
         .route("/v2/pods/{*rest}", axum::routing::any(pods))
+        .route(
+            "/v2/eventSubscriptions",
+            get(list_subscriptions).post(subscribe).delete(unsubscribe),
+        )
         .route("/v2/info", get(info))
         .route("/v2/leader", get(leader).delete(abdicate))
         .route("/v2/events", get(events))
@@ -1301,6 +1305,76 @@ async fn reset_delay(State(s): S, Path(rest): Path<String>) -> Response {
     }
 }
 
+/// Marathon's answer when HTTP callbacks are off (`http_callbacks = false`).
+fn callbacks_off(s: &Shared) -> Option<Response> {
+    (!s.config.http_callbacks).then(|| {
+        error(
+            400,
+            json!({ "message": "http event callback system is not running on this Marathon instance. Please re-start this instance with \"--event_subscriber http_callback\" (in Outpost: http_callbacks = true)." }),
+        )
+    })
+}
+
+/// `GET /v2/eventSubscriptions`: `{"callbackUrls": [...]}`.
+async fn list_subscriptions(State(s): S) -> Response {
+    if let Some(r) = callbacks_off(&s) {
+        return r;
+    }
+    s.read(|c| axum::Json(json!({ "callbackUrls": c.callback_urls() })).into_response())
+        .await
+        .unwrap_or_else(stored)
+}
+
+/// `POST /v2/eventSubscriptions?callbackUrl=URL`: Marathon's `subscribe_event` as the answer.
+async fn subscribe(
+    State(s): S,
+    RawQuery(q): RawQuery,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    subscription(s, q, client_ip(&headers, Some(addr)), true).await
+}
+
+/// `DELETE /v2/eventSubscriptions?callbackUrl=URL`: `unsubscribe_event` as the answer.
+async fn unsubscribe(
+    State(s): S,
+    RawQuery(q): RawQuery,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    subscription(s, q, client_ip(&headers, Some(addr)), false).await
+}
+
+async fn subscription(s: Arc<Shared>, q: Option<String>, ip: String, add: bool) -> Response {
+    if let Some(r) = callbacks_off(&s) {
+        return r;
+    }
+    let Some(url) = Params::new(q).get("callbackUrl").map(str::to_string) else {
+        return error(
+            400,
+            json!({ "message": "query parameter callbackUrl is missing" }),
+        );
+    };
+    if add && let Err(e) = crate::callbacks::check_url(&url) {
+        return ApiError::invalid(json!([{ "path": "/callbackUrl", "errors": [e] }]))
+            .into_response();
+    }
+    let answer = s
+        .apply(move |c, now| {
+            if add {
+                c.subscribe_callback(now, &url, &ip)
+            } else {
+                c.unsubscribe_callback(now, &url, &ip)
+            }
+        })
+        .await;
+    s.callbacks.changed.notify_one();
+    match answer {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => stored(e),
+    }
+}
+
 /// `/v2/pods`: Outpost runs apps, not pods. Marathon's clients ask `HEAD /v2/pods` whether pods
 /// are supported and take a 404 as no (the DC/OS CLI does); every pods call answers that.
 async fn pods() -> Response {
@@ -1524,7 +1598,27 @@ async fn prometheus(State(s): S) -> Response {
         Err(e) => return stored(e),
     };
     let edge = crate::metrics::EdgeFigures {
-        sse_subscribers: s.events.receiver_count() as u64,
+        sse_subscribers: (s.events.receiver_count() as u64).saturating_sub(u64::from(
+            s.callbacks
+                .listening
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )),
+        callbacks_delivered: s
+            .callbacks
+            .delivered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        callbacks_failed: s
+            .callbacks
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        callback_events_dropped: s
+            .callbacks
+            .dropped_events
+            .load(std::sync::atomic::Ordering::Relaxed),
+        callback_subscribers_dropped: s
+            .callbacks
+            .dropped_subscribers
+            .load(std::sync::atomic::Ordering::Relaxed),
         sse_dropped: s
             .counters
             .slow_event_subscribers

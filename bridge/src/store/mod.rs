@@ -41,11 +41,13 @@ pub enum Table {
     /// Groups created through `/v2/groups` (their dependencies; a group also exists while an
     /// app's id is under it).
     Groups,
+    /// HTTP callback URLs registered through `/v2/eventSubscriptions`, by URL.
+    EventSubscriptions,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Apps,
         Table::Tasks,
         Table::Agents,
@@ -53,6 +55,7 @@ impl Table {
         Table::FwTasks,
         Table::AppVersions,
         Table::Groups,
+        Table::EventSubscriptions,
     ];
 
     /// The table's name in a store.
@@ -65,6 +68,7 @@ impl Table {
             Self::FwTasks => "framework_tasks",
             Self::AppVersions => "app_versions",
             Self::Groups => "groups",
+            Self::EventSubscriptions => "event_subscriptions",
         }
     }
 }
