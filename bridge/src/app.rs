@@ -101,7 +101,6 @@ const PASSIVE_KEYS: &[&str] = &[
     "ports",
     "portDefinitions",
     "requirePorts",
-    "readinessChecks",
     "uris",
     "fetch",
     "user",
@@ -323,6 +322,55 @@ pub struct HealthCheckDef {
     pub ignore_http1xx: bool,
 }
 
+/// One entry of `readinessChecks` (Marathon allows one), with Marathon's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadinessCheckDef {
+    /// Its name.
+    #[serde(default = "readiness_name")]
+    pub name: String,
+    /// HTTP or HTTPS.
+    #[serde(default = "http")]
+    pub protocol: String,
+    /// The path probed.
+    #[serde(default = "slash")]
+    pub path: String,
+    /// The name of the port mapping probed.
+    #[serde(default = "http_api")]
+    pub port_name: String,
+    /// Seconds between probes.
+    #[serde(default = "thirty")]
+    pub interval_seconds: u32,
+    /// Seconds before a probe counts as failed.
+    #[serde(default = "ten")]
+    pub timeout_seconds: u32,
+    /// The answers that mean ready.
+    #[serde(default = "ok_200")]
+    pub http_status_codes_for_ready: Vec<u16>,
+    /// Accepted and shown back (the agent keeps no response).
+    #[serde(default)]
+    pub preserve_last_response: bool,
+}
+
+fn readiness_name() -> String {
+    "readinessCheck".into()
+}
+fn slash() -> String {
+    "/".into()
+}
+fn http_api() -> String {
+    "http-api".into()
+}
+fn thirty() -> u32 {
+    30
+}
+fn ten() -> u32 {
+    10
+}
+fn ok_200() -> Vec<u16> {
+    vec![200]
+}
+
 fn http() -> String {
     "HTTP".into()
 }
@@ -385,6 +433,9 @@ pub struct AppDefinition {
     /// Health checks.
     #[serde(default)]
     pub health_checks: Vec<HealthCheckDef>,
+    /// Readiness checks (at most one): a rolling replacement waits for new tasks to pass it.
+    #[serde(default)]
+    pub readiness_checks: Vec<ReadinessCheckDef>,
     /// First launch delay after a failure.
     #[serde(default = "one")]
     pub backoff_seconds: f64,
@@ -811,6 +862,60 @@ impl AppDefinition {
                 ));
             }
         }
+        if self.readiness_checks.len() > 1 {
+            v.push(violation(
+                "/readinessChecks",
+                "only one readiness check is supported",
+            ));
+        }
+        for (i, rc) in self.readiness_checks.iter().enumerate() {
+            let at = |f: &str| format!("/readinessChecks({i})/{f}");
+            if !matches!(rc.protocol.as_str(), "HTTP" | "HTTPS") {
+                v.push(violation(
+                    at("protocol"),
+                    format!("{:?} is not one of HTTP, HTTPS", rc.protocol),
+                ));
+            }
+            if self.readiness_port(rc).is_none() {
+                let names: Vec<&str> = self
+                    .port_mappings()
+                    .iter()
+                    .filter_map(|p| p.name.as_deref())
+                    .collect();
+                v.push(violation(
+                    at("portName"),
+                    format!(
+                        "{:?} names no port mapping (named: {names:?})",
+                        rc.port_name
+                    ),
+                ));
+            }
+            if rc.interval_seconds == 0 || rc.timeout_seconds >= rc.interval_seconds {
+                v.push(violation(
+                    at("timeoutSeconds"),
+                    format!(
+                        "{} must be below intervalSeconds ({}), which must be at least 1",
+                        rc.timeout_seconds, rc.interval_seconds
+                    ),
+                ));
+            }
+            if rc.http_status_codes_for_ready.is_empty()
+                || rc.http_status_codes_for_ready.len() > wire::MAX_READY_STATUSES
+                || rc
+                    .http_status_codes_for_ready
+                    .iter()
+                    .any(|c| !(100..=599).contains(c))
+            {
+                v.push(violation(
+                    at("httpStatusCodesForReady"),
+                    format!(
+                        "{:?} must be 1 to {} HTTP statuses",
+                        rc.http_status_codes_for_ready,
+                        wire::MAX_READY_STATUSES
+                    ),
+                ));
+            }
+        }
         if self.health_checks.len() > wire::MAX_HEALTH_CHECKS {
             v.push(violation(
                 "/healthChecks",
@@ -933,6 +1038,27 @@ impl AppDefinition {
                 })
                 .map_err(|_| "volumes: too many")?;
         }
+        if let Some(rc) = self.readiness_checks.first() {
+            let port_index = self.readiness_port(rc).ok_or_else(|| {
+                format!(
+                    "readinessChecks.portName {:?} names no port mapping",
+                    rc.port_name
+                )
+            })?;
+            spec.readiness = Some(wire::ReadinessCheck {
+                tls: rc.protocol == "HTTPS",
+                path: Some(text("readinessChecks.path", &rc.path)?),
+                port_index: port_index as u16,
+                interval_s: rc.interval_seconds,
+                timeout_s: rc.timeout_seconds,
+                ready_statuses: rc
+                    .http_status_codes_for_ready
+                    .iter()
+                    .copied()
+                    .take(wire::MAX_READY_STATUSES)
+                    .collect(),
+            });
+        }
         for hc in &self.health_checks {
             let protocol = match hc.protocol.as_str() {
                 "HTTP" | "MESOS_HTTP" => wire::HealthProtocol::Http,
@@ -969,6 +1095,13 @@ impl AppDefinition {
         Ok(spec)
     }
 
+    /// The index of the port mapping a readiness check probes (by its `portName`).
+    pub fn readiness_port(&self, rc: &ReadinessCheckDef) -> Option<usize> {
+        self.port_mappings()
+            .iter()
+            .position(|p| p.name.as_deref() == Some(rc.port_name.as_str()))
+    }
+
     /// Whether `other` differs in anything but `instances`: a config change that replaces
     /// the running tasks (Marathon's `lastConfigChangeAt`), not a scaling.
     pub fn config_differs(&self, other: &AppDefinition) -> bool {
@@ -1000,6 +1133,7 @@ fn known_keys() -> Vec<&'static str> {
         "unreachableStrategy",
         "taskKillGracePeriodSeconds",
         "dependencies",
+        "readinessChecks",
     ];
     keys.extend_from_slice(PASSIVE_KEYS);
     keys

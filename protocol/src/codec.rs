@@ -983,12 +983,15 @@ wire_struct!(HealthCheck {
     0 => protocol, 1 => path, 2 => port_index, 3 => port, 4 => command, 5 => grace_period_s,
     6 => interval_s, 7 => timeout_s, 8 => max_consecutive_failures, 9 => delay_s,
 });
+wire_struct!(ReadinessCheck {
+    0 => tls, 1 => path, 2 => port_index, 3 => interval_s, 4 => timeout_s, 5 => ready_statuses,
+});
 wire_struct!(RestartPolicy { 0 => mode, 1 => backoff_s, 2 => backoff_factor, 3 => max_delay_s });
 wire_struct!(TaskSpec {
     0 => task_id, 1 => app_id, 2 => image, 3 => force_pull, 4 => cmd, 5 => args, 6 => env,
     7 => labels, 8 => cpus, 9 => mem_mib, 10 => disk_mib, 11 => network, 12 => port_mappings,
     13 => volumes, 14 => health_checks, 15 => kill_grace_period_s, 16 => restart,
-    17 => privileged, 18 => log_max_size_mib, 19 => log_max_files,
+    17 => privileged, 18 => log_max_size_mib, 19 => log_max_files, 20 => readiness,
 });
 wire_struct!(KillTask { 0 => task_id, 1 => grace_period_s });
 wire_struct!(PullImage { 0 => image, 1 => force });
@@ -1022,6 +1025,7 @@ wire_struct!(CommandReply { 0 => version, 1 => command_id, 2 => outcome });
 wire_struct!(TaskStatus {
     0 => version, 1 => agent_id, 2 => task_id, 3 => uuid, 4 => state, 5 => reason, 6 => message,
     7 => healthy, 8 => timestamp_ms, 9 => exit_code, 10 => host_ports, 11 => container_ip,
+    12 => ready,
 });
 wire_struct!(StatusAck { 0 => version, 1 => task_id, 2 => uuid });
 wire_struct!(AgentState { 0 => version, 1 => agent_id, 2 => liveness, 3 => started_at_ms });

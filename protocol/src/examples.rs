@@ -120,6 +120,7 @@ pub fn task_spec() -> TaskSpec {
         privileged: false,
         log_max_size_mib: None,
         log_max_files: None,
+        readiness: None,
     }
 }
 
@@ -233,6 +234,7 @@ pub fn status() -> TaskStatus {
         exit_code: None,
         host_ports: list([31007]),
         container_ip: Some(t("172.17.0.3")),
+        ready: None,
     }
 }
 

@@ -58,6 +58,8 @@ pub const MAX_PORTS: usize = 16;
 pub const MAX_VOLUMES: usize = 8;
 /// Most health checks of a task.
 pub const MAX_HEALTH_CHECKS: usize = 4;
+/// HTTP statuses a readiness check may count as ready.
+pub const MAX_READY_STATUSES: usize = 8;
 /// Most task ids in one reconcile command.
 pub const MAX_RECONCILE_TASKS: usize = 64;
 
@@ -225,6 +227,25 @@ pub struct HealthCheck {
     pub delay_s: u32,
 }
 
+/// Marathon's readiness check, run by the agent: an HTTP(S) GET every `interval_s` from the
+/// task's start until one answers a status of `ready_statuses`; then the task is ready (a
+/// status update with `ready`) and the check stops. A failure never kills the task.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReadinessCheck {
+    /// HTTPS instead of HTTP.
+    pub tls: bool,
+    /// The path (`/` when left out).
+    pub path: Option<UrlPath>,
+    /// Index into the task's port mappings of the port to probe.
+    pub port_index: u16,
+    /// Seconds between probes.
+    pub interval_s: u32,
+    /// Seconds before a probe counts as failed.
+    pub timeout_s: u32,
+    /// The answers that mean ready (Marathon's `httpStatusCodesForReady`; empty: 200).
+    pub ready_statuses: Vec<u16, MAX_READY_STATUSES>,
+}
+
 /// When the agent restarts a task whose container ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RestartMode {
@@ -308,6 +329,8 @@ pub struct TaskSpec {
     /// Container log files kept (`log-opt max-file`), when the app asks for other than the
     /// agent's default; agents refuse more than their `[logs]` maximum.
     pub log_max_files: Option<u32>,
+    /// Marathon's readiness check, when the app has one.
+    pub readiness: Option<ReadinessCheck>,
 }
 
 /// Which tasks a drain kills.
@@ -735,6 +758,9 @@ pub struct TaskStatus {
     pub host_ports: Vec<u16, MAX_PORTS>,
     /// The container's IP address on its network.
     pub container_ip: Option<IpText>,
+    /// With a readiness check: whether it has passed since the task started (`Some(true)`
+    /// from the first pass on).
+    pub ready: Option<bool>,
 }
 
 /// The bridge has stored the status update with this uuid; the agent stops re-sending it.

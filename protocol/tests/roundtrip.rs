@@ -158,12 +158,32 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
         proptest::option::of(any::<u32>()),
         proptest::option::of(any::<u32>()),
     );
-    (ids, resources, container, any::<bool>(), logs).prop_map(
+    let readiness = proptest::option::of(
+        (
+            any::<bool>(),
+            proptest::option::of(text()),
+            any::<u16>(),
+            any::<u32>(),
+            any::<u32>(),
+            bounded(any::<u16>()),
+        )
+            .prop_map(
+                |(tls, path, port_index, interval_s, timeout_s, ready_statuses)| ReadinessCheck {
+                    tls,
+                    path,
+                    port_index,
+                    interval_s,
+                    timeout_s,
+                    ready_statuses,
+                },
+            ),
+    );
+    (ids, resources, container, (any::<bool>(), readiness), logs).prop_map(
         |(
             (task_id, app_id, image, force_pull, cmd, args, env, labels),
             (cpus, mem_mib, disk_mib, network),
             (port_mappings, volumes, health_checks, kill_grace_period_s, restart),
-            privileged,
+            (privileged, readiness),
             (log_max_size_mib, log_max_files),
         )| TaskSpec {
             task_id,
@@ -186,6 +206,7 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
             privileged,
             log_max_size_mib,
             log_max_files,
+            readiness,
         },
     )
 }
@@ -341,10 +362,11 @@ proptest! {
                                timestamp_ms in any::<u64>(),
                                exit_code in proptest::option::of(any::<i32>()),
                                host_ports in bounded(any::<u16>()),
-                               container_ip in proptest::option::of(text())) {
+                               container_ip in proptest::option::of(text()),
+                               ready in proptest::option::of(any::<bool>())) {
         round_trip(&TaskStatus { version: PROTOCOL_VERSION, agent_id, task_id, uuid, state,
                                  reason, message, healthy, timestamp_ms, exit_code, host_ports,
-                                 container_ip });
+                                 container_ip, ready });
     }
 
     #[test]

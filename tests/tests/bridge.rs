@@ -1316,3 +1316,78 @@ fn http_callbacks_get_every_event_and_a_dead_one_is_dropped_after_its_limit() {
     assert_eq!(a.status, 400, "{}", a.text);
     assert!(a.text.contains("http_callback"), "{}", a.text);
 }
+
+/// The container of task `task`.
+fn container_of(task: &Value) -> String {
+    let filter = format!("label=outpost.task-id={}", task["id"].as_str().unwrap());
+    docker(&["ps", "-q", "--filter", &filter])
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn readiness_gates_a_rolling_restart_and_shows_in_the_deployment() {
+    image::ensure().unwrap();
+    let fleet = Fleet::start("ready", &[(21810, 21819)]);
+    let mut app = web_app(
+        "/ready",
+        1,
+        json!({
+            "readinessChecks": [{
+                "protocol": "HTTP", "path": "/ready", "portName": "http",
+                "intervalSeconds": 1, "timeoutSeconds": 0,
+                "httpStatusCodesForReady": [200]
+            }]
+        }),
+    );
+    app["container"]["portMappings"][0]["name"] = json!("http");
+    fleet.post(&app);
+    // Healthy but not ready (the image has no /ready yet): the deployment waits, and shows why.
+    let first = fleet.healthy("/ready", 1, LONG).remove(0);
+    let plan = wait::until("the readiness result in the deployment", SHORT, || {
+        let d = fleet.bridge.json("/v2/deployments");
+        let r = d[0]["currentActions"][0]["readinessCheckResults"][0].clone();
+        (r["taskId"] == first["id"]).then_some(r)
+    })
+    .unwrap();
+    assert_eq!(plan["ready"], json!(false), "{plan}");
+    docker(&["exec", &container_of(&first), "touch", "/www/ready"]).unwrap();
+    no_deployments(&fleet, SHORT);
+    let shown =
+        fleet.bridge.json("/v2/apps/ready?embed=app.readiness")["app"]["readinessCheckResults"]
+            .clone();
+    assert_eq!(shown[0]["ready"], json!(true), "{shown}");
+    // A restart: the new task gets healthy, but the old one stays until it is ready too.
+    expect(&fleet, "POST", "/v2/apps/ready/restart", None, 200);
+    let new = wait::until("the new task healthy", LONG, || {
+        let tasks = fleet.app("/ready")["tasks"].as_array()?.clone();
+        tasks
+            .into_iter()
+            .find(|t| t["id"] != first["id"] && t["healthCheckResults"][0]["alive"] == json!(true))
+    })
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < deadline {
+        let ids = task_ids(fleet.app("/ready")["tasks"].as_array().unwrap());
+        assert!(
+            ids.contains(&first["id"].as_str().unwrap().to_string()),
+            "the old task stays: {ids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let d = fleet.bridge.json("/v2/deployments");
+    assert_eq!(
+        d[0]["currentActions"][0]["readinessCheckResults"][0]["taskId"], new["id"],
+        "{d}"
+    );
+    assert_eq!(
+        d[0]["currentActions"][0]["readinessCheckResults"][0]["ready"],
+        json!(false),
+        "{d}"
+    );
+    docker(&["exec", &container_of(&new), "touch", "/www/ready"]).unwrap();
+    no_deployments(&fleet, LONG);
+    let tasks = fleet.healthy("/ready", 1, SHORT);
+    assert_eq!(tasks[0]["id"], new["id"], "the old one replaced");
+}

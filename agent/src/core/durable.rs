@@ -13,7 +13,6 @@ use minicbor::{Decode, Encode};
 use outpost_protocol::codec::{decode_part_into, encode_to_vec};
 use outpost_protocol::{TaskId, TaskSpec, TaskState, TaskStatus, decode};
 
-use super::health::CheckState;
 use super::{Action, AfterKill, Millis, ObservedContainer, Phase, Settings, Supervisor, Task};
 
 /// The snapshot's format version.
@@ -387,12 +386,7 @@ impl Supervisor {
                         container_id: o.container_id.clone(),
                         since: now,
                     };
-                    t.checks = t
-                        .health_checks
-                        .iter()
-                        .map(|c| CheckState::new(c, now))
-                        .collect();
-                    t.healthy = None;
+                    t.start_checks(now);
                     claimed.push(o.container_id.clone());
                     for other in mine.iter().filter(|x| x.container_id != o.container_id) {
                         self.actions.push(Action::Remove {

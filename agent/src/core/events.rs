@@ -137,6 +137,8 @@ pub enum ProbeTarget {
         port: u16,
         /// Path.
         path: String,
+        /// The answers that pass (empty: any of 200-399, as health checks).
+        ready_statuses: Vec<u16>,
     },
     /// TCP connect to 127.0.0.1:port.
     Tcp {

@@ -858,8 +858,7 @@ impl Supervisor {
         t.attempt += 1;
         t.phase = Phase::Pulling;
         t.container_ip = None;
-        t.checks.clear();
-        t.healthy = None;
+        t.stop_checks();
         let spec = t.spec();
         self.actions.push(Action::EnsureImage {
             launch: Some((id.clone(), t.attempt)),
@@ -988,6 +987,7 @@ impl Supervisor {
             reason,
             message: message.map(validate::note),
             healthy: task.and_then(|t| t.healthy),
+            ready: task.and_then(|t| t.ready),
             timestamp_ms: self.wall_ms,
             exit_code: None,
             host_ports: task
@@ -1081,11 +1081,7 @@ impl Supervisor {
         };
         t.container_ip = ip.and_then(|ip| outpost_protocol::IpText::new(&ip).ok());
         t.port_retries = 0;
-        t.checks = t
-            .health_checks
-            .iter()
-            .map(|c| CheckState::new(c, now))
-            .collect();
+        t.start_checks(now);
         self.status(id, TaskState::Running, None, None);
     }
 
@@ -1202,14 +1198,20 @@ impl Supervisor {
         let delay = t.backoff_delay_ms();
         t.restarts += 1;
         t.phase = Phase::Backoff { until: now + delay };
-        t.checks.clear();
-        t.healthy = None;
+        t.stop_checks();
     }
 
     fn on_probe(&mut self, now: Millis, id: &TaskId, attempt: u32, check: usize, ok: bool) {
         let Some(t) = self.current(id, attempt) else {
             return;
         };
+        if check == task::READINESS {
+            let running = matches!(t.phase, Phase::Running { .. });
+            if t.readiness_result(now, ok && running) && running {
+                self.status(id, TaskState::Running, None, Some("readiness check passed"));
+            }
+            return;
+        }
         let (Some(spec), Some(state)) = (t.health_checks.get(check), t.checks.get_mut(check))
         else {
             return;

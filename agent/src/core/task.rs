@@ -2,8 +2,8 @@
 
 use outpost_protocol::codec::{decode_part_into, encode_part_to_vec};
 use outpost_protocol::{
-    HealthCheck, HealthProtocol, IpText, MAX_PORTS, NetworkMode, RestartMode, RestartPolicy,
-    TaskId, TaskSpec, TaskState,
+    HealthCheck, HealthProtocol, IpText, MAX_PORTS, NetworkMode, ReadinessCheck, RestartMode,
+    RestartPolicy, TaskId, TaskSpec, TaskState,
 };
 
 use super::health::CheckState;
@@ -130,7 +130,17 @@ pub struct Task {
     pub log_size_mib: Option<u32>,
     /// Log files the task asked for (`None`: the host's default).
     pub log_files: Option<u32>,
+    /// Marathon's readiness check, when the task has one.
+    pub readiness: Option<ReadinessCheck>,
+    /// While the current container is not yet ready: when its readiness is probed next, and
+    /// whether a probe is out.
+    pub ready_probe: Option<(Millis, bool)>,
+    /// With a readiness check: whether the current container has passed it.
+    pub ready: Option<bool>,
 }
+
+/// The check index a readiness probe reports under (health checks are `0..`).
+pub const READINESS: usize = usize::MAX;
 
 /// How many times in a row a start that failed on a taken host port is retried at once on
 /// other ports (for `hostPort: 0` mappings) before the task fails.
@@ -166,7 +176,31 @@ impl Task {
             port_retries: 0,
             log_size_mib: spec.log_max_size_mib,
             log_files: spec.log_max_files,
+            readiness: spec.readiness.clone(),
+            ready_probe: None,
+            ready: None,
         }
+    }
+
+    /// The current container started (or was re-adopted) at `now`: its checks start afresh,
+    /// and its readiness is probed until it passes.
+    pub fn start_checks(&mut self, now: Millis) {
+        self.checks = self
+            .health_checks
+            .iter()
+            .map(|c| CheckState::new(c, now))
+            .collect();
+        self.healthy = None;
+        self.ready_probe = self.readiness.as_ref().map(|_| (now, false));
+        self.ready = self.readiness.as_ref().map(|_| false);
+    }
+
+    /// The current container is gone: no checks until the next one runs.
+    pub fn stop_checks(&mut self) {
+        self.checks.clear();
+        self.healthy = None;
+        self.ready_probe = None;
+        self.ready = None;
     }
 
     /// The spec's wire form (CBOR), as stored in snapshots.
@@ -207,11 +241,16 @@ impl Task {
             Phase::Backoff { until } => Some(*until),
             Phase::Killing { deadline, .. } => Some(*deadline),
             Phase::Running { since, .. } => {
+                let ready = self
+                    .ready_probe
+                    .filter(|(_, in_flight)| !in_flight)
+                    .map(|(at, _)| at);
                 let probe = self
                     .checks
                     .iter()
                     .filter(|c| !c.in_flight)
                     .map(|c| c.next_probe_at)
+                    .chain(ready)
                     .min();
                 let reset = (self.restarts > 0).then_some(since + super::BACKOFF_RESET_MS);
                 probe.into_iter().chain(reset).min()
@@ -249,6 +288,7 @@ impl Task {
                     tls: check.protocol == HealthProtocol::Https,
                     port,
                     path: check.path.as_deref().unwrap_or("/").to_string(),
+                    ready_statuses: Vec::new(),
                 },
                 HealthProtocol::Tcp => ProbeTarget::Tcp { port },
                 HealthProtocol::Command => ProbeTarget::Command {
@@ -265,7 +305,49 @@ impl Task {
                 timeout_ms: u64::from(check.timeout_s.max(1)) * 1000,
             });
         }
+        if let (Some(r), Some((at, in_flight))) = (&self.readiness, &mut self.ready_probe)
+            && !*in_flight
+            && now >= *at
+        {
+            *in_flight = true;
+            let port = self
+                .host_ports
+                .get(usize::from(r.port_index))
+                .copied()
+                .unwrap_or(0);
+            let mut ready_statuses: Vec<u16> = r.ready_statuses.iter().copied().collect();
+            if ready_statuses.is_empty() {
+                ready_statuses.push(200);
+            }
+            out.push(Action::Probe {
+                task_id: self.task_id.clone(),
+                attempt: self.attempt,
+                check: READINESS,
+                target: ProbeTarget::Http {
+                    tls: r.tls,
+                    port,
+                    path: r.path.as_deref().unwrap_or("/").to_string(),
+                    ready_statuses,
+                },
+                timeout_ms: u64::from(r.timeout_s.max(1)) * 1000,
+            });
+        }
         out
+    }
+
+    /// A readiness probe reported at `now`: whether the task just became ready.
+    pub fn readiness_result(&mut self, now: Millis, ok: bool) -> bool {
+        let (Some(r), Some((at, in_flight))) = (&self.readiness, &mut self.ready_probe) else {
+            return false;
+        };
+        *in_flight = false;
+        if ok {
+            self.ready_probe = None;
+            self.ready = Some(true);
+            return true;
+        }
+        *at = now + u64::from(r.interval_s.max(1)) * 1000;
+        false
     }
 }
 

@@ -2114,3 +2114,73 @@ fn an_undrain_takes_launches_again_and_says_so_in_the_liveness_and_the_offer() {
         "not draining after a restart either"
     );
 }
+
+#[test]
+fn a_readiness_check_is_probed_until_it_passes_then_reported_and_stopped_and_never_kills() {
+    let mut sim = Sim::new();
+    let mut s = spec("r");
+    s.readiness = Some(outpost_protocol::ReadinessCheck {
+        path: Some(outpost_protocol::Text::new("/ready").unwrap()),
+        interval_s: 2,
+        timeout_s: 1,
+        ..Default::default()
+    });
+    sim.launch_running(s);
+    let id = TaskId::new("r").unwrap();
+    let running = sim.statuses.last().unwrap().clone();
+    assert_eq!(running.state, TaskState::Running);
+    assert_eq!(
+        running.ready,
+        Some(false),
+        "not ready until the check passes"
+    );
+    let probe = |actions: &[Action]| {
+        actions.iter().any(|a| {
+            matches!(a, Action::Probe { check: task::READINESS, target: ProbeTarget::Http { port: 31000, path, ready_statuses, .. }, .. }
+                if path == "/ready" && ready_statuses == &[200])
+        })
+    };
+    assert!(probe(&sim.actions), "probed at once: {:?}", sim.actions);
+    let failed = |sim: &mut Sim| {
+        sim.ev(Event::ProbeResult {
+            task_id: TaskId::new("r").unwrap(),
+            attempt: 1,
+            check: task::READINESS,
+            healthy: false,
+        })
+    };
+    // Failures: probed again after the interval, nothing new reported (re-sends of the
+    // unacknowledged RUNNING aside), never killed.
+    let updates = |sim: &Sim| {
+        let mut u: Vec<[u8; 16]> = sim.statuses.iter().map(|s| s.uuid).collect();
+        u.sort();
+        u.dedup();
+        u.len()
+    };
+    for _ in 0..5 {
+        let before = updates(&sim);
+        failed(&mut sim);
+        assert!(!probe(&sim.advance(1_999)), "not before the interval");
+        assert!(probe(&sim.advance(1)), "again after the interval");
+        assert_eq!(updates(&sim), before);
+    }
+    assert!(!sim.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
+    sim.ev(Event::ProbeResult {
+        task_id: id.clone(),
+        attempt: 1,
+        check: task::READINESS,
+        healthy: true,
+    });
+    let ready = sim.statuses.last().unwrap();
+    assert_eq!((ready.state, ready.ready), (TaskState::Running, Some(true)));
+    assert!(!probe(&sim.advance(60_000)), "no probe once ready");
+    // A result of an older attempt is ignored.
+    let n = updates(&sim);
+    sim.ev(Event::ProbeResult {
+        task_id: id,
+        attempt: 0,
+        check: task::READINESS,
+        healthy: true,
+    });
+    assert_eq!(updates(&sim), n);
+}

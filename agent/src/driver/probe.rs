@@ -23,11 +23,14 @@ use crate::core::ProbeTarget;
 /// Whether the target passes within `timeout`.
 pub async fn run(docker: &Docker, target: &ProbeTarget, timeout: Duration) -> bool {
     match target {
-        ProbeTarget::Http { tls, port, path } => {
-            tokio::time::timeout(timeout, http_probe(*tls, *port, path))
-                .await
-                .unwrap_or(false)
-        }
+        ProbeTarget::Http {
+            tls,
+            port,
+            path,
+            ready_statuses,
+        } => tokio::time::timeout(timeout, http_probe(*tls, *port, path, ready_statuses))
+            .await
+            .unwrap_or(false),
         ProbeTarget::Tcp { port } => {
             tokio::time::timeout(timeout, TcpStream::connect(("127.0.0.1", *port)))
                 .await
@@ -40,18 +43,19 @@ pub async fn run(docker: &Docker, target: &ProbeTarget, timeout: Duration) -> bo
     }
 }
 
-/// `GET path` on 127.0.0.1:`port`, over TLS if `tls`; passes on a 200-399 answer.
-async fn http_probe(tls: bool, port: u16, path: &str) -> bool {
+/// `GET path` on 127.0.0.1:`port`, over TLS if `tls`; passes on an answer of `ok` (empty:
+/// any of 200-399).
+async fn http_probe(tls: bool, port: u16, path: &str, ok: &[u16]) -> bool {
     let Ok(stream) = TcpStream::connect(("127.0.0.1", port)).await else {
         return false;
     };
     if !tls {
-        return http_get(stream, port, path).await;
+        return http_get(stream, port, path, ok).await;
     }
     let connector = tokio_rustls::TlsConnector::from(unverified_tls());
     let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
     match connector.connect(name, stream).await {
-        Ok(stream) => http_get(stream, port, path).await,
+        Ok(stream) => http_get(stream, port, path, ok).await,
         Err(_) => false,
     }
 }
@@ -124,7 +128,7 @@ impl ServerCertVerifier for AnyCertificate {
 }
 
 /// `GET path` over `stream`; passes on a 200-399 answer.
-async fn http_get<S>(stream: S, port: u16, path: &str) -> bool
+async fn http_get<S>(stream: S, port: u16, path: &str, ok: &[u16]) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -144,7 +148,14 @@ where
         return false;
     };
     match sender.send_request(request).await {
-        Ok(resp) => (200..400).contains(&resp.status().as_u16()),
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            if ok.is_empty() {
+                (200..400).contains(&status)
+            } else {
+                ok.contains(&status)
+            }
+        }
         Err(_) => false,
     }
 }

@@ -80,7 +80,7 @@ impl Core {
             steps: Vec::new(),
         };
         app.deployment = Some(d.clone());
-        let plan = deployment_json(&d, app_id);
+        let plan = self.plan_json(&d, app_id);
         self.event(
             now,
             "deployment_info",

@@ -699,7 +699,10 @@ impl Core {
     /// its plan, its steps, and the step it is at.
     pub fn plan_json(&self, d: &Deployment, app_id: &str) -> Value {
         if d.steps.is_empty() {
-            return deployment_json(d, app_id);
+            let mut plan = deployment_json(d, app_id);
+            plan["currentActions"][0]["readinessCheckResults"] =
+                json!(self.readiness_results(app_id));
+            return plan;
         }
         let mut affected: Vec<&str> = d.steps.iter().flatten().map(|a| a.app.as_str()).collect();
         affected.sort_unstable();
@@ -710,7 +713,13 @@ impl Core {
             .unwrap_or(d.steps.len().saturating_sub(1));
         let current: Vec<Value> = d.steps.get(at).map_or_else(Vec::new, |s| {
             s.iter()
-                .map(|a| json!({ "action": a.action, "app": a.app, "readinessCheckResults": [] }))
+                .map(|a| {
+                    json!({
+                        "action": a.action,
+                        "app": a.app,
+                        "readinessCheckResults": self.readiness_results(&a.app),
+                    })
+                })
                 .collect()
         });
         json!({
@@ -723,6 +732,25 @@ impl Core {
             "currentStep": at + 1,
             "totalSteps": d.steps.len(),
         })
+    }
+
+    /// Marathon's `readinessCheckResults` of app `app_id`: one per live task of its current
+    /// version that has a readiness check, whether it passed.
+    pub fn readiness_results(&self, app_id: &str) -> Vec<Value> {
+        let Some(app) = self.apps.get(app_id) else {
+            return Vec::new();
+        };
+        let Some(check) = app.def.readiness_checks.first() else {
+            return Vec::new();
+        };
+        self.tasks(Some(app_id))
+            .filter(|t| !t.killing && t.version == app.last_config_change_at)
+            .filter_map(|t| {
+                t.ready.map(|ready| {
+                    json!({ "name": check.name, "taskId": t.id, "ready": ready, "lastResponse": null })
+                })
+            })
+            .collect()
     }
 
     /// Every running deployment once, as `GET /v2/deployments` lists them.

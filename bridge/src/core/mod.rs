@@ -223,6 +223,9 @@ pub struct TaskRecord {
     pub mem: f64,
     /// MiB of disk.
     pub disk: f64,
+    /// With a readiness check: whether the task passed it (`None`: its app has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
     /// How the task is counted in its app's [`Tally`]: (runs the current version, ready), or
     /// `None` while it is not live (killing, inactive) or not counted yet.
     #[serde(skip)]
@@ -342,6 +345,7 @@ impl TaskRecord {
         self.state() == TaskState::Running
             && self.unreachable_since_ms.is_none()
             && (!has_checks || self.health().alive == Some(true))
+            && self.ready != Some(false)
     }
 }
 

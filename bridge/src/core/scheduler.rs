@@ -311,6 +311,7 @@ impl Core {
             cpus: need.cpus,
             mem: need.mem,
             disk: need.disk,
+            ready: def.readiness_checks.first().map(|_| false),
             counted: None,
             shown: 0,
         };

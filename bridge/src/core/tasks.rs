@@ -98,6 +98,9 @@ impl Core {
         if let Some(ip) = &s.container_ip {
             t.ip = Some(ip.to_string());
         }
+        if s.ready.is_some() && t.ready.is_some() {
+            t.ready = s.ready;
+        }
         let prev = t.state();
         t.state = state;
         let first_running = state == TaskState::Running && t.started_at_ms.is_none();

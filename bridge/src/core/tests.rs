@@ -1339,3 +1339,81 @@ fn a_group_deploys_in_dependency_order_and_is_deleted_dependants_first_in_one_de
     );
     assert_eq!(w.core.deployments_json().len(), 1);
 }
+
+#[test]
+fn a_rolling_restart_waits_for_the_new_task_s_readiness_before_killing_the_old_one() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    let mut v: serde_json::Value = serde_json::from_str(&simple_app(1)).unwrap();
+    v["container"]["portMappings"][0]["name"] = json!("http-api");
+    v["readinessChecks"] = json!([{ "path": "/ready", "intervalSeconds": 2, "timeoutSeconds": 1 }]);
+    let def = AppDefinition::from_value(v, None).unwrap();
+    let spec = def.task_spec("web.x").unwrap();
+    let r = spec.readiness.as_ref().unwrap();
+    assert_eq!(
+        (r.path.as_deref(), r.port_index, r.interval_s),
+        (Some("/ready"), 0, 2)
+    );
+    assert_eq!(r.ready_statuses.as_slice(), &[200], "Marathon's default");
+    w.core.create_app(w.now, def).unwrap();
+    let ready_status = |w: &mut World, task: &str, ready: bool| {
+        w.uuid += 1;
+        let mut uuid = [0u8; 16];
+        uuid[..8].copy_from_slice(&w.uuid.to_be_bytes());
+        let s = TaskStatus {
+            version: 1,
+            agent_id: AgentId::new("a1").unwrap(),
+            task_id: Text::new(task).unwrap(),
+            uuid,
+            state: TaskState::Running,
+            timestamp_ms: w.now,
+            ready: Some(ready),
+            ..Default::default()
+        };
+        w.core.on_status(w.now, &s);
+        w.core.settle(w.now);
+    };
+    let (_, old) = w.launches().remove(0);
+    ready_status(&mut w, &old, false);
+    assert!(
+        w.core.app("/web").unwrap().deployment.is_some(),
+        "not ready: not deployed"
+    );
+    let d = w.core.deployments_json();
+    assert_eq!(
+        d[0]["currentActions"][0]["readinessCheckResults"],
+        json!([{ "name": "readinessCheck", "taskId": old, "ready": false, "lastResponse": null }])
+    );
+    ready_status(&mut w, &old, true);
+    w.advance(1000);
+    assert!(
+        w.core.app("/web").unwrap().deployment.is_none(),
+        "ready: deployed"
+    );
+    // A restart: the new task runs but is not ready, so the old one stays.
+    w.core.restart_app(w.now, "/web", false).unwrap();
+    let (_, new) = w.launches().remove(0);
+    ready_status(&mut w, &new, false);
+    w.advance(5000);
+    let killed = |w: &mut World| {
+        w.commands()
+            .into_iter()
+            .any(|(_, c)| matches!(c.kind, CommandKind::Kill(ref k) if k.task_id.as_str() == old))
+    };
+    assert!(
+        !killed(&mut w),
+        "the old task stays while the new one is not ready"
+    );
+    ready_status(&mut w, &new, true);
+    w.advance(1000);
+    assert!(killed(&mut w), "killed once the new one is ready");
+    // Only one readiness check, naming a port mapping.
+    let mut bad: serde_json::Value = serde_json::from_str(&simple_app(1)).unwrap();
+    bad["readinessChecks"] = json!([{ "portName": "nope" }, {}]);
+    let Err(crate::app::Invalid::Violations(v)) = AppDefinition::from_value(bad, None) else {
+        panic!("accepted");
+    };
+    let paths: Vec<&str> = v.iter().map(|x| x.path.as_str()).collect();
+    assert!(paths.contains(&"/readinessChecks"), "{v:?}");
+    assert!(paths.contains(&"/readinessChecks(0)/portName"), "{v:?}");
+}

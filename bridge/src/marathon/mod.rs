@@ -418,8 +418,7 @@ fn app_json(core: &Core, app: &AppRecord, embed: Embed) -> Value {
         v["taskStats"] = task_stats(core, app, crate::time::now_ms());
     }
     if embed.readiness {
-        // Readiness checks are accepted and shown, not run: no results to show.
-        v["readinessCheckResults"] = json!([]);
+        v["readinessCheckResults"] = json!(core.readiness_results(&app.def.id));
     }
     if embed.last_task_failure
         && let Some(f) = &app.last_failure
