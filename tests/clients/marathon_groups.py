@@ -1,5 +1,5 @@
 """Drives outpost-bridge's groups and app versions with the real marathon-python 0.13.0 client,
-unchanged: create_group, list_groups, get_group, scale_group, update_group, delete_group,
+unchanged: create_group, list_groups, get_group, scale_group, update_group, rollback_group, delete_group,
 list_versions, get_version, rollback_app.
 
 Usage: marathon_groups.py BRIDGE_URL IMAGE
@@ -77,16 +77,25 @@ running("/pyg/web", 1)
 running("/pyg/db", 1)
 print("update_group", updated["version"])
 
+back = c.rollback_group("/pyg", created["version"])
+assert back["deploymentId"], back
+until("the group back as created", lambda: "COLOR" not in c.get_app("/pyg/web").env)
+running("/pyg/web", 1)
+running("/pyg/db", 1)
+print("rollback_group", back["version"])
+
 versions = c.list_versions("/pyg/web")
-assert len(versions) == 3, versions  # created, scaled, changed
+assert len(versions) == 4, versions  # created, scaled, changed, rolled back
 oldest = c.get_version("/pyg/web", versions[-1])
 assert oldest.env == {} and oldest.instances == 1, oldest
+blue = c.get_version("/pyg/web", versions[1])
+assert blue.env == {"COLOR": "blue"}, blue.env
 print("list_versions", len(versions), "get_version", oldest.version)
-back = c.rollback_app("/pyg/web", versions[-1])
-assert back["deploymentId"], back
-until("web rolled back", lambda: "COLOR" not in c.get_app("/pyg/web").env)
+again = c.rollback_app("/pyg/web", versions[1])
+assert again["deploymentId"], again
+until("web at the blue version again", lambda: c.get_app("/pyg/web").env.get("COLOR") == "blue")
 running("/pyg/web", 1)
-print("rollback_app", back["version"])
+print("rollback_app", again["version"])
 
 deleted = c.delete_group("/pyg")
 assert deleted["deploymentId"], deleted

@@ -791,6 +791,15 @@ fn a_queue_delay_reset_launches_a_crash_looping_app_at_once_and_pods_answer_unsu
     .unwrap();
     assert_eq!(waiting["app"]["id"], "/crashy");
     assert_eq!(waiting["count"], 1);
+    // The agent's offer fits (it is its policy that refuses): processed and used, best effort.
+    let offers = &waiting["processedOffersSummary"];
+    assert_eq!(offers["processedOffersCount"], 1, "{offers}");
+    assert_eq!(offers["unusedOffersCount"], 0, "{offers}");
+    assert!(offers["lastUsedOfferAt"].is_string(), "{offers}");
+    assert_eq!(
+        offers["rejectSummaryLastOffers"].as_array().unwrap().len(),
+        6
+    );
 
     let reset = fleet
         .bridge

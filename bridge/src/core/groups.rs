@@ -32,6 +32,9 @@ pub struct GroupChange {
     pub replace_groups: bool,
     /// Multiply every instance count under the group by this (rounded up).
     pub scale_by: Option<f64>,
+    /// Roll every app under the group back to its definition at this version (the latest
+    /// kept at or before it); an app made after it is removed.
+    pub rollback_to: Option<String>,
 }
 
 impl Core {
@@ -252,7 +255,19 @@ impl Core {
         let mut desired: Vec<AppDefinition> = Vec::new();
         let mut removed: Vec<String> = Vec::new();
         let current = self.apps_under(&gid);
-        if let Some(factor) = change.scale_by {
+        if let Some(version) = &change.rollback_to {
+            for id in &current {
+                let then = self
+                    .versions
+                    .get(id.as_str())
+                    .and_then(|v| v.range(..=version.clone()).next_back())
+                    .map(|(_, def)| (**def).clone());
+                match then {
+                    Some(def) => desired.push(def),
+                    None => removed.push(id.clone()),
+                }
+            }
+        } else if let Some(factor) = change.scale_by {
             for id in &current {
                 if let Some(a) = self.apps.get(id.as_str()) {
                     let mut def = a.def.clone();

@@ -455,6 +455,9 @@ pub struct AppRecord {
     /// epoch and when (a pass is not repeated before something could have made room).
     #[serde(skip)]
     pub no_room: Option<(u64, Millis)>,
+    /// When an instance was last placed (an offer used), since the bridge started.
+    #[serde(skip)]
+    pub last_launch_ms: Option<Millis>,
 }
 
 impl AppRecord {
@@ -471,6 +474,7 @@ impl AppRecord {
             delay_until_ms: 0,
             deleting: false,
             no_room: None,
+            last_launch_ms: None,
         }
     }
 }

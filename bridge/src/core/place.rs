@@ -208,4 +208,118 @@ impl Core {
         }
         out
     }
+
+    /// Marathon's `processedOffersSummary` for app `app_id` in `/v2/queue`, best effort: the
+    /// agents' current offers (Outpost matches launches against what each agent last offered)
+    /// run through Marathon's funnel of reasons, each counting the offers that reached it
+    /// (`processed`) and those it turned away (`declined`). `lastUsedOfferAt` is the app's
+    /// latest placement since the bridge started.
+    pub fn offers_summary(&self, app_id: &str, now: Millis) -> Value {
+        let Some(app) = self.apps.get(app_id) else {
+            return Value::Null;
+        };
+        let def = &app.def;
+        let constraints: Vec<Constraint> = def
+            .constraints
+            .iter()
+            .filter_map(|c| Constraint::parse(c).ok())
+            .collect();
+        let peers: Vec<Candidate> = self
+            .app_tasks(app_id)
+            .filter(|t| !t.killing && !t.inactive)
+            .filter_map(|t| self.agents.get(&*t.agent_id))
+            .map(|a| Candidate {
+                agent_id: &a.id,
+                hostname: &a.hostname,
+                attributes: &a.attributes,
+            })
+            .collect();
+        let all: Vec<Candidate> = self
+            .agents
+            .values()
+            .map(|a| Candidate {
+                agent_id: &a.id,
+                hostname: &a.hostname,
+                attributes: &a.attributes,
+            })
+            .collect();
+        let counts = placement::PeerCounts::new(&constraints, &peers, &all);
+        let wanted: Vec<u16> = def
+            .port_mappings()
+            .iter()
+            .map(|p| p.host_port as u16)
+            .collect();
+        let mut ledger = Ledger::lazy(self);
+        let offered: Vec<&AgentRecord> = self
+            .agents
+            .values()
+            .map(|a| &**a)
+            .filter(|a| a.liveness.connected() && a.offer.is_some())
+            .collect();
+        // Marathon's reasons in its order; each filter sees what the ones before let through.
+        const REASONS: [&str; 6] = [
+            "AgentMaintenance",
+            "UnfulfilledConstraint",
+            "InsufficientCpus",
+            "InsufficientMemory",
+            "InsufficientDisk",
+            "InsufficientPorts",
+        ];
+        let mut funnel = [(0u64, 0u64); 6];
+        let mut used = 0u64;
+        for a in &offered {
+            ledger.load(self, &a.id);
+            let free = ledger.free_amount(a).unwrap_or_default();
+            let candidate = Candidate {
+                agent_id: &a.id,
+                hostname: &a.hostname,
+                attributes: &a.attributes,
+            };
+            // The first reason that turns the offer away, if any.
+            let declined_by = if !a.online() {
+                Some(0)
+            } else if !placement::allowed(&constraints, &candidate, &counts) {
+                Some(1)
+            } else if free.cpus + 1e-9 < def.cpus {
+                Some(2)
+            } else if free.mem + 1e-9 < def.mem {
+                Some(3)
+            } else if free.disk + 1e-9 < def.disk {
+                Some(4)
+            } else if !wanted.is_empty()
+                && ledger
+                    .free(a)
+                    .and_then(|f| ledger::pick_ports(&f, &wanted, a.port_cursor))
+                    .is_none()
+            {
+                Some(5)
+            } else {
+                None
+            };
+            let reached = declined_by.map_or(REASONS.len(), |i| i + 1);
+            for stage in funnel.iter_mut().take(reached) {
+                stage.0 += 1;
+            }
+            if let Some(i) = declined_by {
+                funnel[i].1 += 1;
+            }
+            let passed = declined_by.is_none();
+            used += u64::from(passed);
+        }
+        let reasons: Vec<Value> = REASONS
+            .iter()
+            .zip(funnel)
+            .map(|(r, (processed, declined))| json!({ "reason": r, "processed": processed, "declined": declined }))
+            .collect();
+        let processed = offered.len() as u64;
+        let last_launch = app.last_launch_ms;
+        json!({
+            "processedOffersCount": processed,
+            "unusedOffersCount": processed - used,
+            "lastUnusedOfferAt": (processed > used).then(|| rfc3339(now)),
+            "lastUsedOfferAt": last_launch.map(rfc3339),
+            "rejectSummaryLastOffers": reasons,
+            "rejectSummaryLaunchAttempt": reasons,
+        })
+    }
 }

@@ -327,6 +327,9 @@ impl Core {
         }
         self.insert_task(t);
         self.save_task(&task_id);
+        if let Some(app) = self.apps.get_mut(app_id) {
+            app.last_launch_ms = Some(now);
+        }
         self.command(now, &agent_id, &cid, CommandKind::Launch(spec));
         self.status_event(now, &task_id, TaskState::Staging, "");
     }

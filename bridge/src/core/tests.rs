@@ -1417,3 +1417,39 @@ fn a_rolling_restart_waits_for_the_new_task_s_readiness_before_killing_the_old_o
     assert!(paths.contains(&"/readinessChecks"), "{v:?}");
     assert!(paths.contains(&"/readinessChecks(0)/portName"), "{v:?}");
 }
+
+#[test]
+fn the_offers_summary_runs_each_agent_s_offer_through_marathon_s_funnel() {
+    let mut w = World::new();
+    w.agent("a1", "north");
+    w.agent("a2", "south");
+    // Fits nowhere on cpus (2 each); a2 is also ruled out by the constraint first.
+    let mut v: serde_json::Value = serde_json::from_str(&simple_app(1)).unwrap();
+    v["cpus"] = json!(3);
+    v["constraints"] = json!([["zone", "LIKE", "north"]]);
+    w.core
+        .create_app(w.now, AppDefinition::from_value(v, None).unwrap())
+        .unwrap();
+    let s = w.core.offers_summary("/web", w.now);
+    assert_eq!(s["processedOffersCount"], json!(2));
+    assert_eq!(s["unusedOffersCount"], json!(2));
+    let reason = |name: &str| {
+        s["rejectSummaryLastOffers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["reason"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        reason("UnfulfilledConstraint"),
+        json!({ "reason": "UnfulfilledConstraint", "processed": 2, "declined": 1 })
+    );
+    assert_eq!(
+        reason("InsufficientCpus"),
+        json!({ "reason": "InsufficientCpus", "processed": 1, "declined": 1 })
+    );
+    assert_eq!(reason("InsufficientMemory")["processed"], json!(0));
+    assert!(s["lastUsedOfferAt"].is_null(), "nothing launched");
+}

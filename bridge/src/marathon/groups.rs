@@ -120,9 +120,21 @@ pub(super) async fn group_route(
             .unwrap_or_else(stored);
     }
     if let Some((id, version)) = path.rsplit_once("/versions/") {
+        // marathon-python's `rollback_group` PUTs here: the same as `{"version": ...}`.
+        if method == Method::PUT {
+            let body = json!({ "version": version }).to_string();
+            return group(
+                s,
+                method,
+                normalize_id(id),
+                Params::new(q),
+                Bytes::from(body),
+            )
+            .await;
+        }
         return error(
             404,
-            json!({ "message": format!("Group '{}' in version {version} is not kept: Outpost keeps the versions of each app (GET /v2/apps/{{id}}/versions)", normalize_id(id)) }),
+            json!({ "message": format!("Group '{}' in version {version} is not kept: roll it back with PUT (its apps' kept versions)", normalize_id(id)) }),
         );
     }
     group(s, method, path, Params::new(q), body).await
@@ -265,16 +277,28 @@ fn parse_change(v: &Value, url_id: &str, create: bool) -> Result<GroupChange, Ve
     if create && id == "/" {
         return Err(bad("/id", "a new group needs an id".into()));
     }
-    if obj.contains_key("version") {
-        return Err(bad(
-            "/version",
-            "rolling a whole group back to a version is not supported: roll back each app (PUT /v2/apps/{id} with {\"version\": ...})".into(),
-        ));
-    }
     let mut change = GroupChange {
         id: id.clone(),
         ..GroupChange::default()
     };
+    if let Some(v) = obj.get("version") {
+        let Some(v) = v.as_str() else {
+            return Err(bad(
+                "/version",
+                format!("{v} is not a version (a timestamp string)"),
+            ));
+        };
+        if let Some(other) = obj.keys().find(|k| *k != "version" && *k != "id") {
+            return Err(bad(
+                "/version",
+                format!(
+                    "The 'version' field may only be combined with the 'id' field (not {other:?})."
+                ),
+            ));
+        }
+        change.rollback_to = Some(v.to_string());
+        return Ok(change);
+    }
     if let Some(f) = obj.get("scaleBy") {
         let Some(f) = f.as_f64().filter(|f| *f > 0.0 && f.is_finite()) else {
             return Err(bad("/scaleBy", format!("{f} must be a positive number")));

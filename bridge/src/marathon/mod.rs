@@ -1264,7 +1264,8 @@ async fn cancel_deployment(State(s): S, Path(id): Path<String>, RawQuery(q): Raw
 
 async fn queue(State(s): S) -> Response {
     let now = crate::time::now_ms();
-    s.read_snapshot(move |core| {
+    // On the owner: the offers summary reads the capacity ledger (the queue is short).
+    s.read(move |core| {
         let items: Vec<Value> = core
             .apps()
             .filter(|a| !a.deleting)
@@ -1281,6 +1282,7 @@ async fn queue(State(s): S) -> Response {
                         "count": missing,
                         "delay": { "timeLeftSeconds": left.div_ceil(1000), "overdue": left == 0 },
                         "since": a.version,
+                        "processedOffersSummary": core.offers_summary(&a.def.id, now),
                     })
                 })
             })
