@@ -50,20 +50,26 @@ pub struct Callbacks {
     pub listening: AtomicBool,
 }
 
-/// Checks a callback URL as given in `?callbackUrl=`: an `http://` URL with a host. The error
-/// names the value.
-pub fn check_url(url: &str) -> Result<Uri, String> {
+/// Checks a callback URL as given in `?callbackUrl=`: an `http://` or `https://` URL with a
+/// host (`https://` only when the bridge has a TLS client for callbacks). The error names the
+/// value.
+pub fn check_url(url: &str, tls: bool) -> Result<Uri, String> {
     let uri: Uri = url
         .parse()
         .map_err(|e| format!("callbackUrl {url:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") => {}
+        Some("https") if tls => {}
         Some("https") => {
             return Err(format!(
-                "callbackUrl {url:?}: https callbacks are not supported by this bridge (use http://)"
+                "callbackUrl {url:?}: this bridge trusts no CA for https callbacks (set [callback_tls] ca_file)"
             ));
         }
-        _ => return Err(format!("callbackUrl {url:?} must be an http:// URL")),
+        _ => {
+            return Err(format!(
+                "callbackUrl {url:?} must be an http:// or https:// URL"
+            ));
+        }
     }
     if uri.authority().is_none_or(|a| a.host().is_empty()) {
         return Err(format!("callbackUrl {url:?} has no host"));
@@ -92,12 +98,13 @@ pub async fn run(shared: Arc<Shared>) {
                     if workers.contains_key(&url) {
                         continue;
                     }
-                    let Ok(uri) = check_url(&url) else {
+                    let Ok(uri) = check_url(&url, shared.config.callback_tls.is_some()) else {
                         tracing::warn!(%url, "a stored callback URL is not usable; skipped");
                         continue;
                     };
                     let (tx, queue) = mpsc::channel(QUEUE);
-                    tokio::spawn(deliver(shared.clone(), url.clone(), uri, queue));
+                    let tls = shared.config.callback_tls.clone();
+                    tokio::spawn(deliver(shared.clone(), url.clone(), uri, tls, queue));
                     workers.insert(url, tx);
                 }
                 if workers.is_empty() {
@@ -156,6 +163,7 @@ async fn deliver(
     shared: Arc<Shared>,
     url: String,
     uri: Uri,
+    tls: Option<Arc<rustls::ClientConfig>>,
     mut queue: mpsc::Receiver<Arc<Value>>,
 ) {
     let mut failed_in_a_row = 0;
@@ -165,7 +173,7 @@ async fn deliver(
         let mut pause = FIRST_RETRY;
         let mut ok = false;
         for attempt in 1..=ATTEMPTS {
-            match tokio::time::timeout(TIMEOUT, post(&uri, body.clone())).await {
+            match tokio::time::timeout(TIMEOUT, post(&uri, tls.as_ref(), body.clone())).await {
                 Ok(Ok(status)) if (200..300).contains(&status) => {
                     ok = true;
                     break;
@@ -206,15 +214,48 @@ async fn deliver(
     }
 }
 
-/// POSTs `body` as JSON to `uri` over a new HTTP/1.1 connection; the answer's status.
-async fn post(uri: &Uri, body: Bytes) -> Result<u16, String> {
+/// POSTs `body` as JSON to `uri` over a new HTTP/1.1 connection (TLS with `tls` for
+/// `https://`, the server's certificate verified for the URL's host); the answer's status.
+async fn post(
+    uri: &Uri,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    body: Bytes,
+) -> Result<u16, String> {
     let Some(authority) = uri.authority() else {
         return Err("no host".into());
     };
-    let port = authority.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((authority.host(), port))
+    let https = uri.scheme_str() == Some("https");
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let stream = tokio::net::TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    if !https {
+        return send(stream, uri, body).await;
+    }
+    let Some(tls) = tls else {
+        return Err("no TLS client for https callbacks".into());
+    };
+    let name = rustls_pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host:?}: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    send(stream, uri, body).await
+}
+
+/// The request of [`post`] over an open connection.
+async fn send<S>(stream: S, uri: &Uri, body: Bytes) -> Result<u16, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(authority) = uri.authority() else {
+        return Err("no host".into());
+    };
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await

@@ -34,6 +34,7 @@ struct File {
     advertised_host: Option<String>,
     task_launch_timeout: Option<u64>,
     http_callbacks: Option<bool>,
+    callback_tls: Option<TlsFiles>,
     max_versions: Option<usize>,
     scheduler_heartbeat_seconds: Option<u64>,
     ha: Option<HaFile>,
@@ -90,6 +91,10 @@ pub struct Config {
     /// Whether `/v2/eventSubscriptions` registers HTTP callbacks the bridge POSTs every event
     /// to (Marathon's `--event_subscriber http_callback`; default on).
     pub http_callbacks: bool,
+    /// The TLS client of `https://` callbacks: `[callback_tls]`'s CA (and client certificate),
+    /// else the system's trusted CAs (`/etc/ssl/certs/ca-certificates.crt`), else none (https
+    /// callbacks are then refused).
+    pub callback_tls: Option<Arc<rustls::ClientConfig>>,
     /// App definitions kept per app (Marathon's `--max_versions`; default 50).
     pub max_versions: usize,
 }
@@ -126,6 +131,29 @@ pub enum ConfigError {
         /// What is expected.
         reason: String,
     },
+}
+
+/// Debian's bundle of the CAs the system trusts (package ca-certificates).
+const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A TLS client trusting the CAs of the PEM bundle at `path` (those that parse), if it has any.
+fn system_tls(path: &Path) -> Option<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .collect();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return None;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(outpost_protocol::broker::provider())
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Some(Arc::new(config))
 }
 
 fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> ConfigError {
@@ -335,6 +363,10 @@ impl Config {
         Ok(Self {
             ha,
             http_callbacks: file.http_callbacks.unwrap_or(true),
+            callback_tls: match &file.callback_tls {
+                Some(f) => Some(f.client_config("callback_tls")?),
+                None => system_tls(Path::new(SYSTEM_CAS)),
+            },
             max_versions,
             task_launch_timeout_ms,
             scheduler_heartbeat: std::time::Duration::from_secs(heartbeat),

@@ -165,6 +165,11 @@ impl Bridge {
         std::fs::read_to_string(self.dir.path().join("bridge.log")).unwrap_or_default()
     }
 
+    /// The bridge's own directory (its config, state and log), for files a test gives it.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Sends a request with JSON headers as Marathon clients do.
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<Answer> {
         let agent: ureq::Agent = ureq::Agent::config_builder()

@@ -1217,7 +1217,7 @@ fn http_callbacks_get_every_event_and_a_dead_one_is_dropped_after_its_limit() {
     assert_eq!(sub["eventType"], json!("subscribe_event"));
     assert_eq!(sub["callbackUrl"], json!(url));
     // Bad URLs are refused naming the value.
-    for bad in ["ftp://127.0.0.1/x", "https://127.0.0.1/x", "nonsense"] {
+    for bad in ["ftp://127.0.0.1/x", "nonsense", "http:///nohost"] {
         let e = expect(
             &fleet,
             "POST",
@@ -1240,7 +1240,18 @@ fn http_callbacks_get_every_event_and_a_dead_one_is_dropped_after_its_limit() {
         None,
         200,
     );
-    let mut urls = vec![url.clone(), dead.clone()];
+    // An https one whose certificate the bridge does not trust (system CAs only): every
+    // delivery fails its handshake, so it is dropped too.
+    let secure = outpost_tests::callback::CallbackServer::start_tls().unwrap();
+    let untrusted = secure.url("/tls");
+    expect(
+        &fleet,
+        "POST",
+        &format!("/v2/eventSubscriptions?callbackUrl={untrusted}"),
+        None,
+        200,
+    );
+    let mut urls = vec![url.clone(), dead.clone(), untrusted.clone()];
     urls.sort();
     assert_eq!(
         fleet.bridge.json("/v2/eventSubscriptions"),
@@ -1283,9 +1294,13 @@ fn http_callbacks_get_every_event_and_a_dead_one_is_dropped_after_its_limit() {
             .then_some(())
     })
     .unwrap();
+    assert!(
+        secure.bodies().is_empty(),
+        "nothing over an unverified handshake"
+    );
     let scrape = fleet.bridge.get("/metrics/prometheus").unwrap().text;
     assert!(
-        scrape.contains("outpost_event_callbacks_dropped_total 1"),
+        scrape.contains("outpost_event_callbacks_dropped_total 2"),
         "{scrape}"
     );
     assert!(
@@ -1311,9 +1326,42 @@ fn http_callbacks_get_every_event_and_a_dead_one_is_dropped_after_its_limit() {
         fleet.bridge.json("/v2/eventSubscriptions"),
         json!({ "callbackUrls": [] })
     );
+    // https: verified against [callback_tls]'s CA.
+    let ca = fleet.bridge.dir().join("callback-ca.pem");
+    std::fs::write(&ca, secure.cert_pem()).unwrap();
+    let broker = Broker::start().unwrap();
+    let tls_bridge = Bridge::start(
+        &broker.url(),
+        &format!("[callback_tls]\nca_file = {:?}\n", ca.display().to_string()),
+    )
+    .unwrap();
+    let a = tls_bridge
+        .request(
+            "POST",
+            &format!("/v2/eventSubscriptions?callbackUrl={}", secure.url("/tls")),
+            None,
+        )
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    let b = tls_bridge
+        .request(
+            "POST",
+            &format!("/v2/eventSubscriptions?callbackUrl={url}"),
+            None,
+        )
+        .unwrap();
+    assert_eq!(b.status, 200, "{}", b.text);
+    // The second subscribe_event reaches the https callback through a verified handshake.
+    wait::until("an event at the https callback", SHORT, || {
+        secure
+            .bodies()
+            .iter()
+            .any(|b| b["eventType"] == "subscribe_event" && b["callbackUrl"] == json!(url))
+            .then_some(())
+    })
+    .unwrap();
     // Switched off in the config: Marathon's answer without --event_subscriber.
     // (its own broker: a second bridge on the fleet's would reconcile the fleet's agents).
-    let broker = Broker::start().unwrap();
     let off = Bridge::start(&broker.url(), "http_callbacks = false").unwrap();
     let a = off
         .request(

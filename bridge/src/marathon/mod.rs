@@ -1356,7 +1356,7 @@ async fn subscription(s: Arc<Shared>, q: Option<String>, ip: String, add: bool) 
             json!({ "message": "query parameter callbackUrl is missing" }),
         );
     };
-    if add && let Err(e) = crate::callbacks::check_url(&url) {
+    if add && let Err(e) = crate::callbacks::check_url(&url, s.config.callback_tls.is_some()) {
         return ApiError::invalid(json!([{ "path": "/callbackUrl", "errors": [e] }]))
             .into_response();
     }
