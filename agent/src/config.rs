@@ -18,6 +18,7 @@ use outpost_protocol::{PortRange, Value};
 struct File {
     agent_id: Option<String>,
     advertise_ip: Option<String>,
+    metrics_listen: Option<String>,
     brokers: Option<Vec<String>>,
     broker_auth: Option<BrokerAuth>,
     broker_tls: Option<TlsFiles>,
@@ -153,6 +154,9 @@ pub struct Config {
     /// The IP address the agent tells the bridge (Mesos pids, mesos-dns); `None`: the local
     /// address of its connection to the broker.
     pub advertise_ip: Option<std::net::IpAddr>,
+    /// Where the optional local metrics listener serves `GET /metrics` (Prometheus text);
+    /// `None` (the default): the agent listens on no port.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Brokers, tried in order.
     pub brokers: Vec<BrokerUrl>,
     /// Broker credentials.
@@ -386,6 +390,16 @@ impl Config {
             })?),
             None => None,
         };
+        let metrics_listen = match &f.metrics_listen {
+            Some(text) => Some(text.parse::<std::net::SocketAddr>().map_err(|_| {
+                invalid(
+                    "metrics_listen",
+                    text,
+                    "expected an address and port, e.g. 127.0.0.1:9101",
+                )
+            })?),
+            None => None,
+        };
         let defaults = LogLimits::default();
         let logs = LogLimits {
             max_size_mib: l.max_size_mib.unwrap_or(defaults.max_size_mib),
@@ -427,6 +441,7 @@ impl Config {
             logs,
             images,
             advertise_ip,
+            metrics_listen,
             agent_id,
             brokers,
             broker_auth: f.broker_auth,
@@ -688,6 +703,10 @@ mod tests {
             (
                 "advertise_ip = \"edge-7\"",
                 "advertise_ip = \"edge-7\": expected an IPv4 or IPv6 address",
+            ),
+            (
+                "metrics_listen = \"9101\"",
+                "metrics_listen = \"9101\": expected an address and port",
             ),
             (
                 "docker = \"/var/run/docker.sock\"",

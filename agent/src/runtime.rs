@@ -150,6 +150,8 @@ struct Ctx {
     /// How to stop each logs stream under way, by request id.
     log_stops:
         std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<()>>>,
+    /// The latest stats (for the local metrics listener, when `metrics_listen` is set).
+    latest_stats: crate::driver::metrics::Latest,
     /// Health probe time since the last stats message: microseconds in all, and probes.
     probe_us: std::sync::atomic::AtomicU64,
     probes: std::sync::atomic::AtomicU64,
@@ -166,9 +168,11 @@ struct StatsState {
 /// the broker is away: stats are for now, not for later.
 fn send_stats(ctx: &Arc<Ctx>, sup: &Supervisor, state: &StatsState) {
     use std::sync::atomic::Ordering;
-    if !sup.broker_up() {
+    let local = ctx.config.metrics_listen.is_some();
+    if !sup.broker_up() && !local {
         return;
     }
+    let broker_up = sup.broker_up();
     let probes = ctx.probes.swap(0, Ordering::Relaxed);
     let probe_us = ctx.probe_us.swap(0, Ordering::Relaxed);
     let mut stats = outpost_protocol::AgentStats {
@@ -191,6 +195,15 @@ fn send_stats(ctx: &Arc<Ctx>, sup: &Supervisor, state: &StatsState) {
     tokio::spawn(async move {
         let ping = tokio::time::timeout(Duration::from_secs(2), ctx.docker.ping()).await;
         stats.dockerd_reachable = matches!(ping, Ok(Ok(_)));
+        if local {
+            match ctx.latest_stats.lock() {
+                Ok(mut l) => *l = Some(stats.clone()),
+                Err(poisoned) => *poisoned.into_inner() = Some(stats.clone()),
+            }
+        }
+        if !broker_up {
+            return;
+        }
         let payload = outpost_protocol::codec::encode_to_vec(&stats);
         let _ = ctx
             .mqtt
@@ -230,12 +243,19 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         images: images::Record::open(&config.state_dir),
         collecting: std::sync::atomic::AtomicBool::new(false),
         log_stops: std::sync::Mutex::default(),
+        latest_stats: crate::driver::metrics::Latest::default(),
         probe_us: std::sync::atomic::AtomicU64::new(0),
         probes: std::sync::atomic::AtomicU64::new(0),
         config,
         events: events_tx,
         mqtt: mqtt_tx,
     });
+    if let Some(addr) = ctx.config.metrics_listen {
+        tokio::spawn(crate::driver::metrics::serve(
+            addr,
+            ctx.latest_stats.clone(),
+        ));
+    }
     let mut image_gc = tokio::time::interval(Duration::from_secs(ctx.config.images.interval_s));
     let mut stats_timer =
         tokio::time::interval(Duration::from_secs(ctx.config.offer_interval_s.max(1)));

@@ -1104,3 +1104,41 @@ fn image_gc_removes_an_unused_image_past_the_threshold_keeps_a_used_one_and_the_
         Some(200)
     );
 }
+
+#[test]
+fn the_optional_metrics_listener_serves_the_agent_s_figures_in_prometheus_text() {
+    image::ensure().unwrap();
+    let port = outpost_tests::net::free_port().unwrap();
+    let mut rig = Rig::start(
+        "metrics",
+        (21830, 21839),
+        &format!("metrics_listen = \"127.0.0.1:{port}\"\n"),
+    );
+    let spec = web_task("metrics-task", image::TEST_IMAGE);
+    let reply = rig.bridge.call(&rig.id, CommandKind::Launch(spec)).unwrap();
+    assert_eq!(reply.outcome, Outcome::Accepted, "{reply:?}");
+    rig.bridge
+        .state("metrics-task", TaskState::Running, LONG)
+        .unwrap();
+    let text = wait::until("the agent's figures with its container", LONG, || {
+        let r = page(port, "/metrics")?;
+        (r.status == 200 && r.body.contains("outpost_agent_containers 1\n")).then_some(r.body)
+    })
+    .unwrap();
+    assert!(
+        text.contains("# TYPE outpost_agent_rss_bytes gauge\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("outpost_agent_dockerd_reachable 1\n"),
+        "{text}"
+    );
+    let rss: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("outpost_agent_rss_bytes "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rss > 1 << 20, "{rss}");
+    assert_eq!(page(port, "/other").unwrap().status, 404);
+}

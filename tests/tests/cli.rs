@@ -533,6 +533,49 @@ fn outpost_pull_follows_a_real_pull_to_its_end_and_a_failed_one_to_its_error() {
         r.stderr.contains("Agent 'no-such-agent' does not exist"),
         "{r:?}"
     );
+
+    // A launch's pull shows in `outpost deploy`'s lines: an image of its own that runs
+    // (busybox and 2 MiB of other random bytes), not on the agent's dockerd.
+    let run_root = tempfile::tempdir().unwrap();
+    let bin = run_root.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap();
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    for applet in ["sh", "sleep"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").unwrap(),
+        &mut noise,
+    )
+    .unwrap();
+    std::fs::write(run_root.path().join("noise"), &noise).unwrap();
+    let local_run = format!("outpost-test/cli-run:{}", std::process::id());
+    let tar = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -c . | docker import -c 'CMD [\"/bin/sleep\", \"3600\"]' - {local_run}",
+            run_root.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(tar.status.success(), "{tar:?}");
+    let remote_run = registry.push(&local_run, "outpost/cli-run:1").unwrap();
+    outpost_tests::docker::docker(&["rmi", &local_run]).unwrap();
+    outpost_tests::docker::docker(&["rmi", &remote_run]).unwrap();
+    let def = app_def("/cli/pulled", &remote_run, 1, Some("exec sleep 3600"));
+    let file = write_def(root.path(), "pulled.json", &def);
+    let r = outpost(url, &["deploy", &file]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let both = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        both.contains(&format!("pulling {remote_run} on {id}: ")),
+        "the pull's progress in the deploy's lines: {r:?}"
+    );
+    ok(url, &["destroy", "/cli/pulled"]);
 }
 
 #[test]

@@ -379,3 +379,159 @@ fn the_ui_deploys_scales_reads_logs_and_destroys_an_app_with_clicks() {
     .unwrap();
     tab.screenshot("ui-destroyed.png");
 }
+
+/// `method url` with HTTP Basic credentials `user:password`; the status.
+fn with_auth(method: &str, url: &str, user: &str, body: Option<&Value>) -> u16 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(user)
+    );
+    let r = match (method, body) {
+        ("GET", _) => agent.get(url).header("Authorization", &auth).call(),
+        (_, Some(b)) => agent
+            .post(url)
+            .header("Authorization", &auth)
+            .header("Content-Type", "application/json")
+            .send(b.to_string()),
+        _ => panic!("{method} without a body"),
+    };
+    r.unwrap().status().as_u16()
+}
+
+#[test]
+fn a_read_only_user_sees_each_action_refused_naming_the_admin_role() {
+    image::ensure().unwrap();
+    let broker = Broker::start().unwrap();
+    let bridge = Bridge::start_no_wait(
+        &broker.url(),
+        "[[api_users]]\nusername = \"ops\"\npassword = \"pw-admin-1\"\nrole = \"admin\"\n\
+         [[api_users]]\nusername = \"viewer\"\npassword = \"pw-viewer-1\"\nrole = \"read\"\n",
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}", bridge.port());
+    wait::until("the bridge answering", LONG, || {
+        outpost_tests::http::get(&format!("{base}/ping"))
+            .ok()
+            .filter(|r| r.status == 200)
+    })
+    .unwrap();
+    let agent_id = Agent::unique_id("ui-ro");
+    let _agent = Agent::start(&agent_id, &broker.url(), (21820, 21829), "").unwrap();
+    let app = json!({
+        "id": "/ui/ro", "cpus": 0.05, "mem": 32, "instances": 1,
+        "container": { "type": "DOCKER", "docker": { "image": image::TEST_IMAGE, "network": "BRIDGE" },
+                       "portMappings": [{ "containerPort": 80, "hostPort": 0 }] },
+        "taskKillGracePeriodSeconds": 1
+    });
+    assert_eq!(
+        with_auth(
+            "POST",
+            &format!("{base}/v2/apps"),
+            "ops:pw-admin-1",
+            Some(&app)
+        ),
+        201
+    );
+    // The page as the read-only user: every request of the page carries its credentials.
+    let browser = Browser::start();
+    let mut tab = browser.open("about:blank");
+    tab.call("Network.enable", json!({}));
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("viewer:pw-viewer-1")
+    );
+    tab.call(
+        "Network.setExtraHTTPHeaders",
+        json!({ "headers": { "Authorization": auth } }),
+    );
+    tab.call("Page.navigate", json!({ "url": format!("{base}/ui/") }));
+    tab.until(
+        "the page live with the agent and the app",
+        "document.body.dataset.loaded === 'true' && document.getElementById('agents-online').textContent === '1' \
+         && !!document.querySelector('#apps tr[data-app=\"/ui/ro\"]')",
+    );
+    let refused = |tab: &mut Tab, what: &str| {
+        tab.until(
+            &format!("{what} refused in the notice"),
+            &format!(
+                "(() => {{ const n = document.getElementById('notice'); return !n.hidden \
+                 && n.textContent.startsWith({what:?}) && n.textContent.includes('needs the admin role'); }})()"
+            ),
+        );
+        tab.eval("document.getElementById('notice').textContent = ''");
+    };
+    // Scale: asked, then refused; the app keeps its one instance.
+    tab.click("#apps tr[data-app=\"/ui/ro\"] button[data-action=scale]");
+    tab.until("the scale dialog", "document.getElementById('ask').open");
+    tab.eval("document.getElementById('ask-number').value = '3'");
+    tab.click("#ask-ok");
+    refused(&mut tab, "scale /ui/ro");
+    tab.click("#apps tr[data-app=\"/ui/ro\"] button[data-action=restart]");
+    refused(&mut tab, "restart /ui/ro");
+    tab.click("#apps tr[data-app=\"/ui/ro\"] button[data-action=destroy]");
+    tab.until("the confirmation", "document.getElementById('ask').open");
+    tab.click("#ask-ok");
+    refused(&mut tab, "destroy /ui/ro");
+    tab.until(
+        "the app's task on the page",
+        "!!document.querySelector('#tasks tr[data-task] button[data-action=kill]')",
+    );
+    tab.click("#tasks tr[data-task] button[data-action=kill]");
+    tab.until("the confirmation", "document.getElementById('ask').open");
+    tab.click("#ask-ok");
+    refused(&mut tab, "kill ");
+    // The agent's drain.
+    tab.click(&format!("#agents tr[data-agent=\"{agent_id}\"] b"));
+    tab.click("#agent-body button[data-action=drain]");
+    tab.until("the confirmation", "document.getElementById('ask').open");
+    tab.click("#ask-ok");
+    refused(&mut tab, &format!("drain {agent_id}"));
+    tab.eval("document.getElementById('agent').close()");
+    // Deploy from the form: the refusal under the form, which stays open.
+    tab.click("#deploy-open");
+    let other = json!({ "id": "/ui/other", "cpus": 0.05, "mem": 32, "instances": 1,
+                        "container": { "type": "DOCKER", "docker": { "image": image::TEST_IMAGE } } });
+    tab.eval(&format!(
+        "document.getElementById('deploy-json').value = {:?}",
+        other.to_string()
+    ));
+    tab.click("#deploy-submit");
+    tab.until(
+        "the deploy refused under the form",
+        "document.getElementById('deploy-errors').textContent.includes('needs the admin role') \
+         && document.getElementById('deploy').open",
+    );
+    tab.screenshot("ui-read-only.png");
+    // Nothing changed at the bridge: one instance, its task not killed.
+    let admin_get = |path: &str| -> Value {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into();
+        let auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("ops:pw-admin-1")
+        );
+        let text = agent
+            .get(&format!("{base}{path}"))
+            .header("Authorization", &auth)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let apps = admin_get("/v2/apps");
+    let list = apps["apps"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{apps}");
+    assert_eq!(list[0]["instances"], json!(1), "{apps}");
+    let tasks = admin_get("/v2/tasks");
+    assert_eq!(tasks["tasks"].as_array().unwrap().len(), 1, "{tasks}");
+}

@@ -5,6 +5,7 @@ pub mod docker;
 pub mod host;
 pub mod images;
 pub mod logs;
+pub mod metrics;
 pub mod mqtt;
 pub mod probe;
 pub mod state;
