@@ -656,9 +656,17 @@ fn bad_requests_get_marathon_errors_and_the_bridge_keeps_running() {
 fn the_marathon_python_client_works_unchanged() {
     image::ensure().unwrap();
     let fleet = Fleet::start("py", &[(21290, 21299)]);
-    let script = outpost_tests::bin_path::workspace_root().join("tests/clients/marathon_python.py");
+    run_client(&fleet, "marathon_python.py", "marathon-python: ok");
+}
+
+/// Runs the client script `tests/clients/{script}` (marathon-python, unchanged, in the test
+/// venv) against the fleet's bridge; it must succeed and print `ok_line`.
+fn run_client(fleet: &Fleet, script: &str, ok_line: &str) {
+    let path = outpost_tests::bin_path::workspace_root()
+        .join("tests/clients")
+        .join(script);
     let out = std::process::Command::new(outpost_tests::bin_path::client_python())
-        .arg(script)
+        .arg(path)
         .arg(fleet.bridge.url(""))
         .arg(image::TEST_IMAGE)
         .output()
@@ -666,7 +674,7 @@ fn the_marathon_python_client_works_unchanged() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("marathon-python: ok"), "{stdout}");
+    assert!(stdout.contains(ok_line), "{stdout}");
 }
 
 /// A `/v2/events` connection read line by line as server-sent events.
@@ -1188,17 +1196,7 @@ fn versions_roll_back_batch_put_and_patch_change_apps_and_label_selectors_filter
 fn the_marathon_python_client_drives_groups_and_versions_unchanged() {
     image::ensure().unwrap();
     let fleet = Fleet::start("pyg", &[(21780, 21799)]);
-    let script = outpost_tests::bin_path::workspace_root().join("tests/clients/marathon_groups.py");
-    let out = std::process::Command::new(outpost_tests::bin_path::client_python())
-        .arg(script)
-        .arg(fleet.bridge.url(""))
-        .arg(image::TEST_IMAGE)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("marathon-python groups: ok"), "{stdout}");
+    run_client(&fleet, "marathon_groups.py", "marathon-python groups: ok");
 }
 
 #[test]

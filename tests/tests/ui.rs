@@ -380,8 +380,9 @@ fn the_ui_deploys_scales_reads_logs_and_destroys_an_app_with_clicks() {
     tab.screenshot("ui-destroyed.png");
 }
 
-/// `method url` with HTTP Basic credentials `user:password`; the status.
-fn with_auth(method: &str, url: &str, user: &str, body: Option<&Value>) -> u16 {
+/// `method url` with HTTP Basic credentials `user:password` (a POST with `body`); the status
+/// and the body as JSON (`null` when it is not).
+fn with_auth(method: &str, url: &str, user: &str, body: Option<&Value>) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(20)))
@@ -400,7 +401,10 @@ fn with_auth(method: &str, url: &str, user: &str, body: Option<&Value>) -> u16 {
             .send(b.to_string()),
         _ => panic!("{method} without a body"),
     };
-    r.unwrap().status().as_u16()
+    let mut r = r.unwrap();
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 #[test]
@@ -434,7 +438,8 @@ fn a_read_only_user_sees_each_action_refused_naming_the_admin_role() {
             &format!("{base}/v2/apps"),
             "ops:pw-admin-1",
             Some(&app)
-        ),
+        )
+        .0,
         201
     );
     // The page as the read-only user: every request of the page carries its credentials.
@@ -508,26 +513,8 @@ fn a_read_only_user_sees_each_action_refused_naming_the_admin_role() {
     );
     tab.screenshot("ui-read-only.png");
     // Nothing changed at the bridge: one instance, its task not killed.
-    let admin_get = |path: &str| -> Value {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(20)))
-            .build()
-            .into();
-        let auth = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("ops:pw-admin-1")
-        );
-        let text = agent
-            .get(&format!("{base}{path}"))
-            .header("Authorization", &auth)
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
-    };
+    let admin_get =
+        |path: &str| with_auth("GET", &format!("{base}{path}"), "ops:pw-admin-1", None).1;
     let apps = admin_get("/v2/apps");
     let list = apps["apps"].as_array().unwrap();
     assert_eq!(list.len(), 1, "{apps}");

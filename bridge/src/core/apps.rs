@@ -155,19 +155,10 @@ impl Core {
         if app.deleting {
             return Err(ApiError::not_found(&format!("App '{id}'")));
         }
-        let previous = app.def.clone();
-        let config_change = previous.config_differs(&def);
-        app.def = def;
-        app.version = version.clone();
-        app.failures = 0;
-        app.delay_until_ms = 0;
-        // New instances or constraints: the next pass looks at every agent again.
-        app.no_room = None;
+        let (previous, config_change) = app.replace_def(def, version);
         let action = if config_change {
-            app.last_config_change_at = version.clone().into();
             DeploymentAction::RestartApplication
         } else {
-            app.last_scaling_at = version;
             DeploymentAction::ScaleApplication
         };
         self.record_version(&id);

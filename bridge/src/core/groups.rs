@@ -303,26 +303,11 @@ impl Core {
                 None,
             ));
         }
-        for mut def in desired {
-            self.keep_service_ports(&mut def);
-            let action = match self.apps.get(def.id.as_str()) {
-                Some(a) if a.deleting => {
-                    return Err(ApiError::locked_or_gone(a, &def.id));
-                }
-                Some(a) if a.def == def => continue,
-                Some(a) if a.def.config_differs(&def) => DeploymentAction::RestartApplication,
-                Some(_) => DeploymentAction::ScaleApplication,
-                None => DeploymentAction::StartApplication,
-            };
-            self.check_lock(&def.id, force)?;
-            self.check_spec(&def)?;
-            actions.push((
-                PlanAction {
-                    action,
-                    app: def.id.clone(),
-                },
-                Some(def),
-            ));
+        for def in desired {
+            // An app given as it is stays out of the plan.
+            if let Some(action) = self.plan_put(def, force, true)? {
+                actions.push(action);
+            }
         }
         let groups = change.groups;
         let steps = self.order_steps(&actions, &groups)?;
@@ -403,29 +388,16 @@ impl Core {
     ) -> Result<Option<Deployment>, ApiError> {
         let mut actions = Vec::new();
         let mut seen = BTreeSet::new();
-        for (i, mut def) in defs.into_iter().enumerate() {
-            self.keep_service_ports(&mut def);
+        for (i, def) in defs.into_iter().enumerate() {
             if !seen.insert(def.id.clone()) {
                 return Err(ApiError::invalid(json!([{
                     "path": format!("({i})/id"),
                     "errors": [format!("app {} is given twice", def.id)],
                 }])));
             }
-            let action = match self.apps.get(def.id.as_str()) {
-                Some(a) if a.deleting => return Err(ApiError::locked_or_gone(a, &def.id)),
-                Some(a) if a.def.config_differs(&def) => DeploymentAction::RestartApplication,
-                Some(_) => DeploymentAction::ScaleApplication,
-                None => DeploymentAction::StartApplication,
-            };
-            self.check_lock(&def.id, force)?;
-            self.check_spec(&def)?;
-            actions.push((
-                PlanAction {
-                    action,
-                    app: def.id.clone(),
-                },
-                Some(def),
-            ));
+            if let Some(action) = self.plan_put(def, force, false)? {
+                actions.push(action);
+            }
         }
         self.check_group_ids(
             &actions
@@ -554,6 +526,29 @@ impl Core {
         }])))
     }
 
+    /// The plan's action for `def` (created, scaled or replaced), checked: locked, being
+    /// deleted or an invalid spec is the error. With `skip_unchanged`, a definition equal to
+    /// the app's is no action. A servicePort of 0 keeps the app's.
+    fn plan_put(
+        &self,
+        mut def: AppDefinition,
+        force: bool,
+        skip_unchanged: bool,
+    ) -> Result<Option<(PlanAction, Option<AppDefinition>)>, ApiError> {
+        self.keep_service_ports(&mut def);
+        let action = match self.apps.get(def.id.as_str()) {
+            Some(a) if a.deleting => return Err(ApiError::locked_or_gone(a, &def.id)),
+            Some(a) if skip_unchanged && a.def == def => return Ok(None),
+            Some(a) if a.def.config_differs(&def) => DeploymentAction::RestartApplication,
+            Some(_) => DeploymentAction::ScaleApplication,
+            None => DeploymentAction::StartApplication,
+        };
+        self.check_lock(&def.id, force)?;
+        self.check_spec(&def)?;
+        let app = def.id.clone();
+        Ok(Some((PlanAction { action, app }, Some(def))))
+    }
+
     /// Makes each change of `actions` and starts one deployment over `steps` (none when there
     /// is nothing to do).
     fn apply_plan(
@@ -624,21 +619,7 @@ impl Core {
         let version = rfc3339(now);
         let id = def.id.clone();
         let previous = match self.apps.get_mut(id.as_str()) {
-            Some(app) => {
-                let previous = app.def.clone();
-                let config_change = previous.config_differs(&def);
-                app.def = def;
-                app.version = version.clone();
-                app.failures = 0;
-                app.delay_until_ms = 0;
-                app.no_room = None;
-                if config_change {
-                    app.last_config_change_at = version.into();
-                } else {
-                    app.last_scaling_at = version;
-                }
-                Some(previous)
-            }
+            Some(app) => Some(app.replace_def(def, version).0),
             None => {
                 self.apps
                     .insert(id.clone().into(), AppRecord::new(def, version));

@@ -461,6 +461,24 @@ pub struct AppRecord {
 }
 
 impl AppRecord {
+    /// The app's definition replaced by `def` at `version` (its backoff starts over, and its
+    /// next placement looks at every agent again); returns the definition before and whether
+    /// it was a config change (`lastConfigChangeAt`) rather than a scale (`lastScalingAt`).
+    pub fn replace_def(&mut self, def: AppDefinition, version: String) -> (AppDefinition, bool) {
+        let config_change = self.def.config_differs(&def);
+        let previous = std::mem::replace(&mut self.def, def);
+        self.version = version.clone();
+        self.failures = 0;
+        self.delay_until_ms = 0;
+        self.no_room = None;
+        if config_change {
+            self.last_config_change_at = version.into();
+        } else {
+            self.last_scaling_at = version;
+        }
+        (previous, config_change)
+    }
+
     /// A new app at `version`, with nothing run yet.
     pub fn new(def: AppDefinition, version: String) -> Self {
         Self {
