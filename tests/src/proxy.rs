@@ -1,5 +1,6 @@
 //! A TCP proxy on loopback that a test can cut and heal: the network partition between an
-//! agent and its broker, without touching either.
+//! agent and its broker, without touching either. It can also pace what it forwards (a slow
+//! link), so a transfer lasts long enough for its progress to be seen.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -18,6 +19,12 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Starts forwarding to `127.0.0.1:target`.
     pub fn start(target: u16) -> Result<Self> {
+        Self::start_paced(target, None)
+    }
+
+    /// Starts forwarding to `127.0.0.1:target`, each direction of each connection at most
+    /// `bytes_per_s` (none: as fast as it goes).
+    pub fn start_paced(target: u16, bytes_per_s: Option<u64>) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the proxy")?;
         let port = listener.local_addr()?.port();
         let cut = Arc::new(AtomicBool::new(false));
@@ -38,8 +45,8 @@ impl TcpProxy {
                 if let (Ok(a), Ok(b)) = (client.try_clone(), server.try_clone()) {
                     l.lock().unwrap().extend([a, b]);
                 }
-                pipe(client.try_clone(), server.try_clone());
-                pipe(server.try_clone(), client.try_clone());
+                pipe(client.try_clone(), server.try_clone(), bytes_per_s);
+                pipe(server.try_clone(), client.try_clone(), bytes_per_s);
             }
         });
         Ok(Self { port, cut, live })
@@ -69,18 +76,32 @@ impl TcpProxy {
     }
 }
 
-fn pipe(from: std::io::Result<TcpStream>, to: std::io::Result<TcpStream>) {
+fn pipe(
+    from: std::io::Result<TcpStream>,
+    to: std::io::Result<TcpStream>,
+    bytes_per_s: Option<u64>,
+) {
     let (Ok(mut from), Ok(mut to)) = (from, to) else {
         return;
     };
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
+        let started = std::time::Instant::now();
+        let mut sent = 0u64;
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if to.write_all(&buf[..n]).is_err() {
                         break;
+                    }
+                    sent += n as u64;
+                    // Paced: not ahead of the rate since the connection began.
+                    if let Some(rate) = bytes_per_s.filter(|r| *r > 0) {
+                        let due = std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+                        if let Some(wait) = due.checked_sub(started.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
                     }
                 }
             }

@@ -563,9 +563,19 @@ fn outpost_pull_follows_a_real_pull_to_its_end_and_a_failed_one_to_its_error() {
         .output()
         .unwrap();
     assert!(tar.status.success(), "{tar:?}");
-    let remote_run = registry.push(&local_run, "outpost/cli-run:1").unwrap();
+    let pushed = registry.push(&local_run, "outpost/cli-run:1").unwrap();
     outpost_tests::docker::docker(&["rmi", &local_run]).unwrap();
-    outpost_tests::docker::docker(&["rmi", &remote_run]).unwrap();
+    outpost_tests::docker::docker(&["rmi", &pushed]).unwrap();
+    // Pulled through a link paced to 1 MiB/s (loopback is too fast for a pull to last until
+    // its first report, every 250 ms): about 3 s for its 3 MiB.
+    let (_, name) = pushed.split_once('/').unwrap();
+    let registry_port: u16 = pushed
+        .split_once('/')
+        .and_then(|(host, _)| host.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap();
+    let slow = outpost_tests::proxy::TcpProxy::start_paced(registry_port, Some(1 << 20)).unwrap();
+    let remote_run = format!("127.0.0.1:{}/{name}", slow.port());
     let def = app_def("/cli/pulled", &remote_run, 1, Some("exec sleep 3600"));
     let file = write_def(root.path(), "pulled.json", &def);
     let r = outpost(url, &["deploy", &file]);
