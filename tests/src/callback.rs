@@ -26,17 +26,8 @@ impl CallbackServer {
     /// Listens on a free loopback port, HTTPS with a new self-signed certificate for
     /// `127.0.0.1` and `localhost` ([`CallbackServer::cert_pem`]).
     pub fn start_tls() -> Result<Self> {
-        let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])?;
-        let pem = key.cert.pem();
-        let private = rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(vec![key.cert.der().clone()], private)?;
-        let mut s = Self::listen(Some(Arc::new(config)))?;
+        let (config, pem) = crate::https::self_signed(&["127.0.0.1", "localhost"])?;
+        let mut s = Self::listen(Some(config))?;
         s.cert_pem = pem;
         Ok(s)
     }

@@ -8,6 +8,24 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 
 use anyhow::Result;
 
+/// A TLS server configuration with a new self-signed certificate for `names`, and that
+/// certificate as PEM (for a client to trust).
+pub fn self_signed(names: &[&str]) -> Result<(Arc<rustls::ServerConfig>, String)> {
+    let key = rcgen::generate_simple_self_signed(
+        names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+    )?;
+    let pem = key.cert.pem();
+    let private = rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(vec![key.cert.der().clone()], private)?;
+    Ok((Arc::new(config), pem))
+}
+
 /// The server; stops accepting when dropped.
 pub struct HttpsServer {
     status: Arc<AtomicU16>,
@@ -19,17 +37,7 @@ pub struct HttpsServer {
 impl HttpsServer {
     /// Listens on `127.0.0.1:port`, answering every GET with 200 until told otherwise.
     pub fn start(port: u16) -> Result<Self> {
-        let key = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
-        let cert = key.cert.der().clone();
-        let private = rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], private)?;
-        let config = Arc::new(config);
+        let (config, _) = self_signed(&["localhost"])?;
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         let status = Arc::new(AtomicU16::new(200));
         let served = Arc::new(AtomicUsize::new(0));

@@ -20,3 +20,17 @@ pub fn until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option
         std::thread::sleep(POLL);
     }
 }
+
+/// Checks that `check` holds on every poll for `period` (an invariant over a window, such as
+/// "the old task stays while the new one is not ready"); fails naming `what` at the first poll
+/// where it does not.
+pub fn holds(what: &str, period: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
+    let end = Instant::now() + period;
+    while Instant::now() < end {
+        if !check() {
+            bail!("{what} stopped holding");
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(())
+}

@@ -1422,15 +1422,11 @@ fn readiness_gates_a_rolling_restart_and_shows_in_the_deployment() {
             .find(|t| t["id"] != first["id"] && t["healthCheckResults"][0]["alive"] == json!(true))
     })
     .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(4);
-    while std::time::Instant::now() < deadline {
-        let ids = task_ids(fleet.app("/ready")["tasks"].as_array().unwrap());
-        assert!(
-            ids.contains(&first["id"].as_str().unwrap().to_string()),
-            "the old task stays: {ids:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let old = first["id"].as_str().unwrap().to_string();
+    wait::holds("the old task staying", Duration::from_secs(4), || {
+        task_ids(fleet.app("/ready")["tasks"].as_array().unwrap()).contains(&old)
+    })
+    .unwrap();
     let d = fleet.bridge.json("/v2/deployments");
     assert_eq!(
         d[0]["currentActions"][0]["readinessCheckResults"][0]["taskId"], new["id"],

@@ -124,6 +124,18 @@ impl World {
         state: TaskState,
         healthy: Option<bool>,
     ) -> [u8; 16] {
+        self.status_ready(agent, task, state, healthy, None)
+    }
+
+    /// [`World::status`] with a readiness result.
+    fn status_ready(
+        &mut self,
+        agent: &str,
+        task: &str,
+        state: TaskState,
+        healthy: Option<bool>,
+        ready: Option<bool>,
+    ) -> [u8; 16] {
         self.uuid += 1;
         let mut uuid = [0u8; 16];
         uuid[..8].copy_from_slice(&self.uuid.to_be_bytes());
@@ -138,6 +150,7 @@ impl World {
             healthy,
             timestamp_ms: self.now,
             host_ports,
+            ready,
             ..Default::default()
         };
         self.core.on_status(self.now, &s);
@@ -1357,21 +1370,7 @@ fn a_rolling_restart_waits_for_the_new_task_s_readiness_before_killing_the_old_o
     assert_eq!(r.ready_statuses.as_slice(), &[200], "Marathon's default");
     w.core.create_app(w.now, def).unwrap();
     let ready_status = |w: &mut World, task: &str, ready: bool| {
-        w.uuid += 1;
-        let mut uuid = [0u8; 16];
-        uuid[..8].copy_from_slice(&w.uuid.to_be_bytes());
-        let s = TaskStatus {
-            version: 1,
-            agent_id: AgentId::new("a1").unwrap(),
-            task_id: Text::new(task).unwrap(),
-            uuid,
-            state: TaskState::Running,
-            timestamp_ms: w.now,
-            ready: Some(ready),
-            ..Default::default()
-        };
-        w.core.on_status(w.now, &s);
-        w.core.settle(w.now);
+        w.status_ready("a1", task, TaskState::Running, None, Some(ready));
     };
     let (_, old) = w.launches().remove(0);
     ready_status(&mut w, &old, false);
