@@ -4,9 +4,10 @@
 //! taken after every event, as the main loop does; no MQTT, no state file), with N tasks whose HTTP
 //! check (every 1 s) targets N local listeners served by a child process (no containers: the
 //! core is told each task's container started). Reported: probes per second, the engine's CPU
-//! per probe and share of one core, its RSS growth; against a baseline measured in the same run,
-//! a bare loop doing the same number of HTTP GETs (a new connection each, hyper's client, no
-//! core, no timeouts) from the same kind of runtime.
+//! per probe and share of one core, its RSS growth; against two baselines measured in the same
+//! run from the same kind of runtime, bare loops doing the same number of HTTP GETs (a new
+//! connection each, no core, no timeouts): one through hyper's client, and the floor, a request
+//! written and one read on a raw tokio socket (what one new loopback connection costs here).
 //!
 //! `cargo run --release -p outpost-bench --bin probe-bench [TASKS] [SECONDS]` (default 1000, 20)
 
@@ -268,9 +269,32 @@ async fn engine(tasks: u16, window: Duration) -> Result<(u64, u64, Duration)> {
     }
 }
 
+/// How a baseline GETs.
+#[derive(Clone, Copy)]
+enum Baseline {
+    /// hyper's client (what the probe driver used before).
+    Hyper,
+    /// A request written and the first read of the answer, on a tokio socket: the floor of one
+    /// new loopback connection per check.
+    Raw,
+}
+
+/// One GET on a new connection: the request written, one read, the connection closed.
+async fn raw_get(port: u16) -> bool {
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if s.write_all(request).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    matches!(s.read(&mut buf).await, Ok(n) if buf[..n].starts_with(b"HTTP/1.1 200"))
+}
+
 /// The same number of GETs, a new connection each, paced over the window like the probes;
 /// (GETs done, 200s, CPU used).
-async fn baseline(tasks: u16, window: Duration) -> Result<(u64, u64, Duration)> {
+async fn baseline(kind: Baseline, tasks: u16, window: Duration) -> Result<(u64, u64, Duration)> {
     use http_body_util::{BodyExt, Empty};
     let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -286,14 +310,20 @@ async fn baseline(tasks: u16, window: Duration) -> Result<(u64, u64, Duration)> 
         for i in 0..tasks {
             let (client, tx) = (client.clone(), tx.clone());
             tokio::spawn(async move {
-                let uri = format!("http://127.0.0.1:{}/health", FIRST_PORT + i);
-                let good = match client.get(uri.parse().unwrap()).await {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        let _ = r.into_body().collect().await;
-                        status == 200
+                let port = FIRST_PORT + i;
+                let good = match kind {
+                    Baseline::Hyper => {
+                        let uri = format!("http://127.0.0.1:{port}/health");
+                        match client.get(uri.parse().unwrap()).await {
+                            Ok(r) => {
+                                let status = r.status().as_u16();
+                                let _ = r.into_body().collect().await;
+                                status == 200
+                            }
+                            Err(_) => false,
+                        }
                     }
-                    Err(_) => false,
+                    Baseline::Raw => raw_get(port).await,
                 };
                 let _ = tx.send(good);
             });
@@ -340,14 +370,15 @@ fn main() -> Result<()> {
         .build()?;
     let rss0 = rss_kib();
     let result = rt.block_on(async {
-        let base = baseline(tasks, window).await?;
+        let raw = baseline(Baseline::Raw, tasks, window).await?;
+        let base = baseline(Baseline::Hyper, tasks, window).await?;
         let eng = engine(tasks, window).await?;
-        anyhow::Ok((base, eng))
+        anyhow::Ok((raw, base, eng))
     });
     let rss1 = rss_kib();
     let _ = server.kill();
     let _ = server.wait();
-    let ((b_done, b_ok, b_cpu), (e_done, e_ok, e_cpu)) = result?;
+    let ((r_done, r_ok, r_cpu), (b_done, b_ok, b_cpu), (e_done, e_ok, e_cpu)) = result?;
     let per = |cpu: Duration, n: u64| cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
     let secs = window.as_secs_f64();
     println!("probe-bench: {tasks} tasks, HTTP check every 1 s, {seconds} s window");
@@ -362,6 +393,16 @@ fn main() -> Result<()> {
         b_done as f64 / secs,
         per(b_cpu, b_done),
         b_cpu.as_secs_f64() * 100.0 / secs
+    );
+    println!(
+        "floor    (raw socket GET loop): {:.1} GETs/s ({r_ok} of {r_done} 200), {:.1} us CPU a GET, {:.2} % of one core",
+        r_done as f64 / secs,
+        per(r_cpu, r_done),
+        r_cpu.as_secs_f64() * 100.0 / secs
+    );
+    println!(
+        "ratio: {:.2}x the floor's CPU a probe",
+        per(e_cpu, e_done) / per(r_cpu, r_done)
     );
     println!(
         "ratio: {:.2}x the baseline's CPU a probe; RSS {rss0} KiB before, {rss1} KiB after ({} KiB for {tasks} tasks and their probes)",

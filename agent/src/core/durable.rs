@@ -342,6 +342,7 @@ impl Supervisor {
         sup.replay_floor_ms = sup.replay_floor_ms.max(snap.replay_floor_ms.unwrap_or(0));
         sup.leader_epoch = snap.leader_epoch.unwrap_or(0);
         sup.awaiting_list = true;
+        sup.tasks.settle();
         Ok(sup)
     }
 

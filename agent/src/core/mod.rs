@@ -11,6 +11,7 @@ mod health;
 mod outbox;
 mod ports;
 mod task;
+mod tasks;
 pub mod validate;
 
 #[cfg(test)]
@@ -32,6 +33,7 @@ pub use health::{CheckState, Verdict};
 pub use outbox::Outbox;
 pub use ports::{PortError, Ports};
 pub use task::{AfterKill, Phase, Task};
+pub use tasks::Tasks;
 pub use validate::Policy;
 use validate::reject;
 
@@ -119,7 +121,7 @@ pub struct Settings {
 pub struct Supervisor {
     settings: Settings,
     capacity: Capacity,
-    tasks: BTreeMap<TaskId, Task>,
+    tasks: Tasks,
     ports: Ports,
     outbox: Outbox,
     connected: bool,
@@ -183,7 +185,7 @@ impl Supervisor {
             capacity: settings.capacity,
             ports: Ports::new(settings.port_range),
             outbox: Outbox::new(settings.outbox_capacity),
-            tasks: BTreeMap::new(),
+            tasks: Tasks::default(),
             connected: false,
             draining: false,
             offer_seq: 0,
@@ -330,7 +332,9 @@ impl Supervisor {
                 self.list_retry_wait = (wait * 2).min(LIST_RETRY_MAX_MS);
             }
         }
+        self.tasks.settle();
         self.on_time(now);
+        self.tasks.settle();
         std::mem::take(&mut self.actions)
     }
 
@@ -354,19 +358,25 @@ impl Supervisor {
 
     /// When [`Event::Tick`] must come next at the latest.
     pub fn next_deadline(&self) -> Option<Millis> {
-        let tasks = self.tasks.values().filter_map(Task::next_deadline);
+        let tasks = self.tasks.next_deadline();
         let outbox = self
             .connected
             .then(|| self.outbox.next_deadline())
             .flatten();
         let offer = self.connected.then_some(self.next_offer_at);
         let list = self.list_retry_at;
-        tasks.chain(outbox).chain(offer).chain(list).min()
+        tasks.into_iter().chain(outbox).chain(offer).chain(list).min()
     }
 
     /// The tasks, by id.
     pub fn tasks(&self) -> &BTreeMap<TaskId, Task> {
         &self.tasks
+    }
+
+    /// Whether the deadline index agrees with every task's own deadline (see `tasks.rs`);
+    /// the core tests check it after every event.
+    pub fn deadline_index_is_exact(&self) -> bool {
+        self.tasks.index_is_exact()
     }
 
     /// The host ports.
@@ -1147,12 +1157,10 @@ impl Supervisor {
     fn on_exited(&mut self, now: Millis, container_id: &str, exit_code: i64, oom: bool) {
         let Some((id, t)) = self
             .tasks
-            .iter_mut()
-            .find(|(_, t)| t.phase.container() == Some(container_id))
+            .find_mut(|t| t.phase.container() == Some(container_id))
         else {
             return;
         };
-        let id = id.clone();
         let killing = match &t.phase {
             Phase::Killing { then, .. } => Some(*then),
             _ => None,
@@ -1299,15 +1307,8 @@ impl Supervisor {
             self.list_retry_at = None;
             self.actions.push(Action::ListContainers);
         }
-        // Only the tasks with something due: a walk that reads each task's deadline is cheap,
-        // cloning every id and looking each up again was not (this runs on every event).
-        let due: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.next_deadline().is_some_and(|at| at <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in due {
+        // Only the tasks with something due, from the deadline index (this runs on every event).
+        for id in self.tasks.due(now) {
             self.task_time(now, &id);
         }
         if self.connected {

@@ -68,6 +68,10 @@ impl Sim {
     fn ev(&mut self, e: Event) -> Vec<Action> {
         let before = self.sup.durable_fingerprint();
         let out = self.sup.handle(self.clock(), e);
+        assert!(
+            self.sup.deadline_index_is_exact(),
+            "the deadline index missed a task's change"
+        );
         // The main loop skips the fingerprint when the core says nothing durable changed.
         if !self.sup.durable_may_have_changed() {
             assert_eq!(
@@ -1075,8 +1079,10 @@ fn restarted(sim: &Sim) -> Sim {
     let snap = Snapshot::from_bytes(&bytes).unwrap();
     let mut s = settings();
     s.incarnation = 8;
+    let sup = Supervisor::restore(s, &snap).unwrap();
+    assert!(sup.deadline_index_is_exact(), "a restore left the deadline index behind");
     Sim {
-        sup: Supervisor::restore(s, &snap).unwrap(),
+        sup,
         now: sim.now + 5_000,
         wall_step: sim.wall_step,
         statuses: Vec::new(),
