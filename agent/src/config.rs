@@ -260,7 +260,7 @@ impl Config {
 
     /// Validates TOML `text` (`path` is only for messages).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let file: File = basic_toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.into(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
@@ -683,6 +683,17 @@ mod tests {
     fn an_unknown_key_is_refused_by_name() {
         let e = parse("agent_idd = \"x\"").unwrap_err().to_string();
         assert!(e.contains("unknown field `agent_idd`"), "{e}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_or_broken_toml_is_refused_naming_the_key_and_the_line() {
+        let e = parse("agent_id = \"a\"\n\n[logs]\nmax_size_mib = \"big\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("logs.max_size_mib"), "{e}");
+        assert!(e.contains("line 4"), "{e}");
+        let e = parse("agent_id = \"a\"\nbrokers = [\"mqtt://x\"").unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
     }
 
     #[test]
