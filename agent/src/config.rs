@@ -686,13 +686,40 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_parses_as_it_is_and_with_every_example_uncommented() {
+        let shipped = include_str!("../../packaging/etc/agent.toml");
+        let as_is = parse(shipped).unwrap();
+        assert_eq!(as_is.port_range.begin, 31000);
+        // `# key = value` and `# [table]` lines are the examples; the rest is prose.
+        let example = |l: &str| {
+            l.starts_with('[')
+                || l.split_once(" = ")
+                    .is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        };
+        let uncommented: Vec<&str> = shipped
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if example(rest) => rest,
+                _ => l,
+            })
+            .collect();
+        let all = parse(&uncommented.join("\n")).unwrap();
+        assert_eq!(all.agent_id, "edge-07");
+        assert_eq!(all.offer_interval_s, 30);
+        assert_eq!(all.registries.len(), 1, "{:?}", all.registries);
+        assert_eq!(all.attributes.len(), 1);
+    }
+
+    #[test]
     fn a_value_of_the_wrong_type_or_broken_toml_is_refused_naming_the_key_and_the_line() {
         let e = parse("agent_id = \"a\"\n\n[logs]\nmax_size_mib = \"big\"")
             .unwrap_err()
             .to_string();
         assert!(e.contains("logs.max_size_mib"), "{e}");
         assert!(e.contains("line 4"), "{e}");
-        let e = parse("agent_id = \"a\"\nbrokers = [\"mqtt://x\"").unwrap_err().to_string();
+        let e = parse("agent_id = \"a\"\nbrokers = [\"mqtt://x\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2"), "{e}");
     }
 

@@ -365,7 +365,12 @@ impl Supervisor {
             .flatten();
         let offer = self.connected.then_some(self.next_offer_at);
         let list = self.list_retry_at;
-        tasks.into_iter().chain(outbox).chain(offer).chain(list).min()
+        tasks
+            .into_iter()
+            .chain(outbox)
+            .chain(offer)
+            .chain(list)
+            .min()
     }
 
     /// The tasks, by id.

@@ -103,6 +103,8 @@ impl Tasks {
             .iter()
             .filter_map(|(id, t)| t.next_deadline().map(|at| (at, id.clone())))
             .collect();
-        self.marked.is_empty() && expected == self.by_deadline && self.indexed.len() == expected.len()
+        self.marked.is_empty()
+            && expected == self.by_deadline
+            && self.indexed.len() == expected.len()
     }
 }

@@ -1080,7 +1080,10 @@ fn restarted(sim: &Sim) -> Sim {
     let mut s = settings();
     s.incarnation = 8;
     let sup = Supervisor::restore(s, &snap).unwrap();
-    assert!(sup.deadline_index_is_exact(), "a restore left the deadline index behind");
+    assert!(
+        sup.deadline_index_is_exact(),
+        "a restore left the deadline index behind"
+    );
     Sim {
         sup,
         now: sim.now + 5_000,
