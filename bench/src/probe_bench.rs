@@ -4,10 +4,12 @@
 //! taken after every event, as the main loop does; no MQTT, no state file), with N tasks whose HTTP
 //! check (every 1 s) targets N local listeners served by a child process (no containers: the
 //! core is told each task's container started). Reported: probes per second, the engine's CPU
-//! per probe and share of one core, its RSS growth; against two baselines measured in the same
-//! run from the same kind of runtime, bare loops doing the same number of HTTP GETs (a new
-//! connection each, no core, no timeouts): one through hyper's client, and the floor, a request
-//! written and one read on a raw tokio socket (what one new loopback connection costs here).
+//! per probe and share of one core, its RSS growth and the sockets it leaves in TIME_WAIT;
+//! against baselines measured in the same run from the same kind of runtime, bare loops doing
+//! the same number of HTTP GETs (a new connection each, no core, no timeouts): the floor, a
+//! request written and one read on a raw tokio socket, reset as the probe driver resets it
+//! (what one new loopback connection costs here); the same closed normally; and hyper's
+//! client.
 //!
 //! `cargo run --release -p outpost-bench --bin probe-bench [TASKS] [SECONDS]` (default 1000, 20)
 
@@ -39,6 +41,30 @@ fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Sockets in TIME_WAIT to or from the listeners' ports (both ends are on this host), from
+/// /proc/net/tcp.
+fn time_wait(tasks: u16) -> i64 {
+    let ports = FIRST_PORT..FIRST_PORT + tasks;
+    let port = |addr: &str| {
+        addr.rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let count = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 3 && f[3] == "06")
+        .filter(|f| {
+            [f[1], f[2]]
+                .iter()
+                .any(|a| port(a).is_some_and(|p| ports.contains(&p)))
+        })
+        .count();
+    count as i64
 }
 
 /// The listeners' process: one HTTP/1.1 responder per port (200, `Connection: close`).
@@ -274,16 +300,23 @@ async fn engine(tasks: u16, window: Duration) -> Result<(u64, u64, Duration)> {
 enum Baseline {
     /// hyper's client (what the probe driver used before).
     Hyper,
-    /// A request written and the first read of the answer, on a tokio socket: the floor of one
-    /// new loopback connection per check.
+    /// A request written and the first read of the answer, on a tokio socket, and the
+    /// connection reset as the probe driver resets it: the floor of one new loopback connection
+    /// per check.
     Raw,
+    /// The same with a normal close (FIN, and TIME_WAIT after it).
+    RawClosed,
 }
 
-/// One GET on a new connection: the request written, one read, the connection closed.
-async fn raw_get(port: u16) -> bool {
+/// One GET on a new connection: the request written, one read, the connection reset (as the
+/// probe driver does) if `reset`, else closed.
+async fn raw_get(port: u16, reset: bool) -> bool {
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
         return false;
     };
+    if reset && s.set_zero_linger().is_err() {
+        return false;
+    }
     let request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     if s.write_all(request).await.is_err() {
         return false;
@@ -323,7 +356,8 @@ async fn baseline(kind: Baseline, tasks: u16, window: Duration) -> Result<(u64, 
                             Err(_) => false,
                         }
                     }
-                    Baseline::Raw => raw_get(port).await,
+                    Baseline::Raw => raw_get(port, true).await,
+                    Baseline::RawClosed => raw_get(port, false).await,
                 };
                 let _ = tx.send(good);
             });
@@ -369,44 +403,54 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let rss0 = rss_kib();
+    // The engine first, so that what it leaves in TIME_WAIT is its own (a socket stays there
+    // 60 s); each phase prints the net change over its run (negative when an earlier run's
+    // sockets expire during it).
+    let with_time_wait = |r: (u64, u64, Duration), tw0: i64| (r, time_wait(tasks) - tw0);
     let result = rt.block_on(async {
-        let raw = baseline(Baseline::Raw, tasks, window).await?;
-        let base = baseline(Baseline::Hyper, tasks, window).await?;
-        let eng = engine(tasks, window).await?;
-        anyhow::Ok((raw, base, eng))
+        let tw = time_wait(tasks);
+        let eng = with_time_wait(engine(tasks, window).await?, tw);
+        let rss1 = rss_kib();
+        let mut baselines = Vec::new();
+        for kind in [Baseline::Raw, Baseline::RawClosed, Baseline::Hyper] {
+            let tw = time_wait(tasks);
+            baselines.push(with_time_wait(baseline(kind, tasks, window).await?, tw));
+        }
+        anyhow::Ok((eng, rss1, baselines))
     });
-    let rss1 = rss_kib();
     let _ = server.kill();
     let _ = server.wait();
-    let ((r_done, r_ok, r_cpu), (b_done, b_ok, b_cpu), (e_done, e_ok, e_cpu)) = result?;
-    let per = |cpu: Duration, n: u64| cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
+    let (eng, rss1, baselines) = result?;
+    let [raw, closed, hyper] = baselines[..] else {
+        bail!("three baselines were measured");
+    };
+    let per = |((done, _, cpu), _): ((u64, u64, Duration), i64)| {
+        cpu.as_secs_f64() * 1e6 / done.max(1) as f64
+    };
     let secs = window.as_secs_f64();
     println!("probe-bench: {tasks} tasks, HTTP check every 1 s, {seconds} s window");
+    for (name, what, passed, phase) in [
+        ("engine   (core + probe driver)", "probe", "healthy", eng),
+        ("floor    (raw socket GET, reset)", "GET", "200", raw),
+        ("floor    (raw socket GET, closed)", "GET", "200", closed),
+        ("baseline (bare hyper GET loop)", "GET", "200", hyper),
+    ] {
+        let ((done, ok, cpu), tw) = phase;
+        println!(
+            "{name}: {:.1} {what}s/s ({ok} of {done} {passed}), {:.1} us CPU a {what}, {:.2} % of one core, TIME_WAIT sockets {tw:+}",
+            done as f64 / secs,
+            per(phase),
+            cpu.as_secs_f64() * 100.0 / secs
+        );
+    }
     println!(
-        "engine   (core + probe driver): {:.1} probes/s ({e_ok} of {e_done} healthy), {:.1} us CPU a probe, {:.2} % of one core",
-        e_done as f64 / secs,
-        per(e_cpu, e_done),
-        e_cpu.as_secs_f64() * 100.0 / secs
+        "ratio: {:.2}x the floor's CPU a probe; the floor closed is {:.2}x the floor reset",
+        per(eng) / per(raw),
+        per(closed) / per(raw)
     );
     println!(
-        "baseline (bare hyper GET loop): {:.1} GETs/s ({b_ok} of {b_done} 200), {:.1} us CPU a GET, {:.2} % of one core",
-        b_done as f64 / secs,
-        per(b_cpu, b_done),
-        b_cpu.as_secs_f64() * 100.0 / secs
-    );
-    println!(
-        "floor    (raw socket GET loop): {:.1} GETs/s ({r_ok} of {r_done} 200), {:.1} us CPU a GET, {:.2} % of one core",
-        r_done as f64 / secs,
-        per(r_cpu, r_done),
-        r_cpu.as_secs_f64() * 100.0 / secs
-    );
-    println!(
-        "ratio: {:.2}x the floor's CPU a probe",
-        per(e_cpu, e_done) / per(r_cpu, r_done)
-    );
-    println!(
-        "ratio: {:.2}x the baseline's CPU a probe; RSS {rss0} KiB before, {rss1} KiB after ({} KiB for {tasks} tasks and their probes)",
-        per(e_cpu, e_done) / per(b_cpu, b_done),
+        "ratio: {:.2}x the hyper baseline's CPU a probe; RSS {rss0} KiB before, {rss1} KiB after the engine ({} KiB for {tasks} tasks and their probes)",
+        per(eng) / per(hyper),
         rss1.saturating_sub(rss0)
     );
     Ok(())

@@ -29,16 +29,27 @@ pub async fn run(docker: &Docker, target: &ProbeTarget, timeout: Duration) -> bo
         } => tokio::time::timeout(timeout, http_probe(*tls, *port, path, ready_statuses))
             .await
             .unwrap_or(false),
-        ProbeTarget::Tcp { port } => {
-            tokio::time::timeout(timeout, TcpStream::connect(("127.0.0.1", *port)))
-                .await
-                .is_ok_and(|r| r.is_ok())
-        }
+        ProbeTarget::Tcp { port } => tokio::time::timeout(timeout, connect(*port))
+            .await
+            .is_ok_and(|r| r.is_ok()),
         ProbeTarget::Command {
             container_id,
             command,
         } => super::docker::exec_ok(docker, container_id, command, timeout).await,
     }
+}
+
+/// A new connection to 127.0.0.1:`port` that is reset when dropped (`SO_LINGER` 0), as
+/// kubelet's and EaseProbe's probes close theirs. A normal close leaves a socket in TIME_WAIT
+/// for 60 s and dockerd's connection tracking keeps an entry for it 120 s: at 1,000 checks a
+/// second that is 120,000 entries, past the default table of a small host, whose overflow
+/// drops packets of every container. A reset leaves nothing behind. A check has read what it
+/// needs when it drops the connection, and closing one with the rest of an answer unread
+/// resets it anyway.
+async fn connect(port: u16) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.set_zero_linger()?;
+    Ok(stream)
 }
 
 /// `GET path` on 127.0.0.1:`port`, over TLS if `tls`; passes on an answer of `ok` (empty:
@@ -48,7 +59,7 @@ async fn http_probe(tls: bool, port: u16, path: &str, ok: &[u16]) -> bool {
     if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return false;
     }
-    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+    let Ok(stream) = connect(port).await else {
         return false;
     };
     if !tls {
@@ -264,6 +275,52 @@ mod tests {
         );
         let (passed, _) = check(vec![long], "/", &[]).await;
         assert!(!passed);
+    }
+
+    /// What the server of a check's connection reads after it has answered (`answer`, if any):
+    /// how the check closed.
+    async fn close_seen_by_the_server(
+        answer: &'static [u8],
+        target: impl FnOnce(u16) -> ProbeTarget,
+    ) -> std::io::Result<usize> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let target = target(listener.local_addr().unwrap().port());
+        // HTTP and TCP checks never call dockerd (bollard only asks that the path exist).
+        let docker =
+            Docker::connect_with_unix("/dev/null", 1, bollard::API_DEFAULT_VERSION).unwrap();
+        let check =
+            tokio::spawn(async move { run(&docker, &target, Duration::from_secs(5)).await });
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 512];
+        if !answer.is_empty() {
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(answer).await.unwrap();
+        }
+        assert!(check.await.unwrap(), "the check passes");
+        s.read(&mut buf).await
+    }
+
+    #[tokio::test]
+    async fn a_check_resets_its_connection_so_it_leaves_no_time_wait_behind() {
+        // A normal close would read as the end of the stream (Ok(0)) and leave TIME_WAIT.
+        let http = |port| ProbeTarget::Http {
+            tls: false,
+            port,
+            path: "/".into(),
+            ready_statuses: Vec::new(),
+        };
+        let seen = close_seen_by_the_server(b"HTTP/1.1 200 OK\r\n\r\n", http).await;
+        assert!(
+            seen.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "HTTP: {seen:?}"
+        );
+        let seen = close_seen_by_the_server(b"", |port| ProbeTarget::Tcp { port }).await;
+        assert!(
+            seen.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "TCP: {seen:?}"
+        );
     }
 
     #[tokio::test]
