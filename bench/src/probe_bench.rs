@@ -335,10 +335,11 @@ async fn baseline(kind: Baseline, tasks: u16, window: Duration) -> Result<(u64, 
             .build_http();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
     let cpu0 = cpu();
-    let from = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let (mut done, mut ok) = (0u64, 0u64);
-    while from.elapsed() < window {
+    // Exactly one batch a second: a batch spawned after the window would run (and be charged)
+    // in the next phase.
+    for _ in 0..window.as_secs() {
         tick.tick().await;
         for i in 0..tasks {
             let (client, tx) = (client.clone(), tx.clone());
@@ -367,7 +368,7 @@ async fn baseline(kind: Baseline, tasks: u16, window: Duration) -> Result<(u64, 
             ok += u64::from(good);
         }
     }
-    // The last second's GETs.
+    // The last second's GETs: every one is counted before the CPU is read.
     let settle = Instant::now();
     while done < u64::from(tasks) * window.as_secs() && settle.elapsed() < Duration::from_secs(5) {
         if let Ok(Some(good)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
