@@ -522,6 +522,24 @@ pub async fn run(opts: LbOptions) -> Result<(), String> {
     Ok(())
 }
 
+/// Makes `command`'s process receive SIGTERM when this process ends, even killed outright
+/// (SIGKILL, a crash), which neither `kill_on_drop` nor the SIGTERM handler sees: a HAProxy left
+/// behind would keep serving its last config beside the one a new `lb` starts on the same ports
+/// (HAProxy binds with `SO_REUSEPORT`). The kernel sends the signal when the *thread* that
+/// spawned the child ends; `lb` spawns from the runtime's main thread (`block_on` in main), which
+/// lasts as long as the process. One of the workspace's three `unsafe` calls (ARCHITECTURE.md).
+#[allow(unsafe_code)]
+fn die_with_this_process(command: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and makes one prctl system
+    // call, which is async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// Starts HAProxy (master-worker) once a config is in place, or reloads it gracefully
 /// (SIGUSR2: new workers take the new config, old ones finish their connections).
 async fn reload(
@@ -550,10 +568,13 @@ async fn reload(
         if !opts.config.exists() {
             return Ok(());
         }
-        let child = tokio::process::Command::new(&opts.haproxy)
+        let mut command = tokio::process::Command::new(&opts.haproxy);
+        command
             .args(["-W", "-db", "-f"])
             .arg(&opts.config)
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        die_with_this_process(&mut command);
+        let child = command
             .spawn()
             .map_err(|e| format!("{}: {e}", opts.haproxy))?;
         tracing::info!(pid = child.id(), "HAProxy started");

@@ -6,7 +6,8 @@
 //! of it is free. `malloc_trim(0)` returns every whole free page of every heap (`madvise`), so
 //! the resident size comes back to what the state holds. The owner calls [`release`] when a
 //! burst is over ([`Trim`]): nothing waits in its queue and it ran many jobs since the last
-//! release. With [`few_heaps`], these are the only `unsafe` calls in the workspace (ARCHITECTURE.md).
+//! release. With [`few_heaps`] and the discovery layer's `die_with_this_process`, these are
+//! the only `unsafe` calls in the workspace (ARCHITECTURE.md).
 
 /// Heaps (glibc "arenas") the allocator may keep: [`few_heaps`].
 pub const HEAPS: i32 = 2;

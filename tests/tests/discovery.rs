@@ -70,7 +70,7 @@ fn haproxy_sends_requests_to_healthy_tasks_only_and_follows_changes() {
         .request("POST", "/v2/apps", Some(&app(port, 2)))
         .unwrap();
     assert_eq!(created.status, 201, "{}", created.text);
-    let _lb = lb(&bridge, dir.path(), None);
+    let mut lb = lb(&bridge, dir.path(), None);
 
     // Both healthy tasks answer through HAProxy.
     let both = wait::until("both tasks behind HAProxy", LONG, || {
@@ -106,6 +106,42 @@ fn haproxy_sends_requests_to_healthy_tasks_only_and_follows_changes() {
         (seen.len() == 2 && !seen.is_subset(&both)).then_some(())
     })
     .unwrap();
+
+    // The lb killed outright (SIGKILL: no handler runs): its HAProxy goes with it rather than
+    // serving the last config on, orphaned.
+    let config = dir.path().join("haproxy.cfg");
+    assert!(
+        !haproxies(&config).is_empty(),
+        "HAProxy runs with {config:?}"
+    );
+    lb.stop();
+    wait::until("HAProxy gone with its lb", Duration::from_secs(15), || {
+        haproxies(&config).is_empty().then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?} still run", haproxies(&config)));
+    assert!(
+        http::get(&format!("http://127.0.0.1:{port}/")).is_err(),
+        "nothing serves the app's port"
+    );
+}
+
+/// The pids of the HAProxy processes (master and workers) running with `config`.
+fn haproxies(config: &Path) -> Vec<u32> {
+    let config = config.to_string_lossy();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // Arguments are NUL-separated; an exited process that is not reaped yet has none.
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<_> = c.split(|&b| b == 0).collect();
+                args.first().is_some_and(|a| a.ends_with(b"haproxy"))
+                    && args.iter().any(|a| *a == config.as_bytes())
+            })
+        })
+        .collect()
 }
 
 #[test]
