@@ -233,7 +233,7 @@ async fn engine(tasks: u16, window: Duration) -> Result<(u64, u64, Duration)> {
     )?;
     let docker = std::sync::Arc::new(docker);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (mut done, mut healthy) = (0u64, 0u64);
+    let (mut done, mut healthy, mut spawned) = (0u64, 0u64, 0u64);
     // One second of warm-up (every task's first probe is due at once), then the window.
     let warm_until = start + Duration::from_secs(2);
     let mut measuring: Option<(Instant, Duration, u64, u64)> = None;
@@ -245,7 +245,18 @@ async fn engine(tasks: u16, window: Duration) -> Result<(u64, u64, Duration)> {
         if let Some((from, cpu0, done0, healthy0)) = measuring
             && now >= from + window
         {
-            return Ok((done - done0, healthy - healthy0, cpu() - cpu0));
+            let measured = (done - done0, healthy - healthy0, cpu() - cpu0);
+            // The probes still in flight finish here, outside the window, so that the next
+            // phase is not charged for them.
+            let settle = Instant::now();
+            while done < spawned && settle.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) =
+                    tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
+                {
+                    done += 1;
+                }
+            }
+            return Ok(measured);
         }
         let sleep = sup
             .next_deadline()
@@ -276,6 +287,7 @@ async fn engine(tasks: u16, window: Duration) -> Result<(u64, u64, Duration)> {
             } = action
             {
                 let (docker, tx) = (docker.clone(), tx.clone());
+                spawned += 1;
                 tokio::spawn(async move {
                     let ok = outpost_agent::driver::probe::run(
                         &docker,
