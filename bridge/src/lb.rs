@@ -530,12 +530,19 @@ pub async fn run(opts: LbOptions) -> Result<(), String> {
 /// lasts as long as the process. One of the workspace's three `unsafe` calls (ARCHITECTURE.md).
 #[allow(unsafe_code)]
 fn die_with_this_process(command: &mut tokio::process::Command) {
-    // SAFETY: the closure runs in the forked child before exec and makes one prctl system
-    // call, which is async-signal-safe; it allocates nothing and takes no lock.
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs in the forked child before exec and makes two system calls
+    // (prctl, getppid), which are async-signal-safe; it allocates nothing and takes no lock
+    // (an `Errno` becomes an `io::Error` without allocating).
     unsafe {
-        command.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
-                .map_err(std::io::Error::from)
+        command.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+            // This process may have ended between the fork and the prctl: then no signal
+            // will come, so the child must not run.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(rustix::io::Errno::SRCH.into());
+            }
+            Ok(())
         });
     }
 }

@@ -196,11 +196,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
-            let mut request = Vec::new();
-            let mut byte = [0u8; 1];
-            while !request.ends_with(b"\r\n\r\n") && s.read(&mut byte).await.unwrap() == 1 {
-                request.push(byte[0]);
-            }
+            let request = read_request(&mut s).await;
             for c in chunks {
                 if s.write_all(c).await.is_err() {
                     break;
@@ -208,9 +204,19 @@ mod tests {
                 s.flush().await.unwrap();
                 tokio::task::yield_now().await;
             }
-            String::from_utf8(request).unwrap()
+            request
         });
         (port, server)
+    }
+
+    /// Reads a request from `s` up to its blank line, however the reads split it.
+    async fn read_request(s: &mut tokio::net::TcpStream) -> String {
+        let mut request = Vec::new();
+        let mut byte = [0u8; 1];
+        while !request.ends_with(b"\r\n\r\n") && s.read(&mut byte).await.unwrap() == 1 {
+            request.push(byte[0]);
+        }
+        String::from_utf8(request).unwrap()
     }
 
     async fn check(chunks: Vec<&'static [u8]>, path: &str, ok: &[u16]) -> (bool, String) {
@@ -291,13 +297,12 @@ mod tests {
         let check =
             tokio::spawn(async move { run(&docker, &target, Duration::from_secs(5)).await });
         let (mut s, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 512];
         if !answer.is_empty() {
-            let _ = s.read(&mut buf).await.unwrap();
+            read_request(&mut s).await;
             s.write_all(answer).await.unwrap();
         }
         assert!(check.await.unwrap(), "the check passes");
-        s.read(&mut buf).await
+        s.read(&mut [0u8; 512]).await
     }
 
     #[tokio::test]
